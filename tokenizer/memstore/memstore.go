@@ -1,0 +1,172 @@
+// Package memstore is an in-memory tokenizer.Store for dev mode and unit
+// tests. It keeps nothing across restarts and is not shared between
+// replicas; production uses redisstore.
+package memstore
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// Store is an in-memory tokenizer.Store. The zero value is not usable; call
+// New.
+type Store struct {
+	now func() time.Time
+
+	mu   sync.Mutex
+	kv   map[string]item
+	sets map[string]set
+}
+
+type item struct {
+	val     []byte
+	expires time.Time // zero: never
+}
+
+type set struct {
+	members map[string]struct{}
+	expires time.Time
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock used for TTLs, so tests need not sleep.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// New returns an empty Store.
+func New(opts ...Option) *Store {
+	s := &Store{now: time.Now, kv: map[string]item{}, sets: map[string]set{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+var _ tokenizer.Store = (*Store)(nil)
+
+func (s *Store) expiry(ttl time.Duration) time.Time {
+	if ttl <= 0 {
+		return time.Time{}
+	}
+	return s.now().Add(ttl)
+}
+
+func (s *Store) live(exp time.Time) bool { return exp.IsZero() || s.now().Before(exp) }
+
+// Put implements tokenizer.Store.
+func (s *Store) Put(ctx context.Context, entries []tokenizer.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range entries {
+		s.kv[e.Key] = item{val: slices.Clone(e.Value), expires: s.expiry(e.TTL)}
+	}
+	return nil
+}
+
+// PutNew implements tokenizer.Store.
+func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]bool, len(entries))
+	for i, e := range entries {
+		if it, ok := s.kv[e.Key]; ok && s.live(it.expires) {
+			continue
+		}
+		s.kv[e.Key] = item{val: slices.Clone(e.Value), expires: s.expiry(e.TTL)}
+		out[i] = true
+	}
+	return out, nil
+}
+
+// Get implements tokenizer.Store.
+func (s *Store) Get(ctx context.Context, keys []string) ([][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		if it, ok := s.kv[k]; ok && s.live(it.expires) {
+			out[i] = slices.Clone(it.val)
+		} else if ok {
+			delete(s.kv, k)
+		}
+	}
+	return out, nil
+}
+
+// Delete implements tokenizer.Store.
+func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, k := range keys {
+		if it, ok := s.kv[k]; ok {
+			if s.live(it.expires) {
+				n++
+			}
+			delete(s.kv, k)
+		}
+		if st, ok := s.sets[k]; ok {
+			if s.live(st.expires) {
+				n++
+			}
+			delete(s.sets, k)
+		}
+	}
+	return n, nil
+}
+
+// AddToSet implements tokenizer.Store.
+func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.sets[key]
+	if !ok || !s.live(st.expires) {
+		st = set{members: map[string]struct{}{}, expires: s.expiry(ttl)}
+	}
+	for _, m := range members {
+		st.members[m] = struct{}{}
+	}
+	switch exp := s.expiry(ttl); {
+	case exp.IsZero():
+		st.expires = time.Time{}
+	case !st.expires.IsZero() && exp.After(st.expires):
+		st.expires = exp
+	}
+	s.sets[key] = st
+	return nil
+}
+
+// SetMembers implements tokenizer.Store.
+func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.sets[key]
+	if !ok || !s.live(st.expires) {
+		return nil, nil
+	}
+	return slices.Sorted(maps.Keys(st.members)), nil
+}

@@ -1,0 +1,517 @@
+// Package tokenizer is jeton's domain: field classes, tokens, record
+// envelopes and the keyring of data-key generations. It defines the Store
+// and KeyManager it needs; adapters in sub-packages implement them.
+//
+// Invariants kept here:
+//   - A random token carries 128 bits from the injected reader (crypto/rand
+//     by default); a deterministic token is a MAC under a tenant key.
+//   - Store key names are keyed hashes; no token, value or unkeyed hash is
+//     ever part of a key or a stored value.
+//   - A record opens only under its own token, tenant and class.
+package tokenizer
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxSubjectLen bounds a data-subject id in bytes.
+const MaxSubjectLen = 256
+
+// idempotencyTTL is how long a retry with the same idempotency key gets the
+// same tokens back.
+const idempotencyTTL = 24 * time.Hour
+
+// Config configures a Tokenizer.
+type Config struct {
+	Classes []Class
+	Keys    KeyManager
+	Store   Store
+	// Rand is the source of tokens, nonces and keys; crypto/rand if nil.
+	Rand io.Reader
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// KeyRefresh bounds how long a replica trusts its cached view of a
+	// tenant's current generation and of each wrapped DEK; 10s if zero.
+	KeyRefresh time.Duration
+}
+
+// Tokenizer mints tokens and reveals values. It is safe for concurrent use.
+type Tokenizer struct {
+	classes map[string]Class
+	order   []string
+	store   Store
+	rand    io.Reader
+	now     func() time.Time
+	keys    *keyring
+}
+
+// New validates cfg and returns a Tokenizer.
+func New(cfg Config) (*Tokenizer, error) {
+	if cfg.Keys == nil || cfg.Store == nil {
+		return nil, errors.New("tokenizer: config needs a KeyManager and a Store")
+	}
+	if len(cfg.Classes) == 0 {
+		return nil, errors.New("tokenizer: config needs at least one class")
+	}
+	t := &Tokenizer{classes: map[string]Class{}, store: cfg.Store, rand: cfg.Rand, now: cfg.Now}
+	if t.rand == nil {
+		t.rand = rand.Reader
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	for _, c := range cfg.Classes {
+		if c.Kind == "" {
+			c.Kind = KindRandom
+		}
+		if c.Mask == "" {
+			c.Mask = "all"
+		}
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		if _, dup := t.classes[c.Name]; dup {
+			return nil, fmt.Errorf("tokenizer: class %s is defined twice", c.Name)
+		}
+		t.classes[c.Name] = c
+		t.order = append(t.order, c.Name)
+	}
+	refresh := cfg.KeyRefresh
+	if refresh <= 0 {
+		refresh = 10 * time.Second
+	}
+	t.keys = &keyring{km: cfg.Keys, store: cfg.Store, now: t.now, refresh: refresh, tenants: map[string]*tenantKeys{}}
+	return t, nil
+}
+
+// Class returns a configured class by name.
+func (t *Tokenizer) Class(name string) (Class, bool) {
+	c, ok := t.classes[name]
+	return c, ok
+}
+
+// Classes returns the configured classes in configuration order.
+func (t *Tokenizer) Classes() []Class {
+	out := make([]Class, 0, len(t.order))
+	for _, n := range t.order {
+		out = append(out, t.classes[n])
+	}
+	return out
+}
+
+// Item is one value to tokenize.
+type Item struct {
+	Class string
+	Value string
+	// Subject optionally names the data subject, for erasure by subject.
+	Subject string
+}
+
+// Result is the outcome for one Item: a token, or an error that is a
+// UserError (bad class or value) and never quotes the value.
+type Result struct {
+	Token string
+	Err   error
+}
+
+// pending is an item on its way to becoming a stored record.
+type pending struct {
+	idx     int
+	class   Class
+	value   string
+	subject string
+	tok     Token
+	text    string
+	name    string
+	idem    string // idempotency entry name, for random items under a key
+}
+
+// Tokenize mints a token for each item in tenant, creating the tenant's
+// keys on first use. Per-item problems are reported in the results; the
+// error is non-nil only when nothing could be done (ErrUnavailable when a
+// backend is down), and then no token from the batch may be used.
+//
+// With a non-empty idempotencyKey, a retry of the same items under the same
+// key returns the same random tokens instead of minting new ones. Callers
+// scope the key to the caller's identity.
+func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, idempotencyKey string) ([]Result, error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return nil, err
+	}
+	results := make([]Result, len(items))
+	var work []pending
+	for i, it := range items {
+		c, ok := t.classes[it.Class]
+		if !ok {
+			results[i].Err = &UserError{ErrUnknownClass}
+			continue
+		}
+		v, err := c.NormalizeValue(it.Value)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		if len(it.Subject) > MaxSubjectLen || !utf8.ValidString(it.Subject) {
+			results[i].Err = &UserError{fmt.Errorf("%w: subject id is too long or not UTF-8", ErrInvalidValue)}
+			continue
+		}
+		work = append(work, pending{idx: i, class: c, value: v, subject: it.Subject})
+	}
+	if len(work) == 0 {
+		return results, nil
+	}
+	tk, err := t.keys.tenant(ctx, tenant, true)
+	if err != nil {
+		return nil, err
+	}
+	gen := tk.current
+	dek, err := t.keys.dek(ctx, tk, gen)
+	if err != nil {
+		return nil, err
+	}
+
+	// Mint tokens.
+	var idemNames []string
+	for i := range work {
+		p := &work[i]
+		p.tok = Token{Class: p.class.Name, Tenant: tenant, Version: tokenVersion1}
+		if p.class.Kind == KindDeterministic {
+			m := hmac.New(sha256.New, tk.det)
+			m.Write([]byte(p.class.Name))
+			m.Write([]byte{0})
+			m.Write([]byte(p.value))
+			copy(p.tok.Payload[:], m.Sum(nil))
+		} else {
+			if _, err := io.ReadFull(t.rand, p.tok.Payload[:]); err != nil {
+				return nil, fmt.Errorf("tokenizer: reading random token: %w", err)
+			}
+			if idempotencyKey != "" {
+				p.idem = idemName(tk, idempotencyKey, p.idx, p.class.Name, p.value, p.subject)
+				idemNames = append(idemNames, p.idem)
+			}
+		}
+		p.text = p.tok.String()
+		p.name = recordName(tk, p.text)
+	}
+
+	// A retry finds the tokens of the first attempt.
+	if len(idemNames) > 0 {
+		prior, err := t.store.Get(ctx, idemNames)
+		if err != nil {
+			return nil, unavailable("store", err)
+		}
+		j := 0
+		for i := range work {
+			if work[i].idem == "" {
+				continue
+			}
+			if prior[j] != nil {
+				if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
+					return nil, err
+				}
+			}
+			j++
+		}
+	}
+
+	// Records first, idempotency entries second: an entry then always
+	// points at a stored record, whoever wins a race.
+	entries := make([]Entry, 0, len(work))
+	subjects := map[string][]string{}
+	subjectTTL := map[string]time.Duration{}
+	for i := range work {
+		p := &work[i]
+		if p.name == "" {
+			continue // adopted from an earlier attempt
+		}
+		blob, err := sealRecord(t.rand, dek, gen, 0, p.tok, p.text, p.value)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, Entry{Key: p.name, Value: blob, TTL: p.class.Retention})
+		if p.subject != "" {
+			s := subjectName(tk, p.subject)
+			subjects[s] = append(subjects[s], p.name)
+			if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.class.Retention == 0 || p.class.Retention > ttl)) {
+				subjectTTL[s] = p.class.Retention
+			}
+		}
+	}
+	if err := t.store.Put(ctx, entries); err != nil {
+		return nil, unavailable("store", err)
+	}
+	for s, members := range subjects {
+		if err := t.store.AddToSet(ctx, s, members, subjectTTL[s]); err != nil {
+			return nil, unavailable("store", err)
+		}
+	}
+	if err := t.claimIdempotent(ctx, tk, work); err != nil {
+		return nil, err
+	}
+	for _, p := range work {
+		results[p.idx].Token = p.text
+	}
+	return results, nil
+}
+
+// claimIdempotent records the freshly minted random tokens under their
+// idempotency entries. Where a concurrent attempt won, it adopts that
+// attempt's token and deletes its own now-orphaned record.
+func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []pending) error {
+	var claims []Entry
+	var idx []int
+	for i, p := range work {
+		if p.idem == "" || p.name == "" {
+			continue
+		}
+		blob, err := sealSmall(t.rand, tk.idem, p.idem, []byte(p.text))
+		if err != nil {
+			return err
+		}
+		claims = append(claims, Entry{Key: p.idem, Value: blob, TTL: idempotencyTTL})
+		idx = append(idx, i)
+	}
+	if len(claims) == 0 {
+		return nil
+	}
+	won, err := t.store.PutNew(ctx, claims)
+	if err != nil {
+		return unavailable("store", err)
+	}
+	var lostNames, orphans []string
+	var lost []int
+	for j, ok := range won {
+		if !ok {
+			lostNames = append(lostNames, claims[j].Key)
+			orphans = append(orphans, work[idx[j]].name)
+			lost = append(lost, idx[j])
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	prior, err := t.store.Get(ctx, lostNames)
+	if err != nil {
+		return unavailable("store", err)
+	}
+	for j, i := range lost {
+		if prior[j] == nil {
+			return fmt.Errorf("%w: idempotency entry vanished", ErrUnavailable)
+		}
+		if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
+			return err
+		}
+	}
+	if _, err := t.store.Delete(ctx, orphans); err != nil {
+		return unavailable("store", err)
+	}
+	return nil
+}
+
+// adoptIdempotent replaces p's fresh token with the one an earlier attempt
+// stored, and marks p as needing no record.
+func (t *Tokenizer) adoptIdempotent(tk *tenantKeys, p *pending, blob []byte) error {
+	text, err := openSmall(tk.idem, p.idem, blob)
+	if err != nil {
+		return fmt.Errorf("tokenizer: idempotency entry does not open: %w", err)
+	}
+	tok, err := ParseToken(string(text))
+	if err != nil {
+		return fmt.Errorf("tokenizer: idempotency entry holds no token: %w", err)
+	}
+	p.tok, p.text, p.name = tok, string(text), ""
+	return nil
+}
+
+// Revealed is the outcome of revealing one token. Err is ErrNotFound for
+// every token that cannot be revealed, whatever the reason.
+type Revealed struct {
+	Token      Token
+	Value      string
+	Flags      Flags
+	Generation uint32
+	Err        error
+}
+
+// Reveal opens the records of already parsed tokens. Authorisation is the
+// caller's job: pass only the tokens the caller may see. The error is
+// non-nil only when nothing could be done, and then no value may be used.
+func (t *Tokenizer) Reveal(ctx context.Context, tokens []Token) ([]Revealed, error) {
+	out := make([]Revealed, len(tokens))
+	names := make([]string, 0, len(tokens))
+	texts := make([]string, len(tokens))
+	idx := make([]int, 0, len(tokens))
+	tenants := map[string]*tenantKeys{}
+	for i, tok := range tokens {
+		out[i].Token = tok
+		out[i].Err = ErrNotFound
+		if _, ok := t.classes[tok.Class]; !ok {
+			continue
+		}
+		tk, seen := tenants[tok.Tenant]
+		if !seen {
+			var err error
+			tk, err = t.keys.tenant(ctx, tok.Tenant, false)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+			tenants[tok.Tenant] = tk
+		}
+		if tk == nil {
+			continue
+		}
+		texts[i] = tok.String()
+		names = append(names, recordName(tk, texts[i]))
+		idx = append(idx, i)
+	}
+	if len(names) == 0 {
+		return out, nil
+	}
+	blobs, err := t.store.Get(ctx, names)
+	if err != nil {
+		return nil, unavailable("store", err)
+	}
+	for j, i := range idx {
+		if blobs[j] == nil {
+			continue
+		}
+		flags, gen, err := envelopeHeaderOf(blobs[j])
+		if err != nil {
+			continue
+		}
+		dek, err := t.keys.dek(ctx, tenants[tokens[i].Tenant], gen)
+		if errors.Is(err, ErrKeyDestroyed) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		v, err := openRecord(dek, tokens[i], texts[i], blobs[j])
+		if err != nil {
+			continue // tampered or swapped: indistinguishable from unknown
+		}
+		out[i] = Revealed{Token: tokens[i], Value: v, Flags: flags, Generation: gen}
+	}
+	return out, nil
+}
+
+// EraseTokens deletes the records behind tokens and reports how many
+// existed.
+func (t *Tokenizer) EraseTokens(ctx context.Context, tokens []Token) (int, error) {
+	var names []string
+	for _, tok := range tokens {
+		tk, err := t.keys.tenant(ctx, tok.Tenant, false)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		names = append(names, recordName(tk, tok.String()))
+	}
+	if len(names) == 0 {
+		return 0, nil
+	}
+	n, err := t.store.Delete(ctx, names)
+	if err != nil {
+		return 0, unavailable("store", err)
+	}
+	return n, nil
+}
+
+// EraseSubject deletes every record indexed under a data subject of tenant
+// and the index itself, and reports how many records existed.
+func (t *Tokenizer) EraseSubject(ctx context.Context, tenant, subject string) (int, error) {
+	tk, err := t.keys.tenant(ctx, tenant, false)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	s := subjectName(tk, subject)
+	members, err := t.store.SetMembers(ctx, s)
+	if err != nil {
+		return 0, unavailable("store", err)
+	}
+	n := 0
+	if len(members) > 0 {
+		if n, err = t.store.Delete(ctx, members); err != nil {
+			return 0, unavailable("store", err)
+		}
+	}
+	if _, err := t.store.Delete(ctx, []string{s}); err != nil {
+		return 0, unavailable("store", err)
+	}
+	return n, nil
+}
+
+// RotateGeneration starts a new data-key generation for tenant; records
+// tokenized from now on use it. Older generations keep opening their
+// records until destroyed.
+func (t *Tokenizer) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return 0, &UserError{err}
+	}
+	return t.keys.rotate(ctx, tenant)
+}
+
+// Rewrap re-wraps every stored key of the tenants under the newest KEK
+// version; no record is re-encrypted. progress, if not nil, is called
+// after each tenant with the number of keys rewrapped so far.
+func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(done int)) (int, error) {
+	total := 0
+	for _, tn := range tenants {
+		n, err := t.keys.rewrap(ctx, tn)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if progress != nil {
+			progress(total)
+		}
+	}
+	return total, nil
+}
+
+// The store names of records, subjects and idempotency entries are keyed
+// hashes under the tenant's index key, truncated to 160 bits.
+func recordName(tk *tenantKeys, tokText string) string {
+	return "jeton:r:" + tk.name + ":" + keyedName(tk.index, "record", tokText)
+}
+
+func subjectName(tk *tenantKeys, subject string) string {
+	return "jeton:s:" + tk.name + ":" + keyedName(tk.index, "subject", subject)
+}
+
+func idemName(tk *tenantKeys, key string, idx int, class, value, subject string) string {
+	m := hmac.New(sha256.New, tk.index)
+	for _, f := range []string{"idempotency", key, class, value, subject} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		m.Write(n[:])
+		m.Write([]byte(f))
+	}
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(idx))
+	m.Write(n[:])
+	return "jeton:i:" + tk.name + ":" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:20])
+}
+
+func keyedName(key []byte, domain, s string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(domain))
+	m.Write([]byte{0})
+	m.Write([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:20])
+}
