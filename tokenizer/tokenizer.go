@@ -12,6 +12,7 @@ package tokenizer
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -174,7 +175,9 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	if err != nil {
 		return nil, err
 	}
-	gen := tk.current
+	tk.mu.Lock()
+	gen := tk.current // rotate and refreshCurrent write it under tk.mu
+	tk.mu.Unlock()
 	dek, err := t.keys.dek(ctx, tk, gen)
 	if err != nil {
 		return nil, err
@@ -514,4 +517,24 @@ func keyedName(key []byte, domain, s string) string {
 	m.Write([]byte{0})
 	m.Write([]byte(s))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:20])
+}
+
+// systemKeyring names the keyring of the service's own keys. Tenant names
+// cannot start with '_', so it never collides with a tenant.
+const systemKeyring = "_system"
+
+// DeriveKey returns a 256-bit key for the service's own use (for example
+// the audit log's MAC key), derived from a root key that the KeyManager
+// wraps like any tenant's. The same label gives the same key on every
+// replica and across restarts.
+func (t *Tokenizer) DeriveKey(ctx context.Context, label string) ([]byte, error) {
+	root, err := t.keys.loadOrCreate(ctx, rootName(systemKeyring), true)
+	if err != nil {
+		return nil, err
+	}
+	k, err := hkdf.Expand(sha256.New, root, "jeton/v1/system/"+label, 32)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: deriving %s key: %w", label, err)
+	}
+	return k, nil
 }

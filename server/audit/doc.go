@@ -1,0 +1,2 @@
+// Package audit is jeton's tamper-evident audit log.
+package audit

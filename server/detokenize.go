@@ -1,0 +1,136 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// detokenizerService serves Detokenize and Mask on the trusted listener.
+type detokenizerService struct {
+	jetonv1.UnimplementedDetokenizerServer
+	s *Server
+}
+
+func (ds *detokenizerService) Detokenize(ctx context.Context, req *jetonv1.DetokenizeRequest) (*jetonv1.DetokenizeResponse, error) {
+	res, err := ds.s.reveal(ctx, "Detokenize", req.GetTokens(), req.GetPurpose(), req.GetCaseRef(), false)
+	if err != nil {
+		return nil, err
+	}
+	return &jetonv1.DetokenizeResponse{Results: res}, nil
+}
+
+func (ds *detokenizerService) Mask(ctx context.Context, req *jetonv1.MaskRequest) (*jetonv1.MaskResponse, error) {
+	res, err := ds.s.reveal(ctx, "Mask", req.GetTokens(), req.GetPurpose(), req.GetCaseRef(), true)
+	if err != nil {
+		return nil, err
+	}
+	return &jetonv1.MaskResponse{Results: res}, nil
+}
+
+// reveal authorises, opens, audits and only then returns values. Every
+// token the caller may not see gets exactly the answer of an unknown token.
+func (s *Server) reveal(ctx context.Context, method string, texts []string, purpose, caseRef string, maskOnly bool) ([]*jetonv1.RevealResult, error) {
+	p, ok := principalFrom(ctx)
+	if !ok || len(p.reveal) == 0 {
+		return nil, rpcError(denied("identity may not reveal"))
+	}
+	if purpose == "" {
+		return nil, rpcError(invalid("purpose is required"))
+	}
+	pr, ok := s.policy().Purpose(purpose)
+	if !ok || !p.MayUsePurpose(purpose) {
+		return nil, rpcError(denied("purpose not permitted for this identity"))
+	}
+	if pr.CaseRefRequired && caseRef == "" {
+		return nil, rpcError(invalid("case reference is required for this purpose"))
+	}
+	if len(texts) > s.maxBatch {
+		return nil, rpcError(invalid("too many tokens in one call"))
+	}
+
+	results := make([]*jetonv1.RevealResult, len(texts))
+	items := make([]audit.Item, len(texts))
+	levels := make([]Reveal, len(texts))
+	var toOpen []tokenizer.Token
+	var idx []int
+	for i, text := range texts {
+		results[i] = &jetonv1.RevealResult{Token: text}
+		tok, err := tokenizer.ParseToken(text)
+		if err != nil {
+			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(err)}
+			items[i] = audit.Item{Outcome: audit.OutcomeInvalid}
+			continue
+		}
+		items[i].TokenHash = s.audit.TokenHash(text)
+		lvl := p.RevealLevel(tok.Class)
+		if maskOnly && lvl != RevealNone {
+			lvl = RevealMasked
+		}
+		if lvl == RevealNone || !p.HasTenant(tok.Tenant) || !pr.Covers(tok.Class) {
+			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(tokenizer.ErrNotFound)}
+			items[i].Outcome = audit.OutcomeDenied
+			continue
+		}
+		levels[i] = lvl
+		toOpen = append(toOpen, tok)
+		idx = append(idx, i)
+	}
+
+	var opened []tokenizer.Revealed
+	if len(toOpen) > 0 {
+		var err error
+		if opened, err = s.tok.Reveal(ctx, toOpen); err != nil {
+			s.auditFailure(ctx, p, method, purpose, caseRef, err)
+			return nil, rpcError(err)
+		}
+	}
+	revealed := 0
+	for j, i := range idx {
+		o := opened[j]
+		if o.Err != nil {
+			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(tokenizer.ErrNotFound)}
+			items[i].Outcome = audit.OutcomeNotFound
+			continue
+		}
+		class, _ := s.tok.Class(o.Token.Class)
+		results[i].FieldClass = class.Name
+		if levels[i] == RevealFull {
+			results[i].Outcome = &jetonv1.RevealResult_Value{Value: o.Value}
+			items[i].Outcome = audit.OutcomeRevealed
+		} else {
+			results[i].Outcome = &jetonv1.RevealResult_Value{Value: class.MaskValue(o.Value)}
+			results[i].Masked = true
+			items[i].Outcome = audit.OutcomeMasked
+		}
+		revealed++
+	}
+
+	// No value leaves before its audit record is durable.
+	rec := audit.Record{
+		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
+		Purpose: purpose, CaseRef: caseRef, Items: items, Outcome: "ok",
+	}
+	if err := s.audit.Append(ctx, rec); err != nil {
+		s.log.ErrorContext(ctx, "audit append failed; reveal refused", "method", method, "identity", p.ID, "error", err)
+		return nil, rpcError(errors.Join(tokenizer.ErrUnavailable, err))
+	}
+	s.log.InfoContext(ctx, "revealed", "method", method, "identity", p.ID, "purpose", purpose,
+		"tokens", len(texts), "opened", revealed)
+	return results, nil
+}
+
+// auditFailure records a reveal that failed as a whole, best effort: the
+// caller gets no value either way.
+func (s *Server) auditFailure(ctx context.Context, p *Principal, method, purpose, caseRef string, cause error) {
+	rec := audit.Record{
+		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
+		Purpose: purpose, CaseRef: caseRef, Outcome: "failed", Detail: toStatus(cause).Code().String(),
+	}
+	if err := s.audit.Append(context.WithoutCancel(ctx), rec); err != nil {
+		s.log.ErrorContext(ctx, "audit append failed", "method", method, "error", err)
+	}
+}

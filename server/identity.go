@@ -1,0 +1,53 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// certIdentity names the caller of a verified mTLS connection: the leaf
+// certificate's first URI SAN (e.g. a SPIFFE ID), else its subject CN.
+func certIdentity(ctx context.Context) (string, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return "", false
+	}
+	return leafIdentity(info.State.VerifiedChains[0][0])
+}
+
+func leafIdentity(c *x509.Certificate) (string, bool) {
+	if len(c.URIs) > 0 {
+		return c.URIs[0].String(), true
+	}
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName, true
+	}
+	return "", false
+}
+
+// peerAddr returns the caller's network address for the audit log.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+type principalKey struct{}
+
+func withPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// principalFrom returns the principal the auth interceptor attached.
+func principalFrom(ctx context.Context) (*Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	return p, ok
+}

@@ -1,0 +1,261 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// Reveal says how much of a value a role may see.
+type Reveal string
+
+const (
+	// RevealNone refuses the reveal.
+	RevealNone Reveal = ""
+	// RevealMasked returns only the masked form.
+	RevealMasked Reveal = "masked"
+	// RevealFull returns the whole value.
+	RevealFull Reveal = "full"
+)
+
+// PolicyFile is the YAML policy as written by operators.
+//
+//	identities:
+//	  - id: spiffe://event.example/sponsor/accreditation
+//	    tenants: [acme]
+//	    roles: [sponsor-app]
+//	roles:
+//	  sponsor-app:
+//	    tokenize: ["*"]
+//	  vetting:
+//	    reveal: {name: full, birthdate: full, "*": masked}
+//	    purposes: [vetting]
+//	  custodian:
+//	    admin: true
+//	purposes:
+//	  - code: vetting
+//	    description: background check of an accreditation request
+//	    classes: ["*"]
+//	    case_ref_required: true
+type PolicyFile struct {
+	Identities []IdentityRule      `yaml:"identities"`
+	Roles      map[string]RoleRule `yaml:"roles"`
+	Purposes   []PurposeRule       `yaml:"purposes"`
+}
+
+// IdentityRule binds a certificate identity (URI SAN, else CN) to tenants
+// and roles.
+type IdentityRule struct {
+	ID      string   `yaml:"id"`
+	Tenants []string `yaml:"tenants"`
+	Roles   []string `yaml:"roles"`
+}
+
+// RoleRule is what a role may do. "*" stands for every class.
+type RoleRule struct {
+	Tokenize []string          `yaml:"tokenize"`
+	Reveal   map[string]Reveal `yaml:"reveal"`
+	Purposes []string          `yaml:"purposes"`
+	Admin    bool              `yaml:"admin"`
+}
+
+// PurposeRule is a configured purpose of reveal.
+type PurposeRule struct {
+	Code            string   `yaml:"code"`
+	Description     string   `yaml:"description"`
+	Classes         []string `yaml:"classes"`
+	CaseRefRequired bool     `yaml:"case_ref_required"`
+}
+
+// Policy is a validated policy, ready to answer questions. It is immutable.
+type Policy struct {
+	principals map[string]*Principal
+	purposes   map[string]PurposeRule
+}
+
+// Principal is what one identity may do, resolved from its roles.
+type Principal struct {
+	ID       string
+	Tenants  []string
+	tokenize map[string]bool   // class -> allowed; "*" for all
+	reveal   map[string]Reveal // class -> level; "*" for all
+	purposes map[string]bool
+	Admin    bool
+}
+
+// CanTokenize reports whether p may tokenize values of class.
+func (p *Principal) CanTokenize(class string) bool { return p.tokenize[class] || p.tokenize["*"] }
+
+// Tokenizes reports whether p may tokenize anything: a sponsor-side identity.
+func (p *Principal) Tokenizes() bool { return len(p.tokenize) > 0 }
+
+// Trusted reports whether p has any right on the trusted listener.
+func (p *Principal) Trusted() bool { return len(p.reveal) > 0 || p.Admin }
+
+// RevealLevel returns how much of class p may see.
+func (p *Principal) RevealLevel(class string) Reveal {
+	if r, ok := p.reveal[class]; ok {
+		return r
+	}
+	return p.reveal["*"]
+}
+
+// HasTenant reports whether p's tokens live in, or p may read, tenant.
+func (p *Principal) HasTenant(tenant string) bool { return slices.Contains(p.Tenants, tenant) }
+
+// MayUsePurpose reports whether p may state purpose.
+func (p *Principal) MayUsePurpose(purpose string) bool { return p.purposes[purpose] }
+
+// Principal returns the principal for a certificate identity.
+func (pol *Policy) Principal(id string) (*Principal, bool) {
+	p, ok := pol.principals[id]
+	return p, ok
+}
+
+// Purpose returns a configured purpose.
+func (pol *Policy) Purpose(code string) (PurposeRule, bool) {
+	p, ok := pol.purposes[code]
+	return p, ok
+}
+
+// PurposeCovers reports whether purpose allows revealing class.
+func (r PurposeRule) Covers(class string) bool {
+	return slices.Contains(r.Classes, class) || slices.Contains(r.Classes, "*")
+}
+
+// Tenants returns every tenant the policy names, sorted.
+func (pol *Policy) Tenants() []string {
+	var out []string
+	for _, p := range pol.principals {
+		for _, t := range p.Tenants {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// LoadPolicy reads and validates a YAML policy file.
+func LoadPolicy(path string, classes []string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("server: policy: %w", err)
+	}
+	return ParsePolicy(b, classes)
+}
+
+// ParsePolicy parses and validates a YAML policy. classes are the configured
+// field classes; naming any other is an error. Errors name the bad field.
+func ParsePolicy(b []byte, classes []string) (*Policy, error) {
+	var f PolicyFile
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("server: policy: %w", err)
+	}
+	return NewPolicy(f, classes)
+}
+
+// NewPolicy validates f. An identity may tokenize or act on the trusted
+// side, never both, so that no sponsor identity can ever reveal a value.
+func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
+	knownClass := func(c string) bool { return c == "*" || slices.Contains(classes, c) }
+	pol := &Policy{principals: map[string]*Principal{}, purposes: map[string]PurposeRule{}}
+	for i, pr := range f.Purposes {
+		if !tokenizer.ValidName(pr.Code) {
+			return nil, fmt.Errorf("server: policy: purposes[%d].code %q must be a-z, 0-9 and '-'", i, pr.Code)
+		}
+		if _, dup := pol.purposes[pr.Code]; dup {
+			return nil, fmt.Errorf("server: policy: purposes[%d].code %q is defined twice", i, pr.Code)
+		}
+		if len(pr.Classes) == 0 {
+			return nil, fmt.Errorf("server: policy: purposes[%d].classes must name at least one class or \"*\"", i)
+		}
+		for _, c := range pr.Classes {
+			if !knownClass(c) {
+				return nil, fmt.Errorf("server: policy: purposes[%d].classes: unknown class %q", i, c)
+			}
+		}
+		pol.purposes[pr.Code] = pr
+	}
+	for name, r := range f.Roles {
+		for _, c := range r.Tokenize {
+			if !knownClass(c) {
+				return nil, fmt.Errorf("server: policy: roles.%s.tokenize: unknown class %q", name, c)
+			}
+		}
+		for c, lvl := range r.Reveal {
+			if !knownClass(c) {
+				return nil, fmt.Errorf("server: policy: roles.%s.reveal: unknown class %q", name, c)
+			}
+			if lvl != RevealFull && lvl != RevealMasked {
+				return nil, fmt.Errorf("server: policy: roles.%s.reveal.%s must be %q or %q", name, c, RevealFull, RevealMasked)
+			}
+		}
+		for _, p := range r.Purposes {
+			if _, ok := pol.purposes[p]; !ok {
+				return nil, fmt.Errorf("server: policy: roles.%s.purposes: unknown purpose %q", name, p)
+			}
+		}
+		if len(r.Reveal) > 0 && len(r.Purposes) == 0 {
+			return nil, fmt.Errorf("server: policy: roles.%s.purposes must name at least one purpose for a role that reveals", name)
+		}
+	}
+	for i, id := range f.Identities {
+		if id.ID == "" {
+			return nil, fmt.Errorf("server: policy: identities[%d].id is empty", i)
+		}
+		if _, dup := pol.principals[id.ID]; dup {
+			return nil, fmt.Errorf("server: policy: identities[%d].id %q is defined twice", i, id.ID)
+		}
+		p := &Principal{ID: id.ID, Tenants: id.Tenants, tokenize: map[string]bool{}, reveal: map[string]Reveal{}, purposes: map[string]bool{}}
+		for _, t := range id.Tenants {
+			if !tokenizer.ValidName(t) {
+				return nil, fmt.Errorf("server: policy: identities[%d].tenants: %q must be a-z, 0-9 and '-'", i, t)
+			}
+		}
+		if len(id.Roles) == 0 {
+			return nil, fmt.Errorf("server: policy: identities[%d].roles is empty", i)
+		}
+		for _, rn := range id.Roles {
+			r, ok := f.Roles[rn]
+			if !ok {
+				return nil, fmt.Errorf("server: policy: identities[%d].roles: unknown role %q", i, rn)
+			}
+			for _, c := range r.Tokenize {
+				p.tokenize[c] = true
+			}
+			for c, lvl := range r.Reveal {
+				if p.reveal[c] != RevealFull { // the widest grant wins
+					p.reveal[c] = lvl
+				}
+			}
+			for _, pu := range r.Purposes {
+				p.purposes[pu] = true
+			}
+			p.Admin = p.Admin || r.Admin
+		}
+		if p.Tokenizes() && p.Trusted() {
+			return nil, fmt.Errorf("server: policy: identities[%d] (%s) may both tokenize and reveal or administer; give the sponsor side and the trusted side separate identities", i, id.ID)
+		}
+		if p.Tokenizes() && len(p.Tenants) != 1 {
+			return nil, fmt.Errorf("server: policy: identities[%d].tenants must name exactly one tenant for an identity that tokenizes", i)
+		}
+		if len(p.reveal) > 0 && len(p.Tenants) == 0 {
+			return nil, fmt.Errorf("server: policy: identities[%d].tenants must name the tenants it may reveal", i)
+		}
+		pol.principals[id.ID] = p
+	}
+	if len(pol.principals) == 0 {
+		return nil, errors.New("server: policy: no identities")
+	}
+	return pol, nil
+}

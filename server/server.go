@@ -1,0 +1,278 @@
+// Package server runs jeton's two gRPC listeners. The public listener
+// serves only Tokenizer (and health) to sponsor applications; the trusted
+// listener serves Detokenizer and Admin (and health and reflection) to TTP
+// systems, from allowlisted networks only. Both require mutual TLS 1.3.
+//
+// Detokenizer and Admin are never registered on the public listener: no
+// policy mistake can expose them there.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/validator"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// DefaultMaxBatch bounds the items of one call when the config sets none.
+const DefaultMaxBatch = 10000
+
+// Listener configures one listener.
+type Listener struct {
+	// Addr is host:port; port 0 picks a free one.
+	Addr string
+	TLS  *ReloadableTLS
+	// Allowed lists the source networks that may connect. Empty allows any
+	// source; the trusted listener requires at least one.
+	Allowed []netip.Prefix
+}
+
+// Config configures a Server. It is validated once by New.
+type Config struct {
+	Tokenizer *tokenizer.Tokenizer
+	Policy    *Policy
+	Audit     Auditor
+	Logger    *slog.Logger
+	Public    Listener
+	Trusted   Listener
+	// MaxBatch bounds the items of one call; DefaultMaxBatch if zero.
+	MaxBatch int
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+}
+
+// Server is a running pair of listeners.
+type Server struct {
+	tok      *tokenizer.Tokenizer
+	pol      atomic.Pointer[Policy]
+	audit    Auditor
+	log      *slog.Logger
+	maxBatch int
+	now      func() time.Time
+
+	public, trusted *grpc.Server
+	health          *health.Server
+	trustedHealth   *health.Server
+	lis             [2]net.Listener
+	wg              sync.WaitGroup
+	serveErr        chan error
+}
+
+// New validates cfg and builds the server; Start binds it.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Tokenizer == nil:
+		return nil, errors.New("server: config: tokenizer is required")
+	case cfg.Policy == nil:
+		return nil, errors.New("server: config: policy is required")
+	case cfg.Audit == nil:
+		return nil, errors.New("server: config: audit is required")
+	case cfg.Public.TLS == nil:
+		return nil, errors.New("server: config: public.tls is required")
+	case cfg.Trusted.TLS == nil:
+		return nil, errors.New("server: config: trusted.tls is required")
+	case len(cfg.Trusted.Allowed) == 0:
+		return nil, errors.New("server: config: trusted.allowed_cidrs must name at least one network")
+	case cfg.MaxBatch < 0:
+		return nil, errors.New("server: config: max_batch must not be negative")
+	}
+	s := &Server{
+		tok: cfg.Tokenizer, audit: cfg.Audit, log: cfg.Logger, maxBatch: cfg.MaxBatch, now: cfg.Now,
+		serveErr: make(chan error, 2),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.maxBatch == 0 {
+		s.maxBatch = DefaultMaxBatch
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.pol.Store(cfg.Policy)
+
+	s.health = health.NewServer()
+	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public")...)
+	jetonv1.RegisterTokenizerServer(s.public, &tokenizerService{s: s})
+	healthpb.RegisterHealthServer(s.public, s.health)
+
+	s.trustedHealth = health.NewServer()
+	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted")...)
+	jetonv1.RegisterDetokenizerServer(s.trusted, &detokenizerService{s: s})
+	jetonv1.RegisterAdminServer(s.trusted, &adminService{s: s})
+	healthpb.RegisterHealthServer(s.trusted, s.trustedHealth)
+	reflection.Register(s.trusted)
+
+	var err error
+	if s.lis[0], err = net.Listen("tcp", cfg.Public.Addr); err != nil {
+		return nil, fmt.Errorf("server: public listener: %w", err)
+	}
+	if len(cfg.Public.Allowed) > 0 {
+		s.lis[0] = &allowlistListener{Listener: s.lis[0], allowed: cfg.Public.Allowed, log: s.log}
+	}
+	t, err := net.Listen("tcp", cfg.Trusted.Addr)
+	if err != nil {
+		s.lis[0].Close()
+		return nil, fmt.Errorf("server: trusted listener: %w", err)
+	}
+	s.lis[1] = &allowlistListener{Listener: t, allowed: cfg.Trusted.Allowed, log: s.log}
+	return s, nil
+}
+
+// PublicAddr and TrustedAddr return the bound addresses.
+func (s *Server) PublicAddr() net.Addr { return s.lis[0].Addr() }
+
+// TrustedAddr returns the trusted listener's bound address.
+func (s *Server) TrustedAddr() net.Addr { return s.lis[1].Addr() }
+
+// Start serves both listeners in the background.
+func (s *Server) Start() {
+	for i, g := range []*grpc.Server{s.public, s.trusted} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := g.Serve(s.lis[i]); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				s.serveErr <- err
+			}
+		}()
+	}
+	s.SetServing(true)
+}
+
+// Err delivers a listener's fatal serve error.
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+// SetServing sets both listeners' health status.
+func (s *Server) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, h := range []*health.Server{s.health, s.trustedHealth} {
+		h.SetServingStatus("", st)
+		h.SetServingStatus(jetonv1.Tokenizer_ServiceDesc.ServiceName, st)
+		h.SetServingStatus(jetonv1.Detokenizer_ServiceDesc.ServiceName, st)
+	}
+}
+
+// Stop stops accepting calls and drains the in-flight ones; when ctx ends
+// first, it cuts the remaining ones off.
+func (s *Server) Stop(ctx context.Context) {
+	s.SetServing(false)
+	done := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for _, g := range []*grpc.Server{s.public, s.trusted} {
+			wg.Add(1)
+			go func() { defer wg.Done(); g.GracefulStop() }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.public.Stop()
+		s.trusted.Stop()
+		<-done
+	}
+	s.wg.Wait()
+}
+
+// SetPolicy swaps the policy; calls already authorised finish under the old
+// one.
+func (s *Server) SetPolicy(p *Policy) { s.pol.Store(p) }
+
+func (s *Server) policy() *Policy { return s.pol.Load() }
+
+// serverOptions builds one listener's interceptor chain, outermost first:
+// recovery, logging, auth (skipped for health and reflection), validation.
+func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerOption {
+	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		// The panic value may hold request data: log only that it happened.
+		s.log.ErrorContext(ctx, "panic recovered", "listener", listener)
+		return status.Error(codes.Internal, msgInternal)
+	})
+	logOpts := []logging.Option{
+		// Only call start and finish: never payloads, which hold values.
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			f := logging.Fields{"listener", listener}
+			if p, ok := principalFrom(ctx); ok {
+				f = append(f, "identity", p.ID)
+			}
+			return f
+		}),
+	}
+	authFn := s.authFunc(listener == "trusted")
+	open := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName &&
+			c.Service != "grpc.reflection.v1.ServerReflection" &&
+			c.Service != "grpc.reflection.v1alpha.ServerReflection"
+	})
+	return []grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(t.Config())),
+		grpc.ChainUnaryInterceptor(
+			recovery.UnaryServerInterceptor(recoveryOpt),
+			logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
+			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), open),
+			validator.UnaryServerInterceptor(),
+		),
+		grpc.ChainStreamInterceptor(
+			recovery.StreamServerInterceptor(recoveryOpt),
+			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
+			selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), open),
+			validator.StreamServerInterceptor(),
+		),
+	}
+}
+
+// authFunc resolves the caller's certificate identity to a principal. On
+// the trusted listener, an identity with no trusted-side right (a sponsor
+// identity, whatever CA signed it) is refused.
+func (s *Server) authFunc(trusted bool) auth.AuthFunc {
+	return func(ctx context.Context) (context.Context, error) {
+		id, ok := certIdentity(ctx)
+		if !ok {
+			return nil, status.Error(codes.Unauthenticated, "a verified client certificate is required")
+		}
+		p, ok := s.policy().Principal(id)
+		if !ok {
+			s.log.WarnContext(ctx, "unknown identity refused", "identity", id, "peer", peerAddr(ctx))
+			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
+		}
+		if trusted && !p.Trusted() || !trusted && !p.Tokenizes() {
+			s.log.WarnContext(ctx, "identity refused on this listener", "identity", id, "trusted", trusted)
+			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
+		}
+		return withPrincipal(ctx, p), nil
+	}
+}
+
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
