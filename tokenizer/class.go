@@ -99,7 +99,7 @@ func DefaultClasses() []Class {
 		{Name: "phone", Kind: KindDeterministic, Normalize: []string{"phone"}, Mask: "phone", MaxLen: 32},
 		{Name: "name", Kind: KindRandom, Normalize: []string{"trim", "collapse-space"}, Mask: "initials", MaxLen: 256},
 		{Name: "passport", Kind: KindDeterministic, Normalize: []string{"passport"}, Mask: "last3", MaxLen: 32},
-		{Name: "birthdate", Kind: KindRandom, Normalize: []string{"trim", "date"}, Mask: "date", MaxLen: 10},
+		{Name: "birthdate", Kind: KindRandom, Normalize: []string{"trim", "date"}, Mask: "date", MaxLen: 32},
 		{Name: "address", Kind: KindRandom, Normalize: []string{"trim", "collapse-space"}, Mask: "all", MaxLen: 1024},
 		{Name: "text", Kind: KindRandom, Mask: "all"},
 	}

@@ -266,6 +266,9 @@ func (k *keyring) rewrap(ctx context.Context, tenant string) (int, error) {
 	if vals[0] == nil {
 		return 0, nil
 	}
+	if len(vals[0]) != 5 || vals[0][0] != keyBlobVersion1 {
+		return 0, fmt.Errorf("tokenizer: stored current generation has unknown version")
+	}
 	current := binary.BigEndian.Uint32(vals[0][1:])
 	names := []string{rootName(tenant)}
 	for g := uint32(1); g <= current; g++ {
