@@ -1,0 +1,94 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+
+	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+)
+
+// RevealResult is the outcome for one token: either Value or Err is set.
+type RevealResult struct {
+	Token string
+	// Value is the full value, or its masked form when Masked is true.
+	Value  string
+	Class  string
+	Masked bool
+	// Err is an *ItemError when the token could not be revealed.
+	// ErrNotFound covers both an unknown token and one the caller may not
+	// reveal.
+	Err error
+}
+
+// Detokenize reveals the values behind tokens, one result per token, in
+// input order. Each value is full or masked, as the caller's policy allows.
+// purpose is required and must be one the server knows; caseRef ties the
+// reveal to a case in the audit log. A failed item is reported in its
+// result; the returned error is for a failed call, as an *Error.
+//
+// Inputs longer than the batch size are sent in chunks. When a chunk fails,
+// Detokenize returns no results, although earlier chunks have been revealed
+// and audited.
+func (c *Client) Detokenize(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
+	return c.reveal(ctx, tokens, purpose, func(ctx context.Context, part []string) ([]*jetonv1.RevealResult, error) {
+		resp, err := c.revealer.Detokenize(ctx, &jetonv1.DetokenizeRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
+		return resp.GetResults(), err
+	})
+}
+
+// Mask is Detokenize restricted to masked forms, whatever the caller's
+// policy allows.
+func (c *Client) Mask(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
+	return c.reveal(ctx, tokens, purpose, func(ctx context.Context, part []string) ([]*jetonv1.RevealResult, error) {
+		resp, err := c.revealer.Mask(ctx, &jetonv1.MaskRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
+		return resp.GetResults(), err
+	})
+}
+
+// DetokenizeValue reveals a single token. A failed item is returned as its
+// *ItemError. The value may be a masked form if that is all the caller's
+// policy allows; use Detokenize to tell.
+func (c *Client) DetokenizeValue(ctx context.Context, token, purpose, caseRef string) (string, error) {
+	res, err := c.Detokenize(ctx, []string{token}, purpose, caseRef)
+	if err != nil {
+		return "", err
+	}
+	if res[0].Err != nil {
+		return "", res[0].Err
+	}
+	return res[0].Value, nil
+}
+
+func (c *Client) reveal(ctx context.Context, tokens []string, purpose string, call func(context.Context, []string) ([]*jetonv1.RevealResult, error)) ([]RevealResult, error) {
+	// Checked here too, so that a missing purpose costs no round trip and
+	// no audit record.
+	if purpose == "" {
+		return nil, fmt.Errorf("client: purpose is required: %w", ErrInvalidArgument)
+	}
+	if len(tokens) == 0 {
+		return nil, nil
+	}
+	results := make([]RevealResult, 0, len(tokens))
+	for start := 0; start < len(tokens); start += c.batchSize {
+		part := tokens[start:min(start+c.batchSize, len(tokens))]
+		got, err := call(ctx, part)
+		if err != nil {
+			return nil, callError(err)
+		}
+		if len(got) != len(part) {
+			return nil, &Error{Code: codes.Internal, Message: fmt.Sprintf("server returned %d results for %d tokens", len(got), len(part))}
+		}
+		for i, r := range got {
+			res := RevealResult{Token: part[i], Class: r.GetFieldClass(), Masked: r.GetMasked()}
+			if e := r.GetError(); e != nil {
+				res.Err = itemError(start+i, e)
+			} else {
+				res.Value = r.GetValue()
+			}
+			results = append(results, res)
+		}
+	}
+	return results, nil
+}

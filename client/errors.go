@@ -1,0 +1,103 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinels for the conditions callers branch on. errors.Is matches them
+// against both *Error (the call failed) and *ItemError (one item failed).
+var (
+	// ErrNotFound: the token is unknown, or the caller may not reveal it;
+	// jeton does not say which.
+	ErrNotFound = errors.New("client: not found")
+	// ErrInvalidArgument: the input is bad, e.g. an unknown field class or
+	// an empty purpose. Retrying the same input fails again.
+	ErrInvalidArgument = errors.New("client: invalid argument")
+	// ErrPermissionDenied: the caller's identity may not do this, e.g. use
+	// this purpose or tokenize this class.
+	ErrPermissionDenied = errors.New("client: permission denied")
+	// ErrUnavailable: the server or one of its backends cannot be reached,
+	// TLS handshakes that fail included. Retrying later may work.
+	ErrUnavailable = errors.New("client: unavailable")
+	// ErrResourceExhausted: a budget or rate limit was reached.
+	ErrResourceExhausted = errors.New("client: resource exhausted")
+	// ErrUnauthenticated: the server did not accept the caller's identity.
+	ErrUnauthenticated = errors.New("client: unauthenticated")
+)
+
+var sentinels = map[codes.Code]error{
+	codes.NotFound:          ErrNotFound,
+	codes.InvalidArgument:   ErrInvalidArgument,
+	codes.PermissionDenied:  ErrPermissionDenied,
+	codes.Unavailable:       ErrUnavailable,
+	codes.ResourceExhausted: ErrResourceExhausted,
+	codes.Unauthenticated:   ErrUnauthenticated,
+	// Context errors too, so errors.Is(err, context.DeadlineExceeded) holds
+	// for a call that ran out of time, wherever the deadline struck.
+	codes.DeadlineExceeded: context.DeadlineExceeded,
+	codes.Canceled:         context.Canceled,
+}
+
+func codeIs(code codes.Code, target error) bool {
+	s, ok := sentinels[code]
+	return ok && s == target
+}
+
+// Error is a failed call: the whole request was rejected or could not be
+// served. Message comes from the server or the gRPC transport.
+type Error struct {
+	Code    codes.Code
+	Message string
+}
+
+// Error returns the code and the server's message.
+func (e *Error) Error() string {
+	return fmt.Sprintf("client: %s: %s", e.Code, e.Message)
+}
+
+// Is reports whether target is the sentinel for e.Code.
+func (e *Error) Is(target error) bool { return codeIs(e.Code, target) }
+
+// GRPCStatus lets status.Code and status.FromError see through an *Error.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+
+// ItemError is the failure of one item in a batch; the other items may have
+// succeeded. Index is the item's position in the slice the caller passed,
+// chunking notwithstanding. Message comes from the server.
+type ItemError struct {
+	Index   int
+	Code    codes.Code
+	Message string
+}
+
+// Error returns the item's index, code and the server's message.
+func (e *ItemError) Error() string {
+	return fmt.Sprintf("client: item %d: %s: %s", e.Index, e.Code, e.Message)
+}
+
+// Is reports whether target is the sentinel for e.Code.
+func (e *ItemError) Is(target error) bool { return codeIs(e.Code, target) }
+
+// callError turns an error from a gRPC call into an *Error.
+func callError(err error) error {
+	if err == nil {
+		return nil
+	}
+	// A context error that struck before the call reached gRPC has no
+	// status; give it the code gRPC would have used.
+	st := status.Convert(err)
+	if st.Code() == codes.Unknown {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			st = status.New(codes.DeadlineExceeded, err.Error())
+		case errors.Is(err, context.Canceled):
+			st = status.New(codes.Canceled, err.Error())
+		}
+	}
+	return &Error{Code: st.Code(), Message: st.Message()}
+}

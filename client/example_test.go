@@ -1,0 +1,110 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/jeton-dev/jeton/client"
+)
+
+func ExampleNew() {
+	env, stop := startExampleServer()
+	defer stop()
+
+	// A sponsor application, on the public listener, with its own
+	// certificate. New does not connect yet.
+	c, err := client.New(env.publicAddr,
+		client.WithTLSFiles(env.caFile, env.sponsorCert, env.sponsorKey),
+		client.WithTimeout(5*time.Second),
+		client.WithRetry(3, 100*time.Millisecond),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	token, err := c.TokenizeValue(context.Background(), "email", "anne@example.org")
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Store token where the email address used to be.
+	fmt.Println("got a token:", token != "")
+	// Output: got a token: true
+}
+
+func ExampleClient_Tokenize() {
+	env, stop := startExampleServer()
+	defer stop()
+	c, err := client.New(env.publicAddr, client.WithTLSFiles(env.caFile, env.sponsorCert, env.sponsorKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	results, err := c.Tokenize(context.Background(), []client.Item{
+		{Class: "email", Value: "anne@example.org", Subject: "guest-0001", Ref: "row-1"},
+		{Class: "name", Value: "Anne Example", Subject: "guest-0001", Ref: "row-2"},
+		{Class: "shoe-size", Value: "38", Subject: "guest-0001", Ref: "row-3"},
+	})
+	if err != nil {
+		// The whole call failed: nothing to store.
+		log.Fatal(err)
+	}
+	for _, r := range results {
+		switch {
+		case errors.Is(r.Err, client.ErrInvalidArgument):
+			fmt.Println(r.Ref, "rejected: fix the input")
+		case r.Err != nil:
+			fmt.Println(r.Ref, "failed:", r.Err)
+		default:
+			fmt.Println(r.Ref, "tokenized")
+		}
+	}
+	// Output:
+	// row-1 tokenized
+	// row-2 tokenized
+	// row-3 rejected: fix the input
+}
+
+func ExampleClient_DetokenizeValue() {
+	env, stop := startExampleServer()
+	defer stop()
+	ctx := context.Background()
+
+	// The sponsor tokenizes on the public listener...
+	sponsor, err := client.New(env.publicAddr, client.WithTLSFiles(env.caFile, env.sponsorCert, env.sponsorKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sponsor.Close()
+	token, err := sponsor.TokenizeValue(ctx, "email", "anne@example.org")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// ...and a vetting system on the TTP network reveals the value, stating
+	// why and for which case.
+	vetting, err := client.New(env.trustedAddr, client.WithTLSFiles(env.caFile, env.ttpCert, env.ttpKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer vetting.Close()
+	email, err := vetting.DetokenizeValue(ctx, token, "vetting", "case-2031-0042")
+	if errors.Is(err, client.ErrNotFound) {
+		log.Fatal("unknown token, or not ours to reveal")
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(email)
+
+	// The sponsor's listener has no Detokenizer at all.
+	_, err = sponsor.DetokenizeValue(ctx, token, "vetting", "case-2031-0042")
+	fmt.Println("sponsor can reveal:", err == nil)
+	// Output:
+	// anne@example.org
+	// sponsor can reveal: false
+}
