@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -53,6 +52,15 @@ func envelopeHeaderOf(blob []byte) (flags Flags, gen uint32, err error) {
 // sealRecord encrypts value for token under dek. The nonce is random and the
 // key unique to the token, so a nonce never repeats under a key in practice.
 func sealRecord(rand io.Reader, dek []byte, gen uint32, flags Flags, tok Token, tokText, value string) ([]byte, error) {
+	var nonce [nonceSize]byte
+	if _, err := io.ReadFull(rand, nonce[:]); err != nil {
+		return nil, fmt.Errorf("tokenizer: reading nonce: %w", err)
+	}
+	return sealRecordMAC(newMACKey(dek), nonce[:], gen, flags, tok, tokText, value)
+}
+
+// sealRecordMAC is sealRecord with the DEK's keyed state and the nonce given.
+func sealRecordMAC(dek *macKey, nonce []byte, gen uint32, flags Flags, tok Token, tokText, value string) ([]byte, error) {
 	aead, err := recordAEAD(dek, tokText)
 	if err != nil {
 		return nil, err
@@ -61,15 +69,17 @@ func sealRecord(rand io.Reader, dek []byte, gen uint32, flags Flags, tok Token, 
 	out[0] = envelopeVersion1
 	out[1] = byte(flags)
 	binary.BigEndian.PutUint32(out[2:6], gen)
-	if _, err := io.ReadFull(rand, out[envelopeHeader:envelopeHeader+nonceSize]); err != nil {
-		return nil, fmt.Errorf("tokenizer: reading nonce: %w", err)
-	}
+	copy(out[envelopeHeader:], nonce)
 	ad := recordAD(out[:envelopeHeader], tok, tokText)
 	return aead.Seal(out, out[envelopeHeader:envelopeHeader+nonceSize], []byte(value), ad), nil
 }
 
 // openRecord decrypts a record sealed by sealRecord for the same token.
 func openRecord(dek []byte, tok Token, tokText string, blob []byte) (string, error) {
+	return openRecordMAC(newMACKey(dek), tok, tokText, blob)
+}
+
+func openRecordMAC(dek *macKey, tok Token, tokText string, blob []byte) (string, error) {
 	if _, _, err := envelopeHeaderOf(blob); err != nil {
 		return "", err
 	}
@@ -86,12 +96,9 @@ func openRecord(dek []byte, tok Token, tokText string, blob []byte) (string, err
 	return string(pt), nil
 }
 
-func recordAEAD(dek []byte, tokText string) (cipher.AEAD, error) {
-	key, err := hkdf.Expand(sha256.New, dek, "jeton/v1/record\x00"+tokText, 32)
-	if err != nil {
-		return nil, fmt.Errorf("tokenizer: deriving record key: %w", err)
-	}
-	return newGCM(key)
+func recordAEAD(dek *macKey, tokText string) (cipher.AEAD, error) {
+	var buf [sha256.Size]byte
+	return newGCM(dek.expand32(buf[:0], "jeton/v1/record\x00", tokText))
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {

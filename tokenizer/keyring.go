@@ -3,8 +3,6 @@ package tokenizer
 import (
 	"bytes"
 	"context"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,9 +36,9 @@ type keyring struct {
 // tenantKeys are one tenant's keys in memory.
 type tenantKeys struct {
 	name  string
-	index []byte // HMAC key for store key names
-	det   []byte // MAC key for deterministic tokens
-	idem  []byte // AEAD key for idempotency entries
+	index *macKey // names store keys
+	det   *macKey // mints deterministic tokens
+	idem  []byte  // AEAD key for idempotency entries
 
 	mu      sync.Mutex
 	current uint32
@@ -49,8 +47,9 @@ type tenantKeys struct {
 }
 
 type cachedKey struct {
-	key, wrapped []byte
-	checked      time.Time
+	key     *macKey
+	wrapped []byte
+	checked time.Time
 }
 
 func rootName(tenant string) string    { return "jeton:k:" + tenant + ":root" }
@@ -78,14 +77,13 @@ func (k *keyring) tenant(ctx context.Context, name string, create bool) (*tenant
 		if err != nil {
 			return nil, err
 		}
-		tk = &tenantKeys{name: name, deks: map[uint32]*cachedKey{}}
-		for _, d := range []struct {
-			dst  *[]byte
-			info string
-		}{{&tk.index, "jeton/v1/index"}, {&tk.det, "jeton/v1/deterministic"}, {&tk.idem, "jeton/v1/idempotency"}} {
-			if *d.dst, err = hkdf.Expand(sha256.New, root, d.info, 32); err != nil {
-				return nil, fmt.Errorf("tokenizer: deriving %s key: %w", d.info, err)
-			}
+		rk := newMACKey(root)
+		tk = &tenantKeys{
+			name:  name,
+			index: newMACKey(rk.expand32(nil, "jeton/v1/index")),
+			det:   newMACKey(rk.expand32(nil, "jeton/v1/deterministic")),
+			idem:  rk.expand32(nil, "jeton/v1/idempotency"),
+			deks:  map[uint32]*cachedKey{},
 		}
 		k.mu.Lock()
 		if prev := k.tenants[name]; prev != nil {
@@ -190,7 +188,7 @@ func currentBlob(gen uint32) []byte {
 // dek returns the data key of a generation. It re-checks the wrapped key in
 // the store once per refresh interval, so a destroyed generation stops
 // opening records on every replica within that interval.
-func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) ([]byte, error) {
+func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) (*macKey, error) {
 	tk.mu.Lock()
 	c := tk.deks[gen]
 	tk.mu.Unlock()
@@ -211,11 +209,15 @@ func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	var key []byte
+	var key *macKey
 	if c != nil && bytes.Equal(c.wrapped, wrapped) {
 		key = c.key
-	} else if key, err = k.km.Unwrap(ctx, wrapped); err != nil {
-		return nil, unavailable("key manager", err)
+	} else {
+		raw, err := k.km.Unwrap(ctx, wrapped)
+		if err != nil {
+			return nil, unavailable("key manager", err)
+		}
+		key = newMACKey(raw)
 	}
 	tk.mu.Lock()
 	tk.deks[gen] = &cachedKey{key: key, wrapped: wrapped, checked: k.now()}

@@ -13,7 +13,6 @@ package tokenizer
 import (
 	"context"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -21,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -183,29 +184,41 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		return nil, err
 	}
 
-	// Mint tokens.
+	// Mint tokens. Randomness is read in one go, in item order, so an
+	// injected reader sees the same sequence however the work is split.
+	random := make([]byte, len(work)*(tokenPayloadLen+nonceSize))
+	if _, err := io.ReadFull(t.rand, random); err != nil {
+		return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
+	}
 	var idemNames []string
-	for i := range work {
-		p := &work[i]
-		p.tok = Token{Class: p.class.Name, Tenant: tenant, Version: tokenVersion1}
-		if p.class.Kind == KindDeterministic {
-			m := hmac.New(sha256.New, tk.det)
-			m.Write([]byte(p.class.Name))
-			m.Write([]byte{0})
-			m.Write([]byte(p.value))
-			copy(p.tok.Payload[:], m.Sum(nil))
-		} else {
-			if _, err := io.ReadFull(t.rand, p.tok.Payload[:]); err != nil {
-				return nil, fmt.Errorf("tokenizer: reading random token: %w", err)
+	parallel(len(work), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p := &work[i]
+			p.tok = Token{Class: p.class.Name, Tenant: tenant, Version: tokenVersion1}
+			if p.class.Kind == KindDeterministic {
+				m := tk.det.get()
+				m.Write([]byte(p.class.Name))
+				m.Write([]byte{0})
+				m.Write([]byte(p.value))
+				var sum [sha256.Size]byte
+				copy(p.tok.Payload[:], m.Sum(sum[:0]))
+				tk.det.put(m)
+			} else {
+				copy(p.tok.Payload[:], random[i*tokenPayloadLen:])
 			}
-			if idempotencyKey != "" {
+			p.text = p.tok.String()
+			p.name = recordName(tk, p.text)
+		}
+	})
+	if idempotencyKey != "" {
+		for i := range work {
+			if p := &work[i]; p.class.Kind == KindRandom {
 				p.idem = idemName(tk, idempotencyKey, p.idx, p.class.Name, p.value, p.subject)
 				idemNames = append(idemNames, p.idem)
 			}
 		}
-		p.text = p.tok.String()
-		p.name = recordName(tk, p.text)
 	}
+	nonces := random[len(work)*tokenPayloadLen:]
 
 	// A retry finds the tokens of the first attempt.
 	if len(idemNames) > 0 {
@@ -229,19 +242,26 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 
 	// Records first, idempotency entries second: an entry then always
 	// points at a stored record, whoever wins a race.
+	blobs := make([][]byte, len(work))
+	parallel(len(work), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if p := &work[i]; p.name != "" { // else adopted from an earlier attempt
+				blobs[i], _ = sealRecordMAC(dek, nonces[i*nonceSize:(i+1)*nonceSize], gen, 0, p.tok, p.text, p.value)
+			}
+		}
+	})
 	entries := make([]Entry, 0, len(work))
 	subjects := map[string][]string{}
 	subjectTTL := map[string]time.Duration{}
 	for i := range work {
 		p := &work[i]
 		if p.name == "" {
-			continue // adopted from an earlier attempt
+			continue
 		}
-		blob, err := sealRecord(t.rand, dek, gen, 0, p.tok, p.text, p.value)
-		if err != nil {
-			return nil, err
+		if blobs[i] == nil {
+			return nil, errors.New("tokenizer: sealing a record failed")
 		}
-		entries = append(entries, Entry{Key: p.name, Value: blob, TTL: p.class.Retention})
+		entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.class.Retention})
 		if p.subject != "" {
 			s := subjectName(tk, p.subject)
 			subjects[s] = append(subjects[s], p.name)
@@ -265,6 +285,30 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		results[p.idx].Token = p.text
 	}
 	return results, nil
+}
+
+// parallelMin is the batch size from which per-item crypto is spread over
+// the available cores.
+const parallelMin = 256
+
+// parallel runs fn over [0, n) in contiguous chunks, one per core, when n
+// is large enough to pay for the goroutines.
+func parallel(n int, fn func(lo, hi int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if n < parallelMin || workers < 2 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			fn(lo, hi)
+		}(lo, min(lo+chunk, n))
+	}
+	wg.Wait()
 }
 
 // claimIdempotent records the freshly minted random tokens under their
@@ -399,7 +443,7 @@ func (t *Tokenizer) Reveal(ctx context.Context, tokens []Token) ([]Revealed, err
 		if err != nil {
 			return nil, err
 		}
-		v, err := openRecord(dek, tokens[i], texts[i], blobs[j])
+		v, err := openRecordMAC(dek, tokens[i], texts[i], blobs[j])
 		if err != nil {
 			continue // tampered or swapped: indistinguishable from unknown
 		}
@@ -498,7 +542,8 @@ func subjectName(tk *tenantKeys, subject string) string {
 }
 
 func idemName(tk *tenantKeys, key string, idx int, class, value, subject string) string {
-	m := hmac.New(sha256.New, tk.index)
+	m := tk.index.get()
+	defer tk.index.put(m)
 	for _, f := range []string{"idempotency", key, class, value, subject} {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
@@ -511,12 +556,15 @@ func idemName(tk *tenantKeys, key string, idx int, class, value, subject string)
 	return "jeton:i:" + tk.name + ":" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:20])
 }
 
-func keyedName(key []byte, domain, s string) string {
-	m := hmac.New(sha256.New, key)
+func keyedName(key *macKey, domain, s string) string {
+	m := key.get()
 	m.Write([]byte(domain))
 	m.Write([]byte{0})
 	m.Write([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:20])
+	var sum [sha256.Size]byte
+	out := base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:20])
+	key.put(m)
+	return out
 }
 
 // systemKeyring names the keyring of the service's own keys. Tenant names
