@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -355,9 +356,19 @@ func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []
 		if prior[j] == nil {
 			return fmt.Errorf("%w: idempotency entry vanished", ErrUnavailable)
 		}
+		mine := work[i].text
 		if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
 			return err
 		}
+		// A store client that resent the claim after a lost reply sees its
+		// own entry as a rival's: then the record is ours and must stay.
+		if work[i].text == mine {
+			orphans[j] = ""
+		}
+	}
+	orphans = slices.DeleteFunc(orphans, func(s string) bool { return s == "" })
+	if len(orphans) == 0 {
+		return nil
 	}
 	if _, err := t.store.Delete(ctx, orphans); err != nil {
 		return unavailable("store", err)

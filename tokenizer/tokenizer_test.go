@@ -1359,3 +1359,30 @@ func BenchmarkTokenize1000(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "items/s")
 }
+
+// resendStore stores PutNew entries but reports them as not stored, as a
+// store client does when it resends a pipeline whose reply was lost.
+type resendStore struct{ tokenizer.Store }
+
+func (s resendStore) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	if _, err := s.Store.PutNew(ctx, entries); err != nil {
+		return nil, err
+	}
+	return make([]bool, len(entries)), nil
+}
+
+// An idempotency claim that looks lost but holds our own token must not
+// delete our record: the token was acknowledged and must reveal.
+func TestIdempotencyClaimResentKeepsRecord(t *testing.T) {
+	e := newEnv(t)
+	var s tokenizer.Store = e.mem
+	cfg := e.cfg
+	cfg.Store = resendStore{s}
+	tz, err := tokenizer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := []tokenizer.Item{{Class: "name", Value: "Resent Person"}}
+	toks := tokenize(t, tz, "acme", items, "retry-key-1")
+	wantValue(t, revealOne(t, tz, toks[0]), "Resent Person")
+}

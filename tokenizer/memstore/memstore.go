@@ -57,6 +57,10 @@ func (s *Store) expiry(ttl time.Duration) time.Time {
 	return s.now().Add(ttl)
 }
 
+// clone copies v and never returns nil: Get reports an absent key as nil, so
+// a stored empty value must read back as a non-nil empty slice.
+func clone(v []byte) []byte { return append([]byte{}, v...) }
+
 func (s *Store) live(exp time.Time) bool { return exp.IsZero() || s.now().Before(exp) }
 
 // Put implements tokenizer.Store.
@@ -67,7 +71,7 @@ func (s *Store) Put(ctx context.Context, entries []tokenizer.Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range entries {
-		s.kv[e.Key] = item{val: slices.Clone(e.Value), expires: s.expiry(e.TTL)}
+		s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
 	}
 	return nil
 }
@@ -84,7 +88,7 @@ func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, 
 		if it, ok := s.kv[e.Key]; ok && s.live(it.expires) {
 			continue
 		}
-		s.kv[e.Key] = item{val: slices.Clone(e.Value), expires: s.expiry(e.TTL)}
+		s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
 		out[i] = true
 	}
 	return out, nil
@@ -142,6 +146,12 @@ func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl 
 	defer s.mu.Unlock()
 	st, ok := s.sets[key]
 	if !ok || !s.live(st.expires) {
+		if len(members) == 0 {
+			// As in Redis, an empty set does not exist; Delete must not
+			// count it.
+			delete(s.sets, key)
+			return nil
+		}
 		st = set{members: map[string]struct{}{}, expires: s.expiry(ttl)}
 	}
 	for _, m := range members {

@@ -1,0 +1,337 @@
+// Package redisstore is the production tokenizer.Store, on Redis through a
+// go-redis UniversalClient: one node, Sentinel or Redis Cluster from one
+// Config.
+//
+// Each batch goes out as one pipeline, so a batch of any size costs one
+// round trip per node it touches. Keys are used as given, without hash tags,
+// so on a cluster a batch spreads over the masters and go-redis splits the
+// pipeline per node. A batch is not atomic, as tokenizer.Store allows.
+//
+// Durability is the server's: run Redis with appendonly yes and appendfsync
+// always if an acknowledged write must survive a crash.
+package redisstore
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// Config selects and configures the Redis deployment. Which client
+// NewClient builds follows go-redis: MasterName set means Sentinel (Addrs
+// are the sentinels); two or more Addrs, or Cluster, mean Redis Cluster;
+// otherwise a single node.
+type Config struct {
+	// Addrs are host:port addresses: the node, the cluster seed nodes or the
+	// sentinels.
+	Addrs []string
+	// MasterName is the Sentinel master name; empty when not using Sentinel.
+	MasterName string
+	// Cluster selects Redis Cluster with a single seed address.
+	Cluster bool
+	// Username and Password authenticate with Redis ACLs (Username empty:
+	// the default user).
+	Username string
+	Password string
+	// DB is the database number; Redis Cluster has only database 0.
+	DB int
+	// TLS enables TLS with this configuration when not nil.
+	TLS *tls.Config
+	// DialTimeout, ReadTimeout and WriteTimeout bound each network
+	// operation; zero takes go-redis's defaults (5 s, 3 s, 3 s).
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// PoolSize is the number of connections per node; zero takes go-redis's
+	// default (10 per CPU).
+	PoolSize int
+}
+
+// NewClient validates cfg and builds the client it describes. It does not
+// connect; call Store.Ping to check the server is reachable.
+func NewClient(cfg Config) (redis.UniversalClient, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:         cfg.Addrs,
+		MasterName:    cfg.MasterName,
+		IsClusterMode: cfg.Cluster,
+		Username:      cfg.Username,
+		Password:      cfg.Password,
+		DB:            cfg.DB,
+		TLSConfig:     cfg.TLS,
+		DialTimeout:   cfg.DialTimeout,
+		ReadTimeout:   cfg.ReadTimeout,
+		WriteTimeout:  cfg.WriteTimeout,
+		PoolSize:      cfg.PoolSize,
+		// go-redis would resend a whole pipeline after a network error or
+		// read timeout, though Redis may have run it already. A resent
+		// SET NX then reports "not stored" for an entry this very call
+		// stored, and a caller acting on that (adopting the "other" winner,
+		// deleting its own record as an orphan) loses data. Errors go to the
+		// caller instead, whose retries are idempotent by design.
+		MaxRetries: -1,
+		// Without this go-redis bounds socket reads and writes by
+		// Read/WriteTimeout alone; with it a caller's deadline bounds them
+		// too, so a request never outlives its context.
+		ContextTimeoutEnabled: true,
+	}), nil
+}
+
+func (cfg Config) validate() error {
+	if len(cfg.Addrs) == 0 {
+		return errors.New("redisstore: Config.Addrs is empty")
+	}
+	for i, a := range cfg.Addrs {
+		if a == "" {
+			return fmt.Errorf("redisstore: Config.Addrs[%d] is empty", i)
+		}
+	}
+	cluster := cfg.MasterName == "" && (len(cfg.Addrs) > 1 || cfg.Cluster)
+	switch {
+	case cfg.MasterName != "" && cfg.Cluster:
+		return errors.New("redisstore: Config.MasterName and Config.Cluster are exclusive")
+	case cfg.DB < 0:
+		return fmt.Errorf("redisstore: Config.DB is %d; want 0 or more", cfg.DB)
+	case cfg.DB != 0 && cluster:
+		return fmt.Errorf("redisstore: Config.DB is %d; Redis Cluster has only database 0", cfg.DB)
+	case cfg.DialTimeout < 0, cfg.ReadTimeout < 0, cfg.WriteTimeout < 0:
+		return errors.New("redisstore: Config.DialTimeout, ReadTimeout and WriteTimeout must not be negative")
+	case cfg.PoolSize < 0:
+		return fmt.Errorf("redisstore: Config.PoolSize is %d; want 0 or more", cfg.PoolSize)
+	}
+	return nil
+}
+
+// Store is a tokenizer.Store on Redis. It is safe for concurrent use.
+type Store struct {
+	c redis.UniversalClient
+}
+
+var _ tokenizer.Store = (*Store)(nil)
+
+// New returns a Store on c. The caller keeps ownership of c and closes it.
+//
+// Build c with NewClient, or else disable go-redis's command retries
+// (MaxRetries: -1): a retried pipeline can make PutNew report an entry it
+// stored itself as not stored, and Delete undercount.
+func New(c redis.UniversalClient) *Store { return &Store{c: c} }
+
+// Ping checks that Redis answers; on a cluster, every master.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(ctx, err)
+	}
+	var err error
+	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = s.c.Ping(ctx).Err()
+	}
+	return wrap(ctx, err)
+}
+
+// Put implements tokenizer.Store with SET, with PX when the entry has a TTL.
+func (s *Store) Put(ctx context.Context, entries []tokenizer.Entry) error {
+	_, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
+		for _, e := range entries {
+			p.Set(ctx, e.Key, e.Value, ttl(e.TTL))
+		}
+	})
+	return err
+}
+
+// PutNew implements tokenizer.Store with SET NX, with PX when the entry has
+// a TTL. Redis applies the commands of one connection in order, so of two
+// entries with one key in a batch the first wins.
+func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	cmds, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
+		for _, e := range entries {
+			p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(entries))
+	for i, c := range cmds {
+		out[i] = c.(*redis.BoolCmd).Val()
+	}
+	return out, nil
+}
+
+// Get implements tokenizer.Store with pipelined GETs rather than MGET: MGET
+// needs all its keys in one cluster slot, and record keys are spread.
+func (s *Store) Get(ctx context.Context, keys []string) ([][]byte, error) {
+	cmds, err := s.pipeline(ctx, len(keys), func(p redis.Pipeliner) {
+		for _, k := range keys {
+			p.Get(ctx, k)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	for i, c := range cmds {
+		if c.Err() == redis.Nil {
+			continue
+		}
+		// []byte of a string is never nil, so an empty value reads as
+		// present.
+		out[i] = []byte(c.(*redis.StringCmd).Val())
+	}
+	return out, nil
+}
+
+// Delete implements tokenizer.Store with one UNLINK per key, so keys in
+// different cluster slots can share a batch; UNLINK frees large sets off the
+// main thread.
+func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
+	cmds, err := s.pipeline(ctx, len(keys), func(p redis.Pipeliner) {
+		for _, k := range keys {
+			p.Unlink(ctx, k)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cmds {
+		n += int(c.(*redis.IntCmd).Val())
+	}
+	return n, nil
+}
+
+// addToSet adds ARGV[2:] to the set KEYS[1] and sets its lifetime from
+// ARGV[1] (milliseconds, 0 for permanent). A script is needed because the
+// lifetime rule depends on whether the set existed before: a new set gets
+// the TTL; an existing one only ever has its TTL extended (PEXPIRE GT, which
+// leaves a permanent set permanent). PEXPIRE NX cannot stand in for the
+// existence test, since it would give an existing permanent set a TTL.
+// Members go in chunks to stay under Lua's limit on unpack.
+var addToSet = redis.NewScript(`
+local key = KEYS[1]
+local ttl = ARGV[1]
+local existed = redis.call('EXISTS', key) == 1
+for i = 2, #ARGV, 1000 do
+  redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if not existed and #ARGV < 2 then
+  return 0
+end
+if ttl == '0' then
+  redis.call('PERSIST', key)
+elseif existed then
+  redis.call('PEXPIRE', key, ttl, 'GT')
+else
+  redis.call('PEXPIRE', key, ttl)
+end
+return 1
+`)
+
+// AddToSet implements tokenizer.Store in one script call, so the members
+// and the lifetime change together.
+func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(ctx, err)
+	}
+	args := make([]any, 0, len(members)+1)
+	args = append(args, strconv.FormatInt(ttlMillis(ttl), 10))
+	for _, m := range members {
+		args = append(args, m)
+	}
+	return wrap(ctx, addToSet.Run(ctx, s.c, []string{key}, args...).Err())
+}
+
+// SetMembers implements tokenizer.Store with SMEMBERS.
+func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(ctx, err)
+	}
+	m, err := s.c.SMembers(ctx, key).Result()
+	if err != nil {
+		return nil, wrap(ctx, err)
+	}
+	return m, nil
+}
+
+// pipeline sends the n commands queue adds in one pipeline and returns them
+// in order. A GET of an absent key (redis.Nil) is a result, not an error;
+// any other failed command fails the batch.
+func (s *Store) pipeline(ctx context.Context, n int, queue func(redis.Pipeliner)) ([]redis.Cmder, error) {
+	// Checked first so a call whose context is done sends nothing, whatever
+	// go-redis does with such a context.
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(ctx, err)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	p := s.c.Pipeline()
+	queue(p)
+	cmds, err := p.Exec(ctx)
+	if err != nil && err != redis.Nil {
+		return nil, wrap(ctx, err)
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && err != redis.Nil {
+			return nil, wrap(ctx, err)
+		}
+	}
+	if len(cmds) != n {
+		return nil, fmt.Errorf("redisstore: pipeline returned %d results for %d commands", len(cmds), n)
+	}
+	return cmds, nil
+}
+
+// wrap prefixes err with the package name and, when ctx is done, makes it
+// wrap ctx.Err() too: go-redis may report a canceled call as a network
+// error, and callers map context errors to their own status codes.
+// Redis replies and go-redis errors carry no values, only keys, which are
+// keyed hashes.
+func wrap(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(dl) {
+		// The socket deadline go-redis derives from ctx can fire a moment
+		// before ctx itself reports it.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("redisstore: %w: %w", cerr, err)
+	}
+	return fmt.Errorf("redisstore: %w", err)
+}
+
+// ttl maps an entry TTL to go-redis's expiration: zero or negative means no
+// expiry (go-redis reads -1 as KEEPTTL, which would keep an old lifetime),
+// and Redis counts in whole milliseconds, so a shorter TTL rounds up.
+func ttl(d time.Duration) time.Duration {
+	switch {
+	case d <= 0:
+		return 0
+	case d < time.Millisecond:
+		return time.Millisecond
+	}
+	return d
+}
+
+func ttlMillis(d time.Duration) int64 {
+	ms := ttl(d).Milliseconds()
+	if ttl(d)%time.Millisecond != 0 {
+		ms++ // round up: a lifetime is "at least ttl"
+	}
+	return ms
+}
