@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// Config is jetond's production configuration: one YAML file, with the
+// environment overrides listed in envOverrides. See jetond.example.yaml.
+type Config struct {
+	Public     ListenerConfig `yaml:"public"`
+	Trusted    ListenerConfig `yaml:"trusted"`
+	MaxBatch   int            `yaml:"max_batch"`
+	Redis      RedisConfig    `yaml:"redis"`
+	Vault      VaultConfig    `yaml:"vault"`
+	Classes    []ClassConfig  `yaml:"classes"`
+	PolicyFile string         `yaml:"policy_file"`
+	Audit      AuditConfig    `yaml:"audit"`
+	Log        LogConfig      `yaml:"log"`
+	// KeyRefresh bounds how stale a replica's view of key generations is.
+	KeyRefresh time.Duration `yaml:"key_refresh"`
+}
+
+// ListenerConfig is one listener.
+type ListenerConfig struct {
+	Addr         string          `yaml:"addr"`
+	TLS          server.TLSFiles `yaml:"tls"`
+	AllowedCIDRs []string        `yaml:"allowed_cidrs"`
+}
+
+// RedisConfig selects a single node, Sentinel (master_name) or a Cluster
+// (several addrs).
+type RedisConfig struct {
+	Addrs      []string      `yaml:"addrs"`
+	MasterName string        `yaml:"master_name"`
+	Username   string        `yaml:"username"`
+	Password   string        `yaml:"password"`
+	DB         int           `yaml:"db"`
+	TLS        ClientTLS     `yaml:"tls"`
+	Timeout    time.Duration `yaml:"timeout"`
+}
+
+// ClientTLS is TLS towards a backend. Empty CA means no TLS.
+type ClientTLS struct {
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ServerName string `yaml:"server_name"`
+}
+
+// VaultConfig names the Transit KEK and how jetond logs in. The Vault
+// address, token and TLS settings come from the standard VAULT_* variables
+// (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_CLIENT_CERT, ...).
+type VaultConfig struct {
+	Mount   string        `yaml:"mount"`
+	Key     string        `yaml:"key"`
+	AppRole AppRoleConfig `yaml:"approle"`
+}
+
+// AppRoleConfig is AppRole login; empty RoleID means token auth.
+type AppRoleConfig struct {
+	Mount        string `yaml:"mount"`
+	RoleID       string `yaml:"role_id"`
+	SecretIDFile string `yaml:"secret_id_file"`
+}
+
+// ClassConfig is a field class as written in YAML.
+type ClassConfig struct {
+	Name      string         `yaml:"name"`
+	Kind      tokenizer.Kind `yaml:"kind"`
+	Normalize []string       `yaml:"normalize"`
+	Mask      string         `yaml:"mask"`
+	Retention time.Duration  `yaml:"retention"`
+	MaxLen    int            `yaml:"max_len"`
+}
+
+// AuditConfig places the audit log.
+type AuditConfig struct {
+	Dir          string `yaml:"dir"`
+	MaxFileBytes int64  `yaml:"max_file_bytes"`
+}
+
+// LogConfig sets the log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or text
+}
+
+// envOverrides are the environment variables that override the file, so
+// secrets and per-replica addresses need not be written into it.
+var envOverrides = []struct {
+	name  string
+	apply func(c *Config, v string) error
+}{
+	{"JETON_PUBLIC_ADDR", func(c *Config, v string) error { c.Public.Addr = v; return nil }},
+	{"JETON_TRUSTED_ADDR", func(c *Config, v string) error { c.Trusted.Addr = v; return nil }},
+	{"JETON_TRUSTED_ALLOWED_CIDRS", func(c *Config, v string) error { c.Trusted.AllowedCIDRs = splitList(v); return nil }},
+	{"JETON_REDIS_ADDRS", func(c *Config, v string) error { c.Redis.Addrs = splitList(v); return nil }},
+	{"JETON_REDIS_USERNAME", func(c *Config, v string) error { c.Redis.Username = v; return nil }},
+	{"JETON_REDIS_PASSWORD", func(c *Config, v string) error { c.Redis.Password = v; return nil }},
+	{"JETON_VAULT_APPROLE_ROLE_ID", func(c *Config, v string) error { c.Vault.AppRole.RoleID = v; return nil }},
+	{"JETON_VAULT_APPROLE_SECRET_ID_FILE", func(c *Config, v string) error { c.Vault.AppRole.SecretIDFile = v; return nil }},
+	{"JETON_POLICY_FILE", func(c *Config, v string) error { c.PolicyFile = v; return nil }},
+	{"JETON_AUDIT_DIR", func(c *Config, v string) error { c.Audit.Dir = v; return nil }},
+	{"JETON_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+	{"JETON_MAX_BATCH", func(c *Config, v string) (err error) { c.MaxBatch, err = strconv.Atoi(v); return err }},
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// LoadConfig reads the file, applies environment overrides and validates.
+func LoadConfig(path string, getenv func(string) string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	for _, o := range envOverrides {
+		if v := getenv(o.name); v != "" {
+			if err := o.apply(&c, v); err != nil {
+				return nil, fmt.Errorf("config: %s: %w", o.name, err)
+			}
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate checks every field once, at start-up, and names the bad one.
+func (c *Config) Validate() error {
+	for _, l := range []struct {
+		name string
+		l    *ListenerConfig
+	}{{"public", &c.Public}, {"trusted", &c.Trusted}} {
+		if l.l.Addr == "" {
+			return fmt.Errorf("%s.addr is required", l.name)
+		}
+		if l.l.TLS.Cert == "" || l.l.TLS.Key == "" || l.l.TLS.ClientCA == "" {
+			return fmt.Errorf("%s.tls.cert, %s.tls.key and %s.tls.client_ca are required", l.name, l.name, l.name)
+		}
+		if _, err := parseCIDRs(l.l.AllowedCIDRs); err != nil {
+			return fmt.Errorf("%s.allowed_cidrs: %w", l.name, err)
+		}
+	}
+	if len(c.Trusted.AllowedCIDRs) == 0 {
+		return errors.New("trusted.allowed_cidrs must name the TTP networks")
+	}
+	if c.Public.TLS.ClientCA == c.Trusted.TLS.ClientCA {
+		return errors.New("trusted.tls.client_ca must differ from public.tls.client_ca: sponsor certificates must not pass the trusted handshake")
+	}
+	if c.MaxBatch < 0 {
+		return errors.New("max_batch must not be negative")
+	}
+	if len(c.Redis.Addrs) == 0 {
+		return errors.New("redis.addrs must name at least one address")
+	}
+	if (c.Redis.TLS.Cert == "") != (c.Redis.TLS.Key == "") {
+		return errors.New("redis.tls.cert and redis.tls.key go together")
+	}
+	if c.Vault.AppRole.RoleID != "" && c.Vault.AppRole.SecretIDFile == "" {
+		return errors.New("vault.approle.secret_id_file is required with vault.approle.role_id")
+	}
+	if c.PolicyFile == "" {
+		return errors.New("policy_file is required")
+	}
+	if c.Audit.Dir == "" {
+		return errors.New("audit.dir is required")
+	}
+	if c.Audit.MaxFileBytes < 0 {
+		return errors.New("audit.max_file_bytes must not be negative")
+	}
+	if _, err := c.classes(); err != nil {
+		return fmt.Errorf("classes: %w", err)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		return fmt.Errorf("log.format %q must be json or text", c.Log.Format)
+	}
+	return nil
+}
+
+// classes returns the configured classes, or the defaults when none are.
+func (c *Config) classes() ([]tokenizer.Class, error) {
+	if len(c.Classes) == 0 {
+		return tokenizer.DefaultClasses(), nil
+	}
+	out := make([]tokenizer.Class, 0, len(c.Classes))
+	seen := map[string]bool{}
+	for i, cc := range c.Classes {
+		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Mask: cc.Mask, Retention: cc.Retention, MaxLen: cc.MaxLen}
+		if cl.Kind == "" {
+			cl.Kind = tokenizer.KindRandom
+		}
+		if cl.Mask == "" {
+			cl.Mask = "all"
+		}
+		if err := cl.Validate(); err != nil {
+			return nil, fmt.Errorf("[%d]: %w", i, err)
+		}
+		if seen[cl.Name] {
+			return nil, fmt.Errorf("[%d]: class %s is defined twice", i, cl.Name)
+		}
+		seen[cl.Name] = true
+		out = append(out, cl)
+	}
+	return out, nil
+}
+
+func parseCIDRs(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR prefix", s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -1,0 +1,140 @@
+// Command jetond is the jeton tokenization server.
+//
+//	jetond --dev                 run with embedded dev defaults, nothing installed
+//	jetond --config jetond.yaml  run in production shape (Redis, Vault, files)
+//
+// It is the composition root: the only place that picks adapters and wires
+// them together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// app is a wired jetond, ready to start.
+type app struct {
+	srv     *server.Server
+	tok     *tokenizer.Tokenizer
+	log     *slog.Logger
+	reload  func() error // SIGHUP: TLS material and policy
+	closers []func() error
+	ready   func(w io.Writer) // prints what to do next
+}
+
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Error("shutdown step failed", "error", err)
+		}
+	}
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("jetond", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dev := fs.Bool("dev", false, "run with embedded dev defaults: in-memory store, ephemeral keys, generated certificates")
+	devDir := fs.String("dev-dir", ".jeton-dev", "dev mode: where certificates, policy and audit log are written")
+	publicAddr := fs.String("public-addr", "127.0.0.1:7443", "dev mode: public listener address")
+	trustedAddr := fs.String("trusted-addr", "127.0.0.1:7444", "dev mode: trusted listener address")
+	configPath := fs.String("config", "", "production configuration file (YAML)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dev == (*configPath != "") {
+		fmt.Fprintln(stderr, "jetond: give exactly one of --dev or --config FILE")
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	var a *app
+	var err error
+	if *dev {
+		a, err = wireDev(ctx, devOptions{dir: *devDir, publicAddr: *publicAddr, trustedAddr: *trustedAddr}, stderr)
+	} else {
+		a, err = wireConfig(ctx, *configPath, getenv, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "jetond: %v\n", err)
+		return 1
+	}
+	defer a.close()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	a.srv.Start()
+	a.log.Info("jetond serving", "public", a.srv.PublicAddr().String(), "trusted", a.srv.TrustedAddr().String())
+	if a.ready != nil {
+		a.ready(stdout)
+	}
+	for {
+		select {
+		case <-hup:
+			if err := a.reload(); err != nil {
+				a.log.Error("reload failed; keeping the previous TLS material and policy", "error", err)
+			} else {
+				a.log.Info("reloaded TLS material and policy")
+			}
+		case err := <-a.srv.Err():
+			a.log.Error("listener failed", "error", err)
+			shutdown(a, *drain)
+			return 1
+		case <-ctx.Done():
+			a.log.Info("shutting down: draining in-flight calls")
+			shutdown(a, *drain)
+			return 0
+		}
+	}
+}
+
+func shutdown(a *app, drain time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	a.srv.Stop(ctx)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		a.log.Warn("drain timed out; remaining calls were cut off")
+	}
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	lvl, err := parseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if s == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not a level (debug, info, warn, error)", s)
+	}
+	return l, nil
+}
