@@ -311,47 +311,6 @@ func (s *stub) reveal(tokens []string, purpose string, mask bool) ([]*jetonv1.Re
 // exampleEnv is what the examples need to reach jeton the way production
 // callers do: a sponsor app on the public listener and a TTP app on the
 // trusted one, each with its own client certificate.
-type exampleEnv struct {
-	publicAddr, trustedAddr string
-	caFile                  string
-	sponsorCert, sponsorKey string
-	ttpCert, ttpKey         string
-}
-
-// startExampleServer starts the server the examples run against and returns
-// how to reach it and how to stop it. It is the only place that knows the
-// server is a stub: swap its body to run the examples against jetond.
-func startExampleServer() (exampleEnv, func()) {
-	dir, err := os.MkdirTemp("", "jeton-example-")
-	if err != nil {
-		panic(err)
-	}
-	p, err := newPKI(dir, "sponsor", "ttp")
-	if err != nil {
-		panic(err)
-	}
-	s := newStub()
-	// As in jetond, Detokenizer does not exist on the public listener.
-	publicAddr, stopPublic, err := s.serve(p.serverTLS(), s.tokenizer)
-	if err != nil {
-		panic(err)
-	}
-	trustedAddr, stopTrusted, err := s.serve(p.serverTLS(), s.detokenizer)
-	if err != nil {
-		panic(err)
-	}
-	env := exampleEnv{
-		publicAddr: publicAddr, trustedAddr: trustedAddr, caFile: p.caFile,
-		sponsorCert: p.clients["sponsor"][0], sponsorKey: p.clients["sponsor"][1],
-		ttpCert: p.clients["ttp"][0], ttpKey: p.clients["ttp"][1],
-	}
-	return env, func() {
-		stopPublic()
-		stopTrusted()
-		os.RemoveAll(dir)
-	}
-}
-
 // errUnavailable is what a server returns when a backend is down.
 var errUnavailable = status.Error(codes.Unavailable, "backend down")
 
