@@ -28,6 +28,7 @@ type keyring struct {
 	store   Store
 	now     func() time.Time
 	refresh time.Duration
+	obs     Observer // nil: none
 
 	mu      sync.Mutex
 	tenants map[string]*tenantKeys
@@ -193,6 +194,7 @@ func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) (*macKey,
 	c := tk.deks[gen]
 	tk.mu.Unlock()
 	if c != nil && k.now().Sub(c.checked) < k.refresh {
+		k.observeDEK(true)
 		return c.key, nil
 	}
 	vals, err := k.store.Get(ctx, []string{genName(tk.name, gen)})
@@ -211,9 +213,14 @@ func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) (*macKey,
 	}
 	var key *macKey
 	if c != nil && bytes.Equal(c.wrapped, wrapped) {
+		k.observeDEK(true)
 		key = c.key
 	} else {
+		k.observeDEK(false)
 		raw, err := k.km.Unwrap(ctx, wrapped)
+		if errors.Is(err, ErrKeyDestroyed) {
+			return nil, ErrKeyDestroyed // its KEK version was retired
+		}
 		if err != nil {
 			return nil, unavailable("key manager", err)
 		}

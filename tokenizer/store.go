@@ -36,7 +36,9 @@ type Store interface {
 
 // KeyManager holds the key-encryption key (KEK). The KEK never leaves it;
 // jeton only ever sees data keys, in the clear in memory and wrapped at rest.
-// Any error means the key manager could not be reached or refused the work.
+// Unwrap and Rewrap return an error wrapping ErrKeyDestroyed when the KEK
+// version a key was wrapped under has been retired or destroyed; any other
+// error means the key manager could not be reached or refused the work.
 type KeyManager interface {
 	// NewDataKey returns a fresh 256-bit key and that key wrapped by the KEK.
 	NewDataKey(ctx context.Context) (key, wrapped []byte, err error)

@@ -44,6 +44,7 @@ var commands = map[string]command{
 	"tokenize":   {"turn values into tokens", runTokenize},
 	"detokenize": {"reveal the values behind tokens (TTP network only)", runDetokenize},
 	"audit":      {"verify the audit log (audit verify DIR)", runAudit},
+	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {

@@ -42,13 +42,16 @@ type ListenerConfig struct {
 // RedisConfig selects a single node, Sentinel (master_name) or a Cluster
 // (several addrs).
 type RedisConfig struct {
-	Addrs      []string      `yaml:"addrs"`
-	MasterName string        `yaml:"master_name"`
-	Username   string        `yaml:"username"`
-	Password   string        `yaml:"password"`
-	DB         int           `yaml:"db"`
-	TLS        ClientTLS     `yaml:"tls"`
-	Timeout    time.Duration `yaml:"timeout"`
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"master_name"`
+	// Cluster selects Redis Cluster with a single seed address; two or
+	// more addrs always mean a cluster.
+	Cluster  bool          `yaml:"cluster"`
+	Username string        `yaml:"username"`
+	Password string        `yaml:"password"`
+	DB       int           `yaml:"db"`
+	TLS      ClientTLS     `yaml:"tls"`
+	Timeout  time.Duration `yaml:"timeout"`
 }
 
 // ClientTLS is TLS towards a backend. Empty CA means no TLS.

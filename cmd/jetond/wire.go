@@ -2,11 +2,166 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/tokenizer"
+	"github.com/jeton-dev/jeton/tokenizer/redisstore"
+	"github.com/jeton-dev/jeton/tokenizer/vaultkeys"
 )
 
-// wireConfig builds jetond from a production configuration file.
-func wireConfig(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) (*app, error) {
-	return nil, errors.New("production wiring not built yet")
+// startupTimeout bounds each dependency check at start-up.
+const startupTimeout = 10 * time.Second
+
+// wireConfig builds jetond from a production configuration file. It
+// refuses to start when Redis or Vault cannot be reached, or when the KEK
+// is exportable or allows a plaintext backup.
+func wireConfig(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) (a *app, err error) {
+	cfg, err := LoadConfig(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return nil, err
+	}
+	classes, err := cfg.classes()
+	if err != nil {
+		return nil, err
+	}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+
+	// Redis.
+	redisTLS, err := cfg.Redis.TLS.config()
+	if err != nil {
+		return nil, fmt.Errorf("redis.tls: %w", err)
+	}
+	rc, err := redisstore.NewClient(redisstore.Config{
+		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster,
+		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, TLS: redisTLS,
+		DialTimeout: cfg.Redis.Timeout, ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	closers = append(closers, rc.Close)
+	store := redisstore.New(rc)
+	pctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	err = store.Ping(pctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("redis at %v is unreachable, refusing to start: %w", cfg.Redis.Addrs, err)
+	}
+
+	// Vault: address, token and TLS come from the standard VAULT_*
+	// variables, read by the Vault client itself.
+	vc, err := vault.NewClient(vault.DefaultConfig())
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	var ar *vaultkeys.AppRole
+	if cfg.Vault.AppRole.RoleID != "" {
+		ar = &vaultkeys.AppRole{MountPath: cfg.Vault.AppRole.Mount, RoleID: cfg.Vault.AppRole.RoleID, SecretIDFile: cfg.Vault.AppRole.SecretIDFile}
+	}
+	vctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	km, err := vaultkeys.New(vctx, vc, vaultkeys.Config{Mount: cfg.Vault.Mount, Key: cfg.Vault.Key, AppRole: ar, Logger: log})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("vault, refusing to start: %w", err)
+	}
+	closers = append(closers, func() error { km.Close(); return nil })
+
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh})
+	if err != nil {
+		return nil, err
+	}
+	names := classNames(tok)
+	pol, err := server.LoadPolicy(cfg.PolicyFile, names)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := server.LoadTLS(cfg.Public.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("public.tls: %w", err)
+	}
+	tru, err := server.LoadTLS(cfg.Trusted.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("trusted.tls: %w", err)
+	}
+	pubAllowed, _ := parseCIDRs(cfg.Public.AllowedCIDRs)
+	truAllowed, _ := parseCIDRs(cfg.Trusted.AllowedCIDRs)
+
+	kctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	auditKey, err := tok.DeriveKey(kctx, "audit")
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("deriving the audit key: %w", err)
+	}
+	alog, err := audit.Open(audit.Config{Dir: cfg.Audit.Dir, Key: auditKey, MaxFileBytes: cfg.Audit.MaxFileBytes, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, alog.Close)
+
+	srv, err := server.New(server.Config{
+		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
+		Public:  server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
+		Trusted: server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a = &app{srv: srv, tok: tok, log: log, closers: closers}
+	a.reload = func() error {
+		p, err := server.LoadPolicy(cfg.PolicyFile, names)
+		if err != nil {
+			return err
+		}
+		if err := errors.Join(pub.Reload(), tru.Reload()); err != nil {
+			return err
+		}
+		srv.SetPolicy(p)
+		return nil
+	}
+	return a, nil
+}
+
+// config builds a client TLS configuration; nil when no CA is set.
+func (c ClientTLS) config() (*tls.Config, error) {
+	if c.CA == "" {
+		return nil, nil
+	}
+	caPEM, err := os.ReadFile(c.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("ca %s holds no PEM certificate", c.CA)
+	}
+	cfg := &tls.Config{RootCAs: pool, ServerName: c.ServerName, MinVersion: tls.VersionTLS13}
+	if c.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+func TestExampleConfigAndPolicyAreValid(t *testing.T) {
+	env := map[string]string{"JETON_REDIS_ADDRS": "127.0.0.1:1,127.0.0.1:2", "JETON_MAX_BATCH": "500"}
+	c, err := LoadConfig("jetond.example.yaml", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Redis.Addrs) != 2 || c.Redis.Addrs[0] != "127.0.0.1:1" || c.MaxBatch != 500 {
+		t.Errorf("environment overrides not applied: %v %d", c.Redis.Addrs, c.MaxBatch)
+	}
+	classes, err := c.classes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, cl := range classes {
+		names = append(names, cl.Name)
+	}
+	if _, err := server.LoadPolicy("policy.example.yaml", names); err != nil {
+		t.Fatalf("example policy: %v", err)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	base, err := os.ReadFile("jetond.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"no trusted allowlist", `allowed_cidrs: ["10.20.0.0/16"]`, `allowed_cidrs: []`, "trusted.allowed_cidrs"},
+		{"bad cidr", `"10.20.0.0/16"`, `"10.20.0.0/99"`, "trusted.allowed_cidrs"},
+		{"same client CA", "ttp-ca.pem", "sponsor-ca.pem", "trusted.tls.client_ca"},
+		{"no redis", `addrs: ["10.20.0.21:6379", "10.20.0.22:6379", "10.20.0.23:6379"]`, `addrs: []`, "redis.addrs"},
+		{"bad class kind", "kind: deterministic, normalize: [phone]", "kind: sometimes, normalize: [phone]", "classes"},
+		{"bad normalize", "normalize: [passport]", "normalize: [shout]", "normalize"},
+		{"no policy", "policy_file: /etc/jeton/policy.yaml", `policy_file: ""`, "policy_file"},
+		{"no audit dir", "dir: /var/lib/jeton/audit", `dir: ""`, "audit.dir"},
+		{"unknown field", "max_batch: 10000", "max_batches: 10000", "max_batches"},
+		{"bad level", "level: info", "level: loud", "log.level"},
+		{"approle without secret", "secret_id_file: /run/secrets/jetond-secret-id", `secret_id_file: ""`, "vault.approle.secret_id_file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(base), tt.from) {
+				t.Fatalf("example config lacks %q", tt.from)
+			}
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(p, []byte(strings.Replace(string(base), tt.from, tt.to, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(p, func(string) string { return "" })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultClassesWhenNoneConfigured(t *testing.T) {
+	c := &Config{}
+	cl, err := c.classes()
+	if err != nil || len(cl) != len(tokenizer.DefaultClasses()) {
+		t.Fatalf("got %d classes, %v", len(cl), err)
+	}
+}
