@@ -6,7 +6,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.3
-STATICCHECK_VERSION        := v0.7.0
+STATICCHECK_VERSION        := v0.8.2
 
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
@@ -30,8 +30,10 @@ $(TOOLS)/protoc-gen-go-grpc:
 	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 $(TOOLS)/grpcurl:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(TOOLS)/staticcheck:
+	go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/grpcurl
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/grpcurl $(TOOLS)/staticcheck
 
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	buf lint proto
@@ -43,9 +45,10 @@ checkgenerate: generate
 		echo "generated code is stale; run make generate and commit:"; \
 		git status --porcelain -- proto; exit 1; fi
 
-lint:
-	gofmt -l . | (! grep .) || (echo "gofmt needed"; exit 1)
+lint: $(TOOLS)/staticcheck
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	go vet ./...
+	staticcheck ./...
 
 # testenv installs redis-server and builds the Vault server the integration
 # tests start on loopback.
