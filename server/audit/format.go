@@ -32,9 +32,6 @@ const (
 	headName = "HEAD"
 )
 
-// zeroMAC is the prev of the first record of a chain.
-var zeroMAC [macSize]byte
-
 // chainMAC computes the MAC of record seq:
 // HMAC-SHA256(key, "jeton/audit/v1" || prev || {"v":1,"seq":N,"rec":REC}),
 // with prev the raw 32 bytes of the previous record's MAC.
