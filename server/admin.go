@@ -1,11 +1,375 @@
 package server
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/tokenizer"
 )
 
 // adminService serves Admin on the trusted listener, to custodians only.
+//
+// Access: the caller must be a custodian (a role with admin: true), and a
+// custodian administers only the tenants its identity is bound to in the
+// policy; anything else is PERMISSION_DENIED. Rewrap is the exception: the
+// KEK is shared, so it rewraps the keys of every tenant the policy names.
+//
+// Audit: every call is recorded before its result is returned, and a call
+// whose record cannot be written fails UNAVAILABLE. A call that changes
+// something writes two records: an "intent" record before it acts (if that
+// fails, nothing is done), then an "ok" or "failed" record with the
+// outcome. A call cut short between the two leaves its intent in the log,
+// so a custodian can never act unaudited. Refusals are recorded on a best
+// effort basis, as they change nothing. The reason a custodian gives is
+// kept as the record's case reference; records hold tenant names,
+// generation numbers, counts and keyed hashes of tokens and subject ids,
+// never a value, a token or a subject id.
+//
+// ReinstateIdentity and MintCanary are in admin_identity.go.
 type adminService struct {
 	jetonv1.UnimplementedAdminServer
 	s *Server
+}
+
+// Outcomes of Admin audit records.
+const (
+	outcomeIntent = "intent"
+	outcomeOK     = "ok"
+	outcomeFailed = "failed"
+
+	// Item outcomes of EraseTokens and EraseSubject records.
+	outcomeErase = "erase"
+)
+
+// adminCall is one Admin call under way.
+type adminCall struct {
+	s      *Server
+	ctx    context.Context
+	p      *Principal
+	method string
+	reason string
+	detail string
+	items  []audit.Item
+}
+
+// admin authorises a call: the caller must be a custodian bound to every
+// tenant given. Refusals are audited, best effort.
+func (as *adminService) admin(ctx context.Context, method, reason string, tenants ...string) (*adminCall, error) {
+	p, ok := principalFrom(ctx)
+	if !ok {
+		return nil, rpcError(denied("identity may not administer"))
+	}
+	c := &adminCall{s: as.s, ctx: ctx, p: p, method: method, reason: clipReason(reason)}
+	if !p.Admin {
+		return nil, c.refuse(denied("identity may not administer"))
+	}
+	for _, t := range tenants {
+		if !tokenizer.ValidName(t) {
+			return nil, c.refuse(invalid("tenant must be a-z, 0-9 and '-'"))
+		}
+		c.detail = "tenant=" + t
+		if !p.HasTenant(t) {
+			return nil, c.refuse(denied("tenant not administered by this identity"))
+		}
+	}
+	return c, nil
+}
+
+// requireReason refuses a destructive call that states no reason.
+func (c *adminCall) requireReason() error {
+	if c.reason == "" {
+		return c.refuse(invalid("reason is required"))
+	}
+	if !utf8.ValidString(c.reason) {
+		return c.refuse(invalid("reason must be UTF-8"))
+	}
+	return nil
+}
+
+// refuse records a refused call, best effort, and returns err as a status.
+func (c *adminCall) refuse(err error) error {
+	c.record(context.WithoutCancel(c.ctx), outcomeFailed, toStatus(err).Code().String())
+	return rpcError(err)
+}
+
+func (c *adminCall) record(ctx context.Context, outcome, note string) error {
+	detail := c.detail
+	if note != "" {
+		if detail != "" {
+			detail += " "
+		}
+		detail += note
+	}
+	err := c.s.audit.Append(ctx, audit.Record{
+		Time: c.s.now(), Identity: c.p.ID, Peer: peerAddr(c.ctx), Method: c.method,
+		CaseRef: c.reason, Items: c.items, Outcome: outcome, Detail: detail,
+	})
+	if err != nil {
+		c.s.log.ErrorContext(c.ctx, "audit append failed", "method", c.method, "identity", c.p.ID, "outcome", outcome, "error", err)
+	}
+	return err
+}
+
+// intent records the call before it acts; no record, no action.
+func (c *adminCall) intent() error {
+	if err := c.record(c.ctx, outcomeIntent, ""); err != nil {
+		return rpcError(errors.Join(tokenizer.ErrUnavailable, err))
+	}
+	return nil
+}
+
+// done records the outcome of a call that acted, or of a read-only call,
+// and returns the error the caller gets: the action's, else UNAVAILABLE
+// when the record could not be written. The record is written even when
+// the caller has gone away meanwhile.
+func (c *adminCall) done(actErr error, note string) error {
+	outcome := outcomeOK
+	if actErr != nil {
+		outcome, note = outcomeFailed, toStatus(actErr).Code().String()
+	}
+	err := c.record(context.WithoutCancel(c.ctx), outcome, note)
+	switch {
+	case actErr != nil:
+		return rpcError(actErr)
+	case err != nil:
+		return rpcError(errors.Join(tokenizer.ErrUnavailable, err))
+	}
+	c.s.log.InfoContext(c.ctx, "admin call", "method", c.method, "identity", c.p.ID, "detail", c.detail, "result", note)
+	return nil
+}
+
+// EraseTokens erases the records behind tokens of the custodian's tenants.
+// A token of another tenant is left alone and not counted, like an unknown
+// one. A malformed token fails the whole call before anything is erased,
+// so a typo in a list is never half applied.
+func (as *adminService) EraseTokens(ctx context.Context, req *jetonv1.EraseTokensRequest) (*jetonv1.EraseTokensResponse, error) {
+	c, err := as.admin(ctx, "EraseTokens", req.GetReason())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.requireReason(); err != nil {
+		return nil, err
+	}
+	texts := req.GetTokens()
+	if len(texts) > as.s.maxBatch {
+		return nil, c.refuse(invalid("too many tokens in one call"))
+	}
+	var toks []tokenizer.Token
+	c.items = make([]audit.Item, len(texts))
+	for i, text := range texts {
+		tok, err := tokenizer.ParseToken(text)
+		if err != nil {
+			c.items = nil
+			return nil, c.refuse(invalid(fmt.Sprintf("token %d is malformed", i+1)))
+		}
+		c.items[i] = audit.Item{TokenHash: as.s.audit.TokenHash(text), Outcome: outcomeErase}
+		if !c.p.HasTenant(tok.Tenant) {
+			c.items[i].Outcome = audit.OutcomeDenied
+			continue
+		}
+		toks = append(toks, tok)
+	}
+	c.detail = "tokens=" + strconv.Itoa(len(texts))
+	if err := c.intent(); err != nil {
+		return nil, err
+	}
+	n, err := as.s.tok.EraseTokens(ctx, toks)
+	if err := c.done(err, "erased="+strconv.Itoa(n)); err != nil {
+		return nil, err
+	}
+	return &jetonv1.EraseTokensResponse{Erased: int64(n)}, nil
+}
+
+// EraseSubject erases every record indexed under a data subject.
+func (as *adminService) EraseSubject(ctx context.Context, req *jetonv1.EraseSubjectRequest) (*jetonv1.EraseSubjectResponse, error) {
+	c, err := as.admin(ctx, "EraseSubject", req.GetReason(), req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.requireReason(); err != nil {
+		return nil, err
+	}
+	subject := req.GetSubjectId()
+	if subject == "" || len(subject) > tokenizer.MaxSubjectLen || !utf8.ValidString(subject) {
+		return nil, c.refuse(invalid("subject id is empty, too long or not UTF-8"))
+	}
+	// A subject id may identify a person: the log keeps its keyed hash,
+	// scoped to the tenant, so whoever holds the id can find the erasure.
+	c.items = []audit.Item{{TokenHash: as.s.audit.TokenHash("subject:" + req.GetTenant() + ":" + subject), Outcome: outcomeErase}}
+	if err := c.intent(); err != nil {
+		return nil, err
+	}
+	n, err := as.s.tok.EraseSubject(ctx, req.GetTenant(), subject)
+	if err := c.done(err, "erased="+strconv.Itoa(n)); err != nil {
+		return nil, err
+	}
+	return &jetonv1.EraseSubjectResponse{Erased: int64(n)}, nil
+}
+
+// PurgeTenant crypto-shreds and deletes a whole tenant. confirm must repeat
+// the tenant name.
+func (as *adminService) PurgeTenant(ctx context.Context, req *jetonv1.PurgeTenantRequest) (*jetonv1.PurgeTenantResponse, error) {
+	c, err := as.admin(ctx, "PurgeTenant", req.GetReason(), req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.requireReason(); err != nil {
+		return nil, err
+	}
+	if req.GetConfirm() != req.GetTenant() {
+		return nil, c.refuse(invalid("confirm must repeat the tenant name"))
+	}
+	if err := c.intent(); err != nil {
+		return nil, err
+	}
+	n, err := as.s.tok.PurgeTenant(ctx, req.GetTenant())
+	if err := c.done(err, "erased="+strconv.Itoa(n)); err != nil {
+		return nil, err
+	}
+	return &jetonv1.PurgeTenantResponse{Erased: int64(n)}, nil
+}
+
+// RotateGeneration starts a new data-key generation for a tenant.
+func (as *adminService) RotateGeneration(ctx context.Context, req *jetonv1.RotateGenerationRequest) (*jetonv1.RotateGenerationResponse, error) {
+	c, err := as.admin(ctx, "RotateGeneration", "", req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.intent(); err != nil {
+		return nil, err
+	}
+	gen, err := as.s.tok.RotateGeneration(ctx, req.GetTenant())
+	if err := c.done(err, "generation="+strconv.FormatUint(uint64(gen), 10)); err != nil {
+		return nil, err
+	}
+	return &jetonv1.RotateGenerationResponse{Generation: gen}, nil
+}
+
+// DestroyConfirmation is the confirm text DestroyGeneration requires.
+func DestroyConfirmation(tenant string, gen uint32) string {
+	return fmt.Sprintf("destroy %s generation %d", tenant, gen)
+}
+
+// DestroyGeneration crypto-shreds a generation. confirm must read
+// DestroyConfirmation(tenant, generation); the current generation is
+// refused.
+func (as *adminService) DestroyGeneration(ctx context.Context, req *jetonv1.DestroyGenerationRequest) (*jetonv1.DestroyGenerationResponse, error) {
+	c, err := as.admin(ctx, "DestroyGeneration", req.GetReason(), req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	gen := req.GetGeneration()
+	c.detail += " generation=" + strconv.FormatUint(uint64(gen), 10)
+	if err := c.requireReason(); err != nil {
+		return nil, err
+	}
+	if gen == 0 {
+		return nil, c.refuse(invalid("generation is required"))
+	}
+	if req.GetConfirm() != DestroyConfirmation(req.GetTenant(), gen) {
+		return nil, c.refuse(invalid(`confirm must read "destroy <tenant> generation <n>"`))
+	}
+	if err := c.intent(); err != nil {
+		return nil, err
+	}
+	err = as.s.tok.DestroyGeneration(ctx, req.GetTenant(), gen)
+	if errors.Is(err, tokenizer.ErrNotFound) {
+		// Not the "token not found" every reveal refusal shares.
+		err = invalid("the tenant has no such generation")
+	}
+	if err := c.done(err, ""); err != nil {
+		return nil, err
+	}
+	return &jetonv1.DestroyGenerationResponse{}, nil
+}
+
+// Rewrap re-wraps the stored keys of every tenant the policy names, and
+// the service's own, under the newest KEK versions, sending progress after
+// each key. The last message has done == total. A client that goes away
+// does not stop it half way: rewrapping is safe to finish, and the
+// outcome is audited either way.
+func (as *adminService) Rewrap(_ *jetonv1.RewrapRequest, stream jetonv1.Admin_RewrapServer) error {
+	ctx := stream.Context()
+	c, err := as.admin(ctx, "Rewrap", "")
+	if err != nil {
+		return err
+	}
+	tenants := as.s.policy().Tenants()
+	c.detail = "tenants=" + strconv.Itoa(len(tenants))
+	if err := c.intent(); err != nil {
+		return err
+	}
+	var sendErr error
+	sent := false
+	send := func(done, total int) {
+		if sendErr == nil {
+			sendErr = stream.Send(&jetonv1.RewrapResponse{Done: int64(done), Total: int64(total)})
+			sent = true
+		}
+	}
+	p, err := as.s.tok.Rewrap(context.WithoutCancel(ctx), tenants, func(p tokenizer.RewrapProgress) { send(p.Done, p.Total) })
+	if err == nil && !sent {
+		send(p.Done, p.Total)
+	}
+	note := fmt.Sprintf("done=%d total=%d rewrapped=%d skipped=%d", p.Done, p.Total, p.Rewrapped, p.Skipped)
+	if err := c.done(err, note); err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// Stats reports, for each tenant the custodian administers, its record
+// count per generation, and the suspended identities. It never reports a
+// value or a token. Its cost grows with the tenants' data (see
+// tokenizer.Stats): it runs under the caller's deadline.
+//
+// records_by_class stays empty: a record's class is sealed inside it and
+// its token, never stored in the clear, and counting by class would mean
+// revealing records or storing more about them. The per-generation counts
+// add up to the tenant's total.
+func (as *adminService) Stats(ctx context.Context, _ *jetonv1.StatsRequest) (*jetonv1.StatsResponse, error) {
+	c, err := as.admin(ctx, "Stats", "")
+	if err != nil {
+		return nil, err
+	}
+	tenants := slices.Sorted(slices.Values(c.p.Tenants))
+	c.detail = "tenants=" + strconv.Itoa(len(tenants))
+	stats, err := as.s.tok.Stats(ctx, tenants)
+	var suspended []string
+	if err == nil {
+		suspended, err = as.s.suspendedIdentities(ctx)
+	}
+	if err := c.done(err, ""); err != nil {
+		return nil, err
+	}
+	resp := &jetonv1.StatsResponse{SuspendedIdentities: suspended}
+	for _, st := range stats {
+		ts := &jetonv1.TenantStats{Tenant: st.Tenant}
+		for _, g := range st.Generations {
+			ts.Generations = append(ts.Generations, &jetonv1.GenerationStats{Generation: g.Generation, Records: g.Records, Current: g.Current})
+		}
+		resp.Tenants = append(resp.Tenants, ts)
+	}
+	return resp, nil
+}
+
+// suspendedIdentities lists the identities the budget limiter has
+// suspended, sorted. Budget usage per identity is not reported: the
+// limiter exposes no read of it yet; add it here when it does.
+func (s *Server) suspendedIdentities(ctx context.Context) ([]string, error) {
+	if s.budgets == nil {
+		return nil, nil
+	}
+	ids, err := s.budgets.Suspended(ctx)
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

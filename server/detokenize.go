@@ -80,6 +80,13 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		idx = append(idx, i)
 	}
 
+	// The budget is spent before any record is opened, on every
+	// well-formed token: a refused call opens nothing.
+	if err := s.admit(ctx, p, method, len(texts), lookups(items)); err != nil {
+		s.auditFailure(ctx, p, method, purpose, caseRef, err)
+		return nil, rpcError(err)
+	}
+
 	var opened []tokenizer.Revealed
 	if len(toOpen) > 0 {
 		var err error
@@ -87,6 +94,11 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 			s.auditFailure(ctx, p, method, purpose, caseRef, err)
 			return nil, rpcError(err)
 		}
+	}
+	canary, err := s.canaries(ctx, p, method, opened)
+	if err != nil {
+		s.auditFailure(ctx, p, method, purpose, caseRef, err)
+		return nil, rpcError(err)
 	}
 	revealed := 0
 	for j, i := range idx {
@@ -114,10 +126,14 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Items: items, Outcome: "ok",
 	}
+	if canary {
+		rec.Detail = AlertCanaryRevealed
+	}
 	if err := s.audit.Append(ctx, rec); err != nil {
 		s.log.ErrorContext(ctx, "audit append failed; reveal refused", "method", method, "identity", p.ID, "error", err)
 		return nil, rpcError(errors.Join(tokenizer.ErrUnavailable, err))
 	}
+	s.metrics.countRevealed(results) // after the audit record: only values that leave count
 	s.log.InfoContext(ctx, "revealed", "method", method, "identity", p.ID, "purpose", purpose,
 		"tokens", len(texts), "opened", revealed)
 	return results, nil

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
@@ -17,6 +18,8 @@ const (
 	msgUnavailable = "a backend is unavailable; retry later"
 	msgInternal    = "internal error"
 	msgBadToken    = "malformed token"
+	msgBudget      = "reveal budget exceeded"
+	msgSuspended   = "identity suspended"
 )
 
 // denied is a policy refusal of a whole call, shown to the caller as is.
@@ -41,8 +44,12 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.Canceled, "call canceled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, "deadline exceeded")
-	case errors.Is(err, tokenizer.ErrUnavailable):
+	case errors.Is(err, tokenizer.ErrUnavailable), errors.Is(err, budget.ErrUnavailable):
 		return status.New(codes.Unavailable, msgUnavailable)
+	case errors.Is(err, budget.ErrSuspended):
+		return status.New(codes.PermissionDenied, msgSuspended)
+	case errors.Is(err, budget.ErrExceeded):
+		return status.New(codes.ResourceExhausted, msgBudget)
 	case errors.Is(err, tokenizer.ErrNotFound), errors.Is(err, tokenizer.ErrKeyDestroyed):
 		return status.New(codes.NotFound, msgNotFound)
 	case errors.Is(err, tokenizer.ErrInvalidToken):

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
@@ -36,6 +37,7 @@ const (
 //	  vetting:
 //	    reveal: {name: full, birthdate: full, "*": masked}
 //	    purposes: [vetting]
+//	    budget: {max_batch: 100, rate: 50, burst: 200, distinct: 1000, window: 24h, suspend_after: 3}
 //	  custodian:
 //	    admin: true
 //	purposes:
@@ -63,6 +65,9 @@ type RoleRule struct {
 	Reveal   map[string]Reveal `yaml:"reveal"`
 	Purposes []string          `yaml:"purposes"`
 	Admin    bool              `yaml:"admin"`
+	// Budget bounds what the role's identities can reveal; see
+	// budget.Limits. Nil bounds nothing but the server's MaxBatch.
+	Budget *budget.Limits `yaml:"budget"`
 }
 
 // PurposeRule is a configured purpose of reveal.
@@ -87,6 +92,11 @@ type Principal struct {
 	reveal   map[string]Reveal // class -> level; "*" for all
 	purposes map[string]bool
 	Admin    bool
+	// Budget merges the budgets of p's roles: each bound is the widest
+	// that any role sets, as with reveal levels, and a bound no role sets
+	// is absent. An identity's budget is thus the loosest of its roles',
+	// never looser than all of them.
+	Budget budget.Limits
 }
 
 // CanTokenize reports whether p may tokenize values of class.
@@ -208,6 +218,12 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 		if len(r.Reveal) > 0 && len(r.Purposes) == 0 {
 			return nil, fmt.Errorf("server: policy: roles.%s.purposes must name at least one purpose for a role that reveals", name)
 		}
+		if r.Budget != nil {
+			if err := r.Budget.Validate(); err != nil {
+				// "budget: burst must ..." reads as the field's path.
+				return nil, fmt.Errorf("server: policy: roles.%s.%w", name, err)
+			}
+		}
 	}
 	for i, id := range f.Identities {
 		if id.ID == "" {
@@ -242,6 +258,12 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 				p.purposes[pu] = true
 			}
 			p.Admin = p.Admin || r.Admin
+			if r.Budget != nil {
+				p.Budget = widerBudget(p.Budget, *r.Budget)
+			}
+		}
+		if err := p.Budget.Validate(); err != nil {
+			return nil, fmt.Errorf("server: policy: identities[%d].roles: the merged %w", i, err)
 		}
 		if p.Tokenizes() && p.Trusted() {
 			return nil, fmt.Errorf("server: policy: identities[%d] (%s) may both tokenize and reveal or administer; give the sponsor side and the trusted side separate identities", i, id.ID)
@@ -258,4 +280,19 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 		return nil, errors.New("server: policy: no identities")
 	}
 	return pol, nil
+}
+
+// widerBudget merges two roles' budgets bound by bound, keeping the wider
+// of those set; zero means "not set" in both. A shorter window is the
+// wider grant: records leave it sooner.
+func widerBudget(a, b budget.Limits) budget.Limits {
+	a.MaxBatch = max(a.MaxBatch, b.MaxBatch)
+	a.Rate = max(a.Rate, b.Rate)
+	a.Burst = max(a.Burst, b.Burst)
+	a.Distinct = max(a.Distinct, b.Distinct)
+	if a.Window == 0 || b.Window != 0 && b.Window < a.Window {
+		a.Window = b.Window
+	}
+	a.SuspendAfter = max(a.SuspendAfter, b.SuspendAfter)
+	return a
 }

@@ -18,12 +18,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/validator"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -33,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
@@ -61,6 +64,23 @@ type Config struct {
 	MaxBatch int
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// Registry is where the server registers its metrics: the gRPC
+	// series, and jeton's own unless Metrics is given. Nil: a private
+	// registry that nobody scrapes.
+	Registry prometheus.Registerer
+	// Metrics are jeton's own series when the caller built them first, to
+	// share them with the tokenizer (as its Observer). Nil: New registers
+	// them on Registry.
+	Metrics *Metrics
+	// Checks are the dependencies that readiness reflects: while any
+	// fails, the health status is NOT_SERVING.
+	Checks []Check
+	// CheckInterval is how often Checks run; DefaultCheckInterval if zero.
+	CheckInterval time.Duration
+	// Budgets enforces the policy's reveal budgets and suspensions. Give
+	// every replica the Redis one (budget.NewRedis) so they share one
+	// budget; nil counts in memory, for this replica only.
+	Budgets *budget.Limiter
 }
 
 // Server is a running pair of listeners.
@@ -71,6 +91,15 @@ type Server struct {
 	log      *slog.Logger
 	maxBatch int
 	now      func() time.Time
+
+	registry      prometheus.Registerer
+	metrics       *Metrics
+	grpcMetrics   *grpcprom.ServerMetrics
+	checks        []Check
+	checkInterval time.Duration
+	ready         readiness
+	budgets       *budget.Limiter
+	alerts        *alerts
 
 	public, trusted *grpc.Server
 	health          *health.Server
@@ -97,19 +126,50 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: config: trusted.allowed_cidrs must name at least one network")
 	case cfg.MaxBatch < 0:
 		return nil, errors.New("server: config: max_batch must not be negative")
+	case cfg.CheckInterval < 0:
+		return nil, errors.New("server: config: check_interval must not be negative")
+	}
+	for i, c := range cfg.Checks {
+		if c.Name == "" || c.Probe == nil {
+			return nil, fmt.Errorf("server: config: checks[%d] needs a name and a probe", i)
+		}
 	}
 	s := &Server{
 		tok: cfg.Tokenizer, audit: cfg.Audit, log: cfg.Logger, maxBatch: cfg.MaxBatch, now: cfg.Now,
 		serveErr: make(chan error, 2),
+		registry: cfg.Registry, metrics: cfg.Metrics, checks: cfg.Checks, checkInterval: cfg.CheckInterval,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.log = slog.New(requestIDHandler{s.log.Handler()})
+	if s.registry == nil {
+		s.registry = prometheus.NewRegistry()
+	}
+	if s.metrics == nil {
+		m, err := NewMetrics(s.registry)
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = m
+	}
+	s.metrics.initClasses(cfg.Tokenizer.Classes())
+	s.audit = meteredAuditor{Auditor: s.audit, m: s.metrics}
+	s.grpcMetrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	if err := s.registry.Register(s.grpcMetrics); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	if s.checkInterval == 0 {
+		s.checkInterval = DefaultCheckInterval
 	}
 	if s.maxBatch == 0 {
 		s.maxBatch = DefaultMaxBatch
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if err := s.initGuard(cfg); err != nil {
+		return nil, err
 	}
 	s.pol.Store(cfg.Policy)
 
@@ -124,6 +184,9 @@ func New(cfg Config) (*Server, error) {
 	jetonv1.RegisterAdminServer(s.trusted, &adminService{s: s})
 	healthpb.RegisterHealthServer(s.trusted, s.trustedHealth)
 	reflection.Register(s.trusted)
+	// Every method's series exist at zero from the start.
+	s.grpcMetrics.InitializeMetrics(s.public)
+	s.grpcMetrics.InitializeMetrics(s.trusted)
 
 	var err error
 	if s.lis[0], err = net.Listen("tcp", cfg.Public.Addr); err != nil {
@@ -159,6 +222,7 @@ func (s *Server) Start() {
 		}()
 	}
 	s.SetServing(true)
+	s.startProber()
 }
 
 // Err delivers a listener's fatal serve error.
@@ -180,6 +244,7 @@ func (s *Server) SetServing(ok bool) {
 // Stop stops accepting calls and drains the in-flight ones; when ctx ends
 // first, it cuts the remaining ones off.
 func (s *Server) Stop(ctx context.Context) {
+	s.stopProber()
 	s.SetServing(false)
 	done := make(chan struct{})
 	go func() {
@@ -208,7 +273,9 @@ func (s *Server) SetPolicy(p *Policy) { s.pol.Store(p) }
 func (s *Server) policy() *Policy { return s.pol.Load() }
 
 // serverOptions builds one listener's interceptor chain, outermost first:
-// recovery, logging, auth (skipped for health and reflection), validation.
+// metrics (so that calls refused by any later step, or that panic, are
+// counted too), recovery, request id (so that the logs carry it), logging,
+// auth (skipped for health and reflection), validation.
 func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerOption {
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		// The panic value may hold request data: log only that it happened.
@@ -218,6 +285,8 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 	logOpts := []logging.Option{
 		// Only call start and finish: never payloads, which hold values.
 		logging.WithLogOnEvents(logging.FinishCall),
+		// The request id is not a field here: s.log's handler adds it to
+		// every record logged with the call's context, this one included.
 		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
 			f := logging.Fields{"listener", listener}
 			if p, ok := principalFrom(ctx); ok {
@@ -234,14 +303,22 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 	})
 	return []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(t.Config())),
+		// Stop, even after the drain times out, returns only once every
+		// handler has: the audit log is closed after Stop, and a handler
+		// still appending to it would have its reveal refused.
+		grpc.WaitForHandlers(true),
 		grpc.ChainUnaryInterceptor(
+			s.grpcMetrics.UnaryServerInterceptor(),
 			recovery.UnaryServerInterceptor(recoveryOpt),
+			requestIDUnary,
 			logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
 			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), open),
 			validator.UnaryServerInterceptor(),
 		),
 		grpc.ChainStreamInterceptor(
+			s.grpcMetrics.StreamServerInterceptor(),
 			recovery.StreamServerInterceptor(recoveryOpt),
+			requestIDStream,
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), open),
 			validator.StreamServerInterceptor(),

@@ -114,7 +114,7 @@ identities:
     tenants: [demo]
     roles: [masked-reader]
   - id: spiffe://jeton.dev/ttp/custodian
-    tenants: [demo]
+    tenants: [demo, acme, acme-2]
     roles: [custodian]
   - id: spiffe://jeton.dev/sponsor/rogue-on-ttp-ca
     tenants: [demo]
@@ -144,14 +144,19 @@ purposes:
 `
 
 type env struct {
-	srv     *server.Server
-	bundle  *devpki.Bundle
-	audit   *memAudit
-	dir     string
+	srv    *server.Server
+	bundle *devpki.Bundle
+	audit  *memAudit
+	dir    string
+	tok    *tokenizer.Tokenizer
 }
 
 type envOpts struct {
 	trustedAllowed []netip.Prefix
+	// store is the tokenizer's store; a fresh memstore if nil.
+	store tokenizer.Store
+	// keyRefresh is the tokenizer's KeyRefresh; its default if zero.
+	keyRefresh time.Duration
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -165,7 +170,11 @@ func startEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New()})
+	store := o.store
+	if store == nil {
+		store = memstore.New()
+	}
+	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: store, KeyRefresh: o.keyRefresh})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +214,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		defer cancel()
 		srv.Stop(ctx)
 	})
-	return &env{srv: srv, bundle: b, audit: a, dir: dir}
+	return &env{srv: srv, bundle: b, audit: a, dir: dir, tok: tok}
 }
 
 // dial connects to addr presenting the given client certificate files;

@@ -62,6 +62,7 @@ func (ts *tokenizerService) Tokenize(ctx context.Context, req *jetonv1.TokenizeR
 		}
 		j++
 	}
+	ts.s.metrics.countTokenized(req.GetItems(), out.Results)
 	ts.s.log.DebugContext(ctx, "tokenized", "identity", p.ID, "items", len(items), "tokens", minted)
 	return out, nil
 }

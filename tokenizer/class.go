@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -36,6 +37,11 @@ type Class struct {
 	Mask string
 	// Retention is how long a record lives; zero keeps it until erased.
 	Retention time.Duration
+	// RetainUntil is an absolute end of retention, such as the end of the
+	// event plus six months; zero means none. A record never outlives it,
+	// whatever Retention says, and once it has passed the class tokenizes
+	// nothing more. See RecordTTL.
+	RetainUntil time.Time
 	// MaxLen bounds a value's length in bytes; zero means DefaultMaxValueLen.
 	MaxLen int
 }
@@ -65,6 +71,31 @@ func (c Class) Validate() error {
 		return fmt.Errorf("tokenizer: class %s: max length must not be negative", c.Name)
 	}
 	return nil
+}
+
+// ErrRetentionEnded means a class's RetainUntil has passed: it may no
+// longer store records. It comes wrapped in a UserError.
+var ErrRetentionEnded = errors.New("tokenizer: retention of the field class has ended")
+
+// RecordTTL returns the lifetime of a record of c created at now: the
+// shorter of Retention and the time left until RetainUntil, zero (keep
+// until erased) when neither is set. It returns a UserError wrapping
+// ErrRetentionEnded when RetainUntil is not after now. The store rounds a
+// lifetime up to whole milliseconds, so less than one left counts as none:
+// a record must not outlive RetainUntil. (Being relative, the TTL
+// still counts from when the store gets the write, a moment later.)
+func (c Class) RecordTTL(now time.Time) (time.Duration, error) {
+	ttl := c.Retention
+	if !c.RetainUntil.IsZero() {
+		left := c.RetainUntil.Sub(now)
+		if left < time.Millisecond {
+			return 0, &UserError{fmt.Errorf("%w: %s", ErrRetentionEnded, c.Name)}
+		}
+		if ttl == 0 || left < ttl {
+			ttl = left.Truncate(time.Millisecond)
+		}
+	}
+	return ttl, nil
 }
 
 // NormalizeValue applies the class's normalisation and checks the result.

@@ -46,6 +46,8 @@ type Config struct {
 	// KeyRefresh bounds how long a replica trusts its cached view of a
 	// tenant's current generation and of each wrapped DEK; 10s if zero.
 	KeyRefresh time.Duration
+	// Observer receives cache events for metrics; nil for none.
+	Observer Observer
 }
 
 // Tokenizer mints tokens and reveals values. It is safe for concurrent use.
@@ -93,7 +95,7 @@ func New(cfg Config) (*Tokenizer, error) {
 	if refresh <= 0 {
 		refresh = 10 * time.Second
 	}
-	t.keys = &keyring{km: cfg.Keys, store: cfg.Store, now: t.now, refresh: refresh, tenants: map[string]*tenantKeys{}}
+	t.keys = &keyring{km: cfg.Keys, store: cfg.Store, now: t.now, refresh: refresh, obs: cfg.Observer, tenants: map[string]*tenantKeys{}}
 	return t, nil
 }
 
@@ -133,6 +135,7 @@ type pending struct {
 	class   Class
 	value   string
 	subject string
+	ttl     time.Duration // the record's lifetime; see Class.RecordTTL
 	tok     Token
 	text    string
 	name    string
@@ -153,10 +156,16 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	}
 	results := make([]Result, len(items))
 	var work []pending
+	now := t.now()
 	for i, it := range items {
 		c, ok := t.classes[it.Class]
 		if !ok {
 			results[i].Err = &UserError{ErrUnknownClass}
+			continue
+		}
+		ttl, err := c.RecordTTL(now)
+		if err != nil {
+			results[i].Err = err
 			continue
 		}
 		v, err := c.NormalizeValue(it.Value)
@@ -168,7 +177,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 			results[i].Err = &UserError{fmt.Errorf("%w: subject id is too long or not UTF-8", ErrInvalidValue)}
 			continue
 		}
-		work = append(work, pending{idx: i, class: c, value: v, subject: it.Subject})
+		work = append(work, pending{idx: i, class: c, value: v, subject: it.Subject, ttl: ttl})
 	}
 	if len(work) == 0 {
 		return results, nil
@@ -262,12 +271,14 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		if blobs[i] == nil {
 			return nil, errors.New("tokenizer: sealing a record failed")
 		}
-		entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.class.Retention})
+		entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
 		if p.subject != "" {
+			// The index lives as long as its longest-lived member (zero:
+			// permanent wins); AddToSet only ever extends it.
 			s := subjectName(tk, p.subject)
 			subjects[s] = append(subjects[s], p.name)
-			if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.class.Retention == 0 || p.class.Retention > ttl)) {
-				subjectTTL[s] = p.class.Retention
+			if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.ttl == 0 || p.ttl > ttl)) {
+				subjectTTL[s] = p.ttl
 			}
 		}
 	}
@@ -514,34 +525,6 @@ func (t *Tokenizer) EraseSubject(ctx context.Context, tenant, subject string) (i
 	return n, nil
 }
 
-// RotateGeneration starts a new data-key generation for tenant; records
-// tokenized from now on use it. Older generations keep opening their
-// records until destroyed.
-func (t *Tokenizer) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
-	if err := validateName("tenant", tenant); err != nil {
-		return 0, &UserError{err}
-	}
-	return t.keys.rotate(ctx, tenant)
-}
-
-// Rewrap re-wraps every stored key of the tenants under the newest KEK
-// version; no record is re-encrypted. progress, if not nil, is called
-// after each tenant with the number of keys rewrapped so far.
-func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(done int)) (int, error) {
-	total := 0
-	for _, tn := range tenants {
-		n, err := t.keys.rewrap(ctx, tn)
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if progress != nil {
-			progress(total)
-		}
-	}
-	return total, nil
-}
-
 // The store names of records, subjects and idempotency entries are keyed
 // hashes under the tenant's index key, truncated to 160 bits.
 func recordName(tk *tenantKeys, tokText string) string {
@@ -587,7 +570,7 @@ const systemKeyring = "_system"
 // wraps like any tenant's. The same label gives the same key on every
 // replica and across restarts.
 func (t *Tokenizer) DeriveKey(ctx context.Context, label string) ([]byte, error) {
-	root, err := t.keys.loadOrCreate(ctx, rootName(systemKeyring), true)
+	root, err := t.keys.loadOrCreate(ctx, rootName(systemKeyring), "", true)
 	if err != nil {
 		return nil, err
 	}

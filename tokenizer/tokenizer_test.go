@@ -101,6 +101,21 @@ func (s *recStore) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]boo
 	return won, err
 }
 
+func (s *recStore) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	if err := s.check("PutExisting"); err != nil {
+		return nil, err
+	}
+	stored, err := s.inner.PutExisting(ctx, entries)
+	s.mu.Lock()
+	for i, ok := range stored {
+		if ok {
+			s.written = append(s.written, entries[i])
+		}
+	}
+	s.mu.Unlock()
+	return stored, err
+}
+
 func (s *recStore) Get(ctx context.Context, keys []string) ([][]byte, error) {
 	if err := s.check("Get"); err != nil {
 		return nil, err
@@ -133,6 +148,13 @@ func (s *recStore) AddToSet(ctx context.Context, key string, members []string, t
 	s.sets[key] = append(s.sets[key], members...)
 	s.mu.Unlock()
 	return s.inner.AddToSet(ctx, key, members, ttl)
+}
+
+func (s *recStore) Scan(ctx context.Context, prefix string, fn func(keys []string) error) error {
+	if err := s.check("Scan"); err != nil {
+		return err
+	}
+	return s.inner.Scan(ctx, prefix, fn)
 }
 
 func (s *recStore) SetMembers(ctx context.Context, key string) ([]string, error) {
@@ -237,34 +259,41 @@ func (k *recKeys) count(op string) int {
 	return k.calls[op]
 }
 
-func (k *recKeys) NewDataKey(ctx context.Context) ([]byte, []byte, error) {
+func (k *recKeys) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
 	if err := k.enter("NewDataKey"); err != nil {
 		return nil, nil, err
 	}
-	return k.inner.NewDataKey(ctx)
+	return k.inner.NewDataKey(ctx, kek)
 }
 
-func (k *recKeys) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
+func (k *recKeys) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
 	if err := k.enter("Unwrap"); err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
 	k.unwrapped = append(k.unwrapped, bytes.Clone(wrapped))
 	k.mu.Unlock()
-	return k.inner.Unwrap(ctx, wrapped)
+	return k.inner.Unwrap(ctx, kek, wrapped)
 }
 
-func (k *recKeys) Rewrap(ctx context.Context, wrapped []byte) ([]byte, error) {
+func (k *recKeys) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
 	if err := k.enter("Rewrap"); err != nil {
 		return nil, err
 	}
-	out, err := k.inner.Rewrap(ctx, wrapped)
+	out, err := k.inner.Rewrap(ctx, kek, wrapped)
 	if err == nil {
 		k.mu.Lock()
 		k.rewrapped[string(out)] = true
 		k.mu.Unlock()
 	}
 	return out, err
+}
+
+func (k *recKeys) DestroyKEK(ctx context.Context, kek string) error {
+	if err := k.enter("DestroyKEK"); err != nil {
+		return err
+	}
+	return k.inner.DestroyKEK(ctx, kek)
 }
 
 // env is a Tokenizer over memstore and localkeys, with both wrapped so a
@@ -1087,11 +1116,12 @@ func TestRotateAndRewrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	var progress []int
-	n, err := e.tz.Rewrap(ctx, []string{"acme", "nobody"}, func(done int) { progress = append(progress, done) })
-	if err != nil || n != 4 {
-		t.Fatalf("Rewrap = %d, %v; want 4", n, err)
+	p, err := e.tz.Rewrap(ctx, []string{"acme", "nobody"}, func(p tokenizer.RewrapProgress) { progress = append(progress, p.Done) })
+	// acme's root key and its 3 generations.
+	if err != nil || p.Rewrapped != 4 || p.Done != 4 || p.Total != 4 || p.Skipped != 0 {
+		t.Fatalf("Rewrap = %+v, %v; want 4 rewrapped of 4", p, err)
 	}
-	if !slices.Equal(progress, []int{4, 4}) {
+	if !slices.Equal(progress, []int{1, 2, 3, 4}) {
 		t.Fatalf("progress = %v", progress)
 	}
 	// A cold replica opens everything, unwrapping only rewrapped keys.

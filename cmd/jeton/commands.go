@@ -45,6 +45,7 @@ var commands = map[string]command{
 	"detokenize": {"reveal the values behind tokens (TTP network only)", runDetokenize},
 	"audit":      {"verify the audit log (audit verify DIR)", runAudit},
 	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
+	"admin":      {"custodian operations: erase, purge, rotate, destroy, rewrap, stats (TTP network only)", runAdmin},
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {

@@ -28,6 +28,8 @@ type Config struct {
 	PolicyFile string         `yaml:"policy_file"`
 	Audit      AuditConfig    `yaml:"audit"`
 	Log        LogConfig      `yaml:"log"`
+	Metrics    MetricsConfig  `yaml:"metrics"`
+	Health     HealthConfig   `yaml:"health"`
 	// KeyRefresh bounds how stale a replica's view of key generations is.
 	KeyRefresh time.Duration `yaml:"key_refresh"`
 }
@@ -85,13 +87,32 @@ type ClassConfig struct {
 	Normalize []string       `yaml:"normalize"`
 	Mask      string         `yaml:"mask"`
 	Retention time.Duration  `yaml:"retention"`
-	MaxLen    int            `yaml:"max_len"`
+	// RetainUntil is an absolute end of retention, e.g. 2031-03-31 (the
+	// end of the event plus six months); records never outlive it, and
+	// after it the class tokenizes nothing more.
+	RetainUntil time.Time `yaml:"retention_until"`
+	MaxLen      int       `yaml:"max_len"`
 }
 
 // AuditConfig places the audit log.
 type AuditConfig struct {
 	Dir          string `yaml:"dir"`
 	MaxFileBytes int64  `yaml:"max_file_bytes"`
+}
+
+// MetricsConfig places the HTTP listener of /metrics, /healthz and
+// /readyz. It serves plain HTTP: keep it on loopback or a management
+// network.
+type MetricsConfig struct {
+	// Addr is host:port; 127.0.0.1:9090 when empty.
+	Addr string `yaml:"addr"`
+}
+
+// HealthConfig sets how often readiness probes Redis, Vault and the audit
+// log.
+type HealthConfig struct {
+	// Interval is 5s when zero.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // LogConfig sets the log level and format.
@@ -117,6 +138,7 @@ var envOverrides = []struct {
 	{"JETON_POLICY_FILE", func(c *Config, v string) error { c.PolicyFile = v; return nil }},
 	{"JETON_AUDIT_DIR", func(c *Config, v string) error { c.Audit.Dir = v; return nil }},
 	{"JETON_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+	{"JETON_METRICS_ADDR", func(c *Config, v string) error { c.Metrics.Addr = v; return nil }},
 	{"JETON_MAX_BATCH", func(c *Config, v string) (err error) { c.MaxBatch, err = strconv.Atoi(v); return err }},
 }
 
@@ -198,6 +220,9 @@ func (c *Config) Validate() error {
 	if c.Audit.MaxFileBytes < 0 {
 		return errors.New("audit.max_file_bytes must not be negative")
 	}
+	if c.Health.Interval < 0 {
+		return errors.New("health.interval must not be negative")
+	}
 	if _, err := c.classes(); err != nil {
 		return fmt.Errorf("classes: %w", err)
 	}
@@ -220,7 +245,7 @@ func (c *Config) classes() ([]tokenizer.Class, error) {
 	out := make([]tokenizer.Class, 0, len(c.Classes))
 	seen := map[string]bool{}
 	for i, cc := range c.Classes {
-		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Mask: cc.Mask, Retention: cc.Retention, MaxLen: cc.MaxLen}
+		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen}
 		if cl.Kind == "" {
 			cl.Kind = tokenizer.KindRandom
 		}

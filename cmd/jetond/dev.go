@@ -20,6 +20,7 @@ import (
 type devOptions struct {
 	dir                     string
 	publicAddr, trustedAddr string
+	metricsAddr             string
 }
 
 // devPolicy grants the generated sponsor certificate tokenization, the TTP
@@ -78,7 +79,11 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New()})
+	obs, err := newObservability()
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New(), Observer: obs.metrics})
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +125,22 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		Public: server.Listener{Addr: o.publicAddr, TLS: pub},
 		Trusted: server.Listener{Addr: o.trustedAddr, TLS: tru,
 			Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
+		Registry: obs.reg, Metrics: obs.metrics,
+		// The in-memory store and in-process keys cannot fail; the audit
+		// log writes to a real disk that can.
+		Checks: []server.Check{{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }}},
 	})
 	if err != nil {
 		alog.Close()
 		return nil, err
 	}
-	a := &app{srv: srv, tok: tok, log: log, closers: []func() error{alog.Close}}
+	ml, err := listenMetrics(o.metricsAddr, obs, srv, log)
+	if err != nil {
+		alog.Close()
+		return nil, err
+	}
+	ml.serve(log)
+	a := &app{srv: srv, tok: tok, log: log, closers: []func() error{alog.Close, ml.close}}
 	a.reload = func() error {
 		p, err := server.LoadPolicy(policyPath, classes)
 		if err != nil {
@@ -140,7 +155,9 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		srv.SetPolicy(p)
 		return nil
 	}
-	a.ready = func(w io.Writer) { printDevCommands(w, o.dir, bundle, srv.PublicAddr().String(), srv.TrustedAddr().String()) }
+	a.ready = func(w io.Writer) {
+		printDevCommands(w, o.dir, bundle, srv.PublicAddr().String(), srv.TrustedAddr().String())
+	}
 	return a, nil
 }
 

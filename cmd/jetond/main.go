@@ -52,6 +52,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	devDir := fs.String("dev-dir", ".jeton-dev", "dev mode: where certificates, policy and audit log are written")
 	publicAddr := fs.String("public-addr", "127.0.0.1:7443", "dev mode: public listener address")
 	trustedAddr := fs.String("trusted-addr", "127.0.0.1:7444", "dev mode: trusted listener address")
+	metricsAddr := fs.String("metrics-addr", defaultDevMetricsAddr, "dev mode: metrics, liveness and readiness (HTTP) address")
 	configPath := fs.String("config", "", "production configuration file (YAML)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
 	if err := fs.Parse(args); err != nil {
@@ -64,11 +65,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Registered before wiring: SIGHUP's default action would kill a
+	// jetond still starting. One that arrives then is served after start.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	var a *app
 	var err error
 	if *dev {
-		a, err = wireDev(ctx, devOptions{dir: *devDir, publicAddr: *publicAddr, trustedAddr: *trustedAddr}, stderr)
+		a, err = wireDev(ctx, devOptions{dir: *devDir, publicAddr: *publicAddr, trustedAddr: *trustedAddr, metricsAddr: *metricsAddr}, stderr)
 	} else {
 		a, err = wireConfig(ctx, *configPath, getenv, stderr)
 	}
@@ -76,11 +82,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "jetond: %v\n", err)
 		return 1
 	}
+	// Runs after shutdown has drained the listeners, so the audit log is
+	// flushed and closed only once no call can append to it.
 	defer a.close()
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	a.srv.Start()
 	a.log.Info("jetond serving", "public", a.srv.PublicAddr().String(), "trusted", a.srv.TrustedAddr().String())

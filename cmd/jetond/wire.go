@@ -14,6 +14,7 @@ import (
 
 	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
 	"github.com/jeton-dev/jeton/tokenizer/redisstore"
 	"github.com/jeton-dev/jeton/tokenizer/vaultkeys"
@@ -35,6 +36,10 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		return nil, err
 	}
 	classes, err := cfg.classes()
+	if err != nil {
+		return nil, err
+	}
+	obs, err := newObservability()
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +92,7 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	}
 	closers = append(closers, func() error { km.Close(); return nil })
 
-	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh})
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh, Observer: obs.metrics})
 	if err != nil {
 		return nil, err
 	}
@@ -121,12 +126,30 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
-		Public:  server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
-		Trusted: server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
+		// Budgets and suspensions live in Redis so every replica enforces one.
+		Budgets:  budget.NewRedis(rc, budget.Config{}),
+		Public:   server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
+		Trusted:  server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
+		Registry: obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
+		Checks: []server.Check{
+			{Name: server.BackendRedis, Probe: store.Ping},
+			{Name: server.BackendVault, Probe: km.Check},
+			{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }},
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
+	maddr := cfg.Metrics.Addr
+	if maddr == "" {
+		maddr = defaultMetricsAddr
+	}
+	ml, err := listenMetrics(maddr, obs, srv, log)
+	if err != nil {
+		return nil, err
+	}
+	ml.serve(log)
+	closers = append(closers, ml.close)
 	a = &app{srv: srv, tok: tok, log: log, closers: closers}
 	a.reload = func() error {
 		p, err := server.LoadPolicy(cfg.PolicyFile, names)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,6 +70,7 @@ type Log struct {
 
 	w        *writer // owned by the writer goroutine
 	closeErr error
+	failing  atomic.Bool // the last commit failed; see Healthy
 }
 
 type request struct {
@@ -228,6 +230,7 @@ func (l *Log) run(maxBatch int) {
 			}
 		}
 		err := l.w.commit(batch)
+		l.failing.Store(err != nil)
 		if err != nil {
 			l.log.Error("audit: commit failed; records not acknowledged", "records", len(batch), "error", err)
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -18,16 +18,18 @@ import (
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
-// Wrapped keys are "lk" || version (uint32) || nonce || AES-GCM(key), so a
-// rewrap after Rotate moves a key to the newest KEK version.
+// Wrapped keys are "lk" || version (uint32) || nonce || AES-GCM(key), with
+// the KEK's name as associated data, so a rewrap after Rotate moves a key to
+// the newest KEK version and a key never opens under another KEK.
 const magic = "lk"
 
-// Manager is an ephemeral in-process KeyManager.
+// Manager is an ephemeral in-process KeyManager. It holds the main KEK ""
+// and one KEK per name the tokenizer asks for.
 type Manager struct {
 	rand io.Reader
 
 	mu   sync.RWMutex
-	keks []cipher.AEAD // version v is keks[v-1]
+	keks map[string][]cipher.AEAD // version v of a KEK is at index v-1
 }
 
 // Option configures a Manager.
@@ -36,78 +38,119 @@ type Option func(*Manager)
 // WithRand sets the randomness source (crypto/rand by default).
 func WithRand(r io.Reader) Option { return func(m *Manager) { m.rand = r } }
 
-// New returns a Manager with a fresh KEK. devMode must be true: this key
-// manager keeps no key anywhere durable and protects nothing at rest.
+// New returns a Manager with a fresh main KEK. devMode must be true: this
+// key manager keeps no key anywhere durable and protects nothing at rest.
 func New(devMode bool, opts ...Option) (*Manager, error) {
 	if !devMode {
 		return nil, fmt.Errorf("localkeys: %w", tokenizer.ErrDevOnly)
 	}
-	m := &Manager{rand: rand.Reader}
+	m := &Manager{rand: rand.Reader, keks: map[string][]cipher.AEAD{}}
 	for _, o := range opts {
 		o(m)
 	}
-	if err := m.Rotate(); err != nil {
+	aead, err := m.newVersion()
+	if err != nil {
 		return nil, err
 	}
+	m.keks[""] = []cipher.AEAD{aead}
 	return m, nil
 }
 
 var _ tokenizer.KeyManager = (*Manager)(nil)
 
-// Rotate adds a new KEK version; new wraps use it.
-func (m *Manager) Rotate() error {
+func (m *Manager) newVersion() (cipher.AEAD, error) {
 	k := make([]byte, 32)
 	if _, err := io.ReadFull(m.rand, k); err != nil {
-		return fmt.Errorf("localkeys: %w", err)
+		return nil, fmt.Errorf("localkeys: %w", err)
 	}
 	block, err := aes.NewCipher(k)
 	if err != nil {
-		return fmt.Errorf("localkeys: %w", err)
+		return nil, fmt.Errorf("localkeys: %w", err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return fmt.Errorf("localkeys: %w", err)
+		return nil, fmt.Errorf("localkeys: %w", err)
 	}
+	return aead, nil
+}
+
+// Rotate adds a new version to every KEK, as custodians rotating all of
+// them would; new wraps and rewraps use it.
+func (m *Manager) Rotate() error {
 	m.mu.Lock()
-	m.keks = append(m.keks, aead)
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	for name, versions := range m.keks {
+		aead, err := m.newVersion()
+		if err != nil {
+			return err
+		}
+		m.keks[name] = append(versions, aead)
+	}
 	return nil
 }
 
 // NewDataKey implements tokenizer.KeyManager.
-func (m *Manager) NewDataKey(ctx context.Context) ([]byte, []byte, error) {
+func (m *Manager) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if err := m.ensure(kek); err != nil {
 		return nil, nil, err
 	}
 	key := make([]byte, 32)
 	if _, err := io.ReadFull(m.rand, key); err != nil {
 		return nil, nil, fmt.Errorf("localkeys: %w", err)
 	}
-	wrapped, err := m.wrap(key)
+	wrapped, err := m.wrap(kek, key)
 	if err != nil {
 		return nil, nil, err
 	}
 	return key, wrapped, nil
 }
 
-func (m *Manager) wrap(key []byte) ([]byte, error) {
+// ensure creates the KEK named kek if it does not exist.
+func (m *Manager) ensure(kek string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.keks[kek]; ok {
+		return nil
+	}
+	aead, err := m.newVersion()
+	if err != nil {
+		return err
+	}
+	m.keks[kek] = []cipher.AEAD{aead}
+	return nil
+}
+
+func ad(kek string) []byte { return append([]byte(magic+"\x00"), kek...) }
+
+func errDestroyed(kek string) error {
+	return fmt.Errorf("localkeys: KEK %q does not exist: %w", kek, tokenizer.ErrKeyDestroyed)
+}
+
+func (m *Manager) wrap(kek string, key []byte) ([]byte, error) {
 	m.mu.RLock()
-	v := len(m.keks)
-	aead := m.keks[v-1]
+	versions := m.keks[kek]
 	m.mu.RUnlock()
+	if len(versions) == 0 {
+		return nil, errDestroyed(kek)
+	}
+	v := len(versions)
+	aead := versions[v-1]
 	out := binary.BigEndian.AppendUint32([]byte(magic), uint32(v))
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := io.ReadFull(m.rand, nonce); err != nil {
 		return nil, fmt.Errorf("localkeys: %w", err)
 	}
 	out = append(out, nonce...)
-	return aead.Seal(out, nonce, key, []byte(magic)), nil
+	return aead.Seal(out, nonce, key, ad(kek)), nil
 }
 
 var errWrapped = errors.New("localkeys: wrapped key does not open")
 
 // Unwrap implements tokenizer.KeyManager.
-func (m *Manager) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
+func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -116,13 +159,17 @@ func (m *Manager) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
 	}
 	v := int(binary.BigEndian.Uint32(wrapped[len(magic):]))
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if v < 1 || v > len(m.keks) {
+	versions, ok := m.keks[kek]
+	m.mu.RUnlock()
+	if !ok {
+		return nil, errDestroyed(kek)
+	}
+	if v < 1 || v > len(versions) {
 		return nil, errWrapped
 	}
-	aead := m.keks[v-1]
+	aead := versions[v-1]
 	rest := wrapped[len(magic)+4:]
-	key, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], []byte(magic))
+	key, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], ad(kek))
 	if err != nil {
 		return nil, errWrapped
 	}
@@ -130,10 +177,25 @@ func (m *Manager) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
 }
 
 // Rewrap implements tokenizer.KeyManager.
-func (m *Manager) Rewrap(ctx context.Context, wrapped []byte) ([]byte, error) {
-	key, err := m.Unwrap(ctx, wrapped)
+func (m *Manager) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
+	key, err := m.Unwrap(ctx, kek, wrapped)
 	if err != nil {
 		return nil, err
 	}
-	return m.wrap(key)
+	defer clear(key)
+	return m.wrap(kek, key)
+}
+
+// DestroyKEK implements tokenizer.KeyManager.
+func (m *Manager) DestroyKEK(ctx context.Context, kek string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if kek == "" {
+		return errors.New("localkeys: refusing to destroy the main KEK")
+	}
+	m.mu.Lock()
+	delete(m.keks, kek)
+	m.mu.Unlock()
+	return nil
 }

@@ -29,7 +29,7 @@ func TestNewRefusedOutsideDevMode(t *testing.T) {
 func TestWrapUnwrap(t *testing.T) {
 	ctx := context.Background()
 	m := newManager(t)
-	key, wrapped, err := m.NewDataKey(ctx)
+	key, wrapped, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +39,11 @@ func TestWrapUnwrap(t *testing.T) {
 	if bytes.Contains(wrapped, key) {
 		t.Fatal("wrapped key contains the key")
 	}
-	got, err := m.Unwrap(ctx, wrapped)
+	got, err := m.Unwrap(ctx, "", wrapped)
 	if err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("Unwrap = %x, %v", got, err)
 	}
-	key2, wrapped2, err := m.NewDataKey(ctx)
+	key2, wrapped2, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestWrapUnwrap(t *testing.T) {
 		t.Fatal("two data keys are equal")
 	}
 	// Another manager has another KEK.
-	if _, err := newManager(t).Unwrap(ctx, wrapped); err == nil {
+	if _, err := newManager(t).Unwrap(ctx, "", wrapped); err == nil {
 		t.Fatal("another manager unwrapped the key")
 	}
 }
@@ -59,14 +59,14 @@ func TestWrapUnwrap(t *testing.T) {
 func TestRewrapAfterRotate(t *testing.T) {
 	ctx := context.Background()
 	m := newManager(t)
-	key, v1, err := m.NewDataKey(ctx)
+	key, v1, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Rotate(); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := m.Rewrap(ctx, v1)
+	v2, err := m.Rewrap(ctx, "", v1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestRewrapAfterRotate(t *testing.T) {
 		t.Fatal("Rewrap returned the same blob")
 	}
 	for _, w := range [][]byte{v1, v2} {
-		got, err := m.Unwrap(ctx, w)
+		got, err := m.Unwrap(ctx, "", w)
 		if err != nil || !bytes.Equal(got, key) {
 			t.Fatalf("Unwrap after rotate = %x, %v", got, err)
 		}
@@ -85,7 +85,7 @@ func TestRewrapAfterRotate(t *testing.T) {
 		t.Fatal("rewrapped blob has the same KEK version")
 	}
 	// New keys use the newest KEK too.
-	_, w3, err := m.NewDataKey(ctx)
+	_, w3, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestTamperedWrappedKeyFails(t *testing.T) {
 	if err := m.Rotate(); err != nil { // two KEK versions
 		t.Fatal(err)
 	}
-	_, wrapped, err := m.NewDataKey(ctx)
+	_, wrapped, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,21 +108,21 @@ func TestTamperedWrappedKeyFails(t *testing.T) {
 		for _, mask := range []byte{0x01, 0x80} {
 			b := bytes.Clone(wrapped)
 			b[i] ^= mask
-			if k, err := m.Unwrap(ctx, b); err == nil {
+			if k, err := m.Unwrap(ctx, "", b); err == nil {
 				t.Fatalf("Unwrap opened with byte %d changed: %x", i, k)
 			}
-			if _, err := m.Rewrap(ctx, b); err == nil {
+			if _, err := m.Rewrap(ctx, "", b); err == nil {
 				t.Fatalf("Rewrap accepted byte %d changed", i)
 			}
 		}
 	}
 	for n := range len(wrapped) {
-		if _, err := m.Unwrap(ctx, wrapped[:n]); err == nil {
+		if _, err := m.Unwrap(ctx, "", wrapped[:n]); err == nil {
 			t.Fatalf("Unwrap opened a blob truncated to %d bytes", n)
 		}
 	}
 	for _, b := range [][]byte{nil, []byte("lk"), append([]byte("lk\x00\x00\x00\x00"), make([]byte, 60)...), append([]byte("lk\xff\xff\xff\xff"), make([]byte, 60)...)} {
-		if _, err := m.Unwrap(ctx, b); err == nil {
+		if _, err := m.Unwrap(ctx, "", b); err == nil {
 			t.Fatalf("Unwrap opened %x", b)
 		}
 	}
@@ -130,19 +130,19 @@ func TestTamperedWrappedKeyFails(t *testing.T) {
 
 func TestCanceledContext(t *testing.T) {
 	m := newManager(t)
-	_, wrapped, err := m.NewDataKey(context.Background())
+	_, wrapped, err := m.NewDataKey(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := m.NewDataKey(ctx); !errors.Is(err, context.Canceled) {
+	if _, _, err := m.NewDataKey(ctx, ""); !errors.Is(err, context.Canceled) {
 		t.Fatalf("NewDataKey err = %v", err)
 	}
-	if _, err := m.Unwrap(ctx, wrapped); !errors.Is(err, context.Canceled) {
+	if _, err := m.Unwrap(ctx, "", wrapped); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Unwrap err = %v", err)
 	}
-	if _, err := m.Rewrap(ctx, wrapped); !errors.Is(err, context.Canceled) {
+	if _, err := m.Rewrap(ctx, "", wrapped); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Rewrap err = %v", err)
 	}
 }
@@ -158,14 +158,64 @@ func TestBrokenRandomness(t *testing.T) {
 	}
 	fixed := bytes.NewReader(bytes.Repeat([]byte{0x5a}, 32+32+12))
 	m := newManager(t, localkeys.WithRand(fixed))
-	key, _, err := m.NewDataKey(context.Background())
+	key, _, err := m.NewDataKey(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(key, bytes.Repeat([]byte{0x5a}, 32)) {
 		t.Fatal("WithRand is not the source of data keys")
 	}
-	if _, _, err := m.NewDataKey(context.Background()); err == nil {
+	if _, _, err := m.NewDataKey(context.Background(), ""); err == nil {
 		t.Fatal("NewDataKey succeeded with exhausted randomness")
+	}
+}
+
+func TestNamedKEKs(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t)
+	key, wrapped, err := m.NewDataKey(ctx, "acme-g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Unwrap(ctx, "acme-g1", wrapped); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Unwrap under its KEK = same key %t, %v", bytes.Equal(got, key), err)
+	}
+	// A key wrapped by one KEK never opens under another, the main one
+	// included.
+	if _, _, err := m.NewDataKey(ctx, "acme-g2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []string{"", "acme-g2"} {
+		if _, err := m.Unwrap(ctx, other, wrapped); err == nil {
+			t.Errorf("Unwrap under KEK %q opened a key of acme-g1", other)
+		}
+	}
+
+	if err := m.DestroyKEK(ctx, ""); err == nil {
+		t.Fatal("DestroyKEK accepted the main KEK")
+	}
+	for range 2 { // idempotent
+		if err := m.DestroyKEK(ctx, "acme-g1"); err != nil {
+			t.Fatalf("DestroyKEK: %v", err)
+		}
+	}
+	for name, call := range map[string]func() error{
+		"Unwrap": func() error { _, err := m.Unwrap(ctx, "acme-g1", wrapped); return err },
+		"Rewrap": func() error { _, err := m.Rewrap(ctx, "acme-g1", wrapped); return err },
+	} {
+		if err := call(); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+			t.Errorf("%s after DestroyKEK: %v, want ErrKeyDestroyed", name, err)
+		}
+	}
+	// The other KEKs are untouched.
+	if _, _, err := m.NewDataKey(ctx, ""); err != nil {
+		t.Errorf("main KEK after destroying another: %v", err)
+	}
+	// Using the name again makes a new KEK, which cannot open the old key.
+	if _, _, err := m.NewDataKey(ctx, "acme-g1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Unwrap(ctx, "acme-g1", wrapped); err == nil {
+		t.Error("a recreated KEK opened a key of the destroyed one")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,6 +87,24 @@ func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, 
 	out := make([]bool, len(entries))
 	for i, e := range entries {
 		if it, ok := s.kv[e.Key]; ok && s.live(it.expires) {
+			continue
+		}
+		s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
+		out[i] = true
+	}
+	return out, nil
+}
+
+// PutExisting implements tokenizer.Store.
+func (s *Store) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]bool, len(entries))
+	for i, e := range entries {
+		if it, ok := s.kv[e.Key]; !ok || !s.live(it.expires) {
 			continue
 		}
 		s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
@@ -179,4 +198,42 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 		return nil, nil
 	}
 	return slices.Sorted(maps.Keys(st.members)), nil
+}
+
+// scanBatch is how many keys Scan hands fn at a time, as redisstore's
+// SCAN COUNT does.
+const scanBatch = 1000
+
+// Scan implements tokenizer.Store. It takes a snapshot of the matching live
+// keys first and calls fn without holding the lock, so fn may use the
+// Store.
+func (s *Store) Scan(ctx context.Context, prefix string, fn func(keys []string) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var keys []string
+	for k, it := range s.kv {
+		if strings.HasPrefix(k, prefix) && s.live(it.expires) {
+			keys = append(keys, k)
+		}
+	}
+	for k, st := range s.sets {
+		if strings.HasPrefix(k, prefix) && s.live(st.expires) {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(keys)
+	for len(keys) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(scanBatch, len(keys))
+		if err := fn(keys[:n:n]); err != nil {
+			return err
+		}
+		keys = keys[n:]
+	}
+	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -158,6 +160,24 @@ func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, 
 	cmds, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
 		for _, e := range entries {
 			p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(entries))
+	for i, c := range cmds {
+		out[i] = c.(*redis.BoolCmd).Val()
+	}
+	return out, nil
+}
+
+// PutExisting implements tokenizer.Store with SET XX, with PX when the
+// entry has a TTL.
+func (s *Store) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	cmds, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
+		for _, e := range entries {
+			p.SetXX(ctx, e.Key, e.Value, ttl(e.TTL))
 		}
 	})
 	if err != nil {
@@ -334,4 +354,71 @@ func ttlMillis(d time.Duration) int64 {
 		ms++ // round up: a lifetime is "at least ttl"
 	}
 	return ms
+}
+
+// scanCount is the COUNT hint of each SCAN: how much of the keyspace one
+// call walks, and so roughly how many keys fn gets at a time.
+const scanCount = 1000
+
+// Scan implements tokenizer.Store with SCAN MATCH <prefix>* on every master
+// (keys are spread over all of them on a cluster). SCAN walks the keyspace
+// without blocking the server, and guarantees that a key present for the
+// whole scan is returned at least once.
+func (s *Store) Scan(ctx context.Context, prefix string, fn func(keys []string) error) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(ctx, err)
+	}
+	match := globEscape(prefix) + "*"
+	cc, ok := s.c.(*redis.ClusterClient)
+	if !ok {
+		return scanNode(ctx, s.c, match, fn)
+	}
+	// ForEachMaster scans the masters concurrently; fn is the caller's and
+	// need not be safe for that, so its calls are serialised, and once it
+	// fails it is not called again.
+	var mu sync.Mutex
+	var failed error
+	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		return scanNode(ctx, c, match, func(keys []string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if failed == nil {
+				failed = fn(keys)
+			}
+			return failed
+		})
+	})
+}
+
+// scanNode runs one SCAN iteration to its end on one node.
+func scanNode(ctx context.Context, c redis.Cmdable, match string, fn func(keys []string) error) error {
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, match, scanCount).Result()
+		if err != nil {
+			return wrap(ctx, err)
+		}
+		if len(keys) > 0 {
+			if err := fn(keys); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// globEscape quotes the characters that Redis glob patterns treat
+// specially, so a prefix matches only itself.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

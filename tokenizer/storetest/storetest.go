@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t testing.TB) tokenizer.Store) {
 		{"LargeBatch", testLargeBatch},
 		{"PutNew", testPutNew},
 		{"PutNewDuplicateKeysInBatch", testPutNewDuplicates},
+		{"PutExisting", testPutExisting},
 		{"Delete", testDelete},
 		{"DeleteRemovesSets", testDeleteRemovesSets},
 		{"AddToSetAndSetMembers", testSets},
@@ -68,6 +69,11 @@ func Run(t *testing.T, newStore func(t testing.TB) tokenizer.Store) {
 		{"ConcurrentPutNewHasOneWinner", testConcurrentPutNew},
 		{"ConcurrentAddToSet", testConcurrentAddToSet},
 		{"ConcurrentDeleteCountsOnce", testConcurrentDelete},
+		{"ScanPrefix", testScanPrefix},
+		{"ScanPrefixIsLiteral", testScanLiteral},
+		{"ScanManyKeys", testScanMany},
+		{"ScanStopsOnError", testScanError},
+		{"ScanWhileDeleting", testScanDelete},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,11 +98,13 @@ func runTTL(t *testing.T, newStore func(t testing.TB) tokenizer.Store) {
 		{"PutWithoutTTLClearsTTL", testPutClearsTTL},
 		{"PutNewStoresOverExpiredKey", testPutNewOverExpired},
 		{"PutNewKeepsExistingTTL", testPutNewKeepsTTL},
+		{"PutExistingSkipsExpiredKey", testPutExistingOverExpired},
 		{"NewSetWithTTLExpires", testSetTTLExpires},
 		{"SetTTLExtends", testSetTTLExtends},
 		{"SetTTLNeverShortens", testSetTTLNeverShortens},
 		{"PermanentSetStaysPermanent", testPermanentSetStays},
 		{"ZeroTTLMakesSetPermanent", testZeroTTLMakesSetPermanent},
+		{"ScanSkipsExpired", testScanSkipsExpired},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -485,6 +493,52 @@ func testPutNew(t *testing.T, s tokenizer.Store, k keys) {
 	wantValue(t, s, k.key("old"), []byte("again"))
 }
 
+// --- PutExisting ---
+
+func putExisting(t testing.TB, s tokenizer.Store, entries ...tokenizer.Entry) []bool {
+	t.Helper()
+	got, err := s.PutExisting(context.Background(), entries)
+	if err != nil {
+		t.Fatalf("PutExisting: %v", err)
+	}
+	if len(got) != len(entries) {
+		t.Fatalf("PutExisting returned %d results for %d entries", len(got), len(entries))
+	}
+	return got
+}
+
+func testPutExisting(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("old"), Value: []byte("v1"), TTL: longTTL})
+	got := putExisting(t, s,
+		tokenizer.Entry{Key: k.key("absent"), Value: []byte("x")},
+		tokenizer.Entry{Key: k.key("old"), Value: []byte("v2")},
+	)
+	if want := []bool{false, true}; !slices.Equal(got, want) {
+		t.Errorf("PutExisting stored = %v; want %v", got, want)
+	}
+	wantAbsent(t, s, k.key("absent"))
+	wantValue(t, s, k.key("old"), []byte("v2"))
+
+	// A deleted key stays deleted: this is what makes a read-modify-write
+	// safe against a concurrent Delete.
+	del(t, s, k.key("old"))
+	if got := putExisting(t, s, tokenizer.Entry{Key: k.key("old"), Value: []byte("v3")}); got[0] {
+		t.Error("PutExisting after Delete reported stored")
+	}
+	wantAbsent(t, s, k.key("old"))
+}
+
+func testPutExistingOverExpired(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v1"), TTL: shortTTL})
+	// No Get while waiting: an expired key a store has not purged yet
+	// must count as absent too.
+	time.Sleep(shortTTL + shortTTL/2)
+	if got := putExisting(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v2")}); got[0] {
+		t.Error("PutExisting stored over an expired key")
+	}
+	wantAbsent(t, s, k.key("a"))
+}
+
 func testPutNewDuplicates(t *testing.T, s tokenizer.Store, k keys) {
 	// Entries apply in order: the first of two for one key wins.
 	got := putNew(t, s,
@@ -605,6 +659,7 @@ func contextCases(t *testing.T, s tokenizer.Store, k keys, ctx context.Context, 
 		{"Delete", func() error { _, err := s.Delete(ctx, []string{k.key("a")}); return err }},
 		{"AddToSet", func() error { return s.AddToSet(ctx, k.key("s"), []string{"m"}, 0) }},
 		{"SetMembers", func() error { _, err := s.SetMembers(ctx, k.key("s")); return err }},
+		{"Scan", func() error { return s.Scan(ctx, k.key(""), func([]string) error { return nil }) }},
 	}
 	for _, c := range calls {
 		if err := c.call(); !errors.Is(err, want) {
@@ -825,4 +880,139 @@ func testZeroTTLMakesSetPermanent(t *testing.T, s tokenizer.Store, k keys) {
 	addToSet(t, s, k.key("set"), 0, "m2")
 	time.Sleep(shortTTL + 100*time.Millisecond)
 	wantMembers(t, s, k.key("set"), "m1", "m2")
+}
+
+// --- Scan ---
+
+// scan returns every key Scan reports under prefix, once each, sorted.
+func scan(t testing.TB, s tokenizer.Store, prefix string) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	err := s.Scan(context.Background(), prefix, func(ks []string) error {
+		if len(ks) == 0 {
+			t.Error("Scan called fn with an empty batch")
+		}
+		for _, k := range ks {
+			seen[k] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Scan(%s): %v", prefix, err)
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func wantScan(t testing.TB, s tokenizer.Store, prefix string, want ...string) {
+	t.Helper()
+	want = slices.Clone(want)
+	slices.Sort(want)
+	if got := scan(t, s, prefix); !slices.Equal(got, want) {
+		t.Errorf("Scan(%s) = %q; want %q", prefix, got, want)
+	}
+}
+
+// testScanPrefix checks that a tenant's prefix matches its own plain keys
+// and sets and nothing of a tenant whose name extends it.
+func testScanPrefix(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s,
+		tokenizer.Entry{Key: k.key("r:acme:1"), Value: []byte("1")},
+		tokenizer.Entry{Key: k.key("r:acme:2"), Value: []byte("2"), TTL: longTTL},
+		tokenizer.Entry{Key: k.key("r:acme-2:1"), Value: []byte("3")},
+		tokenizer.Entry{Key: k.key("r:acm:1"), Value: []byte("4")},
+		tokenizer.Entry{Key: k.key("s:acme:1"), Value: []byte("5")},
+	)
+	addToSet(t, s, k.key("r:acme:set"), 0, "m1", "m2")
+	addToSet(t, s, k.key("r:acme-2:set"), 0, "m1")
+
+	wantScan(t, s, k.key("r:acme:"), k.key("r:acme:1"), k.key("r:acme:2"), k.key("r:acme:set"))
+	wantScan(t, s, k.key("r:acme-2:"), k.key("r:acme-2:1"), k.key("r:acme-2:set"))
+	wantScan(t, s, k.key("r:nobody:"))
+	wantScan(t, s, k.key(""), k.key("r:acme:1"), k.key("r:acme:2"), k.key("r:acme-2:1"),
+		k.key("r:acm:1"), k.key("s:acme:1"), k.key("r:acme:set"), k.key("r:acme-2:set"))
+}
+
+// testScanLiteral checks that glob characters in a prefix match only
+// themselves.
+func testScanLiteral(t *testing.T, s tokenizer.Store, k keys) {
+	names := []string{"a*", "ab", "a?", "ac", "[ab]", "a", "b", `a\b`, `a\\b`, "a^b", "a-b"}
+	for _, n := range names {
+		put(t, s, tokenizer.Entry{Key: k.key(n + ":x"), Value: []byte("v")})
+	}
+	for _, n := range names {
+		wantScan(t, s, k.key(n+":"), k.key(n+":x"))
+	}
+}
+
+// testScanMany checks that every key arrives across several batches.
+func testScanMany(t *testing.T, s tokenizer.Store, k keys) {
+	const n = 2500
+	entries := make([]tokenizer.Entry, n)
+	want := make([]string, n)
+	for i := range entries {
+		want[i] = k.n("many", i)
+		entries[i] = tokenizer.Entry{Key: want[i], Value: []byte("v")}
+	}
+	put(t, s, entries...)
+	batches := 0
+	err := s.Scan(context.Background(), k.key("many:"), func([]string) error { batches++; return nil })
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	if batches < 2 {
+		t.Errorf("Scan of %d keys made %d batch; want several, so that no batch holds a whole keyspace", n, batches)
+	}
+	wantScan(t, s, k.key("many:"), want...)
+}
+
+func testScanError(t *testing.T, s tokenizer.Store, k keys) {
+	for i := range 3 {
+		put(t, s, tokenizer.Entry{Key: k.n("e", i), Value: []byte("v")})
+	}
+	stop := errors.New("storetest: stop")
+	calls := 0
+	err := s.Scan(context.Background(), k.key(""), func([]string) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("Scan with a failing fn = %v after %d calls; want fn's error after 1", err, calls)
+	}
+}
+
+// testScanDelete deletes every batch as it comes, as a tenant purge does.
+func testScanDelete(t *testing.T, s tokenizer.Store, k keys) {
+	const n = 1500
+	entries := make([]tokenizer.Entry, n)
+	for i := range entries {
+		entries[i] = tokenizer.Entry{Key: k.n("d", i), Value: []byte("v")}
+	}
+	put(t, s, entries...)
+	addToSet(t, s, k.key("d:set"), 0, "m")
+	deleted := 0
+	err := s.Scan(context.Background(), k.key("d:"), func(ks []string) error {
+		n, err := s.Delete(context.Background(), ks)
+		deleted += n
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	if deleted != n+1 {
+		t.Errorf("deleted %d keys while scanning; want %d", deleted, n+1)
+	}
+	wantScan(t, s, k.key("d:"))
+}
+
+func testScanSkipsExpired(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s,
+		tokenizer.Entry{Key: k.key("short"), Value: []byte("v"), TTL: shortTTL},
+		tokenizer.Entry{Key: k.key("long"), Value: []byte("v"), TTL: longTTL},
+	)
+	addToSet(t, s, k.key("set"), shortTTL, "m")
+	eventually(t, "expired keys leave the scan", func() bool {
+		return slices.Equal(scan(t, s, k.key("")), []string{k.key("long")})
+	})
 }

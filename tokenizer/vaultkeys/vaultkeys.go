@@ -9,6 +9,25 @@
 // allow_plaintext_backup=false; New refuses to start otherwise. Setup
 // prepares a fresh Vault; Policies gives the least-privilege policies.
 //
+// # Per-generation KEKs and crypto-shredding
+//
+// The main KEK wraps the tenants' root keys and jeton's own. Each tenant
+// data-key generation has a Transit key of its own, "<Key>-<tenant>-g<N>",
+// which jetond creates on first use (aes256-gcm96, exportable=false,
+// allow_plaintext_backup=false, checked like the main KEK) and deletes when
+// the generation is destroyed (deletion_allowed=true, then DELETE). A Redis
+// backup still holds that generation's wrapped DEK, but nothing can unwrap
+// it any more. The jeton-jetond policy reaches only keys named "<Key>-*";
+// custodians must not give other keys names in that namespace.
+//
+// The shredding is as strong as Vault's own backup retention. A Vault
+// snapshot (raft snapshot, storage backup, DR replica) taken before the
+// destroy still holds the generation's key; restoring it together with an
+// old Redis backup brings the records back. Custodians must rotate Vault
+// snapshots out within the retention window they promise, and can only
+// certify a generation unrecoverable once every snapshot older than its
+// destroy is gone.
+//
 // The package reads no environment variable. cmd/jetond builds the
 // *api.Client with api.DefaultConfig, which honours VAULT_ADDR, VAULT_TOKEN,
 // VAULT_CACERT, VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_NAMESPACE and the
@@ -21,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +106,10 @@ type Manager struct {
 
 	// AppRole only. loginClient sends log-in requests without the current,
 	// possibly revoked, token.
+	// ensured holds the per-generation KEK names already created and
+	// checked by this Manager, so NewDataKey reads their flags once.
+	ensured sync.Map
+
 	auth        *approle.AppRoleAuth
 	loginClient *api.Client
 
@@ -193,11 +217,37 @@ func (m *Manager) Close() {
 	})
 }
 
+// genKEKPattern is what the tokenizer may ask for as a per-generation KEK
+// name. It is stricter than Transit's rule, and the result must also fall
+// inside the "<Key>-*" namespace of the jeton-jetond policy.
+var genKEKPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,127}$`)
+
+// keyName maps the tokenizer's KEK name to a Transit key name.
+func (m *Manager) keyName(kek string) (string, error) {
+	if kek == "" {
+		return m.key, nil
+	}
+	if !genKEKPattern.MatchString(kek) {
+		return "", fmt.Errorf("vaultkeys: KEK name %q is not a-z, 0-9 and '-' starting with a letter", kek)
+	}
+	return m.key + "-" + kek, nil
+}
+
 // NewDataKey implements tokenizer.KeyManager. The wrapped key is Vault's
-// ciphertext string, "vault:v<N>:<base64>", as bytes.
-func (m *Manager) NewDataKey(ctx context.Context) ([]byte, []byte, error) {
+// ciphertext string, "vault:v<N>:<base64>", as bytes. A per-generation KEK
+// that does not exist yet is created first.
+func (m *Manager) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
+	name, err := m.keyName(kek)
+	if err != nil {
+		return nil, nil, err
+	}
+	if kek != "" {
+		if err := m.ensure(ctx, name); err != nil {
+			return nil, nil, err
+		}
+	}
 	s, err := m.call(ctx, "new data key", func(ctx context.Context) (*api.Secret, error) {
-		return m.client.Logical().WriteWithContext(ctx, m.mount+"/datakey/plaintext/"+m.key,
+		return m.client.Logical().WriteWithContext(ctx, m.mount+"/datakey/plaintext/"+name,
 			map[string]any{"bits": 256})
 	})
 	if err != nil {
@@ -215,15 +265,59 @@ func (m *Manager) NewDataKey(ctx context.Context) ([]byte, []byte, error) {
 	return key, wrapped, nil
 }
 
-// Unwrap implements tokenizer.KeyManager. A key wrapped under a KEK version
-// below the KEK's min_decryption_version (or trimmed away) can never be
-// unwrapped again: the error wraps tokenizer.ErrKeyDestroyed.
-func (m *Manager) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
+// ensure creates the per-generation KEK name unless it exists, and checks
+// its flags as New checks the main KEK's. Replicas racing to create one
+// key are fine: Transit answers a create of an existing key with success.
+func (m *Manager) ensure(ctx context.Context, name string) error {
+	if _, ok := m.ensured.Load(name); ok {
+		return nil
+	}
+	path := m.mount + "/keys/" + name
+	read := func() (*api.Secret, error) {
+		return m.call(ctx, "read generation KEK", func(ctx context.Context) (*api.Secret, error) {
+			return m.client.Logical().ReadWithContext(ctx, path)
+		})
+	}
+	s, err := read()
+	if err != nil {
+		return err
+	}
+	if s == nil {
+		// exportable and allow_plaintext_backup are left to Transit's
+		// defaults (false): the jeton-jetond policy does not even let
+		// jetond send them.
+		_, err := m.call(ctx, "create generation KEK", func(ctx context.Context) (*api.Secret, error) {
+			return m.client.Logical().WriteWithContext(ctx, path, map[string]any{"type": KeyTypeAES256GCM96})
+		})
+		if err != nil {
+			return err
+		}
+		m.log.Info("created generation KEK", "generation_key", name)
+		if s, err = read(); err != nil {
+			return err
+		}
+	}
+	if err := checkKEK(m.mount, name, s); err != nil {
+		return err
+	}
+	m.ensured.Store(name, struct{}{})
+	return nil
+}
+
+// Unwrap implements tokenizer.KeyManager. A key wrapped under a KEK that was
+// deleted, or under a version below the KEK's min_decryption_version (or
+// trimmed away), can never be unwrapped again: the error wraps
+// tokenizer.ErrKeyDestroyed.
+func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
+	name, err := m.keyName(kek)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkWrapped(wrapped); err != nil {
 		return nil, err
 	}
 	s, err := m.call(ctx, "unwrap", func(ctx context.Context) (*api.Secret, error) {
-		return m.client.Logical().WriteWithContext(ctx, m.mount+"/decrypt/"+m.key,
+		return m.client.Logical().WriteWithContext(ctx, m.mount+"/decrypt/"+name,
 			map[string]any{"ciphertext": string(wrapped)})
 	})
 	if err != nil {
@@ -234,18 +328,58 @@ func (m *Manager) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
 
 // Rewrap implements tokenizer.KeyManager. Vault decrypts and re-encrypts
 // inside itself, so the key never crosses the network.
-func (m *Manager) Rewrap(ctx context.Context, wrapped []byte) ([]byte, error) {
+func (m *Manager) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
+	name, err := m.keyName(kek)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkWrapped(wrapped); err != nil {
 		return nil, err
 	}
 	s, err := m.call(ctx, "rewrap", func(ctx context.Context) (*api.Secret, error) {
-		return m.client.Logical().WriteWithContext(ctx, m.mount+"/rewrap/"+m.key,
+		return m.client.Logical().WriteWithContext(ctx, m.mount+"/rewrap/"+name,
 			map[string]any{"ciphertext": string(wrapped)})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return ciphertextField(s, "rewrap")
+}
+
+// DestroyKEK implements tokenizer.KeyManager: it sets deletion_allowed on
+// the generation's Transit key, then deletes the key with every version.
+// See the package documentation for what Vault snapshots still hold.
+func (m *Manager) DestroyKEK(ctx context.Context, kek string) error {
+	if kek == "" {
+		return errors.New("vaultkeys: refusing to destroy the main KEK")
+	}
+	name, err := m.keyName(kek)
+	if err != nil {
+		return err
+	}
+	m.ensured.Delete(name)
+	path := m.mount + "/keys/" + name
+	s, err := m.call(ctx, "read generation KEK", func(ctx context.Context) (*api.Secret, error) {
+		return m.client.Logical().ReadWithContext(ctx, path)
+	})
+	if err != nil {
+		return err
+	}
+	if s == nil {
+		return nil // already gone
+	}
+	if _, err := m.call(ctx, "allow deleting generation KEK", func(ctx context.Context) (*api.Secret, error) {
+		return m.client.Logical().WriteWithContext(ctx, path+"/config", map[string]any{"deletion_allowed": true})
+	}); err != nil {
+		return err
+	}
+	if _, err := m.call(ctx, "delete generation KEK", func(ctx context.Context) (*api.Secret, error) {
+		return m.client.Logical().DeleteWithContext(ctx, path)
+	}); err != nil {
+		return err
+	}
+	m.log.Info("destroyed generation KEK", "generation_key", name)
+	return nil
 }
 
 // Check is a readiness probe: it reads the KEK's configuration with
@@ -354,6 +488,11 @@ func classify(ctx context.Context, op string, err error) error {
 		if vaultSays(re, "too old") {
 			return fmt.Errorf("vaultkeys: %s: %w: the wrapped key's KEK version is below the KEK's min_decryption_version",
 				op, tokenizer.ErrKeyDestroyed)
+		}
+		if vaultSays(re, "key not found") {
+			// Transit's "encryption key not found": the KEK was deleted,
+			// which is how a generation is destroyed.
+			return fmt.Errorf("vaultkeys: %s: %w: the KEK does not exist", op, tokenizer.ErrKeyDestroyed)
 		}
 		return fmt.Errorf("vaultkeys: %s: Vault rejected the wrapped key (HTTP 400): %s", op, summarize(re))
 	default:

@@ -131,7 +131,7 @@ func TestSetupRoundTrip(t *testing.T) {
 
 	m, _ := jetondManager(t, v, root)
 	ctx := ctxT(t)
-	key, wrapped, err := m.NewDataKey(ctx)
+	key, wrapped, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatalf("NewDataKey: %v", err)
 	}
@@ -141,14 +141,14 @@ func TestSetupRoundTrip(t *testing.T) {
 	if v := wrappedVersion(t, wrapped); v != 1 {
 		t.Errorf("wrapped under KEK version %d, want 1", v)
 	}
-	key2, wrapped2, err := m.NewDataKey(ctx)
+	key2, wrapped2, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatalf("second NewDataKey: %v", err)
 	}
 	if bytes.Equal(key, key2) || bytes.Equal(wrapped, wrapped2) {
 		t.Error("two NewDataKey calls returned the same key or wrapped key")
 	}
-	got, err := m.Unwrap(ctx, wrapped)
+	got, err := m.Unwrap(ctx, "", wrapped)
 	if err != nil {
 		t.Fatalf("Unwrap: %v", err)
 	}
@@ -164,7 +164,7 @@ func TestUnwrapRejectsGarbage(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, _ := jetondManager(t, v, root)
 	ctx := ctxT(t)
-	_, wrapped, err := m.NewDataKey(ctx)
+	_, wrapped, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatalf("NewDataKey: %v", err)
 	}
@@ -187,7 +187,7 @@ func TestUnwrapRejectsGarbage(t *testing.T) {
 		{"tampered", tampered},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.Unwrap(ctx, tc.wrapped)
+			_, err := m.Unwrap(ctx, "", tc.wrapped)
 			if err == nil {
 				t.Fatal("Unwrap succeeded")
 			}
@@ -210,21 +210,21 @@ func TestRotateRewrapAndMinDecryptionVersion(t *testing.T) {
 	custodian := clientFor(t, v, tokenWith(t, root, "1h", vaultkeys.PolicyCustodian))
 	ctx := ctxT(t)
 
-	key, w1, err := m.NewDataKey(ctx)
+	key, w1, err := m.NewDataKey(ctx, "")
 	if err != nil {
 		t.Fatalf("NewDataKey: %v", err)
 	}
 	if _, err := custodian.Logical().WriteWithContext(ctx, "transit/keys/jeton-kek/rotate", nil); err != nil {
 		t.Fatalf("custodian rotate: %v", err)
 	}
-	w2, err := m.Rewrap(ctx, w1)
+	w2, err := m.Rewrap(ctx, "", w1)
 	if err != nil {
 		t.Fatalf("Rewrap: %v", err)
 	}
 	if v1, v2 := wrappedVersion(t, w1), wrappedVersion(t, w2); v2 <= v1 {
 		t.Fatalf("Rewrap gave KEK version %d, want above %d", v2, v1)
 	}
-	if got, err := m.Unwrap(ctx, w2); err != nil || !bytes.Equal(got, key) {
+	if got, err := m.Unwrap(ctx, "", w2); err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("Unwrap(rewrapped) = same key %t, err %v; want the original key", bytes.Equal(got, key), err)
 	}
 
@@ -233,12 +233,12 @@ func TestRotateRewrapAndMinDecryptionVersion(t *testing.T) {
 		map[string]any{"min_decryption_version": 2}); err != nil {
 		t.Fatalf("custodian set min_decryption_version: %v", err)
 	}
-	if got, err := m.Unwrap(ctx, w2); err != nil || !bytes.Equal(got, key) {
+	if got, err := m.Unwrap(ctx, "", w2); err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("after min_decryption_version=2, Unwrap(rewrapped) = same key %t, err %v", bytes.Equal(got, key), err)
 	}
 	for name, call := range map[string]func() error{
-		"Unwrap": func() error { _, err := m.Unwrap(ctx, w1); return err },
-		"Rewrap": func() error { _, err := m.Rewrap(ctx, w1); return err },
+		"Unwrap": func() error { _, err := m.Unwrap(ctx, "", w1); return err },
+		"Rewrap": func() error { _, err := m.Rewrap(ctx, "", w1); return err },
 	} {
 		err := call()
 		if !errors.Is(err, tokenizer.ErrKeyDestroyed) {
@@ -286,6 +286,11 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 		return func() error { _, err := c.Logical().DeleteWithContext(ctx, path); return err }
 	}
 	const ct = "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	// A generation KEK, created the way jetond creates them.
+	if _, _, err := newManager(t, jetond, vaultkeys.Config{}).NewDataKey(ctx, "acme-g1"); err != nil {
+		t.Fatalf("jetond token cannot create a generation KEK: %v", err)
+	}
+	const gk = "transit/keys/jeton-kek-acme-g1"
 	for _, tc := range []struct {
 		name string
 		call func() error
@@ -307,16 +312,51 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 		{"custodian sets exportable", write(custodian, "transit/keys/jeton-kek/config", map[string]any{"exportable": true})},
 		{"custodian sets plaintext backup", write(custodian, "transit/keys/jeton-kek/config", map[string]any{"allow_plaintext_backup": true})},
 		{"custodian read other mount", read(custodian, "secret/other")},
+
+		// jetond's "<kek>-*" namespace of generation KEKs: nothing outside
+		// it, and nothing inside it that lets key material out.
+		{"jetond config other key", write(jetond, "transit/keys/other/config", map[string]any{"deletion_allowed": true})},
+		{"jetond delete other key", del(jetond, "transit/keys/other")},
+		{"jetond read other key", read(jetond, "transit/keys/other")},
+		{"jetond create key sharing the KEK's prefix", write(jetond, "transit/keys/jeton-kekx", map[string]any{"type": "aes256-gcm96"})},
+		{"jetond datakey on key sharing the KEK's prefix", write(jetond, "transit/datakey/plaintext/jeton-kekx", nil)},
+		{"jetond create exportable generation key", write(jetond, gk+"x", map[string]any{"type": "aes256-gcm96", "exportable": true})},
+		{"jetond create plaintext-backup generation key", write(jetond, gk+"x", map[string]any{"type": "aes256-gcm96", "allow_plaintext_backup": true})},
+		{"jetond create derived generation key", write(jetond, gk+"x", map[string]any{"type": "aes256-gcm96", "derived": true})},
+		{"jetond create rsa generation key", write(jetond, gk+"x", map[string]any{"type": "rsa-2048"})},
+		{"jetond sets exportable on generation key", write(jetond, gk+"/config", map[string]any{"exportable": true})},
+		{"jetond sets plaintext backup on generation key", write(jetond, gk+"/config", map[string]any{"allow_plaintext_backup": true})},
+		{"jetond sets min_decryption_version on generation key", write(jetond, gk+"/config", map[string]any{"min_decryption_version": 1})},
+		{"jetond trims generation key", write(jetond, gk+"/trim", map[string]any{"min_available_version": 1})},
+		{"jetond imports into generation key", write(jetond, gk+"x/import", map[string]any{"ciphertext": ct, "type": "aes256-gcm96"})},
+		{"jetond export generation key", read(jetond, "transit/export/encryption-key/jeton-kek-acme-g1")},
+		{"jetond backup generation key", read(jetond, "transit/backup/jeton-kek-acme-g1")},
+		{"custodian datakey generation key", write(custodian, "transit/datakey/plaintext/jeton-kek-acme-g1", nil)},
+		{"custodian decrypt generation key", write(custodian, "transit/decrypt/jeton-kek-acme-g1", map[string]any{"ciphertext": ct})},
+		{"custodian export generation key", read(custodian, "transit/export/encryption-key/jeton-kek-acme-g1")},
+		{"custodian backup generation key", read(custodian, "transit/backup/jeton-kek-acme-g1")},
+		{"custodian sets exportable on generation key", write(custodian, gk+"/config", map[string]any{"exportable": true})},
+		{"custodian imports into generation key", write(custodian, gk+"x/import", map[string]any{"ciphertext": ct, "type": "aes256-gcm96"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) { requireDenied(t, tc.call()) })
 	}
 
 	// The denials above are not just broken tokens: each may do its job.
-	if _, _, err := newManager(t, jetond, vaultkeys.Config{}).NewDataKey(ctx); err != nil {
+	if _, _, err := newManager(t, jetond, vaultkeys.Config{}).NewDataKey(ctx, ""); err != nil {
 		t.Errorf("jetond token cannot mint a data key: %v", err)
 	}
 	if err := write(custodian, "transit/keys/jeton-kek/config", map[string]any{"deletion_allowed": false})(); err != nil {
 		t.Errorf("custodian cannot configure the KEK: %v", err)
+	}
+	if err := write(custodian, gk+"/rotate", nil)(); err != nil {
+		t.Errorf("custodian cannot rotate a generation KEK: %v", err)
+	}
+	if err := write(custodian, gk+"/config", map[string]any{"min_decryption_version": 1})(); err != nil {
+		t.Errorf("custodian cannot configure a generation KEK: %v", err)
+	}
+	gen, err := root.Logical().ReadWithContext(ctx, gk)
+	if err != nil || gen.Data["exportable"] != false || gen.Data["allow_plaintext_backup"] != false || gen.Data["type"] != "aes256-gcm96" {
+		t.Errorf("generation KEK flags: %v, %v", gen, err)
 	}
 	kek, err := root.Logical().ReadWithContext(ctx, "transit/keys/jeton-kek")
 	if err != nil || kek.Data["exportable"] != false || kek.Data["allow_plaintext_backup"] != false {
@@ -376,16 +416,16 @@ func TestNewRefusesUnsafeKEK(t *testing.T) {
 
 // callAll makes every kind of call the Manager serves.
 func callAll(ctx context.Context, m *vaultkeys.Manager, wrapped []byte) map[string]error {
-	_, _, errNew := m.NewDataKey(ctx)
-	_, errUnwrap := m.Unwrap(ctx, wrapped)
-	_, errRewrap := m.Rewrap(ctx, wrapped)
+	_, _, errNew := m.NewDataKey(ctx, "")
+	_, errUnwrap := m.Unwrap(ctx, "", wrapped)
+	_, errRewrap := m.Rewrap(ctx, "", wrapped)
 	return map[string]error{"NewDataKey": errNew, "Unwrap": errUnwrap, "Rewrap": errRewrap, "Check": m.Check(ctx)}
 }
 
 func TestFaultsSealAndStop(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, _ := jetondManager(t, v, root)
-	key, wrapped, err := m.NewDataKey(ctxT(t))
+	key, wrapped, err := m.NewDataKey(ctxT(t), "")
 	if err != nil {
 		t.Fatalf("NewDataKey: %v", err)
 	}
@@ -400,7 +440,7 @@ func TestFaultsSealAndStop(t *testing.T) {
 		// on 503 or a refused connection do not outlast it.
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		defer cancel()
-		_, err := m.Unwrap(ctx, wrapped)
+		_, err := m.Unwrap(ctx, "", wrapped)
 		if !errors.Is(err, tokenizer.ErrUnavailable) {
 			t.Errorf("Unwrap with Vault %s and a short deadline: err %v, want ErrUnavailable", fault, err)
 		}
@@ -415,7 +455,7 @@ func TestFaultsSealAndStop(t *testing.T) {
 				t.Errorf("%s after %s: %v", name, after, err)
 			}
 		}
-		if got, err := m.Unwrap(ctxT(t), wrapped); err != nil || !bytes.Equal(got, key) {
+		if got, err := m.Unwrap(ctxT(t), "", wrapped); err != nil || !bytes.Equal(got, key) {
 			t.Errorf("Unwrap after %s: same key %t, err %v", after, bytes.Equal(got, key), err)
 		}
 	}
@@ -479,7 +519,7 @@ func TestAppRoleRevokedTokenLogsInAgain(t *testing.T) {
 			c := clientFor(t, v, "")
 			m := newManager(t, c, vaultkeys.Config{AppRole: &tc.auth, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			ctx := ctxT(t)
-			key, wrapped, err := m.NewDataKey(ctx)
+			key, wrapped, err := m.NewDataKey(ctx, "")
 			if err != nil {
 				t.Fatalf("NewDataKey: %v", err)
 			}
@@ -493,7 +533,7 @@ func TestAppRoleRevokedTokenLogsInAgain(t *testing.T) {
 			}
 
 			revoke(t, root, first)
-			got, err := m.Unwrap(ctx, wrapped)
+			got, err := m.Unwrap(ctx, "", wrapped)
 			if err != nil {
 				t.Fatalf("Unwrap after the token was revoked: %v", err)
 			}
@@ -520,12 +560,12 @@ func TestAppRoleRevokedTokenLogsInAgain(t *testing.T) {
 func TestStaticRevokedTokenIsUnavailable(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, c := jetondManager(t, v, root)
-	_, wrapped, err := m.NewDataKey(ctxT(t))
+	_, wrapped, err := m.NewDataKey(ctxT(t), "")
 	if err != nil {
 		t.Fatalf("NewDataKey: %v", err)
 	}
 	revoke(t, root, c.Token())
-	if _, err := m.Unwrap(ctxT(t), wrapped); !errors.Is(err, tokenizer.ErrUnavailable) {
+	if _, err := m.Unwrap(ctxT(t), "", wrapped); !errors.Is(err, tokenizer.ErrUnavailable) {
 		t.Errorf("Unwrap with a revoked static token: %v, want ErrUnavailable", err)
 	}
 }
@@ -616,18 +656,23 @@ func TestPolicies(t *testing.T) {
 		want map[string]string
 	}{
 		{vaultkeys.PolicyJetond, map[string]string{
-			"kms/transit/datakey/plaintext/kek1": "update",
-			"kms/transit/decrypt/kek1":           "update",
-			"kms/transit/rewrap/kek1":            "update",
-			"kms/transit/keys/kek1":              "read",
-			"auth/token/renew-self":              "update",
-			"auth/token/lookup-self":             "read",
+			"kms/transit/datakey/plaintext/kek1":   "update",
+			"kms/transit/decrypt/kek1":             "update",
+			"kms/transit/rewrap/kek1":              "update",
+			"kms/transit/keys/kek1":                "read",
+			"kms/transit/keys/kek1-*":              "create, read, update, delete",
+			"kms/transit/datakey/plaintext/kek1-*": "update",
+			"kms/transit/decrypt/kek1-*":           "update",
+			"kms/transit/rewrap/kek1-*":            "update",
+			"auth/token/renew-self":                "update",
+			"auth/token/lookup-self":               "read",
 		}},
 		{vaultkeys.PolicyCustodian, map[string]string{
 			"kms/transit/keys/kek1":        "create, read, update, delete",
 			"kms/transit/keys/kek1/rotate": "update",
 			"kms/transit/keys/kek1/config": "update",
 			"kms/transit/keys/kek1/trim":   "update",
+			"kms/transit/keys/kek1-*":      "read, update, delete",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -646,8 +691,8 @@ func TestPolicies(t *testing.T) {
 			}
 		})
 	}
-	if c := p[vaultkeys.PolicyCustodian]; strings.Count(c, `"exportable"             = []`) != 2 {
-		t.Error("custodian policy does not deny the exportable parameter on both key and config paths")
+	if c := p[vaultkeys.PolicyCustodian]; strings.Count(c, `"exportable"             = []`) != 3 {
+		t.Error("custodian policy does not deny the exportable parameter on the key, config and generation-key paths")
 	}
 }
 

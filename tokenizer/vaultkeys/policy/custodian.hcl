@@ -34,3 +34,16 @@ path "{{.Mount}}/keys/{{.Key}}/config" {
 path "{{.Mount}}/keys/{{.Key}}/trim" {
   capabilities = ["update"]
 }
+
+# The per-generation KEKs jetond creates ("{{.Key}}-<tenant>-g<N>"):
+# custodians rotate, configure (min_decryption_version), trim and, to
+# crypto-shred a generation by hand, delete them. They cannot create them,
+# make them leave Vault, or import key material into them.
+path "{{.Mount}}/keys/{{.Key}}-*" {
+  capabilities = ["read", "update", "delete"]
+  denied_parameters = {
+    "exportable"             = []
+    "allow_plaintext_backup" = []
+    "ciphertext"             = []
+  }
+}

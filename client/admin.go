@@ -1,0 +1,173 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
+
+	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+)
+
+// The Admin methods below are for key custodians, on the trusted listener.
+// The server refuses them to any other identity (ErrPermissionDenied), and
+// a custodian acts only on the tenants it is bound to. Every call is
+// audited; reason is written to the audit log as the call's case
+// reference, so give a ticket or case number, never personal data.
+//
+// WithRetry applies to the Admin calls that are safe to repeat (erasures
+// and purges erase nothing twice, Stats changes nothing). RotateGeneration
+// and MintCanary are never retried: a retry after a lost reply would
+// rotate twice or mint a second canary.
+
+func (c *Client) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.conn) }
+
+// EraseTokens erases the records behind tokens and returns how many
+// existed. Tokens of tenants the caller does not administer, and unknown
+// tokens, are left alone and not counted. A malformed token fails the call
+// (ErrInvalidArgument) before anything is erased. Inputs longer than the
+// batch size are sent in chunks; when one fails, the earlier ones stay
+// erased and the count so far is returned with the error.
+func (c *Client) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
+	var erased int64
+	for start := 0; start < len(tokens); start += c.batchSize {
+		part := tokens[start:min(start+c.batchSize, len(tokens))]
+		resp, err := c.admin().EraseTokens(ctx, &jetonv1.EraseTokensRequest{Tokens: part, Reason: reason})
+		if err != nil {
+			return erased, callError(err)
+		}
+		erased += resp.GetErased()
+	}
+	return erased, nil
+}
+
+// EraseSubject erases every record of tenant indexed under the data
+// subject and returns how many existed.
+func (c *Client) EraseSubject(ctx context.Context, tenant, subject, reason string) (int64, error) {
+	resp, err := c.admin().EraseSubject(ctx, &jetonv1.EraseSubjectRequest{Tenant: tenant, SubjectId: subject, Reason: reason})
+	if err != nil {
+		return 0, callError(err)
+	}
+	return resp.GetErased(), nil
+}
+
+// PurgeTenant crypto-shreds and deletes every record and key of tenant and
+// returns how many records existed. confirm must repeat the tenant name.
+func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (int64, error) {
+	resp, err := c.admin().PurgeTenant(ctx, &jetonv1.PurgeTenantRequest{Tenant: tenant, Confirm: confirm, Reason: reason})
+	if err != nil {
+		return 0, callError(err)
+	}
+	return resp.GetErased(), nil
+}
+
+// RotateGeneration starts a new data-key generation for tenant and returns
+// its number.
+func (c *Client) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
+	resp, err := c.admin().RotateGeneration(ctx, &jetonv1.RotateGenerationRequest{Tenant: tenant}, retry.Disable())
+	if err != nil {
+		return 0, callError(err)
+	}
+	return resp.GetGeneration(), nil
+}
+
+// DestroyConfirmation is the confirm text DestroyGeneration requires.
+func DestroyConfirmation(tenant string, generation uint32) string {
+	return fmt.Sprintf("destroy %s generation %d", tenant, generation)
+}
+
+// DestroyGeneration crypto-shreds generation of tenant: every record under
+// it becomes unrecoverable, backups included. confirm must equal
+// DestroyConfirmation(tenant, generation); the server refuses the current
+// generation (ErrInvalidArgument).
+func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) error {
+	_, err := c.admin().DestroyGeneration(ctx, &jetonv1.DestroyGenerationRequest{
+		Tenant: tenant, Generation: generation, Confirm: confirm, Reason: reason,
+	})
+	return callError(err)
+}
+
+// Rewrap re-wraps every stored data key under the newest KEK versions,
+// calling progress (if not nil) as the server reports it, and returns the
+// last report. Rewrap can take long: the client's default timeout does
+// not apply, only ctx's deadline.
+func (c *Client) Rewrap(ctx context.Context, progress func(done, total int64)) (done, total int64, err error) {
+	st, err := c.admin().Rewrap(ctx, &jetonv1.RewrapRequest{})
+	if err != nil {
+		return 0, 0, callError(err)
+	}
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return done, total, nil
+		}
+		if err != nil {
+			return done, total, callError(err)
+		}
+		done, total = m.GetDone(), m.GetTotal()
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+}
+
+// Stats is what the server reports about the caller's tenants. It holds
+// counts and names, never a value or a token.
+type Stats struct {
+	Tenants []TenantStats
+	// SuspendedIdentities are the identities suspended by their budgets.
+	SuspendedIdentities []string
+}
+
+// TenantStats counts one tenant's records.
+type TenantStats struct {
+	Tenant string
+	// RecordsByClass is empty unless the server counts by class.
+	RecordsByClass map[string]int64
+	Generations    []GenerationStats
+}
+
+// GenerationStats is one key generation and its record count.
+type GenerationStats struct {
+	Generation uint32
+	Records    int64
+	// Current is the generation new records use.
+	Current bool
+}
+
+// Stats returns record counts for the tenants the caller administers.
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	resp, err := c.admin().Stats(ctx, &jetonv1.StatsRequest{})
+	if err != nil {
+		return nil, callError(err)
+	}
+	out := &Stats{SuspendedIdentities: resp.GetSuspendedIdentities()}
+	for _, t := range resp.GetTenants() {
+		ts := TenantStats{Tenant: t.GetTenant(), RecordsByClass: t.GetRecordsByClass()}
+		for _, g := range t.GetGenerations() {
+			ts.Generations = append(ts.Generations, GenerationStats{Generation: g.GetGeneration(), Records: g.GetRecords(), Current: g.GetCurrent()})
+		}
+		out.Tenants = append(out.Tenants, ts)
+	}
+	return out, nil
+}
+
+// ReinstateIdentity lifts the suspension of identity. A custodian cannot
+// reinstate itself.
+func (c *Client) ReinstateIdentity(ctx context.Context, identity, reason string) error {
+	_, err := c.admin().ReinstateIdentity(ctx, &jetonv1.ReinstateIdentityRequest{Identity: identity, Reason: reason})
+	return callError(err)
+}
+
+// MintCanary creates a canary token of class in tenant: it looks like any
+// other token, and revealing it raises an alert (and, with suspend, also
+// suspends the revealing identity). The token is returned only here.
+func (c *Client) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
+	resp, err := c.admin().MintCanary(ctx, &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}, retry.Disable())
+	if err != nil {
+		return "", callError(err)
+	}
+	return resp.GetToken(), nil
+}

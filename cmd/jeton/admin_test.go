@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/devpki"
+	"github.com/jeton-dev/jeton/tokenizer"
+	"github.com/jeton-dev/jeton/tokenizer/localkeys"
+	"github.com/jeton-dev/jeton/tokenizer/memstore"
+)
+
+const adminTestPolicy = `
+identities:
+  - id: spiffe://jeton.dev/ttp/demo
+    tenants: [demo]
+    roles: [reader]
+  - id: spiffe://jeton.dev/ttp/custodian
+    tenants: [demo]
+    roles: [custodian]
+roles:
+  reader:
+    reveal: {"*": full}
+    purposes: [support]
+  custodian:
+    admin: true
+purposes:
+  - code: support
+    description: answering a data subject's request
+    classes: ["*"]
+`
+
+// nopAudit accepts every record: the server's audit is tested in server.
+type nopAudit struct{}
+
+func (nopAudit) Append(context.Context, audit.Record) error { return nil }
+func (nopAudit) TokenHash(tok string) string                { return fmt.Sprint(len(tok)) }
+
+// realServer runs a real jetond server in-process, on loopback, and returns
+// it with its tokenizer and the environment of the custodian and of a
+// reader on the trusted listener.
+func realServer(t *testing.T) (*tokenizer.Tokenizer, map[string]string, map[string]string) {
+	t.Helper()
+	b, err := devpki.Generate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	km, err := localkeys.New(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tz, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New(), KeyRefresh: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var classes []string
+	for _, c := range tz.Classes() {
+		classes = append(classes, c.Name)
+	}
+	pol, err := server.ParsePolicy([]byte(adminTestPolicy), classes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.SponsorCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tru, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.TTPCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{
+		Tokenizer: tz, Policy: pol, Audit: nopAudit{},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
+		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(ctx)
+	})
+	addr := srv.TrustedAddr().String()
+	return tz, environFor(addr, tlsFiles{b.ServerCA, b.CustodianCert, b.CustodianKey}),
+		environFor(addr, tlsFiles{b.ServerCA, b.TTPCert, b.TTPKey})
+}
+
+func mustTokenize(t *testing.T, tz *tokenizer.Tokenizer, items ...tokenizer.Item) []string {
+	t.Helper()
+	res, err := tz.Tokenize(context.Background(), "demo", items, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		out = append(out, r.Token)
+	}
+	return out
+}
+
+// opens reports whether each token still reveals.
+func opens(t *testing.T, tz *tokenizer.Tokenizer, texts ...string) []bool {
+	t.Helper()
+	var toks []tokenizer.Token
+	for _, s := range texts {
+		tok, err := tokenizer.ParseToken(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	res, err := tz.Reveal(context.Background(), toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []bool
+	for _, r := range res {
+		out = append(out, r.Err == nil)
+	}
+	return out
+}
+
+func TestAdminCommands(t *testing.T) {
+	tz, custodian, reader := realServer(t)
+	toks := mustTokenize(t, tz,
+		tokenizer.Item{Class: "name", Value: "Cli Testperson", Subject: "guest-0001"},
+		tokenizer.Item{Class: "email", Value: "cli.test@example.org", Subject: "guest-0001"},
+		tokenizer.Item{Class: "name", Value: "Cli Other"},
+		tokenizer.Item{Class: "name", Value: "Cli Third"},
+	)
+	tests := []struct {
+		name     string
+		environ  map[string]string
+		stdin    string
+		args     []string
+		wantCode int
+		wantOut  string   // exact stdout, unless wantIn is set
+		wantIn   []string // substrings of stdout
+		wantErr  string
+	}{
+		{"stats", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 4 current\n", nil, ""},
+		{"not a custodian", reader, "", []string{"stats"}, exitRPC, "", nil, "jeton: admin stats: client: PermissionDenied: identity may not administer"},
+		{"erase tokens from args", custodian, "", []string{"erase-tokens", "--reason", "ticket-1", toks[2]}, exitOK, "1\n", nil, ""},
+		{"erase tokens from stdin", custodian, toks[2] + "\n" + toks[3] + "\n\n", []string{"erase-tokens", "--reason", "ticket-1"}, exitOK, "1\n", nil, ""},
+		{"erase tokens without reason", custodian, "", []string{"erase-tokens", toks[0]}, exitUsage, "", nil, "--reason is required"},
+		{"erase subject", custodian, "", []string{"erase-subject", "--tenant", "demo", "--subject", "guest-0001", "--reason", "ticket-2"}, exitOK, "2\n", nil, ""},
+		{"rotate", custodian, "", []string{"rotate", "--tenant", "demo"}, exitOK, "2\n", nil, ""},
+		{"rotate another tenant", custodian, "", []string{"rotate", "--tenant", "other"}, exitRPC, "", nil, "PermissionDenied"},
+		{"destroy without exact confirmation", custodian, "", []string{"destroy-generation", "--tenant", "demo", "--generation", "1", "--confirm", "destroy demo generation 2", "--reason", "r"},
+			exitUsage, "", nil, `--confirm must read exactly "destroy demo generation 1"`},
+		{"destroy the current generation", custodian, "", []string{"destroy-generation", "--tenant", "demo", "--generation", "2", "--confirm", "destroy demo generation 2", "--reason", "r"},
+			exitRPC, "", nil, "InvalidArgument"},
+		{"destroy", custodian, "", []string{"destroy-generation", "--tenant", "demo", "--generation", "1", "--confirm", "destroy demo generation 1", "--reason", "end of retention"},
+			exitOK, "destroyed demo generation 1\n", nil, ""},
+		{"rewrap", custodian, "", []string{"rewrap"}, exitOK, "", []string{"1/", "\n"}, ""},
+		{"mint canary", custodian, "", []string{"mint-canary", "--tenant", "demo", "--class", "name"}, exitOK, "", []string{"tok_name_"}, ""},
+		{"reinstate", custodian, "", []string{"reinstate", "--identity", "spiffe://jeton.dev/ttp/demo", "--reason", "ticket-3"}, exitOK, "reinstated spiffe://jeton.dev/ttp/demo\n", nil, ""},
+		{"purge without exact confirmation", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "Demo", "--reason", "r"},
+			exitUsage, "", nil, "--confirm must repeat the tenant name exactly"},
+		// The canary is the only record left.
+		{"purge", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "demo", "--reason", "ticket-4"}, exitOK, "1\n", nil, ""},
+		{"stats after purge", custodian, "", []string{"stats"}, exitOK, "tenant demo generations 0\n", nil, ""},
+		{"unknown subcommand", custodian, "", []string{"erase-everything"}, exitUsage, "", nil, `unknown subcommand "erase-everything"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "destroy" {
+				time.Sleep(5 * time.Millisecond) // past twice KeyRefresh since the rotation
+			}
+			got := jeton(t, tt.environ, tt.stdin, append([]string{"admin"}, tt.args...)...)
+			if got.code != tt.wantCode {
+				t.Errorf("exit %d; want %d (stdout %q, stderr %q)", got.code, tt.wantCode, got.stdout, got.stderr)
+			}
+			if tt.wantIn == nil && got.stdout != tt.wantOut {
+				t.Errorf("stdout %q; want %q", got.stdout, tt.wantOut)
+			}
+			for _, w := range tt.wantIn {
+				if !strings.Contains(got.stdout, w) {
+					t.Errorf("stdout %q lacks %q", got.stdout, w)
+				}
+			}
+			if tt.wantErr != "" && !strings.Contains(got.stderr, tt.wantErr) {
+				t.Errorf("stderr %q lacks %q", got.stderr, tt.wantErr)
+			}
+			checkNoValues(t, got.stdout+got.stderr, "Cli Testperson", "cli.test@example.org", "Cli Other", "Cli Third")
+		})
+	}
+	if ok := opens(t, tz, toks...); ok[0] || ok[1] || ok[2] || ok[3] {
+		t.Errorf("tokens open after erasure and purge: %v", ok)
+	}
+}
+
+// Rewrap prints one DONE/TOTAL line per key, ending at TOTAL/TOTAL.
+func TestAdminRewrapProgress(t *testing.T) {
+	tz, custodian, _ := realServer(t)
+	mustTokenize(t, tz, tokenizer.Item{Class: "name", Value: "Rewrap Cli"})
+	got := jeton(t, custodian, "", "admin", "rewrap")
+	lines := strings.Split(strings.TrimSuffix(got.stdout, "\n"), "\n")
+	if got.code != exitOK || len(lines) < 2 {
+		t.Fatalf("exit %d, stdout %q; want several progress lines", got.code, got.stdout)
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("%d/%d", i+1, len(lines)); l != want {
+			t.Errorf("line %d = %q; want %q", i+1, l, want)
+		}
+	}
+}
+
+func TestAdminStatsJSON(t *testing.T) {
+	tz, custodian, _ := realServer(t)
+	mustTokenize(t, tz, tokenizer.Item{Class: "name", Value: "Json Cli"}, tokenizer.Item{Class: "name", Value: "Json Cli Two"})
+	got := jeton(t, custodian, "", "admin", "stats", "--json")
+	var st struct {
+		Tenants []struct {
+			Tenant      string
+			Generations []struct {
+				Generation uint32
+				Records    int64
+				Current    bool
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(got.stdout), &st); err != nil {
+		t.Fatalf("stdout is not JSON (%v): %q", err, got.stdout)
+	}
+	if len(st.Tenants) != 1 || st.Tenants[0].Tenant != "demo" || len(st.Tenants[0].Generations) != 1 ||
+		st.Tenants[0].Generations[0].Records != 2 || !st.Tenants[0].Generations[0].Current {
+		t.Errorf("stats = %+v; want demo with 2 records in current generation 1", st)
+	}
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/jeton-dev/jeton/server"
+)
+
+// Default addresses of the metrics listener. Both are loopback: metrics
+// and readiness name backends and show traffic, so exposing them beyond
+// the host is an explicit choice.
+const (
+	defaultMetricsAddr    = "127.0.0.1:9090"
+	defaultDevMetricsAddr = "127.0.0.1:9464"
+)
+
+// observability is what the wiring shares between the tokenizer, the
+// server and the metrics listener.
+type observability struct {
+	reg     *prometheus.Registry
+	metrics *server.Metrics
+}
+
+func newObservability() (*observability, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, err
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, err
+	}
+	m, err := server.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &observability{reg: reg, metrics: m}, nil
+}
+
+// metricsListener serves /metrics, /healthz and /readyz over plain HTTP on
+// its own listener, apart from the mTLS gRPC listeners.
+type metricsListener struct {
+	lis  net.Listener
+	http *http.Server
+}
+
+// listenMetrics binds addr now, so that a taken port fails start-up rather
+// than going unnoticed; serving starts with serve.
+func listenMetrics(addr string, o *observability, srv *server.Server, log *slog.Logger) (*metricsListener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{Registry: o.reg}))
+	// Liveness: the process answers. It deliberately ignores the
+	// dependencies: restarting jetond does not bring Redis back.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ok, reasons := srv.Ready()
+		if !ok {
+			// Check names only ("redis", "stopping"): no error text.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", strings.Join(reasons, ", "))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	m := &metricsListener{lis: lis, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	log.Info("metrics listening", "addr", lis.Addr().String())
+	return m, nil
+}
+
+func (m *metricsListener) serve(log *slog.Logger) {
+	go func() {
+		if err := m.http.Serve(m.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener failed", "error", err)
+		}
+	}()
+}
+
+func (m *metricsListener) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return m.http.Shutdown(ctx)
+}

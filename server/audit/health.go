@@ -1,0 +1,49 @@
+package audit
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// probeName is the scratch file Healthy writes. It matches no log file
+// name, so Verify and Open never read it.
+const probeName = "PROBE.tmp"
+
+// Healthy reports whether the log can take records: it fails when the log is
+// closed, and when the last commit failed and a scratch write with fsync in
+// the log's directory still fails. The scratch write lets a readiness probe
+// see the disk come back even when no Append has been tried since (traffic
+// may be held off precisely because the log was reported down). When the
+// last commit succeeded it does no I/O. Errors wrap ErrUnavailable and name
+// no record content.
+func (l *Log) Healthy() error {
+	l.mu.RLock()
+	closed := l.closed
+	l.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	if !l.failing.Load() {
+		return nil
+	}
+	// Only Open set w.dir and w.open; the writer goroutine never changes
+	// them, so reading them here races with nothing.
+	path := filepath.Join(l.w.dir, probeName)
+	f, err := l.w.open(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: last commit failed, and so does a scratch write: %w", ErrUnavailable, err)
+	}
+	_, err = f.Write([]byte("probe\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	_ = os.Remove(path)
+	if err != nil {
+		return fmt.Errorf("%w: last commit failed, and so does a scratch write: %w", ErrUnavailable, err)
+	}
+	return nil
+}

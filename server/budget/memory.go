@@ -1,0 +1,139 @@
+package budget
+
+import (
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// NewMemory returns a Limiter whose counters live in this process. It
+// decides exactly as the Redis Limiter does but bounds one replica only:
+// use it for dev mode and tests, never behind a load balancer.
+func NewMemory(cfg Config) *Limiter {
+	return &Limiter{b: &memoryBackend{ids: map[string]*memState{}}, now: cfg.Now}
+}
+
+type memoryBackend struct {
+	mu  sync.Mutex
+	ids map[string]*memState
+}
+
+type memState struct {
+	tokens   float64
+	ts       int64 // ms; 0: bucket full
+	seen     map[string]int64
+	refusals int
+	refUntil int64
+	susp     *suspension
+}
+
+type suspension struct{ identity, reason string }
+
+func (m *memoryBackend) state(key string) *memState {
+	s := m.ids[key]
+	if s == nil {
+		s = &memState{seen: map[string]int64{}}
+		m.ids[key] = s
+	}
+	return s
+}
+
+func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq []string, now int64) error {
+	if now < 0 {
+		now = time.Now().UnixMilli()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.state(key)
+	if s.susp != nil {
+		return ErrSuspended
+	}
+	l := req.Limits
+	window := l.window().Milliseconds()
+	cost := float64(len(req.Lookups))
+	var limit Limit
+	if l.MaxBatch > 0 && req.Items > l.MaxBatch {
+		limit = LimitMaxBatch
+	}
+	tokens := float64(l.Burst)
+	if limit == "" && l.Rate > 0 {
+		if s.ts != 0 {
+			tokens = math.Min(tokens, s.tokens+float64(max(now-s.ts, 0))*l.Rate/1000)
+		}
+		if cost > tokens {
+			limit = LimitRate
+		}
+	}
+	if limit == "" && l.Distinct > 0 {
+		for h, at := range s.seen {
+			if at <= now-window {
+				delete(s.seen, h)
+			}
+		}
+		fresh := 0
+		for _, h := range uniq {
+			if _, ok := s.seen[h]; !ok {
+				fresh++
+			}
+		}
+		if len(s.seen)+fresh > l.Distinct {
+			limit = LimitDistinct
+		}
+	}
+	if limit != "" {
+		if s.refusals == 0 || now >= s.refUntil {
+			s.refusals, s.refUntil = 0, now+window
+		}
+		s.refusals++
+		if l.SuspendAfter > 0 && s.refusals >= l.SuspendAfter {
+			s.susp = &suspension{identity: req.Identity, reason: "budget:" + string(limit)}
+			s.refusals = 0
+			return &ExceededError{Limit: limit, Suspended: true}
+		}
+		return &ExceededError{Limit: limit}
+	}
+	if l.Rate > 0 {
+		s.tokens, s.ts = tokens-cost, now
+	}
+	if l.Distinct > 0 {
+		for _, h := range uniq {
+			s.seen[h] = now
+		}
+	}
+	return nil
+}
+
+func (m *memoryBackend) suspend(_ context.Context, key, identity, reason string, _ int64) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.state(key)
+	if s.susp != nil {
+		return false, nil
+	}
+	s.susp = &suspension{identity: identity, reason: reason}
+	return true, nil
+}
+
+func (m *memoryBackend) reinstate(_ context.Context, key string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.state(key)
+	was := s.susp != nil
+	s.susp, s.refusals = nil, 0
+	return was, nil
+}
+
+func (m *memoryBackend) suspended(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, s := range m.ids {
+		if s.susp != nil {
+			out = append(out, s.susp.identity)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -1,0 +1,227 @@
+package budget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// reserveScript decides one call atomically. Redis runs one script at a
+// time, so every replica sees every other's admissions.
+//
+//	KEYS: susp, rate, seen, refusals
+//	ARGV: now_ms (-1: use TIME), identity, items, max_batch, rate (items/s),
+//	      burst, distinct, window_ms, suspend_after, cost (rate tokens),
+//	      then the keyed token hashes, duplicates removed (only when
+//	      distinct is set)
+//
+// It returns {"ok"}, {"suspended"} or {"exceeded", limit, suspended_now}.
+var reserveScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'suspended'}
+end
+local identity = ARGV[2]
+local items = tonumber(ARGV[3])
+local maxBatch = tonumber(ARGV[4])
+local rate = tonumber(ARGV[5])
+local burst = tonumber(ARGV[6])
+local distinct = tonumber(ARGV[7])
+local window = tonumber(ARGV[8])
+local suspendAfter = tonumber(ARGV[9])
+local cost = tonumber(ARGV[10])
+local first = 11
+
+local limit = nil
+if maxBatch > 0 and items > maxBatch then
+  limit = 'max_batch'
+end
+
+local tokens = 0
+if not limit and rate > 0 then
+  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+  tokens = burst
+  if b[1] then
+    local elapsed = now - tonumber(b[2])
+    if elapsed < 0 then elapsed = 0 end
+    tokens = math.min(burst, tonumber(b[1]) + elapsed * rate / 1000)
+  end
+  if cost > tokens then
+    limit = 'rate'
+  end
+end
+
+if not limit and distinct > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  local fresh = 0
+  for i = first, #ARGV do
+    if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
+      fresh = fresh + 1
+    end
+  end
+  if redis.call('ZCARD', KEYS[3]) + fresh > distinct then
+    limit = 'distinct'
+  end
+end
+
+if limit then
+  local n = redis.call('INCR', KEYS[4])
+  if n == 1 then
+    redis.call('PEXPIRE', KEYS[4], window)
+  end
+  if suspendAfter > 0 and n >= suspendAfter then
+    redis.call('HSET', KEYS[1], 'identity', identity, 'reason', 'budget:' .. limit, 'at', now)
+    redis.call('DEL', KEYS[4])
+    return {'exceeded', limit, 1}
+  end
+  return {'exceeded', limit, 0}
+end
+
+if rate > 0 then
+  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - cost), 'ts', now)
+  -- Once full again the bucket is as good as absent.
+  redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
+end
+if distinct > 0 and #ARGV >= first then
+  -- In chunks: unpack of a whole batch would overflow Lua's stack.
+  local i = first
+  while i <= #ARGV do
+    local args = {}
+    for j = i, math.min(i + 499, #ARGV) do
+      args[#args + 1] = now
+      args[#args + 1] = ARGV[j]
+    end
+    redis.call('ZADD', KEYS[3], unpack(args))
+    i = i + 500
+  end
+  redis.call('PEXPIRE', KEYS[3], window)
+end
+return {'ok'}
+`)
+
+// suspendScript sets the suspension unless one is set, and reports
+// whether it set it. KEYS: susp; ARGV: now_ms (-1: TIME), identity, reason.
+var suspendScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+redis.call('HSET', KEYS[1], 'identity', ARGV[2], 'reason', ARGV[3], 'at', now)
+return 1
+`)
+
+// suspPattern matches every suspension key.
+const suspPattern = "jeton:susp:*"
+
+func suspKey(k string) string { return "jeton:susp:{" + k + "}" }
+func rateKey(k string) string { return "jeton:b:{" + k + "}:rate" }
+func seenKey(k string) string { return "jeton:b:{" + k + "}:seen" }
+func refusalsKey(k string) string {
+	return "jeton:b:{" + k + "}:refusals"
+}
+
+// NewRedis returns a Limiter whose counters live in Redis, shared by every
+// replica using the same Redis. A single node, Sentinel and Redis Cluster
+// all work: each identity's keys share one hash slot.
+func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
+	return &Limiter{b: &redisBackend{c: c}, now: cfg.Now}
+}
+
+type redisBackend struct{ c redis.UniversalClient }
+
+func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error {
+	l := req.Limits
+	args := make([]any, 0, 10+len(uniq))
+	args = append(args, now, req.Identity, req.Items, l.MaxBatch,
+		strconv.FormatFloat(l.Rate, 'f', -1, 64), l.Burst, l.Distinct,
+		l.window().Milliseconds(), l.SuspendAfter, len(req.Lookups))
+	if l.Distinct > 0 {
+		for _, h := range uniq {
+			args = append(args, h)
+		}
+	}
+	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key)}
+	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
+	if err != nil {
+		return unavailable(err)
+	}
+	switch {
+	case len(res) == 1 && res[0] == "ok":
+		return nil
+	case len(res) == 1 && res[0] == "suspended":
+		return ErrSuspended
+	case len(res) == 3 && res[0] == "exceeded":
+		lim, _ := res[1].(string)
+		n, _ := res[2].(int64)
+		return &ExceededError{Limit: Limit(lim), Suspended: n == 1}
+	}
+	return fmt.Errorf("%w: unexpected script reply", ErrUnavailable)
+}
+
+func (r *redisBackend) suspend(ctx context.Context, key, identity, reason string, now int64) (bool, error) {
+	n, err := suspendScript.Run(ctx, r.c, []string{suspKey(key)}, now, identity, reason).Int()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return n == 1, nil
+}
+
+func (r *redisBackend) reinstate(ctx context.Context, key string) (bool, error) {
+	// Both keys share a slot, so one DEL works on a cluster too.
+	if _, err := r.c.Del(ctx, refusalsKey(key)).Result(); err != nil {
+		return false, unavailable(err)
+	}
+	n, err := r.c.Del(ctx, suspKey(key)).Result()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return n > 0, nil
+}
+
+func (r *redisBackend) suspended(ctx context.Context) ([]string, error) {
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	scan := func(ctx context.Context, c redis.UniversalClient) error {
+		it := c.Scan(ctx, 0, suspPattern, 100).Iterator()
+		for it.Next(ctx) {
+			id, err := c.HGet(ctx, it.Val(), "identity").Result()
+			if errors.Is(err, redis.Nil) {
+				continue // reinstated since the scan saw it
+			}
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			out = append(out, id)
+			mu.Unlock()
+		}
+		return it.Err()
+	}
+	var err error
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		// SCAN walks one node; a cluster's keys are spread over masters.
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, r.c)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}

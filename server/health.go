@@ -1,0 +1,136 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// DefaultCheckInterval is how often readiness is probed when the config
+// sets no interval.
+const DefaultCheckInterval = 5 * time.Second
+
+// Check is one dependency that readiness reflects.
+type Check struct {
+	// Name is a fixed word (redis, vault, audit): it is logged, reported
+	// by Ready and used as the backend label of jeton_backend_errors_total.
+	Name string
+	// Probe returns nil when the dependency can do its work. It must
+	// return when ctx ends; its error text is logged, so it must hold no
+	// value.
+	Probe func(ctx context.Context) error
+}
+
+// readiness is the prober's view of the dependencies.
+type readiness struct {
+	mu       sync.Mutex
+	started  bool
+	stopping bool
+	failing  []string // names of failing checks, in config order
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// Ready reports whether every dependency answered its last probe, and if
+// not, why: the names of the failing checks, or "not started" or
+// "stopping". The reasons hold no value and no error text, so they may be
+// shown to anyone who can reach the metrics listener.
+func (s *Server) Ready() (bool, []string) {
+	r := &s.ready
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.stopping:
+		return false, []string{"stopping"}
+	case !r.started:
+		return false, []string{"not started"}
+	case len(r.failing) > 0:
+		return false, slices.Clone(r.failing)
+	}
+	return true, nil
+}
+
+// startProber runs the checks now and then every interval until
+// stopProber. With no checks, the server stays SERVING until Stop.
+func (s *Server) startProber() {
+	r := &s.ready
+	r.mu.Lock()
+	r.started = true
+	r.mu.Unlock()
+	if len(s.checks) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(s.checkInterval)
+		defer t.Stop()
+		for {
+			s.probe(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// stopProber stops the probes and marks the server as stopping, so no
+// late probe result can report it SERVING again.
+func (s *Server) stopProber() {
+	r := &s.ready
+	r.mu.Lock()
+	r.stopping = true
+	cancel, done := r.cancel, r.done
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// probe runs every check at once, so one slow dependency delays none of
+// the others, each bounded by the interval; then it sets the health status.
+func (s *Server) probe(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, s.checkInterval)
+	defer cancel()
+	errs := make([]error, len(s.checks))
+	var wg sync.WaitGroup
+	for i, c := range s.checks {
+		wg.Go(func() { errs[i] = c.Probe(pctx) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return // stopping: the results say nothing about the dependencies
+	}
+	var failing []string
+	for i, err := range errs {
+		if err != nil {
+			failing = append(failing, s.checks[i].Name)
+			s.metrics.BackendError(s.checks[i].Name)
+		}
+	}
+
+	r := &s.ready
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping || slices.Equal(failing, r.failing) {
+		return
+	}
+	r.failing = failing
+	// Set under the lock so that two transitions cannot apply out of order.
+	s.SetServing(len(failing) == 0)
+	if len(failing) == 0 {
+		s.log.Info("ready: every dependency is up; health is SERVING")
+		return
+	}
+	for i, err := range errs {
+		if err != nil {
+			s.log.Warn("not ready: a dependency is down; health is NOT_SERVING",
+				"check", s.checks[i].Name, "error", err.Error())
+		}
+	}
+}

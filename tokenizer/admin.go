@@ -1,0 +1,185 @@
+package tokenizer
+
+import (
+	"context"
+	"errors"
+)
+
+// Store key prefixes of one tenant's data. Each ends with the ':' after the
+// tenant name, so the prefix of tenant "acme" never matches "acme-2".
+func recordPrefix(tenant string) string      { return "jeton:r:" + tenant + ":" }
+func subjectPrefix(tenant string) string     { return "jeton:s:" + tenant + ":" }
+func idempotencyPrefix(tenant string) string { return "jeton:i:" + tenant + ":" }
+func keyPrefix(tenant string) string         { return "jeton:k:" + tenant + ":" }
+
+// PurgeTenant erases a whole tenant and reports how many records existed.
+//
+// It first crypto-shreds every generation, the current one included, by
+// destroying its KEK in the KeyManager: from then on no record of the
+// tenant opens, from the store or from any backup of it (generations made
+// before per-generation KEKs excepted; see GenerationInfo.OwnKEK). Only
+// then does it delete every record, subject index, idempotency entry and
+// stored key of the tenant, so a purge cut short leaves unreadable data
+// behind, never readable data without its keys' record, and running it
+// again finishes the work.
+//
+// It is meant for a tenant whose sponsor has stopped tokenizing: records
+// written while it runs may survive, unreadable. This replica forgets the
+// tenant's cached keys; other replicas keep theirs until they restart, so
+// a purged tenant must not be reused before then.
+func (t *Tokenizer) PurgeTenant(ctx context.Context, tenant string) (int, error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return 0, &UserError{err}
+	}
+	if err := t.shredGenerations(ctx, tenant); err != nil {
+		return 0, err
+	}
+	// Records are counted; the keyring goes last, so that a purge that
+	// stops half way can still find every generation's KEK name.
+	erased := 0
+	for _, prefix := range []string{recordPrefix(tenant), subjectPrefix(tenant), idempotencyPrefix(tenant), keyPrefix(tenant)} {
+		isRecord := prefix == recordPrefix(tenant)
+		err := t.store.Scan(ctx, prefix, func(keys []string) error {
+			n, err := t.store.Delete(ctx, keys)
+			if isRecord {
+				erased += n
+			}
+			return err
+		})
+		if err != nil {
+			return erased, unavailable("store", err)
+		}
+	}
+	t.keys.mu.Lock()
+	delete(t.keys.tenants, tenant)
+	t.keys.mu.Unlock()
+	return erased, nil
+}
+
+// shredGenerations destroys the KEK of every generation of tenant.
+func (t *Tokenizer) shredGenerations(ctx context.Context, tenant string) error {
+	cur, ok, err := t.keys.readCurrent(ctx, tenant)
+	if err != nil || !ok {
+		return err
+	}
+	names := make([]string, 0, 2*cur)
+	for g := uint32(1); g <= cur; g++ {
+		names = append(names, genName(tenant, g), destroyedName(tenant, g))
+	}
+	vals, err := t.store.Get(ctx, names)
+	if err != nil {
+		return unavailable("store", err)
+	}
+	var markers []Entry
+	for g := uint32(1); g <= cur; g++ {
+		if vals[2*(g-1)+1] == nil {
+			markers = append(markers, Entry{Key: destroyedName(tenant, g), Value: markerBlob(t.now())})
+		}
+	}
+	// The markers make every replica stop opening the records within
+	// KeyRefresh, as DestroyGeneration's do.
+	if len(markers) > 0 {
+		if _, err := t.store.PutNew(ctx, markers); err != nil {
+			return unavailable("store", err)
+		}
+	}
+	if tk := t.keys.cached(tenant); tk != nil {
+		for g := uint32(1); g <= cur; g++ {
+			t.keys.evict(tk, g)
+		}
+	}
+	for g := uint32(1); g <= cur; g++ {
+		kek := genKEK(tenant, g) // what a generation with its own KEK used
+		if blob := vals[2*(g-1)]; blob != nil {
+			kb, err := parseKeyBlob(blob)
+			if err != nil {
+				return err
+			}
+			kek = kb.kek
+		}
+		if kek == "" {
+			continue // wrapped by the main KEK: nothing of its own to destroy
+		}
+		if err := t.keys.km.DestroyKEK(ctx, kek); err != nil {
+			return unavailable("key manager", err)
+		}
+	}
+	return nil
+}
+
+// TenantStats counts one tenant's stored records. It holds no value, token
+// or key.
+type TenantStats struct {
+	Tenant string
+	// Records is the number of records in the store, readable or not.
+	Records int64
+	// Generations are the tenant's generations, oldest first, each with
+	// its record count; records whose envelope does not parse are in
+	// Unreadable instead.
+	Generations []GenerationStats
+	Unreadable  int64
+}
+
+// GenerationStats is one generation and its records.
+type GenerationStats struct {
+	GenerationInfo
+	Records int64
+}
+
+// Stats counts the records of each tenant by key generation.
+//
+// Its cost grows with the data: one Store.Scan pass over the tenant's
+// records plus one batched Get per batch of keys, to read each envelope's
+// generation from its clear header; no record is decrypted and no key is
+// unwrapped. Run it under a deadline. The counts are a snapshot taken
+// while the service runs: a record written, expired or erased during the
+// scan may or may not be counted, and Redis may report a key twice if it
+// resizes its keyspace meanwhile. Records are not counted by field
+// class: the class is only inside the token and the sealed record, never
+// stored in the clear, and Stats does not reveal records to learn it.
+func (t *Tokenizer) Stats(ctx context.Context, tenants []string) ([]TenantStats, error) {
+	out := make([]TenantStats, 0, len(tenants))
+	for _, tn := range tenants {
+		if err := validateName("tenant", tn); err != nil {
+			return nil, &UserError{err}
+		}
+		st := TenantStats{Tenant: tn}
+		gens, err := t.Generations(ctx, tn)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		byGen := map[uint32]int64{}
+		err = t.store.Scan(ctx, recordPrefix(tn), func(keys []string) error {
+			blobs, err := t.store.Get(ctx, keys)
+			if err != nil {
+				return err
+			}
+			for _, b := range blobs {
+				if b == nil {
+					continue // expired or erased since the scan saw it
+				}
+				st.Records++
+				if _, gen, err := envelopeHeaderOf(b); err == nil {
+					byGen[gen]++
+				} else {
+					st.Unreadable++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, unavailable("store", err)
+		}
+		for _, g := range gens {
+			st.Generations = append(st.Generations, GenerationStats{GenerationInfo: g, Records: byGen[g.Generation]})
+			delete(byGen, g.Generation)
+		}
+		// A record naming a generation the keyring does not list cannot
+		// open: count it as unreadable rather than invent a generation.
+		for _, n := range byGen {
+			st.Unreadable += n
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}

@@ -1,0 +1,138 @@
+package tokenizer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// FlagCanarySuspend marks a canary whose reveal must also suspend the
+// revealing identity. It is only meaningful with FlagCanary. Like every
+// flag it sits in the envelope header, which the record's AEAD
+// authenticates: flipping it in the store makes the record fail to open.
+// (FlagCanary is bit 0, in envelope.go; this is bit 1.)
+const FlagCanarySuspend Flags = 1 << 1
+
+// MintCanary stores a canary record in tenant under class and returns its
+// token. A canary looks like any other token of its class: same format,
+// same kind of payload (random, or the keyed MAC of its value for a
+// deterministic class), same retention. Only the authenticated envelope
+// header tells it apart, so an attacker holding tokens or the Redis data
+// cannot pick out the canaries. With suspend set, revealing it should also
+// suspend the revealing identity; the caller of Reveal sees both flags in
+// Revealed.Flags and acts on them.
+//
+// value is the canary's stored value; empty makes a plausible fake for the
+// class (see CanaryValue). It must pass the class's normalisation.
+func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string, suspend bool) (string, error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return "", &UserError{err}
+	}
+	c, ok := t.classes[class]
+	if !ok {
+		return "", &UserError{ErrUnknownClass}
+	}
+	if value == "" {
+		var err error
+		if value, err = CanaryValue(t.rand, c); err != nil {
+			return "", err
+		}
+	}
+	v, err := c.NormalizeValue(value)
+	if err != nil {
+		return "", err
+	}
+	tk, err := t.keys.tenant(ctx, tenant, true)
+	if err != nil {
+		return "", err
+	}
+	tk.mu.Lock()
+	gen := tk.current
+	tk.mu.Unlock()
+	dek, err := t.keys.dek(ctx, tk, gen)
+	if err != nil {
+		return "", err
+	}
+	tok := Token{Class: c.Name, Tenant: tenant, Version: tokenVersion1}
+	if c.Kind == KindDeterministic {
+		// The same derivation as Tokenize, so the token is what tokenizing
+		// the fake value would give.
+		m := tk.det.get()
+		m.Write([]byte(c.Name))
+		m.Write([]byte{0})
+		m.Write([]byte(v))
+		var sum [sha256.Size]byte
+		copy(tok.Payload[:], m.Sum(sum[:0]))
+		tk.det.put(m)
+	} else if _, err := io.ReadFull(t.rand, tok.Payload[:]); err != nil {
+		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
+	}
+	flags := FlagCanary
+	if suspend {
+		flags |= FlagCanarySuspend
+	}
+	text := tok.String()
+	var nonce [nonceSize]byte
+	if _, err := io.ReadFull(t.rand, nonce[:]); err != nil {
+		return "", fmt.Errorf("tokenizer: reading nonce: %w", err)
+	}
+	blob, err := sealRecordMAC(dek, nonce[:], gen, flags, tok, text, v)
+	if err != nil {
+		return "", err
+	}
+	if err := t.store.Put(ctx, []Entry{{Key: recordName(tk, text), Value: blob, TTL: c.Retention}}); err != nil {
+		return "", unavailable("store", err)
+	}
+	return text, nil
+}
+
+// CanaryValue returns a plausible fake value for class c, drawn from rand,
+// chosen by the class's normalisation (then its name):
+//
+//	email      canary.<10 hex>@example.invalid   (RFC 2606: never delivered)
+//	phone      +44 7700 900<3 digits>            (Ofcom's range for drama)
+//	date       a date from 1950 to 1999
+//	passport   ZZ<7 digits>                      (ZZ is no issuing state)
+//	name       a given name and a family name from short fixed lists
+//	other      canary-<12 hex>
+//
+// The values are fake by construction: a canary must never hold, or be
+// mistaken for, a real person's data.
+func CanaryValue(rand io.Reader, c Class) (string, error) {
+	var b [8]byte
+	if _, err := io.ReadFull(rand, b[:]); err != nil {
+		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
+	}
+	n := binary.BigEndian.Uint64(b[:])
+	has := func(step string) bool {
+		for _, s := range c.Normalize {
+			if s == step {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("email"):
+		return fmt.Sprintf("canary.%010x@example.invalid", n&0xffffffffff), nil
+	case has("phone"):
+		return fmt.Sprintf("+447700900%03d", n%1000), nil
+	case has("date"):
+		// Day 1 to 28 exists in every month.
+		return fmt.Sprintf("%04d-%02d-%02d", 1950+n%50, 1+(n/50)%12, 1+(n/600)%28), nil
+	case has("passport"):
+		return fmt.Sprintf("ZZ%07d", n%10000000), nil
+	case c.Name == "name":
+		given := []string{"Alex", "Camille", "Dominique", "Sacha", "Morgan", "Claude", "Robin", "Noa"}
+		family := []string{"Verdier", "Lambrecht", "Ostrander", "Quillet", "Marchetti", "Haldane", "Brisset", "Tamsin"}
+		return given[n%8] + " " + family[(n/8)%8], nil
+	}
+	v := fmt.Sprintf("canary-%012x", n&0xffffffffffff)
+	if has("upper") {
+		v = strings.ToUpper(v)
+	}
+	return v, nil
+}

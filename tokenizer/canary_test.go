@@ -1,0 +1,96 @@
+package tokenizer_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jeton-dev/jeton/tokenizer"
+	"github.com/jeton-dev/jeton/tokenizer/localkeys"
+	"github.com/jeton-dev/jeton/tokenizer/memstore"
+)
+
+// putSpy remembers the entries put, to tamper with them.
+type putSpy struct {
+	tokenizer.Store
+	puts []tokenizer.Entry
+}
+
+func (s *putSpy) Put(ctx context.Context, e []tokenizer.Entry) error {
+	s.puts = append(s.puts, e...)
+	return s.Store.Put(ctx, e)
+}
+
+func TestMintCanary(t *testing.T) {
+	km, err := localkeys.New(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := &putSpy{Store: memstore.New()}
+	tk, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: spy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range tokenizer.DefaultClasses() {
+		for _, suspend := range []bool{false, true} {
+			text, err := tk.MintCanary(ctx, "demo", c.Name, "", suspend)
+			if err != nil {
+				t.Fatalf("%s: MintCanary: %v", c.Name, err)
+			}
+			tok, err := tokenizer.ParseToken(text)
+			if err != nil || tok.Class != c.Name || tok.Tenant != "demo" {
+				t.Fatalf("%s: the canary token does not parse as a demo %s token", c.Name, c.Name)
+			}
+			got, err := tk.Reveal(ctx, []tokenizer.Token{tok})
+			if err != nil || got[0].Err != nil {
+				t.Fatalf("%s: Reveal: %v %v", c.Name, err, got[0].Err)
+			}
+			want := tokenizer.FlagCanary
+			if suspend {
+				want |= tokenizer.FlagCanarySuspend
+			}
+			if got[0].Flags != want {
+				t.Fatalf("%s: flags %b, want %b", c.Name, got[0].Flags, want)
+			}
+			// The fake passes the class's own normalisation unchanged.
+			if v, err := c.NormalizeValue(got[0].Value); err != nil || v != got[0].Value {
+				t.Fatalf("%s: the canary value is not a normalised %s value", c.Name, c.Name)
+			}
+			if c.Kind == tokenizer.KindDeterministic {
+				res, err := tk.Tokenize(ctx, "demo", []tokenizer.Item{{Class: c.Name, Value: got[0].Value}}, "")
+				if err != nil || res[0].Token != text {
+					t.Fatalf("%s: a deterministic canary's token differs from tokenizing its value", c.Name)
+				}
+			}
+		}
+	}
+	if _, err := tk.MintCanary(ctx, "demo", "nope", "", false); !errors.Is(err, tokenizer.ErrUnknownClass) {
+		t.Fatalf("unknown class: %v", err)
+	}
+	if _, err := tk.MintCanary(ctx, "Bad Tenant", "email", "", false); !tokenizer.IsUserError(err) {
+		t.Fatalf("bad tenant: %v", err)
+	}
+
+	// The flags are authenticated: clearing the canary bit in the store
+	// makes the record unreadable rather than an ordinary record.
+	text, err := tk.MintCanary(ctx, "demo", "text", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := spy.puts[len(spy.puts)-1]
+	if !strings.HasPrefix(last.Key, "jeton:r:") {
+		t.Fatalf("last put is %q, not a record", last.Key)
+	}
+	blob := append([]byte(nil), last.Value...)
+	blob[1] &^= byte(tokenizer.FlagCanary | tokenizer.FlagCanarySuspend)
+	if err := spy.Store.Put(ctx, []tokenizer.Entry{{Key: last.Key, Value: blob}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := tokenizer.ParseToken(text)
+	got, err := tk.Reveal(ctx, []tokenizer.Token{tok})
+	if err != nil || !errors.Is(got[0].Err, tokenizer.ErrNotFound) {
+		t.Fatalf("a canary with its flags stripped: %v %v, want ErrNotFound", err, got[0].Err)
+	}
+}

@@ -1,0 +1,311 @@
+package tokenizer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// GenerationInfo describes one data-key generation of a tenant. It holds no
+// key material.
+type GenerationInfo struct {
+	Generation uint32
+	// Current is true for the generation new records use.
+	Current bool
+	// Created is when the generation was made; zero when unknown (key
+	// blobs written before version 2 carry no time).
+	Created time.Time
+	// Destroyed is true once DestroyGeneration has started on it: its
+	// records no longer open.
+	Destroyed bool
+	// DestroyedAt is when; zero when not destroyed or unknown.
+	DestroyedAt time.Time
+	// OwnKEK is true when the generation's DEK is wrapped by a KEK of its
+	// own, so destroying it also makes Redis backups unreadable. Only
+	// generations created before per-generation KEKs (key blob version 1)
+	// lack one: destroying those erases the store's copy, but a backup
+	// stays readable until custodians retire the main KEK versions it was
+	// wrapped under.
+	OwnKEK bool
+}
+
+// RotateGeneration starts a new data-key generation for tenant, wrapped by
+// a new KEK of its own; records tokenized from now on use it (on other
+// replicas within KeyRefresh). Older generations keep opening their
+// records until destroyed. A tenant with no keys is created at generation
+// 2. Two rotations racing for the same generation: one fails and may be
+// retried.
+func (t *Tokenizer) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return 0, &UserError{err}
+	}
+	gen, won, err := t.keys.rotate(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	if !won {
+		return 0, fmt.Errorf("tokenizer: generation %d of tenant %s was created concurrently; retry", gen, tenant)
+	}
+	return gen, nil
+}
+
+// RotateIfOlder rotates tenant's generation when the current one is at
+// least maxAge old (or of unknown age), for scheduled rotation. Every
+// replica may run it on the same schedule: the store decides one winner
+// per generation, and the others get rotated false with the generation
+// now current. A tenant with no keys is ErrNotFound; it is not created.
+func (t *Tokenizer) RotateIfOlder(ctx context.Context, tenant string, maxAge time.Duration) (rotated bool, gen uint32, err error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return false, 0, &UserError{err}
+	}
+	if maxAge <= 0 {
+		return false, 0, &UserError{errors.New("tokenizer: rotation age must be positive")}
+	}
+	if _, err := t.keys.tenant(ctx, tenant, false); err != nil {
+		return false, 0, err
+	}
+	cur, ok, err := t.keys.readCurrent(ctx, tenant)
+	if err != nil {
+		return false, 0, err
+	}
+	if !ok {
+		return false, 0, ErrNotFound
+	}
+	vals, err := t.store.Get(ctx, []string{genName(tenant, cur)})
+	if err != nil {
+		return false, 0, unavailable("store", err)
+	}
+	if vals[0] != nil {
+		blob, err := parseKeyBlob(vals[0])
+		if err != nil {
+			return false, 0, err
+		}
+		if t.now().Sub(blob.created) < maxAge {
+			return false, cur, nil
+		}
+	}
+	gen, won, err := t.keys.rotate(ctx, tenant)
+	if err != nil {
+		return false, 0, err
+	}
+	return won, gen, nil
+}
+
+// Generations lists tenant's generations, oldest first. A tenant with no
+// keys is ErrNotFound.
+func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]GenerationInfo, error) {
+	if err := validateName("tenant", tenant); err != nil {
+		return nil, &UserError{err}
+	}
+	cur, ok, err := t.keys.readCurrent(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNotFound
+	}
+	names := make([]string, 0, 2*cur)
+	for g := uint32(1); g <= cur; g++ {
+		names = append(names, genName(tenant, g), destroyedName(tenant, g))
+	}
+	vals, err := t.store.Get(ctx, names)
+	if err != nil {
+		return nil, unavailable("store", err)
+	}
+	out := make([]GenerationInfo, 0, cur)
+	for g := uint32(1); g <= cur; g++ {
+		blob, marker := vals[2*(g-1)], vals[2*(g-1)+1]
+		gi := GenerationInfo{Generation: g, Current: g == cur}
+		if blob != nil {
+			kb, err := parseKeyBlob(blob)
+			if err != nil {
+				return nil, err
+			}
+			gi.Created, gi.OwnKEK = kb.created, kb.kek != ""
+		}
+		if marker != nil || blob == nil {
+			// No blob and no marker: destroyed before markers existed.
+			gi.Destroyed, gi.DestroyedAt = true, parseMarker(marker)
+		}
+		out = append(out, gi)
+	}
+	return out, nil
+}
+
+// DestroyGeneration crypto-shreds generation gen of tenant: every record
+// sealed under it becomes unrecoverable, from the live store and from any
+// backup of it, because the generation's KEK is destroyed in the
+// KeyManager. It refuses the current generation (a UserError) and, as a
+// UserError too, a generation that stopped being current less than twice
+// KeyRefresh ago, since another replica may still be writing records
+// under it. An unknown tenant or generation is ErrNotFound. Destroying a
+// destroyed generation again finishes whatever an interrupted call left.
+//
+// The steps run in an order that a crash at any point leaves safe:
+//  1. store the destroyed marker: every replica stops opening the
+//     generation's records within KeyRefresh, and this one at once;
+//  2. destroy the generation's KEK in the KeyManager: the wrapped DEK, in
+//     the store and in backups, can never be unwrapped again;
+//  3. delete the wrapped DEK from the store.
+//
+// After step 1 the generation reads as destroyed, so it never looks live
+// while it cannot open. Rewrap writes a wrapped DEK back only if it still
+// exists (Store.PutExisting), so it cannot bring one back after step 3.
+func (t *Tokenizer) DestroyGeneration(ctx context.Context, tenant string, gen uint32) error {
+	if err := validateName("tenant", tenant); err != nil {
+		return &UserError{err}
+	}
+	cur, ok, err := t.keys.readCurrent(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	if !ok || gen == 0 || gen > cur {
+		return fmt.Errorf("tokenizer: tenant %s has no generation %d: %w", tenant, gen, ErrNotFound)
+	}
+	if gen == cur {
+		return &UserError{fmt.Errorf("tokenizer: generation %d is tenant %s's current generation; rotate first", gen, tenant)}
+	}
+	vals, err := t.store.Get(ctx, []string{genName(tenant, gen), destroyedName(tenant, gen), genName(tenant, gen+1)})
+	if err != nil {
+		return unavailable("store", err)
+	}
+	blob, marker, successor := vals[0], vals[1], vals[2]
+	kek := genKEK(tenant, gen) // when the blob is gone, its KEK had this name if it had one
+	if blob != nil {
+		kb, err := parseKeyBlob(blob)
+		if err != nil {
+			return err
+		}
+		kek = kb.kek
+	}
+	if marker == nil && successor != nil {
+		// A replica trusts its cached current generation for up to
+		// KeyRefresh: until then it may still seal records under gen, and
+		// destroying it now would lose tokens it acknowledged.
+		if next, err := parseKeyBlob(successor); err == nil && !next.created.IsZero() {
+			if wait := next.created.Add(2 * t.keys.refresh).Sub(t.now()); wait > 0 {
+				return &UserError{fmt.Errorf("tokenizer: generation %d of tenant %s stopped being current "+
+					"too recently; replicas may still write to it; retry in %s", gen, tenant, wait.Round(time.Second))}
+			}
+		}
+	}
+	if marker == nil {
+		if _, err := t.store.PutNew(ctx, []Entry{{Key: destroyedName(tenant, gen), Value: markerBlob(t.now())}}); err != nil {
+			return unavailable("store", err)
+		}
+	}
+	if tk := t.keys.cached(tenant); tk != nil {
+		t.keys.evict(tk, gen)
+	}
+	if kek != "" {
+		if err := t.keys.km.DestroyKEK(ctx, kek); err != nil {
+			return unavailable("key manager", err)
+		}
+	}
+	if _, err := t.store.Delete(ctx, []string{genName(tenant, gen)}); err != nil {
+		return unavailable("store", err)
+	}
+	return nil
+}
+
+// RewrapProgress counts the keys a Rewrap has handled.
+type RewrapProgress struct {
+	// Done of Total keys are handled; Total is known before the first.
+	Done, Total int
+	// Rewrapped keys now sit under their KEK's newest version.
+	Rewrapped int
+	// Skipped keys belong to destroyed generations, or were wrapped under
+	// a KEK version that has been retired, and were left as they are.
+	Skipped int
+}
+
+// Rewrap re-wraps the service's own root key (if any) and every stored key of the
+// tenants (root key and each generation's DEK) under the newest version of
+// its KEK, after custodians rotated KEKs in the KeyManager. No record is
+// re-encrypted. It never brings back a destroyed generation, even one
+// destroyed while it runs. progress, if not nil, is called after each key.
+// A tenant with no keys counts nothing. The error is non-nil only when a
+// backend failed; the keys rewrapped by then stay rewrapped, and running
+// Rewrap again is safe.
+func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(RewrapProgress)) (RewrapProgress, error) {
+	type target struct {
+		name, marker string
+	}
+	var todo []target
+	sys, err := t.store.Get(ctx, []string{rootName(systemKeyring)})
+	if err != nil {
+		return RewrapProgress{}, unavailable("store", err)
+	}
+	if sys[0] != nil {
+		todo = append(todo, target{name: rootName(systemKeyring)})
+	}
+	for _, tn := range tenants {
+		if err := validateName("tenant", tn); err != nil {
+			return RewrapProgress{}, &UserError{err}
+		}
+		cur, ok, err := t.keys.readCurrent(ctx, tn)
+		if err != nil {
+			return RewrapProgress{}, err
+		}
+		if !ok {
+			continue
+		}
+		todo = append(todo, target{name: rootName(tn)})
+		for g := uint32(1); g <= cur; g++ {
+			todo = append(todo, target{name: genName(tn, g), marker: destroyedName(tn, g)})
+		}
+	}
+	p := RewrapProgress{Total: len(todo)}
+	for _, tg := range todo {
+		rewrapped, err := t.rewrapOne(ctx, tg.name, tg.marker)
+		if err != nil {
+			return p, err
+		}
+		p.Done++
+		if rewrapped {
+			p.Rewrapped++
+		} else {
+			p.Skipped++
+		}
+		if progress != nil {
+			progress(p)
+		}
+	}
+	return p, nil
+}
+
+// rewrapOne rewraps the key stored at name, unless it is absent, its
+// marker says destroyed, or its KEK version is retired.
+func (t *Tokenizer) rewrapOne(ctx context.Context, name, marker string) (bool, error) {
+	names := []string{name}
+	if marker != "" {
+		names = append(names, marker)
+	}
+	vals, err := t.store.Get(ctx, names)
+	if err != nil {
+		return false, unavailable("store", err)
+	}
+	if vals[0] == nil || (marker != "" && vals[1] != nil) {
+		return false, nil
+	}
+	blob, err := parseKeyBlob(vals[0])
+	if err != nil {
+		return false, err
+	}
+	re, err := t.keys.km.Rewrap(ctx, blob.kek, blob.wrapped)
+	if errors.Is(err, ErrKeyDestroyed) {
+		return false, nil
+	}
+	if err != nil {
+		return false, unavailable("key manager", err)
+	}
+	blob.wrapped = re
+	// Only over a key that still exists: a DestroyGeneration that deleted
+	// it since the Get above must stay done.
+	stored, err := t.store.PutExisting(ctx, []Entry{{Key: name, Value: blob.encode()}})
+	if err != nil {
+		return false, unavailable("store", err)
+	}
+	return stored[0], nil
+}
