@@ -60,10 +60,11 @@ func (as *adminService) ReinstateIdentity(ctx context.Context, req *jetonv1.Rein
 // so an investigator can match later reveals.
 func (as *adminService) MintCanary(ctx context.Context, req *jetonv1.MintCanaryRequest) (*jetonv1.MintCanaryResponse, error) {
 	s := as.s
-	p, ok := principalFrom(ctx)
-	if !ok || !p.Admin {
-		return nil, rpcError(denied("identity may not administer"))
+	c, err := as.admin(ctx, "MintCanary", "", req.GetTenant())
+	if err != nil {
+		return nil, err
 	}
+	p := c.p
 	tok, err := s.tok.MintCanary(ctx, req.GetTenant(), req.GetFieldClass(), "", req.GetSuspend())
 	if err != nil {
 		return nil, rpcError(err)

@@ -272,6 +272,9 @@ func (s *Server) SetPolicy(p *Policy) { s.pol.Store(p) }
 
 func (s *Server) policy() *Policy { return s.pol.Load() }
 
+// Policy returns the policy in force.
+func (s *Server) Policy() *Policy { return s.pol.Load() }
+
 // serverOptions builds one listener's interceptor chain, outermost first:
 // metrics (so that calls refused by any later step, or that panic, are
 // counted too), recovery, request id (so that the logs carry it), logging,

@@ -45,14 +45,11 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if err != nil {
 		return "", err
 	}
-	tk, err := t.keys.tenant(ctx, tenant, true)
+	ttl, err := c.RecordTTL(t.now())
 	if err != nil {
 		return "", err
 	}
-	tk.mu.Lock()
-	gen := tk.current
-	tk.mu.Unlock()
-	dek, err := t.keys.dek(ctx, tk, gen)
+	tk, gen, dek, err := t.currentKey(ctx, tenant)
 	if err != nil {
 		return "", err
 	}
@@ -83,7 +80,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if err != nil {
 		return "", err
 	}
-	if err := t.store.Put(ctx, []Entry{{Key: recordName(tk, text), Value: blob, TTL: c.Retention}}); err != nil {
+	if err := t.store.Put(ctx, []Entry{{Key: recordName(tk, text), Value: blob, TTL: ttl}}); err != nil {
 		return "", unavailable("store", err)
 	}
 	return text, nil

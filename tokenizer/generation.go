@@ -81,7 +81,7 @@ func (t *Tokenizer) RotateIfOlder(ctx context.Context, tenant string, maxAge tim
 		if err != nil {
 			return false, 0, err
 		}
-		if t.now().Sub(blob.created) < maxAge {
+		if !blob.created.IsZero() && t.now().Sub(blob.created) < maxAge {
 			return false, cur, nil
 		}
 	}

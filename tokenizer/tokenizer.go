@@ -182,14 +182,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	if len(work) == 0 {
 		return results, nil
 	}
-	tk, err := t.keys.tenant(ctx, tenant, true)
-	if err != nil {
-		return nil, err
-	}
-	tk.mu.Lock()
-	gen := tk.current // rotate and refreshCurrent write it under tk.mu
-	tk.mu.Unlock()
-	dek, err := t.keys.dek(ctx, tk, gen)
+	tk, gen, dek, err := t.currentKey(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -321,6 +314,28 @@ func parallel(n int, fn func(lo, hi int)) {
 		}(lo, min(lo+chunk, n))
 	}
 	wg.Wait()
+}
+
+// currentKey returns the tenant's keys, creating them on first use, and
+// its current generation with that generation's DEK. A destroyed current
+// generation (a store restored from a backup taken before a rotation) is
+// an outage to fix by rotating, not a missing token.
+func (t *Tokenizer) currentKey(ctx context.Context, tenant string) (*tenantKeys, uint32, *macKey, error) {
+	tk, err := t.keys.tenant(ctx, tenant, true)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	tk.mu.Lock()
+	gen := tk.current // rotate and refreshCurrent write it under tk.mu
+	tk.mu.Unlock()
+	dek, err := t.keys.dek(ctx, tk, gen)
+	if errors.Is(err, ErrKeyDestroyed) {
+		return nil, 0, nil, fmt.Errorf("%w: tenant %s: current generation %d: %w; rotate to a new one", ErrUnavailable, tenant, gen, ErrKeyDestroyed)
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	return tk, gen, dek, nil
 }
 
 // claimIdempotent records the freshly minted random tokens under their

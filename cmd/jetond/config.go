@@ -30,6 +30,7 @@ type Config struct {
 	Log        LogConfig      `yaml:"log"`
 	Metrics    MetricsConfig  `yaml:"metrics"`
 	Health     HealthConfig   `yaml:"health"`
+	Rotation   RotationConfig `yaml:"rotation"`
 	// KeyRefresh bounds how stale a replica's view of key generations is.
 	KeyRefresh time.Duration `yaml:"key_refresh"`
 }
@@ -106,6 +107,15 @@ type AuditConfig struct {
 type MetricsConfig struct {
 	// Addr is host:port; 127.0.0.1:9090 when empty.
 	Addr string `yaml:"addr"`
+}
+
+// RotationConfig schedules new data-key generations: every tenant of the
+// policy gets a new generation once its current one is Every old. Zero
+// turns scheduled rotation off. Every replica may run it; one wins.
+type RotationConfig struct {
+	Every time.Duration `yaml:"every"`
+	// Check is how often the age is checked; an hour if zero.
+	Check time.Duration `yaml:"check"`
 }
 
 // HealthConfig sets how often readiness probes Redis, Vault and the audit
@@ -219,6 +229,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.MaxFileBytes < 0 {
 		return errors.New("audit.max_file_bytes must not be negative")
+	}
+	if c.Rotation.Every < 0 || c.Rotation.Check < 0 {
+		return errors.New("rotation.every and rotation.check must not be negative")
 	}
 	if c.Health.Interval < 0 {
 		return errors.New("health.interval must not be negative")

@@ -150,6 +150,8 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	}
 	ml.serve(log)
 	closers = append(closers, ml.close)
+	closers = append(closers, startRotation(tok, func() []string { return srv.Policy().Tenants() },
+		cfg.Rotation.Every, cfg.Rotation.Check, log))
 	a = &app{srv: srv, tok: tok, log: log, closers: closers}
 	a.reload = func() error {
 		p, err := server.LoadPolicy(cfg.PolicyFile, names)
