@@ -117,14 +117,31 @@ func (c *Client) Rewrap(ctx context.Context, progress func(done, total int64)) (
 // counts and names, never a value or a token.
 type Stats struct {
 	Tenants []TenantStats
-	// SuspendedIdentities are the identities suspended by their budgets.
+	// SuspendedIdentities are the identities suspended by their budgets
+	// or by a canary.
 	SuspendedIdentities []string
+	// Budgets is the budget use of each identity with a budget that reads
+	// one of the caller's tenants, sorted by identity.
+	Budgets []BudgetUsage
+}
+
+// BudgetUsage is one identity's use of its budget in its current window.
+type BudgetUsage struct {
+	Identity string
+	// Distinct is the distinct records the identity looked up within its
+	// window; DistinctLimit its budget of them, zero if unbounded.
+	Distinct      int64
+	DistinctLimit int64
+	// Refusals counts its refused calls in the current refusal window.
+	Refusals  int64
+	Suspended bool
 }
 
 // TenantStats counts one tenant's records.
 type TenantStats struct {
 	Tenant string
-	// RecordsByClass is empty unless the server counts by class.
+	// RecordsByClass counts the records by field class; records stored
+	// before the server recorded their class count under "unknown".
 	RecordsByClass map[string]int64
 	Generations    []GenerationStats
 }
@@ -150,6 +167,12 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 			ts.Generations = append(ts.Generations, GenerationStats{Generation: g.GetGeneration(), Records: g.GetRecords(), Current: g.GetCurrent()})
 		}
 		out.Tenants = append(out.Tenants, ts)
+	}
+	for _, b := range resp.GetBudgets() {
+		out.Budgets = append(out.Budgets, BudgetUsage{
+			Identity: b.GetIdentity(), Distinct: b.GetDistinct(), DistinctLimit: b.GetDistinctLimit(),
+			Refusals: b.GetRefusals(), Suspended: b.GetSuspended(),
+		})
 	}
 	return out, nil
 }

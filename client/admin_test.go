@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -77,8 +78,12 @@ func (a *adminStub) Rewrap(_ *jetonv1.RewrapRequest, st jetonv1.Admin_RewrapServ
 func (a *adminStub) Stats(context.Context, *jetonv1.StatsRequest) (*jetonv1.StatsResponse, error) {
 	return &jetonv1.StatsResponse{
 		Tenants: []*jetonv1.TenantStats{{Tenant: "demo", Generations: []*jetonv1.GenerationStats{
-			{Generation: 1, Records: 3}, {Generation: 2, Records: 1, Current: true}}}},
+			{Generation: 1, Records: 3}, {Generation: 2, Records: 1, Current: true}},
+			RecordsByClass: map[string]int64{"name": 3, "unknown": 1}}},
 		SuspendedIdentities: []string{"spiffe://jeton.dev/ttp/greedy"},
+		Budgets: []*jetonv1.BudgetUsage{
+			{Identity: "spiffe://jeton.dev/ttp/greedy", Distinct: 7, DistinctLimit: 7, Refusals: 2, Suspended: true},
+			{Identity: "spiffe://jeton.dev/ttp/modest", Distinct: 1, DistinctLimit: 0}},
 	}, a.enter("Stats")
 }
 
@@ -117,6 +122,16 @@ func TestAdminCalls(t *testing.T) {
 		st.Tenants[0].Generations[1] != (client.GenerationStats{Generation: 2, Records: 1, Current: true}) ||
 		!slices.Equal(st.SuspendedIdentities, []string{"spiffe://jeton.dev/ttp/greedy"}) {
 		t.Errorf("Stats = %+v, %v", st, err)
+	}
+	if st != nil && len(st.Tenants) == 1 && !maps.Equal(st.Tenants[0].RecordsByClass, map[string]int64{"name": 3, "unknown": 1}) {
+		t.Errorf("Stats records by class = %v", st.Tenants[0].RecordsByClass)
+	}
+	wantBudgets := []client.BudgetUsage{
+		{Identity: "spiffe://jeton.dev/ttp/greedy", Distinct: 7, DistinctLimit: 7, Refusals: 2, Suspended: true},
+		{Identity: "spiffe://jeton.dev/ttp/modest", Distinct: 1},
+	}
+	if st != nil && !slices.Equal(st.Budgets, wantBudgets) {
+		t.Errorf("Stats budgets = %+v; want %+v", st.Budgets, wantBudgets)
 	}
 	if g, err := c.RotateGeneration(ctx, "demo"); err != nil || g != 2 {
 		t.Errorf("RotateGeneration = %d, %v; want 2", g, err)

@@ -169,6 +169,12 @@ func TestPurposeRules(t *testing.T) {
 				if out != nil {
 					t.Fatal("a refused call returned results")
 				}
+				// A request malformed on its face is refused by the
+				// validator before the handler; the others are audited.
+				recs := e.audit.records()
+				if tt.req.Purpose != "" && (len(recs) != before+1 || recs[len(recs)-1].Outcome != "failed") {
+					t.Error("the refused call was not audited as failed")
+				}
 				return
 			}
 			for i, r := range out.Results {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -325,14 +326,12 @@ func (as *adminService) Rewrap(_ *jetonv1.RewrapRequest, stream jetonv1.Admin_Re
 }
 
 // Stats reports, for each tenant the custodian administers, its record
-// count per generation, and the suspended identities. It never reports a
-// value or a token. Its cost grows with the tenants' data (see
-// tokenizer.Stats): it runs under the caller's deadline.
-//
-// records_by_class stays empty: a record's class is sealed inside it and
-// its token, never stored in the clear, and counting by class would mean
-// revealing records or storing more about them. The per-generation counts
-// add up to the tenant's total.
+// count per generation and per field class, the suspended identities, and
+// the budget use of every identity with a budget that reads one of those
+// tenants. It never reports a value or a token: the class of a record is
+// read from its envelope's clear header (see tokenizer.Stats), and records
+// sealed before the header carried it count as "unknown". Its cost grows
+// with the tenants' data: it runs under the caller's deadline.
 func (as *adminService) Stats(ctx context.Context, _ *jetonv1.StatsRequest) (*jetonv1.StatsResponse, error) {
 	c, err := as.admin(ctx, "Stats", "")
 	if err != nil {
@@ -341,16 +340,22 @@ func (as *adminService) Stats(ctx context.Context, _ *jetonv1.StatsRequest) (*je
 	tenants := slices.Sorted(slices.Values(c.p.Tenants))
 	c.detail = "tenants=" + strconv.Itoa(len(tenants))
 	stats, err := as.s.tok.Stats(ctx, tenants)
-	var suspended []string
+	var (
+		suspended []string
+		budgets   []*jetonv1.BudgetUsage
+	)
 	if err == nil {
 		suspended, err = as.s.suspendedIdentities(ctx)
+	}
+	if err == nil {
+		budgets, err = as.s.budgetUsage(ctx, c.p)
 	}
 	if err := c.done(err, ""); err != nil {
 		return nil, err
 	}
-	resp := &jetonv1.StatsResponse{SuspendedIdentities: suspended}
+	resp := &jetonv1.StatsResponse{SuspendedIdentities: suspended, Budgets: budgets}
 	for _, st := range stats {
-		ts := &jetonv1.TenantStats{Tenant: st.Tenant}
+		ts := &jetonv1.TenantStats{Tenant: st.Tenant, RecordsByClass: st.RecordsByClass}
 		for _, g := range st.Generations {
 			ts.Generations = append(ts.Generations, &jetonv1.GenerationStats{Generation: g.Generation, Records: g.Records, Current: g.Current})
 		}
@@ -360,8 +365,7 @@ func (as *adminService) Stats(ctx context.Context, _ *jetonv1.StatsRequest) (*je
 }
 
 // suspendedIdentities lists the identities the budget limiter has
-// suspended, sorted. Budget usage per identity is not reported: the
-// limiter exposes no read of it yet; add it here when it does.
+// suspended, sorted.
 func (s *Server) suspendedIdentities(ctx context.Context) ([]string, error) {
 	if s.budgets == nil {
 		return nil, nil
@@ -372,4 +376,30 @@ func (s *Server) suspendedIdentities(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(ids)
 	return ids, nil
+}
+
+// budgetUsage reports, sorted by identity, the budget use of every
+// identity of the policy that has a budget and shares a tenant with
+// custodian: one read of the limiter per identity.
+func (s *Server) budgetUsage(ctx context.Context, custodian *Principal) ([]*jetonv1.BudgetUsage, error) {
+	if s.budgets == nil {
+		return nil, nil
+	}
+	pol := s.policy()
+	var out []*jetonv1.BudgetUsage
+	for _, id := range slices.Sorted(maps.Keys(pol.principals)) {
+		p := pol.principals[id]
+		if p.Budget.IsZero() || !slices.ContainsFunc(p.Tenants, custodian.HasTenant) {
+			continue
+		}
+		u, err := s.budgets.Usage(ctx, id, p.Budget)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &jetonv1.BudgetUsage{
+			Identity: id, Distinct: int64(u.Distinct), DistinctLimit: int64(u.DistinctLimit),
+			Refusals: int64(u.Refusals), Suspended: u.Suspended,
+		})
+	}
+	return out, nil
 }

@@ -11,6 +11,17 @@ import (
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
+// coversTenants reports whether custodian administers every tenant of
+// target, so that lifting target's suspension is its business.
+func coversTenants(custodian, target *Principal) bool {
+	for _, t := range target.Tenants {
+		if !custodian.HasTenant(t) {
+			return false
+		}
+	}
+	return true
+}
+
 // Item outcome of a MintCanary audit record.
 const outcomeCanaryMinted = "canary_minted"
 
@@ -25,13 +36,20 @@ func (as *adminService) ReinstateIdentity(ctx context.Context, req *jetonv1.Rein
 		return nil, rpcError(denied("identity may not administer"))
 	}
 	id := req.GetIdentity()
+	target, known := s.policy().Principal(id)
 	switch {
 	case id == "":
 		return nil, rpcError(invalid("identity is required"))
-	case len(id) > 1024:
-		return nil, rpcError(invalid("identity is too long"))
+	case !known:
+		// Only identities the policy names can be suspended; refusing the
+		// others first keeps arbitrary request text out of the records.
+		return nil, rpcError(invalid("identity is not in the policy"))
 	case id == p.ID:
 		return nil, rpcError(denied("an identity cannot reinstate itself"))
+	case !coversTenants(p, target):
+		return nil, rpcError(denied("identity reads tenants this custodian does not administer"))
+	case req.GetReason() == "" || !utf8.ValidString(req.GetReason()):
+		return nil, rpcError(invalid("reason is required"))
 	}
 	rec := audit.Record{
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: "ReinstateIdentity",

@@ -53,6 +53,40 @@ func (s *Server) admit(ctx context.Context, p *Principal, method string, items i
 	return err
 }
 
+// admitDeterministic bounds how fast a sponsor can use deterministic
+// classes as an oracle ("is this phone number tokenized, and as what?"):
+// the items of deterministic classes spend the identity's budget rate and
+// batch cap, in a bucket of their own. Random items are no oracle and cost
+// nothing. An identity without a budget is bounded by MaxBatch only.
+func (s *Server) admitDeterministic(ctx context.Context, p *Principal, items []tokenizer.Item) error {
+	if p.Budget.Rate == 0 && p.Budget.MaxBatch == 0 {
+		return nil
+	}
+	n := 0
+	for _, it := range items {
+		if c, ok := s.tok.Class(it.Class); ok && c.Kind == tokenizer.KindDeterministic {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	lim := budget.Limits{MaxBatch: p.Budget.MaxBatch, Rate: p.Budget.Rate, Burst: p.Budget.Burst}
+	// The rate costs one token per lookup; these lookups name nothing, as
+	// no distinct budget applies to tokenizing.
+	err := s.budgets.Reserve(ctx, budget.Request{Identity: "tokenize-deterministic\x00" + p.ID, Limits: lim, Items: n, Lookups: make([]string, n)})
+	var ex *budget.ExceededError
+	switch {
+	case err == nil:
+	case errors.As(err, &ex):
+		s.alerts.refusals.WithLabelValues(string(ex.Limit)).Inc()
+		s.alerts.raise(ctx, slog.LevelWarn, AlertBudgetExceeded, p.ID, "limit", string(ex.Limit), "method", "Tokenize")
+	default:
+		s.log.ErrorContext(ctx, "budget check failed; tokenize refused", "identity", p.ID, "error", err)
+	}
+	return err
+}
+
 // suspendedNow reports a suspension that just took effect.
 func (s *Server) suspendedNow(ctx context.Context, identity, reason string) {
 	s.alerts.suspensions.Inc()

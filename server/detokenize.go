@@ -38,18 +38,24 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	if !ok || len(p.reveal) == 0 {
 		return nil, rpcError(denied("identity may not reveal"))
 	}
+	// A refused call is audited too: an identity probing purposes or
+	// batch sizes leaves a trail, not only one that gets values.
+	refuse := func(err error) ([]*jetonv1.RevealResult, error) {
+		s.auditFailure(ctx, p, method, purpose, caseRef, err)
+		return nil, rpcError(err)
+	}
 	if purpose == "" {
-		return nil, rpcError(invalid("purpose is required"))
+		return refuse(invalid("purpose is required"))
 	}
 	pr, ok := s.policy().Purpose(purpose)
 	if !ok || !p.MayUsePurpose(purpose) {
-		return nil, rpcError(denied("purpose not permitted for this identity"))
+		return refuse(denied("purpose not permitted for this identity"))
 	}
 	if pr.CaseRefRequired && caseRef == "" {
-		return nil, rpcError(invalid("case reference is required for this purpose"))
+		return refuse(invalid("case reference is required for this purpose"))
 	}
 	if len(texts) > s.maxBatch {
-		return nil, rpcError(invalid("too many tokens in one call"))
+		return refuse(invalid("too many tokens in one call"))
 	}
 
 	results := make([]*jetonv1.RevealResult, len(texts))

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"strings"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -22,12 +23,14 @@ func certIdentity(ctx context.Context) (string, bool) {
 	return leafIdentity(info.State.VerifiedChains[0][0])
 }
 
+// A CN that looks like a URI is refused: URI identities (SPIFFE IDs) must
+// come from a URI SAN, so a certificate cannot borrow one through its CN.
 func leafIdentity(c *x509.Certificate) (string, bool) {
 	if len(c.URIs) > 0 {
 		return c.URIs[0].String(), true
 	}
-	if c.Subject.CommonName != "" {
-		return c.Subject.CommonName, true
+	if cn := c.Subject.CommonName; cn != "" && !strings.Contains(cn, ":") {
+		return cn, true
 	}
 	return "", false
 }

@@ -268,6 +268,12 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 		if p.Tokenizes() && p.Trusted() {
 			return nil, fmt.Errorf("server: policy: identities[%d] (%s) may both tokenize and reveal or administer; give the sponsor side and the trusted side separate identities", i, id.ID)
 		}
+		if len(p.reveal) > 0 && p.Admin {
+			// A custodian who could also reveal could lift its own
+			// suspension's cause, erase the trail of what it read, or act
+			// while suspended: keep the two apart.
+			return nil, fmt.Errorf("server: policy: identities[%d] (%s) may both reveal and administer; give custodians identities of their own", i, id.ID)
+		}
 		if p.Tokenizes() && len(p.Tenants) != 1 {
 			return nil, fmt.Errorf("server: policy: identities[%d].tenants must name exactly one tenant for an identity that tokenizes", i)
 		}

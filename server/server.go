@@ -31,12 +31,19 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// Connection bounds on both listeners.
+const (
+	maxConcurrentStreams = 64
+	maxConnectionAge     = 30 * time.Minute
 )
 
 // DefaultMaxBatch bounds the items of one call when the config sets none.
@@ -306,6 +313,12 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 	})
 	return []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(t.Config())),
+		// Bound what one connection can hold open, and make connections
+		// end, so that reloaded TLS material and a removed client CA apply
+		// to every caller within MaxConnectionAge.
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Stop, even after the drain times out, returns only once every
 		// handler has: the audit log is closed after Stop, and a handler
 		// still appending to it would have its reveal refused.

@@ -107,6 +107,9 @@ identities:
   - id: spiffe://jeton.dev/sponsor/other
     tenants: [other]
     roles: [sponsor-app]
+  - id: spiffe://jeton.dev/sponsor/limited
+    tenants: [demo]
+    roles: [sponsor-limited]
   - id: spiffe://jeton.dev/ttp/demo
     tenants: [demo]
     roles: [reader]
@@ -119,14 +122,23 @@ identities:
   - id: spiffe://jeton.dev/sponsor/rogue-on-ttp-ca
     tenants: [demo]
     roles: [sponsor-app]
+  - id: spiffe://jeton.dev/ttp/email-only
+    tenants: [demo]
+    roles: [email-reader]
 roles:
   sponsor-app:
     tokenize: ["*"]
+  sponsor-limited:
+    tokenize: ["*"]
+    budget: {max_batch: 20, rate: 1, burst: 20}
   reader:
     reveal: {"*": full}
     purposes: [support, vetting]
   masked-reader:
     reveal: {"*": masked}
+    purposes: [support]
+  email-reader:
+    reveal: {email: full}
     purposes: [support]
   custodian:
     admin: true

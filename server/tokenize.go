@@ -34,6 +34,9 @@ func (ts *tokenizerService) Tokenize(ctx context.Context, req *jetonv1.TokenizeR
 		}
 		allowed = append(allowed, items[i])
 	}
+	if err := ts.s.admitDeterministic(ctx, p, allowed); err != nil {
+		return nil, rpcError(err)
+	}
 	// The idempotency key is scoped to the caller, so two callers can never
 	// collide or read each other's tokens through it.
 	var idem string

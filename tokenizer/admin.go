@@ -118,7 +118,16 @@ type TenantStats struct {
 	// Unreadable instead.
 	Generations []GenerationStats
 	Unreadable  int64
+	// RecordsByClass counts the records by the field class their envelope
+	// header names; records sealed before envelopes carried the class (v1)
+	// count under UnknownClass. Unreadable records are not in it.
+	RecordsByClass map[string]int64
 }
+
+// UnknownClass is the class Stats counts a record under when its envelope
+// predates the class in the header (version 1). A configured class of that
+// name would share the count.
+const UnknownClass = "unknown"
 
 // GenerationStats is one generation and its records.
 type GenerationStats struct {
@@ -126,29 +135,32 @@ type GenerationStats struct {
 	Records int64
 }
 
-// Stats counts the records of each tenant by key generation.
+// Stats counts the records of each tenant by key generation and by field
+// class.
 //
 // Its cost grows with the data: one Store.Scan pass over the tenant's
 // records plus one batched Get per batch of keys, to read each envelope's
-// generation from its clear header; no record is decrypted and no key is
-// unwrapped. Run it under a deadline. The counts are a snapshot taken
-// while the service runs: a record written, expired or erased during the
-// scan may or may not be counted, and Redis may report a key twice if it
-// resizes its keyspace meanwhile. Records are not counted by field
-// class: the class is only inside the token and the sealed record, never
-// stored in the clear, and Stats does not reveal records to learn it.
+// generation and class from its clear header; no record is decrypted and
+// no key is unwrapped. Run it under a deadline. The counts are a snapshot
+// taken while the service runs: a record written, expired or erased during
+// the scan may or may not be counted, and Redis may report a key twice if
+// it resizes its keyspace meanwhile. The header is authenticated only when
+// a record is opened, so the counts trust it: a record whose header was
+// tampered with is counted as its header says, and never opens.
 func (t *Tokenizer) Stats(ctx context.Context, tenants []string) ([]TenantStats, error) {
 	out := make([]TenantStats, 0, len(tenants))
 	for _, tn := range tenants {
 		if err := validateName("tenant", tn); err != nil {
 			return nil, &UserError{err}
 		}
-		st := TenantStats{Tenant: tn}
+		st := TenantStats{Tenant: tn, RecordsByClass: map[string]int64{}}
 		gens, err := t.Generations(ctx, tn)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
-		byGen := map[uint32]int64{}
+		// Per generation, per class: a record of a generation the keyring
+		// does not list is unreadable, whatever its class.
+		byGen := map[uint32]map[string]int64{}
 		err = t.store.Scan(ctx, recordPrefix(tn), func(keys []string) error {
 			blobs, err := t.store.Get(ctx, keys)
 			if err != nil {
@@ -159,11 +171,18 @@ func (t *Tokenizer) Stats(ctx context.Context, tenants []string) ([]TenantStats,
 					continue // expired or erased since the scan saw it
 				}
 				st.Records++
-				if _, gen, err := envelopeHeaderOf(b); err == nil {
-					byGen[gen]++
-				} else {
+				class, gen, err := envelopeClassOf(b)
+				if err != nil {
 					st.Unreadable++
+					continue
 				}
+				if class == "" {
+					class = UnknownClass
+				}
+				if byGen[gen] == nil {
+					byGen[gen] = map[string]int64{}
+				}
+				byGen[gen][class]++
 			}
 			return nil
 		})
@@ -171,13 +190,20 @@ func (t *Tokenizer) Stats(ctx context.Context, tenants []string) ([]TenantStats,
 			return nil, unavailable("store", err)
 		}
 		for _, g := range gens {
-			st.Generations = append(st.Generations, GenerationStats{GenerationInfo: g, Records: byGen[g.Generation]})
+			var n int64
+			for class, c := range byGen[g.Generation] {
+				n += c
+				st.RecordsByClass[class] += c
+			}
+			st.Generations = append(st.Generations, GenerationStats{GenerationInfo: g, Records: n})
 			delete(byGen, g.Generation)
 		}
 		// A record naming a generation the keyring does not list cannot
 		// open: count it as unreadable rather than invent a generation.
-		for _, n := range byGen {
-			st.Unreadable += n
+		for _, classes := range byGen {
+			for _, c := range classes {
+				st.Unreadable += c
+			}
 		}
 		out = append(out, st)
 	}

@@ -246,10 +246,28 @@ func FuzzOpenEnvelope(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(other)
+	// Version 2 seeds: the same token under the v2 format, with its value
+	// and empty, and with the header's class edited.
+	v2, err := sealRecordV2(bytes.NewReader(fx.nonce), fx.dek, fx.v.Generation, fx.v.Flags, fx.tok, fx.v.Token, fx.v.Value)
+	if err != nil {
+		f.Fatal(err)
+	}
+	v2empty, err := sealRecordV2(bytes.NewReader(fx.nonce), fx.dek, 3, 0, fx.tok, fx.v.Token, "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(v2)
+	f.Add(v2empty)
+	f.Add(v2[:envelopeHeader+1+len(fx.tok.Class)])
+	f.Add(v2[:envelopeHeader+1])
+	swapped := bytes.Clone(v2)
+	copy(swapped[envelopeHeader+1:], "phone")
+	f.Add(swapped)
 	// The only blobs that may open under the fixed key and token.
-	genuine := map[string]string{string(fx.sealed): fx.v.Value, string(other): ""}
+	genuine := map[string]string{string(fx.sealed): fx.v.Value, string(other): "", string(v2): fx.v.Value, string(v2empty): ""}
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		_, _, _ = envelopeHeaderOf(blob)
+		_, _, _ = envelopeClassOf(blob)
 		v, err := openRecord(fx.dek, fx.tok, fx.v.Token, blob)
 		want, ok := genuine[string(blob)]
 		switch {

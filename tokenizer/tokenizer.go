@@ -13,12 +13,14 @@ package tokenizer
 import (
 	"context"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"runtime"
 	"slices"
@@ -140,6 +142,7 @@ type pending struct {
 	text    string
 	name    string
 	idem    string // idempotency entry name, for random items under a key
+	idemKey []byte // seals the token in that entry
 }
 
 // Tokenize mints a token for each item in tenant, creating the tenant's
@@ -216,7 +219,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	if idempotencyKey != "" {
 		for i := range work {
 			if p := &work[i]; p.class.Kind == KindRandom {
-				p.idem = idemName(tk, idempotencyKey, p.idx, p.class.Name, p.value, p.subject)
+				p.idem, p.idemKey = idemEntry(tk, idempotencyKey, p.idx, p.class.Name, p.value, p.subject)
 				idemNames = append(idemNames, p.idem)
 			}
 		}
@@ -348,7 +351,7 @@ func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []
 		if p.idem == "" || p.name == "" {
 			continue
 		}
-		blob, err := sealSmall(t.rand, tk.idem, p.idem, []byte(p.text))
+		blob, err := sealSmall(t.rand, p.idemKey, p.idem, []byte(p.text))
 		if err != nil {
 			return err
 		}
@@ -405,7 +408,7 @@ func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []
 // adoptIdempotent replaces p's fresh token with the one an earlier attempt
 // stored, and marks p as needing no record.
 func (t *Tokenizer) adoptIdempotent(tk *tenantKeys, p *pending, blob []byte) error {
-	text, err := openSmall(tk.idem, p.idem, blob)
+	text, err := openSmall(p.idemKey, p.idem, blob)
 	if err != nil {
 		return fmt.Errorf("tokenizer: idempotency entry does not open: %w", err)
 	}
@@ -550,19 +553,29 @@ func subjectName(tk *tenantKeys, subject string) string {
 	return "jeton:s:" + tk.name + ":" + keyedName(tk.index, "subject", subject)
 }
 
-func idemName(tk *tenantKeys, key string, idx int, class, value, subject string) string {
-	m := tk.index.get()
-	defer tk.index.put(m)
-	for _, f := range []string{"idempotency", key, class, value, subject} {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+// idemEntry names a random item's idempotency entry and derives the key
+// that seals the token in it. Both are MACs over everything a retry
+// resends (the caller's key, the item's position, class, value and
+// subject), so the entry opens only for a caller who holds the value: the
+// tenant's keys alone, even with the KEK, cannot turn the entries of a
+// store dump into tokens.
+func idemEntry(tk *tenantKeys, key string, idx int, class, value, subject string) (name string, sealKey []byte) {
+	sum := func(m hash.Hash, domain string) []byte {
+		for _, f := range []string{domain, key, class, value, subject} {
+			var n [4]byte
+			binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+			m.Write(n[:])
+			m.Write([]byte(f))
+		}
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(idx))
 		m.Write(n[:])
-		m.Write([]byte(f))
+		return m.Sum(nil)
 	}
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(idx))
-	m.Write(n[:])
-	return "jeton:i:" + tk.name + ":" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:20])
+	m := tk.index.get()
+	name = "jeton:i:" + tk.name + ":" + base64.RawURLEncoding.EncodeToString(sum(m, "idempotency")[:20])
+	tk.index.put(m)
+	return name, sum(hmac.New(sha256.New, tk.idem), "idempotency-seal")
 }
 
 func keyedName(key *macKey, domain, s string) string {

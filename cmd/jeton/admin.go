@@ -262,6 +262,17 @@ func adminStats(fs *flag.FlagSet) (func([]string) error, func(context.Context, *
 		for _, id := range st.SuspendedIdentities {
 			fmt.Fprintf(e.stdout, "suspended %s\n", id)
 		}
+		for _, u := range st.Budgets {
+			line := fmt.Sprintf("budget %s distinct %d", u.Identity, u.Distinct)
+			if u.DistinctLimit > 0 {
+				line += fmt.Sprintf(" of %d", u.DistinctLimit)
+			}
+			line += fmt.Sprintf(" refusals %d", u.Refusals)
+			if u.Suspended {
+				line += " suspended"
+			}
+			fmt.Fprintln(e.stdout, line)
+		}
 		return nil
 	}
 }

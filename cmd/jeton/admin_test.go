@@ -31,6 +31,7 @@ roles:
   reader:
     reveal: {"*": full}
     purposes: [support]
+    budget: {distinct: 100}
   custodian:
     admin: true
 purposes:
@@ -154,7 +155,9 @@ func TestAdminCommands(t *testing.T) {
 		wantIn   []string // substrings of stdout
 		wantErr  string
 	}{
-		{"stats", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 4 current\n", nil, ""},
+		{"stats", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 4 current\n" +
+			"tenant demo class email records 1\ntenant demo class name records 3\n" +
+			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
 		{"not a custodian", reader, "", []string{"stats"}, exitRPC, "", nil, "jeton: admin stats: client: PermissionDenied: identity may not administer"},
 		{"erase tokens from args", custodian, "", []string{"erase-tokens", "--reason", "ticket-1", toks[2]}, exitOK, "1\n", nil, ""},
 		{"erase tokens from stdin", custodian, toks[2] + "\n" + toks[3] + "\n\n", []string{"erase-tokens", "--reason", "ticket-1"}, exitOK, "1\n", nil, ""},
@@ -175,7 +178,8 @@ func TestAdminCommands(t *testing.T) {
 			exitUsage, "", nil, "--confirm must repeat the tenant name exactly"},
 		// The canary is the only record left.
 		{"purge", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "demo", "--reason", "ticket-4"}, exitOK, "1\n", nil, ""},
-		{"stats after purge", custodian, "", []string{"stats"}, exitOK, "tenant demo generations 0\n", nil, ""},
+		{"stats after purge", custodian, "", []string{"stats"}, exitOK, "tenant demo generations 0\n" +
+			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
 		{"unknown subcommand", custodian, "", []string{"erase-everything"}, exitUsage, "", nil, `unknown subcommand "erase-everything"`},
 	}
 	for _, tt := range tests {
@@ -228,12 +232,18 @@ func TestAdminStatsJSON(t *testing.T) {
 	got := jeton(t, custodian, "", "admin", "stats", "--json")
 	var st struct {
 		Tenants []struct {
-			Tenant      string
-			Generations []struct {
+			Tenant         string
+			RecordsByClass map[string]int64
+			Generations    []struct {
 				Generation uint32
 				Records    int64
 				Current    bool
 			}
+		}
+		Budgets []struct {
+			Identity      string
+			Distinct      int64
+			DistinctLimit int64
 		}
 	}
 	if err := json.Unmarshal([]byte(got.stdout), &st); err != nil {
@@ -242,5 +252,11 @@ func TestAdminStatsJSON(t *testing.T) {
 	if len(st.Tenants) != 1 || st.Tenants[0].Tenant != "demo" || len(st.Tenants[0].Generations) != 1 ||
 		st.Tenants[0].Generations[0].Records != 2 || !st.Tenants[0].Generations[0].Current {
 		t.Errorf("stats = %+v; want demo with 2 records in current generation 1", st)
+	}
+	if len(st.Tenants) == 1 && (len(st.Tenants[0].RecordsByClass) != 1 || st.Tenants[0].RecordsByClass["name"] != 2) {
+		t.Errorf("records by class = %v; want name: 2", st.Tenants[0].RecordsByClass)
+	}
+	if len(st.Budgets) != 1 || st.Budgets[0].Identity != "spiffe://jeton.dev/ttp/demo" || st.Budgets[0].DistinctLimit != 100 {
+		t.Errorf("budgets = %+v; want the reader's, limit 100", st.Budgets)
 	}
 }

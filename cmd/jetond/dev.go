@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/netip"
@@ -39,9 +40,14 @@ identities:
 roles:
   sponsor-app:
     tokenize: ["*"]
+    # Deterministic classes are an oracle: bound how fast they are used.
+    budget: {max_batch: 10000, rate: 1000, burst: 10000}
   ttp-reader:
     reveal: {"*": full}
     purposes: [support, vetting]
+    # Bulk extraction is bounded: per call, per second, and in distinct
+    # records a day; the third refusal in a window suspends the identity.
+    budget: {max_batch: 1000, rate: 100, burst: 1000, distinct: 10000, window: 24h, suspend_after: 3}
   custodian:
     admin: true
 purposes:
@@ -117,6 +123,12 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 	}
 	alog, err := audit.Open(audit.Config{Dir: auditDir, Key: auditKey, Logger: log})
 	if err != nil {
+		return nil, err
+	}
+	// Dev only: the verifier needs the key, and this one dies with the
+	// process anyway. In production it never leaves the key hierarchy.
+	if err := os.WriteFile(filepath.Join(o.dir, "audit.key"), []byte(hex.EncodeToString(auditKey)+"\n"), 0o600); err != nil {
+		alog.Close()
 		return nil, err
 	}
 
@@ -195,11 +207,14 @@ TOKEN=$(%s tokenize --addr %s --cacert %s --cert %s --key %s --class email anne.
 echo "$TOKEN"
 # Reveal it as a TTP system, on the trusted listener, stating a purpose:
 %s detokenize --addr %s --cacert %s --cert %s --key %s --purpose support "$TOKEN"
+# Check the audit log, which recorded that reveal before answering it:
+%s audit verify --key-file %s %s
 %s
 `, public, trusted, filepath.Join(rel(dir), "audit"),
 		commandsBegin,
 		cli, public, rel(b.ServerCA), rel(b.SponsorCert), rel(b.SponsorKey),
 		cli, trusted, rel(b.ServerCA), rel(b.TTPCert), rel(b.TTPKey),
+		cli, filepath.Join(rel(dir), "audit.key"), filepath.Join(rel(dir), "audit"),
 		commandsEnd)
 	fmt.Fprintf(w, "# The trusted listener serves reflection (make tools installs grpcurl):\n#   .tools/bin/grpcurl -cacert %s -cert %s -key %s %s list\n\n",
 		rel(b.ServerCA), rel(b.TTPCert), rel(b.TTPKey), trusted)

@@ -76,8 +76,9 @@ func TestDevModeCommandsWorkAsPrinted(t *testing.T) {
 		t.Fatalf("printed commands failed: %v\n%s\njetond stderr:\n%s", err, out, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "tok_email_demo_") || lines[1] != "anne.dupont@example.org" {
-		t.Fatalf("printed commands printed %d lines; want a token, then the value back", len(lines))
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "tok_email_demo_") || lines[1] != "anne.dupont@example.org" ||
+		!strings.HasPrefix(lines[2], "ok: ") {
+		t.Fatalf("printed commands printed %d lines; want a token, the value back, then a verified audit log", len(lines))
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

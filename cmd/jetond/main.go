@@ -55,12 +55,24 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	metricsAddr := fs.String("metrics-addr", defaultDevMetricsAddr, "dev mode: metrics, liveness and readiness (HTTP) address")
 	configPath := fs.String("config", "", "production configuration file (YAML)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
+	auditKeyOut := fs.String("audit-key-out", "", "with --config: write the audit log's MAC key (hex, mode 0600) to `file` for jeton audit verify, then exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *dev == (*configPath != "") {
 		fmt.Fprintln(stderr, "jetond: give exactly one of --dev or --config FILE")
 		return 2
+	}
+	if *auditKeyOut != "" {
+		if *dev {
+			fmt.Fprintln(stderr, "jetond: --audit-key-out goes with --config; dev mode writes audit.key into --dev-dir")
+			return 2
+		}
+		if err := exportAuditKey(context.Background(), *configPath, *auditKeyOut, getenv, stderr); err != nil {
+			fmt.Fprintf(stderr, "jetond: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

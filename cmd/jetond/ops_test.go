@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -511,6 +512,22 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 	if okReveals != revealsOK.Load() {
 		t.Errorf("audit log holds %d OK Detokenize records; clients got %d OK reveals", okReveals, revealsOK.Load())
+	}
+
+	// An operator gets the same key with jetond --audit-key-out, for
+	// jeton audit verify on another machine.
+	keyFile := filepath.Join(t.TempDir(), "audit.key")
+	export := exec.Command(jetondBinary(t), "--config", e.cfgPath, "--audit-key-out", keyFile)
+	export.Env = append(os.Environ(), "VAULT_ADDR="+e.vault.Addr, "VAULT_TOKEN="+e.token)
+	out, err := export.CombinedOutput()
+	if err != nil {
+		t.Fatalf("jetond --audit-key-out: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(keyFile); err != nil || strings.TrimSpace(string(b)) != hex.EncodeToString(key) {
+		t.Fatalf("the exported audit key differs from the key hierarchy's: %v", err)
+	}
+	if st, _ := os.Stat(keyFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("audit key file mode %v, want 0600", st.Mode().Perm())
 	}
 
 	// Every token minted with an OK is stored: a new jetond reveals it.

@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/audit"
@@ -35,10 +38,6 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	if err != nil {
 		return nil, err
 	}
-	classes, err := cfg.classes()
-	if err != nil {
-		return nil, err
-	}
 	obs, err := newObservability()
 	if err != nil {
 		return nil, err
@@ -52,50 +51,12 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		}
 	}()
 
-	// Redis.
-	redisTLS, err := cfg.Redis.TLS.config()
-	if err != nil {
-		return nil, fmt.Errorf("redis.tls: %w", err)
-	}
-	rc, err := redisstore.NewClient(redisstore.Config{
-		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster,
-		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, TLS: redisTLS,
-		DialTimeout: cfg.Redis.Timeout, ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	closers = append(closers, rc.Close)
-	store := redisstore.New(rc)
-	pctx, cancel := context.WithTimeout(ctx, startupTimeout)
-	err = store.Ping(pctx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("redis at %v is unreachable, refusing to start: %w", cfg.Redis.Addrs, err)
-	}
-
-	// Vault: address, token and TLS come from the standard VAULT_*
-	// variables, read by the Vault client itself.
-	vc, err := vault.NewClient(vault.DefaultConfig())
-	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
-	}
-	var ar *vaultkeys.AppRole
-	if cfg.Vault.AppRole.RoleID != "" {
-		ar = &vaultkeys.AppRole{MountPath: cfg.Vault.AppRole.Mount, RoleID: cfg.Vault.AppRole.RoleID, SecretIDFile: cfg.Vault.AppRole.SecretIDFile}
-	}
-	vctx, cancel := context.WithTimeout(ctx, startupTimeout)
-	km, err := vaultkeys.New(vctx, vc, vaultkeys.Config{Mount: cfg.Vault.Mount, Key: cfg.Vault.Key, AppRole: ar, Logger: log})
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("vault, refusing to start: %w", err)
-	}
-	closers = append(closers, func() error { km.Close(); return nil })
-
-	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh, Observer: obs.metrics})
+	b, err := openBackends(ctx, cfg, log, obs.metrics)
 	if err != nil {
 		return nil, err
 	}
+	closers = append(closers, b.closers...)
+	rc, store, km, tok := b.rc, b.store, b.km, b.tok
 	names := classNames(tok)
 	pol, err := server.LoadPolicy(cfg.PolicyFile, names)
 	if err != nil {
@@ -189,4 +150,107 @@ func (c ClientTLS) config() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// backends are what jetond reaches over the network: Redis and Vault, and
+// the tokenizer built on them.
+type backends struct {
+	rc      redis.UniversalClient
+	store   *redisstore.Store
+	km      *vaultkeys.Manager
+	tok     *tokenizer.Tokenizer
+	closers []func() error
+}
+
+// openBackends connects to Redis and Vault and checks both, so jetond
+// refuses to start rather than serve without them.
+func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, obs tokenizer.Observer) (b *backends, err error) {
+	b = &backends{}
+	defer func() {
+		if err != nil {
+			for i := len(b.closers) - 1; i >= 0; i-- {
+				_ = b.closers[i]()
+			}
+		}
+	}()
+	classes, err := cfg.classes()
+	if err != nil {
+		return nil, err
+	}
+	// Redis.
+	redisTLS, err := cfg.Redis.TLS.config()
+	if err != nil {
+		return nil, fmt.Errorf("redis.tls: %w", err)
+	}
+	rc, err := redisstore.NewClient(redisstore.Config{
+		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster,
+		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, TLS: redisTLS,
+		DialTimeout: cfg.Redis.Timeout, ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	b.closers = append(b.closers, rc.Close)
+	store := redisstore.New(rc)
+	pctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	err = store.Ping(pctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("redis at %v is unreachable, refusing to start: %w", cfg.Redis.Addrs, err)
+	}
+
+	// Vault: address, token and TLS come from the standard VAULT_*
+	// variables, read by the Vault client itself.
+	vc, err := vault.NewClient(vault.DefaultConfig())
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	var ar *vaultkeys.AppRole
+	if cfg.Vault.AppRole.RoleID != "" {
+		ar = &vaultkeys.AppRole{MountPath: cfg.Vault.AppRole.Mount, RoleID: cfg.Vault.AppRole.RoleID, SecretIDFile: cfg.Vault.AppRole.SecretIDFile}
+	}
+	vctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	km, err := vaultkeys.New(vctx, vc, vaultkeys.Config{Mount: cfg.Vault.Mount, Key: cfg.Vault.Key, AppRole: ar, Logger: log})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("vault, refusing to start: %w", err)
+	}
+	b.closers = append(b.closers, func() error { km.Close(); return nil })
+
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh, Observer: obs})
+	if err != nil {
+		return nil, err
+	}
+	b.rc, b.store, b.km, b.tok = rc, store, km, tok
+	return b, nil
+}
+
+// exportAuditKey writes the audit log's MAC key, in hex, to path (mode
+// 0600) for `jeton audit verify --key-file`. The key is derived from the
+// key hierarchy, so this takes jetond's own Redis and Vault access.
+func exportAuditKey(ctx context.Context, configPath, path string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := LoadConfig(configPath, getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	b, err := openBackends(ctx, cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for i := len(b.closers) - 1; i >= 0; i-- {
+			_ = b.closers[i]()
+		}
+	}()
+	kctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	key, err := b.tok.DeriveKey(kctx, "audit")
+	if err != nil {
+		return fmt.Errorf("deriving the audit key: %w", err)
+	}
+	return os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600)
 }

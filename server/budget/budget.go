@@ -182,6 +182,7 @@ type backend interface {
 	suspend(ctx context.Context, key, identity, reason string, now int64) (bool, error)
 	reinstate(ctx context.Context, key string) (bool, error)
 	suspended(ctx context.Context) ([]string, error)
+	usage(ctx context.Context, key string, window, now int64) (Usage, error)
 }
 
 // Limiter admits or refuses reveal calls. It is safe for concurrent use.
@@ -226,6 +227,40 @@ func (l *Limiter) Reinstate(ctx context.Context, identity string) (bool, error) 
 // Suspended lists the suspended identities, sorted.
 func (l *Limiter) Suspended(ctx context.Context) ([]string, error) {
 	return l.b.suspended(ctx)
+}
+
+// Usage is how much of its budget an identity has used, as counted now.
+// It holds counts, never a token hash.
+type Usage struct {
+	// Distinct is the number of distinct records the identity looked up
+	// within the window ending now: the count its distinct budget is
+	// checked against. Lookups are recorded only while a distinct budget
+	// is set.
+	Distinct int
+	// DistinctLimit is the distinct budget of the limits asked about; zero
+	// means none.
+	DistinctLimit int
+	// Refusals counts the identity's refused calls since the first refusal
+	// of the current refusal window; zero once that window has passed or
+	// the identity was reinstated, and reset when a refusal suspends it.
+	Refusals int
+	// Suspended is set while the identity is suspended.
+	Suspended bool
+}
+
+// Usage reads identity's budget use under limits, which give the window
+// and the distinct budget. It changes nothing: no window is trimmed and
+// nothing is counted. ErrUnavailable, wrapped, means the store failed.
+func (l *Limiter) Usage(ctx context.Context, identity string, limits Limits) (Usage, error) {
+	if err := limits.Validate(); err != nil {
+		return Usage{}, err
+	}
+	u, err := l.b.usage(ctx, Key(identity), limits.window().Milliseconds(), l.nowMS())
+	if err != nil {
+		return Usage{}, err
+	}
+	u.DistinctLimit = limits.Distinct
+	return u, nil
 }
 
 // nowMS is the injected clock in Unix milliseconds, or -1 to let the

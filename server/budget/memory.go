@@ -137,3 +137,27 @@ func (m *memoryBackend) suspended(context.Context) ([]string, error) {
 	slices.Sort(out)
 	return out, nil
 }
+
+func (m *memoryBackend) usage(_ context.Context, key string, window, now int64) (Usage, error) {
+	if now < 0 {
+		now = time.Now().UnixMilli()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var u Usage
+	s := m.ids[key]
+	if s == nil {
+		return u, nil
+	}
+	// The same window as reserve's: a lookup counts while at > now-window.
+	for _, at := range s.seen {
+		if at > now-window {
+			u.Distinct++
+		}
+	}
+	if s.refusals > 0 && now < s.refUntil {
+		u.Refusals = s.refusals
+	}
+	u.Suspended = s.susp != nil
+	return u, nil
+}

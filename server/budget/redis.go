@@ -123,6 +123,23 @@ redis.call('HSET', KEYS[1], 'identity', ARGV[2], 'reason', ARGV[3], 'at', now)
 return 1
 `)
 
+// usageScript reads one identity's counters in one step, so that the
+// three agree. It changes nothing. KEYS: susp, seen, refusals; ARGV: now_ms
+// (-1: TIME), window_ms. It returns {distinct, refusals, suspended}, the
+// distinct count being of the lookups reserveScript would still count:
+// scored after now - window.
+var usageScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local window = tonumber(ARGV[2])
+local distinct = redis.call('ZCOUNT', KEYS[2], '(' .. (now - window), '+inf')
+local refusals = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {distinct, refusals, redis.call('EXISTS', KEYS[1])}
+`)
+
 // suspPattern matches every suspension key.
 const suspPattern = "jeton:susp:*"
 
@@ -224,4 +241,16 @@ func (r *redisBackend) suspended(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+func (r *redisBackend) usage(ctx context.Context, key string, window, now int64) (Usage, error) {
+	keys := []string{suspKey(key), seenKey(key), refusalsKey(key)}
+	res, err := usageScript.Run(ctx, r.c, keys, now, window).Int64Slice()
+	if err != nil {
+		return Usage{}, unavailable(err)
+	}
+	if len(res) != 3 {
+		return Usage{}, fmt.Errorf("%w: unexpected script reply", ErrUnavailable)
+	}
+	return Usage{Distinct: int(res[0]), Refusals: int(res[1]), Suspended: res[2] == 1}, nil
 }

@@ -2,9 +2,11 @@ package vaultkeys
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -16,11 +18,21 @@ const (
 	minLoginBackoff = time.Second
 	maxLoginBackoff = time.Minute
 	loginTimeout    = 30 * time.Second
+	// refusedRetry is how long a secret_id that Vault refused is not sent
+	// again unless it changes. Vault locks an AppRole role out after 5
+	// failed log-ins (user lockout, on by default since Vault 1.13), and
+	// then refuses even a valid secret_id for 15 minutes; logging in at
+	// every denied call would lock jetond out within a second.
+	refusedRetry = 5 * time.Minute
 )
 
 // login logs in with AppRole and installs the new token on the client. The
 // caller must hold loginMu or be New.
 func (m *Manager) login(ctx context.Context) (*api.Secret, error) {
+	fp := m.secretIDFingerprint()
+	if fp == m.refused && time.Since(m.refusedAt) < refusedRetry {
+		return nil, errors.New("vaultkeys: AppRole log-in not attempted: Vault refused this secret_id; replace it")
+	}
 	s, err := m.auth.Login(ctx, m.loginClient)
 	if err != nil {
 		var pe *fs.PathError
@@ -32,6 +44,9 @@ func (m *Manager) login(ctx context.Context) (*api.Secret, error) {
 		if errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500 &&
 			re.StatusCode != 403 && re.StatusCode != 412 && re.StatusCode != 429 {
 			// Wrong role_id or secret_id: retrying will not help.
+			m.refused, m.refusedAt = fp, time.Now()
+			m.log.Error("vault: AppRole log-in refused; not retrying until the secret_id changes",
+				"http_status", re.StatusCode, "retry_after", refusedRetry)
 			return nil, fmt.Errorf("vaultkeys: AppRole log-in refused (HTTP %d): check the role_id and secret_id", re.StatusCode)
 		}
 		return nil, classify(ctx, "AppRole log-in", err)
@@ -44,6 +59,20 @@ func (m *Manager) login(ctx context.Context) (*api.Secret, error) {
 	m.log.Info("vault: logged in with AppRole",
 		"token_ttl", time.Duration(s.Auth.LeaseDuration)*time.Second, "renewable", s.Auth.Renewable)
 	return s, nil
+}
+
+// secretIDFingerprint hashes the secret_id the next log-in will send, so a
+// refused one is not sent again; zero if the file cannot be read.
+func (m *Manager) secretIDFingerprint() [sha256.Size]byte {
+	if m.secretIDFile == "" {
+		return sha256.Sum256([]byte(m.secretID))
+	}
+	b, err := os.ReadFile(m.secretIDFile)
+	if err != nil {
+		return [sha256.Size]byte{}
+	}
+	defer clear(b)
+	return sha256.Sum256(b)
 }
 
 // relogin logs in again after a call was denied with staleToken. If another

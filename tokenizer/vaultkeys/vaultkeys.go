@@ -44,6 +44,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
@@ -110,12 +111,18 @@ type Manager struct {
 	// checked by this Manager, so NewDataKey reads their flags once.
 	ensured sync.Map
 
-	auth        *approle.AppRoleAuth
-	loginClient *api.Client
+	auth         *approle.AppRoleAuth
+	loginClient  *api.Client
+	secretID     string // AppRole.SecretID, or
+	secretIDFile string // AppRole.SecretIDFile
 
-	loginMu  sync.Mutex
-	secret   *api.Secret   // the latest log-in's auth secret; guarded by loginMu
-	loggedIn chan struct{} // tells the renewal loop that a call logged in again
+	loginMu sync.Mutex
+	secret  *api.Secret // the latest log-in's auth secret; guarded by loginMu
+	// refused is the fingerprint of the secret_id Vault last refused, at
+	// refusedAt; guarded by loginMu.
+	refused   [32]byte
+	refusedAt time.Time
+	loggedIn  chan struct{} // tells the renewal loop that a call logged in again
 
 	ctx       context.Context // cancelled by Close; parent of background work
 	cancel    context.CancelFunc
@@ -165,7 +172,7 @@ func New(ctx context.Context, client *api.Client, cfg Config) (*Manager, error) 
 		if err != nil {
 			return nil, err
 		}
-		m.auth = auth
+		m.auth, m.secretID, m.secretIDFile = auth, ar.SecretID, ar.SecretIDFile
 		// A login path needs no token, and Vault may reject the request if
 		// it carries a revoked one.
 		m.loginClient = client.WithRequestCallbacks(func(r *api.Request) { r.ClientToken = "" })

@@ -647,8 +647,11 @@ type StatsResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Tenants             []*TenantStats         `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	SuspendedIdentities []string               `protobuf:"bytes,2,rep,name=suspended_identities,json=suspendedIdentities,proto3" json:"suspended_identities,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// budgets is the usage of every identity with a budget that shares a
+	// tenant with the caller. It holds counts, never a token or a value.
+	Budgets       []*BudgetUsage `protobuf:"bytes,3,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -695,18 +698,107 @@ func (x *StatsResponse) GetSuspendedIdentities() []string {
 	return nil
 }
 
+func (x *StatsResponse) GetBudgets() []*BudgetUsage {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// BudgetUsage is one identity's budget use in its current window.
+type BudgetUsage struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// distinct is the distinct records looked up within the window.
+	Distinct int64 `protobuf:"varint,2,opt,name=distinct,proto3" json:"distinct,omitempty"`
+	// distinct_limit is the identity's distinct budget; 0 means unbounded.
+	DistinctLimit int64 `protobuf:"varint,3,opt,name=distinct_limit,json=distinctLimit,proto3" json:"distinct_limit,omitempty"`
+	// refusals counts refused calls since the window's first refusal.
+	Refusals      int64 `protobuf:"varint,4,opt,name=refusals,proto3" json:"refusals,omitempty"`
+	Suspended     bool  `protobuf:"varint,5,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetUsage) Reset() {
+	*x = BudgetUsage{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetUsage) ProtoMessage() {}
+
+func (x *BudgetUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetUsage.ProtoReflect.Descriptor instead.
+func (*BudgetUsage) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BudgetUsage) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *BudgetUsage) GetDistinct() int64 {
+	if x != nil {
+		return x.Distinct
+	}
+	return 0
+}
+
+func (x *BudgetUsage) GetDistinctLimit() int64 {
+	if x != nil {
+		return x.DistinctLimit
+	}
+	return 0
+}
+
+func (x *BudgetUsage) GetRefusals() int64 {
+	if x != nil {
+		return x.Refusals
+	}
+	return 0
+}
+
+func (x *BudgetUsage) GetSuspended() bool {
+	if x != nil {
+		return x.Suspended
+	}
+	return false
+}
+
 type TenantStats struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Tenant         string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	RecordsByClass map[string]int64       `protobuf:"bytes,2,rep,name=records_by_class,json=recordsByClass,proto3" json:"records_by_class,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	Generations    []*GenerationStats     `protobuf:"bytes,3,rep,name=generations,proto3" json:"generations,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// records_by_class counts records by field class; records sealed
+	// before the class was stored with them count under "unknown".
+	RecordsByClass map[string]int64   `protobuf:"bytes,2,rep,name=records_by_class,json=recordsByClass,proto3" json:"records_by_class,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Generations    []*GenerationStats `protobuf:"bytes,3,rep,name=generations,proto3" json:"generations,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TenantStats) Reset() {
 	*x = TenantStats{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	mi := &file_jeton_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +810,7 @@ func (x *TenantStats) String() string {
 func (*TenantStats) ProtoMessage() {}
 
 func (x *TenantStats) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	mi := &file_jeton_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +823,7 @@ func (x *TenantStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStats.ProtoReflect.Descriptor instead.
 func (*TenantStats) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TenantStats) GetTenant() string {
@@ -766,7 +858,7 @@ type GenerationStats struct {
 
 func (x *GenerationStats) Reset() {
 	*x = GenerationStats{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[15]
+	mi := &file_jeton_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +870,7 @@ func (x *GenerationStats) String() string {
 func (*GenerationStats) ProtoMessage() {}
 
 func (x *GenerationStats) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[15]
+	mi := &file_jeton_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +883,7 @@ func (x *GenerationStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationStats.ProtoReflect.Descriptor instead.
 func (*GenerationStats) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GenerationStats) GetGeneration() uint32 {
@@ -825,7 +917,7 @@ type ReinstateIdentityRequest struct {
 
 func (x *ReinstateIdentityRequest) Reset() {
 	*x = ReinstateIdentityRequest{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[16]
+	mi := &file_jeton_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +929,7 @@ func (x *ReinstateIdentityRequest) String() string {
 func (*ReinstateIdentityRequest) ProtoMessage() {}
 
 func (x *ReinstateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[16]
+	mi := &file_jeton_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +942,7 @@ func (x *ReinstateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReinstateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*ReinstateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReinstateIdentityRequest) GetIdentity() string {
@@ -875,7 +967,7 @@ type ReinstateIdentityResponse struct {
 
 func (x *ReinstateIdentityResponse) Reset() {
 	*x = ReinstateIdentityResponse{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[17]
+	mi := &file_jeton_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +979,7 @@ func (x *ReinstateIdentityResponse) String() string {
 func (*ReinstateIdentityResponse) ProtoMessage() {}
 
 func (x *ReinstateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[17]
+	mi := &file_jeton_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +992,7 @@ func (x *ReinstateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReinstateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*ReinstateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type MintCanaryRequest struct {
@@ -915,7 +1007,7 @@ type MintCanaryRequest struct {
 
 func (x *MintCanaryRequest) Reset() {
 	*x = MintCanaryRequest{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[18]
+	mi := &file_jeton_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1019,7 @@ func (x *MintCanaryRequest) String() string {
 func (*MintCanaryRequest) ProtoMessage() {}
 
 func (x *MintCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[18]
+	mi := &file_jeton_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1032,7 @@ func (x *MintCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintCanaryRequest.ProtoReflect.Descriptor instead.
 func (*MintCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MintCanaryRequest) GetTenant() string {
@@ -973,7 +1065,7 @@ type MintCanaryResponse struct {
 
 func (x *MintCanaryResponse) Reset() {
 	*x = MintCanaryResponse{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[19]
+	mi := &file_jeton_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1077,7 @@ func (x *MintCanaryResponse) String() string {
 func (*MintCanaryResponse) ProtoMessage() {}
 
 func (x *MintCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[19]
+	mi := &file_jeton_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1090,7 @@ func (x *MintCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintCanaryResponse.ProtoReflect.Descriptor instead.
 func (*MintCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MintCanaryResponse) GetToken() string {
@@ -1049,10 +1141,17 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\x0eRewrapResponse\x12\x12\n" +
 	"\x04done\x18\x01 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\"\x0e\n" +
-	"\fStatsRequest\"s\n" +
+	"\fStatsRequest\"\xa4\x01\n" +
 	"\rStatsResponse\x12/\n" +
 	"\atenants\x18\x01 \x03(\v2\x15.jeton.v1.TenantStatsR\atenants\x121\n" +
-	"\x14suspended_identities\x18\x02 \x03(\tR\x13suspendedIdentities\"\xfa\x01\n" +
+	"\x14suspended_identities\x18\x02 \x03(\tR\x13suspendedIdentities\x12/\n" +
+	"\abudgets\x18\x03 \x03(\v2\x15.jeton.v1.BudgetUsageR\abudgets\"\xa6\x01\n" +
+	"\vBudgetUsage\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x1a\n" +
+	"\bdistinct\x18\x02 \x01(\x03R\bdistinct\x12%\n" +
+	"\x0edistinct_limit\x18\x03 \x01(\x03R\rdistinctLimit\x12\x1a\n" +
+	"\brefusals\x18\x04 \x01(\x03R\brefusals\x12\x1c\n" +
+	"\tsuspended\x18\x05 \x01(\bR\tsuspended\"\xfa\x01\n" +
 	"\vTenantStats\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12S\n" +
 	"\x10records_by_class\x18\x02 \x03(\v2).jeton.v1.TenantStats.RecordsByClassEntryR\x0erecordsByClass\x12;\n" +
@@ -1101,7 +1200,7 @@ func file_jeton_v1_admin_proto_rawDescGZIP() []byte {
 	return file_jeton_v1_admin_proto_rawDescData
 }
 
-var file_jeton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_jeton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_jeton_v1_admin_proto_goTypes = []any{
 	(*EraseTokensRequest)(nil),        // 0: jeton.v1.EraseTokensRequest
 	(*EraseTokensResponse)(nil),       // 1: jeton.v1.EraseTokensResponse
@@ -1117,41 +1216,43 @@ var file_jeton_v1_admin_proto_goTypes = []any{
 	(*RewrapResponse)(nil),            // 11: jeton.v1.RewrapResponse
 	(*StatsRequest)(nil),              // 12: jeton.v1.StatsRequest
 	(*StatsResponse)(nil),             // 13: jeton.v1.StatsResponse
-	(*TenantStats)(nil),               // 14: jeton.v1.TenantStats
-	(*GenerationStats)(nil),           // 15: jeton.v1.GenerationStats
-	(*ReinstateIdentityRequest)(nil),  // 16: jeton.v1.ReinstateIdentityRequest
-	(*ReinstateIdentityResponse)(nil), // 17: jeton.v1.ReinstateIdentityResponse
-	(*MintCanaryRequest)(nil),         // 18: jeton.v1.MintCanaryRequest
-	(*MintCanaryResponse)(nil),        // 19: jeton.v1.MintCanaryResponse
-	nil,                               // 20: jeton.v1.TenantStats.RecordsByClassEntry
+	(*BudgetUsage)(nil),               // 14: jeton.v1.BudgetUsage
+	(*TenantStats)(nil),               // 15: jeton.v1.TenantStats
+	(*GenerationStats)(nil),           // 16: jeton.v1.GenerationStats
+	(*ReinstateIdentityRequest)(nil),  // 17: jeton.v1.ReinstateIdentityRequest
+	(*ReinstateIdentityResponse)(nil), // 18: jeton.v1.ReinstateIdentityResponse
+	(*MintCanaryRequest)(nil),         // 19: jeton.v1.MintCanaryRequest
+	(*MintCanaryResponse)(nil),        // 20: jeton.v1.MintCanaryResponse
+	nil,                               // 21: jeton.v1.TenantStats.RecordsByClassEntry
 }
 var file_jeton_v1_admin_proto_depIdxs = []int32{
-	14, // 0: jeton.v1.StatsResponse.tenants:type_name -> jeton.v1.TenantStats
-	20, // 1: jeton.v1.TenantStats.records_by_class:type_name -> jeton.v1.TenantStats.RecordsByClassEntry
-	15, // 2: jeton.v1.TenantStats.generations:type_name -> jeton.v1.GenerationStats
-	0,  // 3: jeton.v1.Admin.EraseTokens:input_type -> jeton.v1.EraseTokensRequest
-	2,  // 4: jeton.v1.Admin.EraseSubject:input_type -> jeton.v1.EraseSubjectRequest
-	4,  // 5: jeton.v1.Admin.PurgeTenant:input_type -> jeton.v1.PurgeTenantRequest
-	6,  // 6: jeton.v1.Admin.RotateGeneration:input_type -> jeton.v1.RotateGenerationRequest
-	8,  // 7: jeton.v1.Admin.DestroyGeneration:input_type -> jeton.v1.DestroyGenerationRequest
-	10, // 8: jeton.v1.Admin.Rewrap:input_type -> jeton.v1.RewrapRequest
-	12, // 9: jeton.v1.Admin.Stats:input_type -> jeton.v1.StatsRequest
-	16, // 10: jeton.v1.Admin.ReinstateIdentity:input_type -> jeton.v1.ReinstateIdentityRequest
-	18, // 11: jeton.v1.Admin.MintCanary:input_type -> jeton.v1.MintCanaryRequest
-	1,  // 12: jeton.v1.Admin.EraseTokens:output_type -> jeton.v1.EraseTokensResponse
-	3,  // 13: jeton.v1.Admin.EraseSubject:output_type -> jeton.v1.EraseSubjectResponse
-	5,  // 14: jeton.v1.Admin.PurgeTenant:output_type -> jeton.v1.PurgeTenantResponse
-	7,  // 15: jeton.v1.Admin.RotateGeneration:output_type -> jeton.v1.RotateGenerationResponse
-	9,  // 16: jeton.v1.Admin.DestroyGeneration:output_type -> jeton.v1.DestroyGenerationResponse
-	11, // 17: jeton.v1.Admin.Rewrap:output_type -> jeton.v1.RewrapResponse
-	13, // 18: jeton.v1.Admin.Stats:output_type -> jeton.v1.StatsResponse
-	17, // 19: jeton.v1.Admin.ReinstateIdentity:output_type -> jeton.v1.ReinstateIdentityResponse
-	19, // 20: jeton.v1.Admin.MintCanary:output_type -> jeton.v1.MintCanaryResponse
-	12, // [12:21] is the sub-list for method output_type
-	3,  // [3:12] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	15, // 0: jeton.v1.StatsResponse.tenants:type_name -> jeton.v1.TenantStats
+	14, // 1: jeton.v1.StatsResponse.budgets:type_name -> jeton.v1.BudgetUsage
+	21, // 2: jeton.v1.TenantStats.records_by_class:type_name -> jeton.v1.TenantStats.RecordsByClassEntry
+	16, // 3: jeton.v1.TenantStats.generations:type_name -> jeton.v1.GenerationStats
+	0,  // 4: jeton.v1.Admin.EraseTokens:input_type -> jeton.v1.EraseTokensRequest
+	2,  // 5: jeton.v1.Admin.EraseSubject:input_type -> jeton.v1.EraseSubjectRequest
+	4,  // 6: jeton.v1.Admin.PurgeTenant:input_type -> jeton.v1.PurgeTenantRequest
+	6,  // 7: jeton.v1.Admin.RotateGeneration:input_type -> jeton.v1.RotateGenerationRequest
+	8,  // 8: jeton.v1.Admin.DestroyGeneration:input_type -> jeton.v1.DestroyGenerationRequest
+	10, // 9: jeton.v1.Admin.Rewrap:input_type -> jeton.v1.RewrapRequest
+	12, // 10: jeton.v1.Admin.Stats:input_type -> jeton.v1.StatsRequest
+	17, // 11: jeton.v1.Admin.ReinstateIdentity:input_type -> jeton.v1.ReinstateIdentityRequest
+	19, // 12: jeton.v1.Admin.MintCanary:input_type -> jeton.v1.MintCanaryRequest
+	1,  // 13: jeton.v1.Admin.EraseTokens:output_type -> jeton.v1.EraseTokensResponse
+	3,  // 14: jeton.v1.Admin.EraseSubject:output_type -> jeton.v1.EraseSubjectResponse
+	5,  // 15: jeton.v1.Admin.PurgeTenant:output_type -> jeton.v1.PurgeTenantResponse
+	7,  // 16: jeton.v1.Admin.RotateGeneration:output_type -> jeton.v1.RotateGenerationResponse
+	9,  // 17: jeton.v1.Admin.DestroyGeneration:output_type -> jeton.v1.DestroyGenerationResponse
+	11, // 18: jeton.v1.Admin.Rewrap:output_type -> jeton.v1.RewrapResponse
+	13, // 19: jeton.v1.Admin.Stats:output_type -> jeton.v1.StatsResponse
+	18, // 20: jeton.v1.Admin.ReinstateIdentity:output_type -> jeton.v1.ReinstateIdentityResponse
+	20, // 21: jeton.v1.Admin.MintCanary:output_type -> jeton.v1.MintCanaryResponse
+	13, // [13:22] is the sub-list for method output_type
+	4,  // [4:13] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_jeton_v1_admin_proto_init() }
@@ -1165,7 +1266,7 @@ func file_jeton_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jeton_v1_admin_proto_rawDesc), len(file_jeton_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
