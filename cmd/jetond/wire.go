@@ -164,8 +164,8 @@ type backends struct {
 
 // openBackends connects to Redis and Vault and checks both, so jetond
 // refuses to start rather than serve without them.
-func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, obs tokenizer.Observer) (b *backends, err error) {
-	b = &backends{}
+func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, obs tokenizer.Observer) (_ *backends, err error) {
+	b := &backends{}
 	defer func() {
 		if err != nil {
 			for i := len(b.closers) - 1; i >= 0; i-- {

@@ -38,6 +38,11 @@
 // cannot be reached it returns ErrUnavailable and the caller must reveal
 // nothing.
 //
+// Usage reads an identity's counters for Admin.Stats without changing
+// them: the distinct records within the window (ZCOUNT over the scores
+// after now - window, the set Reserve would count), the refusal count
+// and the suspension.
+//
 // # Key layout
 //
 // Keys are named by the first 32 hex digits of SHA-256(identity), with the
