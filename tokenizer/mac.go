@@ -27,10 +27,12 @@ func (m *macKey) put(h hash.Hash) { m.pool.Put(h) }
 // block is HMAC(key, info || 0x01).
 func (m *macKey) expand32(dst []byte, info ...string) []byte {
 	h := m.get()
+	var stack [128]byte
+	buf := stack[:0]
 	for _, s := range info {
-		h.Write([]byte(s))
+		buf = append(buf, s...)
 	}
-	h.Write([]byte{1})
+	h.Write(append(buf, 1))
 	dst = h.Sum(dst)
 	m.put(h)
 	return dst

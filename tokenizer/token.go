@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 )
@@ -124,7 +125,7 @@ var prefixIndex = func() (idx [256]int8) {
 // parser rejects them anyway.
 func luhn58(s []byte) int {
 	const n = 58
-	split := strings.LastIndexByte(string(s), '_') + 1
+	split := bytes.LastIndexByte(s, '_') + 1
 	factor, sum := 2, 0
 	for i := len(s) - 1; i >= 0; i-- {
 		var cp int

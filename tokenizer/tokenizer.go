@@ -11,6 +11,7 @@
 package tokenizer
 
 import (
+	"cmp"
 	"context"
 	"crypto/hkdf"
 	"crypto/hmac"
@@ -248,38 +249,65 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 
 	// Records first, idempotency entries second: an entry then always
 	// points at a stored record, whoever wins a race.
-	blobs := make([][]byte, len(work))
-	parallel(len(work), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			if p := &work[i]; p.name != "" { // else adopted from an earlier attempt
-				blobs[i], _ = sealRecordMAC(dek, nonces[i*nonceSize:(i+1)*nonceSize], gen, 0, p.tok, p.text, p.value)
-			}
-		}
-	})
-	entries := make([]Entry, 0, len(work))
+	// Seal and store in chunks, storing each chunk while the next one is
+	// sealed, so the store's round trip and the crypto overlap.
+	var (
+		putWG  sync.WaitGroup
+		putMu  sync.Mutex
+		putErr error
+		putSem = make(chan struct{}, maxPutsInFlight)
+	)
 	subjects := map[string][]string{}
 	subjectTTL := map[string]time.Duration{}
-	for i := range work {
-		p := &work[i]
-		if p.name == "" {
-			continue
-		}
-		if blobs[i] == nil {
-			return nil, errors.New("tokenizer: sealing a record failed")
-		}
-		entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
-		if p.subject != "" {
-			// The index lives as long as its longest-lived member (zero:
-			// permanent wins); AddToSet only ever extends it.
-			s := subjectName(tk, p.subject)
-			subjects[s] = append(subjects[s], p.name)
-			if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.ttl == 0 || p.ttl > ttl)) {
-				subjectTTL[s] = p.ttl
+	for lo := 0; lo < len(work); lo += putChunk {
+		chunk := work[lo:min(lo+putChunk, len(work))]
+		blobs := make([][]byte, len(chunk))
+		parallel(len(chunk), func(a, b int) {
+			for i := a; i < b; i++ {
+				if p := &chunk[i]; p.name != "" { // else adopted from an earlier attempt
+					j := lo + i
+					blobs[i], _ = sealRecordMAC(dek, nonces[j*nonceSize:(j+1)*nonceSize], gen, 0, p.tok, p.text, p.value)
+				}
+			}
+		})
+		entries := make([]Entry, 0, len(chunk))
+		for i := range chunk {
+			p := &chunk[i]
+			if p.name == "" {
+				continue
+			}
+			if blobs[i] == nil {
+				putWG.Wait()
+				return nil, errors.New("tokenizer: sealing a record failed")
+			}
+			entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
+			if p.subject != "" {
+				// The index lives as long as its longest-lived member (zero:
+				// permanent wins); AddToSet only ever extends it.
+				s := subjectName(tk, p.subject)
+				subjects[s] = append(subjects[s], p.name)
+				if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.ttl == 0 || p.ttl > ttl)) {
+					subjectTTL[s] = p.ttl
+				}
 			}
 		}
+		if len(entries) == 0 {
+			continue
+		}
+		putSem <- struct{}{}
+		putWG.Add(1)
+		go func() {
+			defer func() { <-putSem; putWG.Done() }()
+			if err := t.store.Put(ctx, entries); err != nil {
+				putMu.Lock()
+				putErr = cmp.Or(putErr, err)
+				putMu.Unlock()
+			}
+		}()
 	}
-	if err := t.store.Put(ctx, entries); err != nil {
-		return nil, unavailable("store", err)
+	putWG.Wait()
+	if putErr != nil {
+		return nil, unavailable("store", putErr)
 	}
 	for s, members := range subjects {
 		if err := t.store.AddToSet(ctx, s, members, subjectTTL[s]); err != nil {
@@ -294,6 +322,13 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	}
 	return results, nil
 }
+
+// Large batches are stored in chunks of putChunk records, at most
+// maxPutsInFlight of them at once.
+const (
+	putChunk        = 256
+	maxPutsInFlight = 4
+)
 
 // parallelMin is the batch size from which per-item crypto is spread over
 // the available cores.
@@ -580,9 +615,11 @@ func idemEntry(tk *tenantKeys, key string, idx int, class, value, subject string
 
 func keyedName(key *macKey, domain, s string) string {
 	m := key.get()
-	m.Write([]byte(domain))
-	m.Write([]byte{0})
-	m.Write([]byte(s))
+	// One write of one buffer: each conversion passed to Write would
+	// allocate, and this runs for every item.
+	var stack [128]byte
+	buf := append(append(append(stack[:0], domain...), 0), s...)
+	m.Write(buf)
 	var sum [sha256.Size]byte
 	out := base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:20])
 	key.put(m)
