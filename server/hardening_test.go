@@ -66,3 +66,26 @@ func TestReinstateIsScoped(t *testing.T) {
 		})
 	}
 }
+
+// Identities that may reveal without a distinct budget are named, so
+// operators see every unbounded extraction path at start-up and reload.
+func TestUnboundedRevealersAreNamed(t *testing.T) {
+	pol, err := server.ParsePolicy([]byte(`
+identities:
+  - {id: "spiffe://x/free", tenants: [demo], roles: [free]}
+  - {id: "spiffe://x/bound", tenants: [demo], roles: [bound]}
+  - {id: "spiffe://x/sponsor", tenants: [demo], roles: [sponsor]}
+roles:
+  free: {reveal: {"*": full}, purposes: [support]}
+  bound: {reveal: {"*": full}, purposes: [support], budget: {distinct: 10}}
+  sponsor: {tokenize: ["*"]}
+purposes:
+  - {code: support, description: d, classes: ["*"]}
+`), []string{"name"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pol.Unbounded(); len(got) != 1 || got[0] != "spiffe://x/free" {
+		t.Fatalf("Unbounded() = %v, want only the free reader", got)
+	}
+}

@@ -139,6 +139,19 @@ func (r PurposeRule) Covers(class string) bool {
 	return slices.Contains(r.Classes, class) || slices.Contains(r.Classes, "*")
 }
 
+// Unbounded returns, sorted, the identities that may reveal but have no
+// distinct-records budget: nothing but MaxBatch bounds what they extract.
+func (pol *Policy) Unbounded() []string {
+	var out []string
+	for id, p := range pol.principals {
+		if len(p.reveal) > 0 && p.Budget.Distinct == 0 {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Tenants returns every tenant the policy names, sorted.
 func (pol *Policy) Tenants() []string {
 	var out []string

@@ -179,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.pol.Store(cfg.Policy)
+	s.warnUnbounded(cfg.Policy)
 
 	s.health = health.NewServer()
 	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public")...)
@@ -275,7 +276,17 @@ func (s *Server) Stop(ctx context.Context) {
 
 // SetPolicy swaps the policy; calls already authorised finish under the old
 // one.
-func (s *Server) SetPolicy(p *Policy) { s.pol.Store(p) }
+func (s *Server) SetPolicy(p *Policy) {
+	s.warnUnbounded(p)
+	s.pol.Store(p)
+}
+
+// warnUnbounded says loudly which identities may reveal without a budget.
+func (s *Server) warnUnbounded(p *Policy) {
+	if ids := p.Unbounded(); len(ids) > 0 {
+		s.log.Warn("identities may reveal with no distinct-records budget: bulk extraction is bounded only by max_batch", "identities", ids)
+	}
+}
 
 func (s *Server) policy() *Policy { return s.pol.Load() }
 

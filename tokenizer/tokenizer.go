@@ -144,6 +144,9 @@ type pending struct {
 	name    string
 	idem    string // idempotency entry name, for random items under a key
 	idemKey []byte // seals the token in that entry
+	// replaceClaim marks a token reminted because the earlier attempt's
+	// record is gone: its entry is overwritten, not claimed.
+	replaceClaim bool
 }
 
 // Tokenize mints a token for each item in tenant, creating the tenant's
@@ -244,6 +247,9 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 				}
 			}
 			j++
+		}
+		if err := t.remintErased(ctx, tk, work); err != nil {
+			return nil, err
 		}
 	}
 
@@ -376,12 +382,48 @@ func (t *Tokenizer) currentKey(ctx context.Context, tenant string) (*tenantKeys,
 	return tk, gen, dek, nil
 }
 
+// remintErased gives a fresh token to every item whose earlier attempt's
+// token no longer has a record (erased, or past its retention): a retry
+// must never acknowledge a token that reveals nothing. Its idempotency
+// entry is then replaced rather than claimed.
+func (t *Tokenizer) remintErased(ctx context.Context, tk *tenantKeys, work []pending) error {
+	var idx []int
+	var names []string
+	for i, p := range work {
+		if p.idem != "" && p.name == "" {
+			idx = append(idx, i)
+			names = append(names, recordName(tk, p.text))
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	blobs, err := t.store.Get(ctx, names)
+	if err != nil {
+		return unavailable("store", err)
+	}
+	for j, i := range idx {
+		if blobs[j] != nil {
+			continue
+		}
+		p := &work[i]
+		if _, err := io.ReadFull(t.rand, p.tok.Payload[:]); err != nil {
+			return fmt.Errorf("tokenizer: reading randomness: %w", err)
+		}
+		p.text = p.tok.String()
+		p.name = recordName(tk, p.text)
+		p.replaceClaim = true
+	}
+	return nil
+}
+
 // claimIdempotent records the freshly minted random tokens under their
 // idempotency entries. Where a concurrent attempt won, it adopts that
 // attempt's token and deletes its own now-orphaned record.
 func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []pending) error {
 	var claims []Entry
 	var idx []int
+	var replace []Entry
 	for i, p := range work {
 		if p.idem == "" || p.name == "" {
 			continue
@@ -390,8 +432,18 @@ func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []
 		if err != nil {
 			return err
 		}
-		claims = append(claims, Entry{Key: p.idem, Value: blob, TTL: idempotencyTTL})
+		e := Entry{Key: p.idem, Value: blob, TTL: idempotencyTTL}
+		if p.replaceClaim {
+			replace = append(replace, e)
+			continue
+		}
+		claims = append(claims, e)
 		idx = append(idx, i)
+	}
+	if len(replace) > 0 {
+		if err := t.store.Put(ctx, replace); err != nil {
+			return unavailable("store", err)
+		}
 	}
 	if len(claims) == 0 {
 		return nil

@@ -1416,3 +1416,27 @@ func TestIdempotencyClaimResentKeepsRecord(t *testing.T) {
 	toks := tokenize(t, tz, "acme", items, "retry-key-1")
 	wantValue(t, revealOne(t, tz, toks[0]), "Resent Person")
 }
+
+// A retry after the first attempt's record was erased gets a fresh token
+// that reveals, never the dead one.
+func TestIdempotentRetryAfterErasureRemints(t *testing.T) {
+	e := newEnv(t)
+	items := []tokenizer.Item{{Class: "name", Value: "Erased Person"}}
+	first := tokenize(t, e.tz, "acme", items, "retry-after-erase")
+	tok, err := tokenizer.ParseToken(first[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.tz.EraseTokens(context.Background(), []tokenizer.Token{tok}); err != nil || n != 1 {
+		t.Fatalf("EraseTokens: %d, %v", n, err)
+	}
+	again := tokenize(t, e.tz, "acme", items, "retry-after-erase")
+	if again[0] == first[0] {
+		t.Fatal("the retry acknowledged the erased token")
+	}
+	wantValue(t, revealOne(t, e.tz, again[0]), "Erased Person")
+	// And the retry after that is stable again.
+	if third := tokenize(t, e.tz, "acme", items, "retry-after-erase"); third[0] != again[0] {
+		t.Fatal("a later retry minted yet another token")
+	}
+}

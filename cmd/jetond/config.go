@@ -206,7 +206,7 @@ func (c *Config) Validate() error {
 	if len(c.Trusted.AllowedCIDRs) == 0 {
 		return errors.New("trusted.allowed_cidrs must name the TTP networks")
 	}
-	if c.Public.TLS.ClientCA == c.Trusted.TLS.ClientCA {
+	if c.Public.TLS.ClientCA == c.Trusted.TLS.ClientCA || sameContent(c.Public.TLS.ClientCA, c.Trusted.TLS.ClientCA) {
 		return errors.New("trusted.tls.client_ca must differ from public.tls.client_ca: sponsor certificates must not pass the trusted handshake")
 	}
 	if c.MaxBatch < 0 {
@@ -287,4 +287,12 @@ func parseCIDRs(ss []string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// sameContent reports whether two files both read and hold the same bytes,
+// so one CA copied under two names is still caught.
+func sameContent(a, b string) bool {
+	x, errA := os.ReadFile(a)
+	y, errB := os.ReadFile(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
 }

@@ -76,3 +76,26 @@ func TestDefaultClassesWhenNoneConfigured(t *testing.T) {
 		t.Fatalf("got %d classes, %v", len(cl), err)
 	}
 }
+
+func TestSameClientCAUnderTwoNamesRefused(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.pem"), filepath.Join(dir, "b.pem")
+	for _, p := range []string{a, b} {
+		if err := os.WriteFile(p, []byte("-----BEGIN CERTIFICATE-----\nsame\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base, err := os.ReadFile("jetond.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(base), "/etc/jeton/tls/sponsor-ca.pem", a, 1)
+	cfg = strings.Replace(cfg, "/etc/jeton/tls/ttp-ca.pem", b, 1)
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(p, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "trusted.tls.client_ca") {
+		t.Fatalf("got %v, want the copied CA refused", err)
+	}
+}
