@@ -48,6 +48,7 @@ func (s *Server) admit(ctx context.Context, p *Principal, method string, items i
 		s.log.WarnContext(ctx, "suspended identity refused", "identity", p.ID, "method", method)
 	default:
 		// Fail closed: no check, no reveal.
+		s.metrics.count(ctx, BackendRedis, err)
 		s.log.ErrorContext(ctx, "budget check failed; reveal refused", "identity", p.ID, "method", method, "error", err)
 	}
 	return err
@@ -82,6 +83,7 @@ func (s *Server) admitDeterministic(ctx context.Context, p *Principal, items []t
 		s.alerts.refusals.WithLabelValues(string(ex.Limit)).Inc()
 		s.alerts.raise(ctx, slog.LevelWarn, AlertBudgetExceeded, p.ID, "limit", string(ex.Limit), "method", "Tokenize")
 	default:
+		s.metrics.count(ctx, BackendRedis, err)
 		s.log.ErrorContext(ctx, "budget check failed; tokenize refused", "identity", p.ID, "error", err)
 	}
 	return err

@@ -164,7 +164,7 @@ type backends struct {
 
 // openBackends connects to Redis and Vault and checks both, so jetond
 // refuses to start rather than serve without them.
-func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, obs tokenizer.Observer) (_ *backends, err error) {
+func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *server.Metrics) (_ *backends, err error) {
 	b := &backends{}
 	defer func() {
 		if err != nil {
@@ -217,7 +217,12 @@ func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, obs tokeni
 	}
 	b.closers = append(b.closers, func() error { km.Close(); return nil })
 
-	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh, Observer: obs})
+	tcfg := tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: cfg.KeyRefresh}
+	if metrics != nil {
+		// Failures on the request path count, not only the health probes'.
+		tcfg.Keys, tcfg.Store, tcfg.Observer = metrics.MeterKeys(km), metrics.MeterStore(store), metrics
+	}
+	tok, err := tokenizer.New(tcfg)
 	if err != nil {
 		return nil, err
 	}
