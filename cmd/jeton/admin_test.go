@@ -21,6 +21,9 @@ import (
 
 const adminTestPolicy = `
 identities:
+  - id: spiffe://jeton.dev/sponsor/demo
+    tenants: [demo]
+    roles: [sponsor]
   - id: spiffe://jeton.dev/ttp/demo
     tenants: [demo]
     roles: [reader]
@@ -28,6 +31,8 @@ identities:
     tenants: [demo]
     roles: [custodian]
 roles:
+  sponsor:
+    tokenize: ["*"]
   reader:
     reveal: {"*": full}
     purposes: [support]
@@ -50,6 +55,13 @@ func (nopAudit) TokenHash(tok string) string                { return fmt.Sprint(
 // it with its tokenizer and the environment of the custodian and of a
 // reader on the trusted listener.
 func realServer(t *testing.T) (*tokenizer.Tokenizer, map[string]string, map[string]string) {
+	tz, custodian, reader, _ := realServerWithSponsor(t)
+	return tz, custodian, reader
+}
+
+// realServerWithSponsor is realServer that also returns the environment of
+// a sponsor on the public listener.
+func realServerWithSponsor(t *testing.T) (*tokenizer.Tokenizer, map[string]string, map[string]string, map[string]string) {
 	t.Helper()
 	b, err := devpki.Generate(t.TempDir())
 	if err != nil {
@@ -96,7 +108,8 @@ func realServer(t *testing.T) (*tokenizer.Tokenizer, map[string]string, map[stri
 	})
 	addr := srv.TrustedAddr().String()
 	return tz, environFor(addr, tlsFiles{b.ServerCA, b.CustodianCert, b.CustodianKey}),
-		environFor(addr, tlsFiles{b.ServerCA, b.TTPCert, b.TTPKey})
+		environFor(addr, tlsFiles{b.ServerCA, b.TTPCert, b.TTPKey}),
+		environFor(srv.PublicAddr().String(), tlsFiles{b.ServerCA, b.SponsorCert, b.SponsorKey})
 }
 
 func mustTokenize(t *testing.T, tz *tokenizer.Tokenizer, items ...tokenizer.Item) []string {

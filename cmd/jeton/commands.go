@@ -45,6 +45,7 @@ var commands = map[string]command{
 	"detokenize": {"reveal the values behind tokens (TTP network only)", runDetokenize},
 	"audit":      {"verify the audit log (audit verify DIR)", runAudit},
 	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
+	"bench":      {"measure unary Tokenize against a health-check baseline (loopback only)", runBench},
 	"admin":      {"custodian operations: erase, purge, rotate, destroy, rewrap, stats (TTP network only)", runAdmin},
 }
 
