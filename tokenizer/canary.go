@@ -123,7 +123,7 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 	case has("passport"):
 		return fmt.Sprintf("ZZ%07d", n%10000000), nil
 	case c.Name == "name":
-		given := []string{"Alex", "Camille", "Dominique", "Sacha", "Morgan", "Claude", "Robin", "Noa"}
+		given := []string{"Alex", "Camille", "Dominique", "Sacha", "Morgan", "Lou", "Robin", "Noa"}
 		family := []string{"Verdier", "Lambrecht", "Ostrander", "Quillet", "Marchetti", "Haldane", "Brisset", "Tamsin"}
 		return given[n%8] + " " + family[(n/8)%8], nil
 	}
