@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,12 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
-	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/audit"
-	"github.com/jeton-dev/jeton/server/devpki"
-	"github.com/jeton-dev/jeton/tokenizer"
-	"github.com/jeton-dev/jeton/tokenizer/localkeys"
-	"github.com/jeton-dev/jeton/tokenizer/memstore"
 )
 
 var errInjected = errors.New("injected disk fault")
@@ -74,56 +67,6 @@ func (f *faultFile) Sync() error {
 	return f.File.Sync()
 }
 
-// startAuditedEnv is startEnv with a given Auditor behind the server.
-func startAuditedEnv(t testing.TB, a server.Auditor) *env {
-	t.Helper()
-	dir := t.TempDir()
-	b, err := devpki.Generate(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	km, err := localkeys.New(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var classes []string
-	for _, c := range tok.Classes() {
-		classes = append(classes, c.Name)
-	}
-	pol, err := server.ParsePolicy([]byte(testPolicy), classes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.SponsorCA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tru, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.TTPCA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{
-		Tokenizer: tok, Policy: pol, Audit: a,
-		Logger:  slog.New(slog.NewJSONHandler(lockedWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
-		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(ctx)
-	})
-	return &env{srv: srv, bundle: b, dir: dir, tok: tok}
-}
-
 // With the real audit log behind the server, a disk that fails under
 // concurrent reveals stops every reveal (UNAVAILABLE, no value) until it
 // recovers; no call answered OK lacks its record, no refused call has one,
@@ -169,7 +112,7 @@ func testRevealsUnderAuditDiskFault(t *testing.T, failWrite, failSync bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	e := startAuditedEnv(t, l)
+	e := startEnv(t, envOpts{auditor: l})
 
 	values := []string{useValue("Fault Person"), useValue("fault.person@example.org")}
 	res := tokenize(t, e.sponsorConn(t),

@@ -73,9 +73,7 @@ func (s *Server) admitDeterministic(ctx context.Context, p *Principal, items []t
 		return nil
 	}
 	lim := budget.Limits{MaxBatch: p.Budget.MaxBatch, Rate: p.Budget.Rate, Burst: p.Budget.Burst}
-	// The rate costs one token per lookup; these lookups name nothing, as
-	// no distinct budget applies to tokenizing.
-	err := s.budgets.Reserve(ctx, budget.Request{Identity: "tokenize-deterministic\x00" + p.ID, Limits: lim, Items: n, Lookups: make([]string, n)})
+	err := s.budgets.Reserve(ctx, budget.Request{Identity: "tokenize-deterministic\x00" + p.ID, Limits: lim, Items: n, Cost: n})
 	var ex *budget.ExceededError
 	switch {
 	case err == nil:

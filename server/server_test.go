@@ -169,6 +169,9 @@ type envOpts struct {
 	store tokenizer.Store
 	// keyRefresh is the tokenizer's KeyRefresh; its default if zero.
 	keyRefresh time.Duration
+	// auditor is behind the server; an in-memory memAudit (env.audit) if
+	// nil.
+	auditor server.Auditor
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -211,8 +214,12 @@ func startEnv(t testing.TB, o envOpts) *env {
 		allowed = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	}
 	a := &memAudit{}
+	var auditor server.Auditor = a
+	if o.auditor != nil {
+		auditor, a = o.auditor, nil
+	}
 	srv, err := server.New(server.Config{
-		Tokenizer: tok, Policy: pol, Audit: a,
+		Tokenizer: tok, Policy: pol, Audit: auditor,
 		Logger:  slog.New(slog.NewJSONHandler(lockedWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
 		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: allowed},

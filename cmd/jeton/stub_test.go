@@ -2,22 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"fmt"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,13 +16,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/server/devpki"
 )
 
 // tlsFiles are the PEM files a CLI user is given.
 type tlsFiles struct{ ca, cert, key string }
 
 // startStub starts an in-process stub of jeton's API over mutual TLS 1.3 on
-// 127.0.0.1, with a throwaway CA, and returns its address and the client's
+// 127.0.0.1, with throwaway certificates from devpki, and returns its address and the client's
 // files. The stub:
 //   - tokenizes value v of class "email" or "name" as "tk-" + v; other
 //     classes and empty values are INVALID_ARGUMENT items;
@@ -41,47 +33,23 @@ type tlsFiles struct{ ca, cert, key string }
 //   - fails every call with fail, when set.
 func startStub(t testing.TB, fail error) (string, tlsFiles, *stub) {
 	t.Helper()
-	dir := t.TempDir()
-	caKey := newKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "jeton test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	b, err := devpki.Generate(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
-		key := newKey(t)
-		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprint("test-", serial)},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		}, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	srvDER, srvKey := issue(2, x509.ExtKeyUsageServerAuth)
-	cliDER, cliKey := issue(3, x509.ExtKeyUsageClientAuth)
-	cliKeyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
+	cert, err := tls.LoadX509KeyPair(b.ServerCert, b.ServerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := tlsFiles{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cli.pem"), filepath.Join(dir, "cli-key.pem")}
-	writePEM(t, files.ca, "CERTIFICATE", caDER)
-	writePEM(t, files.cert, "CERTIFICATE", cliDER)
-	writePEM(t, files.key, "PRIVATE KEY", cliKeyDER)
-
+	caPEM, err := os.ReadFile(b.SponsorCA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool.AppendCertsFromPEM(caPEM)
 	creds := credentials.NewTLS(&tls.Config{
 		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}},
+		Certificates: []tls.Certificate{cert},
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 	})
@@ -95,23 +63,7 @@ func startStub(t testing.TB, fail error) (string, tlsFiles, *stub) {
 	jetonv1.RegisterDetokenizerServer(srv, s)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return lis.Addr().String(), files, s
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t testing.TB, path, blockType string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return lis.Addr().String(), tlsFiles{b.ServerCA, b.SponsorCert, b.SponsorKey}, s
 }
 
 type stub struct {

@@ -172,6 +172,17 @@ type Request struct {
 	// each distinct one not seen within the window costs one unit of the
 	// distinct budget.
 	Lookups []string
+	// Cost overrides the rate tokens the call spends, for calls that look
+	// nothing up (deterministic tokenization). Zero means one per lookup.
+	Cost int
+}
+
+// cost is the rate tokens req spends.
+func (req Request) cost() int {
+	if req.Cost > 0 {
+		return req.Cost
+	}
+	return len(req.Lookups)
 }
 
 // Config configures a Limiter.

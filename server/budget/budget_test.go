@@ -81,6 +81,16 @@ func TestLimits(t *testing.T) {
 					t.Fatalf("4 items under max_batch 3: got %v, want max_batch exceeded", err)
 				}
 			})
+			t.Run("rate by cost, no lookups", func(t *testing.T) {
+				l := b.new(t, budget.Config{Now: newClock().Now})
+				lim := budget.Limits{Rate: 1, Burst: 10}
+				if err := l.Reserve(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 10, Cost: 10}); err != nil {
+					t.Fatalf("a full burst by cost: %v", err)
+				}
+				if got, _ := exceeded(l.Reserve(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 1, Cost: 1})); got != budget.LimitRate {
+					t.Fatal("a call costing past the burst was admitted")
+				}
+			})
 			t.Run("rate", func(t *testing.T) {
 				clk := newClock()
 				l := b.new(t, budget.Config{Now: clk.Now})

@@ -52,7 +52,7 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 	}
 	l := req.Limits
 	window := l.window().Milliseconds()
-	cost := float64(len(req.Lookups))
+	cost := float64(req.cost())
 	var limit Limit
 	if l.MaxBatch > 0 && req.Items > l.MaxBatch {
 		limit = LimitMaxBatch

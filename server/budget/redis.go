@@ -164,7 +164,7 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 	args := make([]any, 0, 10+len(uniq))
 	args = append(args, now, req.Identity, req.Items, l.MaxBatch,
 		strconv.FormatFloat(l.Rate, 'f', -1, 64), l.Burst, l.Distinct,
-		l.window().Milliseconds(), l.SuspendAfter, len(req.Lookups))
+		l.window().Milliseconds(), l.SuspendAfter, req.cost())
 	if l.Distinct > 0 {
 		for _, h := range uniq {
 			args = append(args, h)
