@@ -1,6 +1,7 @@
 package tokenizer_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -73,24 +74,63 @@ func TestMintCanary(t *testing.T) {
 		t.Fatalf("bad tenant: %v", err)
 	}
 
-	// The flags are authenticated: clearing the canary bit in the store
-	// makes the record unreadable rather than an ordinary record.
+	// Nothing in the store tells a canary from an ordinary record: the
+	// same clear header (version, generation, class) and the same length
+	// as an ordinary record of its class whose value has the canary
+	// value's length. Only opening it shows the flags.
+	for _, c := range tokenizer.DefaultClasses() {
+		value, err := tokenizer.CanaryValue(strings.NewReader("fixed randomness"), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		canary, err := tk.MintCanary(ctx, "demo", c.Name, value, true)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		canaryBlob := spy.puts[len(spy.puts)-1]
+		res, err := tk.Tokenize(ctx, "demo", []tokenizer.Item{{Class: c.Name, Value: value}}, "")
+		if err != nil || res[0].Err != nil || res[0].Token == canary {
+			t.Fatalf("%s: Tokenize: %v %v", c.Name, err, res[0].Err)
+		}
+		plainBlob := spy.puts[len(spy.puts)-1]
+		if !strings.HasPrefix(canaryBlob.Key, "jeton:r:") || !strings.HasPrefix(plainBlob.Key, "jeton:r:") {
+			t.Fatalf("%s: the last puts are not records", c.Name)
+		}
+		a, b := canaryBlob.Value, plainBlob.Value
+		clear := 6 + len(c.Name) // version, generation, class
+		if len(a) != len(b) || !bytes.Equal(a[:clear], b[:clear]) || canaryBlob.TTL != plainBlob.TTL {
+			t.Errorf("%s: a canary's record differs in its clear part: %x (%d bytes) vs %x (%d bytes)",
+				c.Name, a[:clear], len(a), b[:clear], len(b))
+		}
+	}
+
+	// Canaries sealed before version 3 kept their flags in the clear
+	// header: they still alert, and that header is still authenticated.
 	text, err := tk.MintCanary(ctx, "demo", "text", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok, _ := tokenizer.ParseToken(text)
+	for _, version := range []byte{1, 2} {
+		if err := tokenizer.ResealAs(ctx, tk, text, version); err != nil {
+			t.Fatal(err)
+		}
+		got, err := tk.Reveal(ctx, []tokenizer.Token{tok})
+		if err != nil || got[0].Err != nil || got[0].Flags != tokenizer.FlagCanary|tokenizer.FlagCanarySuspend {
+			t.Fatalf("a v%d canary: flags %b, %v %v", version, got[0].Flags, err, got[0].Err)
+		}
+	}
 	last := spy.puts[len(spy.puts)-1]
-	if !strings.HasPrefix(last.Key, "jeton:r:") {
-		t.Fatalf("last put is %q, not a record", last.Key)
+	if !strings.HasPrefix(last.Key, "jeton:r:") || last.Value[0] != 2 {
+		t.Fatalf("last put is not a v2 record")
 	}
 	blob := append([]byte(nil), last.Value...)
 	blob[1] &^= byte(tokenizer.FlagCanary | tokenizer.FlagCanarySuspend)
 	if err := spy.Store.Put(ctx, []tokenizer.Entry{{Key: last.Key, Value: blob}}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := tokenizer.ParseToken(text)
 	got, err := tk.Reveal(ctx, []tokenizer.Token{tok})
 	if err != nil || !errors.Is(got[0].Err, tokenizer.ErrNotFound) {
-		t.Fatalf("a canary with its flags stripped: %v %v, want ErrNotFound", err, got[0].Err)
+		t.Fatalf("a v2 canary with its clear flags stripped: %v %v, want ErrNotFound", err, got[0].Err)
 	}
 }
