@@ -91,15 +91,18 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 // CanaryValue returns a plausible fake value for class c, drawn from rand,
 // chosen by the class's normalisation (then its name):
 //
-//	email      canary.<10 hex>@example.invalid   (RFC 2606: never delivered)
+//	email      canary.<6 hex>@example.invalid    (RFC 2606: never delivered)
 //	phone      +44 20 7946 0<3 digits>           (Ofcom's London range for drama)
 //	date       a date from 1950 to 1999
 //	passport   ZZ<7 digits>                      (ZZ is no issuing state)
 //	name       a given name and a family name from short fixed lists
+//	address    <number> rue des Canaris, 99<3 digits> Villefictive
 //	other      canary-<12 hex>
 //
 // The values are fake by construction: a canary must never hold, or be
-// mistaken for, a real person's data.
+// mistaken for, a real person's data. Their lengths put their records in
+// the size bucket most values of their class fall in (32 bytes; 64 for an
+// address), so a record's size does not single a canary out.
 func CanaryValue(rand io.Reader, c Class) (string, error) {
 	var b [8]byte
 	if _, err := io.ReadFull(rand, b[:]); err != nil {
@@ -116,7 +119,7 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 	}
 	switch {
 	case has("email"):
-		return fmt.Sprintf("canary.%010x@example.invalid", n&0xffffffffff), nil
+		return fmt.Sprintf("canary.%06x@example.invalid", n&0xffffff), nil
 	case has("phone"):
 		return fmt.Sprintf("+442079460%03d", n%1000), nil
 	case has("date"):
@@ -128,6 +131,9 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 		given := []string{"Alex", "Camille", "Dominique", "Sacha", "Morgan", "Lou", "Robin", "Noa"}
 		family := []string{"Verdier", "Lambrecht", "Ostrander", "Quillet", "Marchetti", "Haldane", "Brisset", "Tamsin"}
 		return given[n%8] + " " + family[(n/8)%8], nil
+	case c.Name == "address":
+		// No French postcode starts with 99.
+		return fmt.Sprintf("%d rue des Canaris, 99%03d Villefictive", 1+n%99, (n/99)%1000), nil
 	}
 	v := fmt.Sprintf("canary-%012x", n&0xffffffffffff)
 	if has("upper") {

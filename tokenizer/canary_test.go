@@ -104,6 +104,30 @@ func TestMintCanary(t *testing.T) {
 		}
 	}
 
+	// No byte after the clear header marks canaries either: across many
+	// canaries every position past it takes several values, as random
+	// nonces and ciphertext do (a constant byte would be a marker).
+	var blobs [][]byte
+	for range 16 {
+		if _, err := tk.MintCanary(ctx, "demo", "text", "", true); err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, spy.puts[len(spy.puts)-1].Value)
+	}
+	const clearText = 6 + len("text")
+	for i := clearText; i < len(blobs[0]); i++ {
+		distinct := map[byte]bool{}
+		for _, b := range blobs {
+			if len(b) != len(blobs[0]) {
+				t.Fatal("canaries of one class and bucket differ in size")
+			}
+			distinct[b[i]] = true
+		}
+		if len(distinct) == 1 {
+			t.Errorf("byte %d is the same in 16 canaries: a clear marker", i)
+		}
+	}
+
 	// Canaries sealed before version 3 kept their flags in the clear
 	// header: they still alert, and that header is still authenticated.
 	text, err := tk.MintCanary(ctx, "demo", "text", "", true)
@@ -132,5 +156,31 @@ func TestMintCanary(t *testing.T) {
 	got, err := tk.Reveal(ctx, []tokenizer.Token{tok})
 	if err != nil || !errors.Is(got[0].Err, tokenizer.ErrNotFound) {
 		t.Fatalf("a v2 canary with its clear flags stripped: %v %v, want ErrNotFound", err, got[0].Err)
+	}
+}
+
+// TestCanaryValuesSitInTypicalBuckets: a canary's record falls in the
+// size bucket most real values of its class fall in, whatever the
+// randomness, so its size does not single it out.
+func TestCanaryValuesSitInTypicalBuckets(t *testing.T) {
+	typical := map[string]int{"email": 32, "phone": 32, "name": 32, "passport": 32, "birthdate": 32, "address": 64, "text": 32}
+	for _, c := range tokenizer.DefaultClasses() {
+		want, ok := typical[c.Name]
+		if !ok {
+			t.Fatalf("no typical bucket for class %s", c.Name)
+		}
+		for i := range 200 {
+			seed := strings.Repeat(string(rune('a'+i%26)), 4) + strings.Repeat(string(rune('A'+i/26)), 4)
+			v, err := tokenizer.CanaryValue(strings.NewReader(seed), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.NormalizeValue(v); err != nil {
+				t.Fatalf("%s: canary value does not pass the class: %v", c.Name, err)
+			}
+			if got := tokenizer.PaddedSize(len(v)); got != want {
+				t.Fatalf("%s: a canary value of %d bytes is in bucket %d, want %d", c.Name, len(v), got, want)
+			}
+		}
 	}
 }

@@ -65,3 +65,6 @@ func RecordKey(ctx context.Context, t *Tokenizer, tokText string) (string, error
 	}
 	return recordName(tk, tokText), nil
 }
+
+// PaddedSize is paddedSize, the size bucket of a v3 record's body.
+var PaddedSize = paddedSize
