@@ -152,20 +152,10 @@ func TestRedisRecordsHideCanariesAndLengths(t *testing.T) {
 		t.Errorf("text values of 201 lengths show %d record sizes", n)
 	}
 
-	// Canaries of every class, with and without suspend.
+	// Canaries of every class: a group without suspend, then a group
+	// with it, so each group shares its flags.
 	const perClass = 8
 	custodian := h.newClient(t, h.TrustedAddr, h.pki.CustodianCert, h.pki.CustodianKey)
-	for _, class := range classes {
-		for i := range perClass {
-			if _, err := custodian.MintCanary(ctx, "acme", class, i%2 == 1); err != nil {
-				t.Fatalf("MintCanary %s: %v", class, err)
-			}
-		}
-	}
-	all := scanRecords(t, c)
-	if len(all) != len(ordinary)+perClass*len(classes) {
-		t.Fatalf("%d records after minting %d canaries over %d", len(all), perClass*len(classes), len(ordinary))
-	}
 	// What a reader sees of each ordinary record: header, size, TTL.
 	type look struct {
 		header string
@@ -176,39 +166,53 @@ func TestRedisRecordsHideCanariesAndLengths(t *testing.T) {
 	for _, rec := range ordinary {
 		seen[look{rec.header, rec.size, rec.ttl}]++
 	}
-	canaries := 0
-	bodies := map[string][][]byte{} // canary bodies by class
-	for k, rec := range all {
-		if _, old := ordinary[k]; old {
-			continue
-		}
-		canaries++
-		bodies[rec.class] = append(bodies[rec.class], rec.body)
-		if !strings.HasPrefix(k, "jeton:r:acme:") || len(k) != len(anyKey(ordinary)) {
-			t.Errorf("a canary's key has another shape than a record's")
-		}
-		if seen[look{rec.header, rec.size, rec.ttl}] == 0 {
-			t.Errorf("a %s canary (%d bytes, header %x, ttl %v) looks like no ordinary record", rec.class, rec.size, rec.header, rec.ttl)
-		}
-	}
-	if canaries != perClass*len(classes) {
-		t.Fatalf("found %d canaries, minted %d", canaries, perClass*len(classes))
-	}
-	// Past the header, no byte is a marker: across the canaries of a
-	// class every position takes several values (nonces and ciphertext are
-	// random; eight equal random bytes happen once in 2^56).
-	for class, bs := range bodies {
-		for i := range bs[0] {
-			distinct := map[byte]bool{}
-			for _, b := range bs {
-				if i < len(b) {
-					distinct[b[i]] = true
+	before := ordinary
+	for _, suspend := range []bool{false, true} {
+		for _, class := range classes {
+			for range perClass {
+				if _, err := custodian.MintCanary(ctx, "acme", class, suspend); err != nil {
+					t.Fatalf("MintCanary %s: %v", class, err)
 				}
 			}
-			if len(distinct) == 1 {
-				t.Errorf("%s canaries: byte %d after the header is the same in all %d", class, i, len(bs))
+		}
+		all := scanRecords(t, c)
+		if len(all) != len(before)+perClass*len(classes) {
+			t.Fatalf("%d records after minting %d canaries over %d", len(all), perClass*len(classes), len(before))
+		}
+		bodies := map[string][][]byte{} // this group's canary bodies by class
+		for k, rec := range all {
+			if _, old := before[k]; old {
+				continue
+			}
+			bodies[rec.class] = append(bodies[rec.class], rec.body)
+			if !strings.HasPrefix(k, "jeton:r:acme:") || len(k) != len(anyKey(ordinary)) {
+				t.Errorf("a canary's key has another shape than a record's")
+			}
+			if seen[look{rec.header, rec.size, rec.ttl}] == 0 {
+				t.Errorf("a %s canary (%d bytes, header %x, ttl %v) looks like no ordinary record", rec.class, rec.size, rec.header, rec.ttl)
 			}
 		}
+		// Past the header, no byte is a marker: across the canaries of a
+		// class every position takes several values (nonces and
+		// ciphertext are random; eight equal random bytes happen once in
+		// 2^56).
+		for class, bs := range bodies {
+			if len(bs) != perClass {
+				t.Fatalf("%s: %d new canary records, want %d", class, len(bs), perClass)
+			}
+			for i := range bs[0] {
+				distinct := map[byte]bool{}
+				for _, b := range bs {
+					if i < len(b) {
+						distinct[b[i]] = true
+					}
+				}
+				if len(distinct) == 1 {
+					t.Errorf("%s canaries (suspend %t): byte %d after the header is the same in all %d", class, suspend, i, len(bs))
+				}
+			}
+		}
+		before = all
 	}
 }
 
