@@ -184,20 +184,7 @@ func TestOpenRecordV2Rejects(t *testing.T) {
 	if v, _, err := openRecord(f.dek, f.tok, f.v.Token, withClass(f.v.Class)); err != nil || v != f.v.Value {
 		t.Fatalf("rebuilt genuine blob: %q, %v", v, err)
 	}
-	for i := range f.sealed {
-		for bit := range 8 {
-			b := bytes.Clone(f.sealed)
-			b[i] ^= 1 << bit
-			if v, _, err := openRecord(f.dek, f.tok, f.v.Token, b); err == nil {
-				t.Fatalf("opened with bit %d of byte %d flipped: %q", bit, i, v)
-			}
-		}
-	}
-	for n := range len(f.sealed) {
-		if _, _, err := openRecord(f.dek, f.tok, f.v.Token, f.sealed[:n]); err == nil {
-			t.Fatalf("opened truncated to %d bytes", n)
-		}
-	}
+	requireTamperRefused(t, f)
 }
 
 func TestParseEnvelopeHeaderV2(t *testing.T) {

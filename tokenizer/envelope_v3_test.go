@@ -221,20 +221,7 @@ func TestOpenRecordV3Rejects(t *testing.T) {
 	if v, _, err := openRecord(f.dek, f.tok, f.v.Token, seal(good)); err != nil || v != f.v.Value {
 		t.Fatalf("the reference body does not open: %v", err)
 	}
-	for i := range f.sealed {
-		for bit := range 8 {
-			b := bytes.Clone(f.sealed)
-			b[i] ^= 1 << bit
-			if v, _, err := openRecord(f.dek, f.tok, f.v.Token, b); err == nil {
-				t.Fatalf("opened with bit %d of byte %d flipped: %q", bit, i, v)
-			}
-		}
-	}
-	for n := range len(f.sealed) {
-		if _, _, err := openRecord(f.dek, f.tok, f.v.Token, f.sealed[:n]); err == nil {
-			t.Fatalf("opened truncated to %d bytes", n)
-		}
-	}
+	requireTamperRefused(t, f)
 }
 
 // A canary and an ordinary record of one value differ only in bytes that
