@@ -91,7 +91,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 // CanaryValue returns a plausible fake value for class c, drawn from rand,
 // chosen by the class's normalisation (then its name):
 //
-//	email      canary.<6 hex>@example.invalid    (RFC 2606: never delivered)
+//	email      <10 hex>@example.invalid          (RFC 2606: never delivered)
 //	phone      +44 20 7946 0<3 digits>           (Ofcom's London range for drama)
 //	date       a date from 1950 to 1999
 //	passport   ZZ<7 digits>                      (ZZ is no issuing state)
@@ -119,7 +119,10 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 	}
 	switch {
 	case has("email"):
-		return fmt.Sprintf("canary.%06x@example.invalid", n&0xffffff), nil
+		// 40 random bits, as a deterministic canary's token must not be
+		// found by tokenizing guesses, in 26 bytes: the size bucket of
+		// most real addresses.
+		return fmt.Sprintf("%010x@example.invalid", n&0xffffffffff), nil
 	case has("phone"):
 		return fmt.Sprintf("+442079460%03d", n%1000), nil
 	case has("date"):
