@@ -254,3 +254,20 @@ func TestSealRecordMACRefusesBadClass(t *testing.T) {
 		t.Fatal("sealRecordMAC sealed a record with an empty class")
 	}
 }
+
+// Values ending in the marker's byte or in zeros, or filling a bucket to
+// the last byte, come back whole: the marker is found from the end.
+func TestV3PaddingEdgeValues(t *testing.T) {
+	f := loadEnvelopeVectorsV3(t)[0]
+	dek := newMACKey(f.dek)
+	for _, v := range []string{"", "\x00", "x\x00\x00", "\u0100", "\u0100\u0100", "\x80", strings.Repeat("z", 30), strings.Repeat("\x00", 62)} {
+		b, err := sealRecordMAC(dek, f.nonce, 1, FlagCanary, f.tok, f.v.Token, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, flags, err := openRecord(f.dek, f.tok, f.v.Token, b)
+		if err != nil || got != v || flags != FlagCanary {
+			t.Errorf("value %x: opened to %x, %b, %v", v, got, flags, err)
+		}
+	}
+}
