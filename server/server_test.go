@@ -385,7 +385,7 @@ func TestRoundTripBatches(t *testing.T) {
 
 func TestTokenKinds(t *testing.T) {
 	// No built-in class is deterministic: configure one.
-	e := startEnv(t, envOpts{classes: deterministic("", "email")})
+	e := startEnv(t, envOpts{classes: deterministic("", "email", "address")})
 	sc := e.sponsorConn(t)
 	res := tokenize(t, sc,
 		&jetonv1.TokenizeItem{FieldClass: "name", Value: "Same Name"},
@@ -394,6 +394,7 @@ func TestTokenKinds(t *testing.T) {
 		&jetonv1.TokenizeItem{FieldClass: "email", Value: "same.person@example.org"},
 		&jetonv1.TokenizeItem{FieldClass: "text", Value: "same.person@example.org"},
 		&jetonv1.TokenizeItem{FieldClass: "email", Value: "other.person@example.org"},
+		&jetonv1.TokenizeItem{FieldClass: "address", Value: "same.person@example.org"},
 	)
 	// Token texts name their class and tenant, so texts of two classes or
 	// tenants always differ: compare the payloads, which carry the kind.
@@ -413,6 +414,9 @@ func TestTokenKinds(t *testing.T) {
 	}
 	if p[3] == p[5] {
 		t.Error("deterministic tokens of different values are equal")
+	}
+	if p[3] == p[6] {
+		t.Error("one value in two deterministic classes shares a payload")
 	}
 	// The same value in a random class gets no payload derived from it.
 	if p[4] == p[3] {
