@@ -131,11 +131,10 @@ func TestMaskedFormsEveryClass(t *testing.T) {
 			t.Fatalf("no sample value for class %s", c.Name)
 		}
 		items[i] = &jetonv1.TokenizeItem{FieldClass: c.Name, Value: useValue(vals[0])}
-		n, err := c.NormalizeValue(vals[0])
-		if err != nil {
+		if _, err := c.NormalizeValue(vals[0]); err != nil {
 			t.Fatalf("class %s: sample value does not normalise: %v", c.Name, err)
 		}
-		full[i], masked[i] = n, c.MaskValue(n)
+		full[i], masked[i] = vals[0], c.MaskValue(vals[0])
 		if masked[i] == full[i] {
 			t.Fatalf("class %s: the masked form of the sample equals its value; the test could not tell them apart", c.Name)
 		}

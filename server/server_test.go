@@ -169,6 +169,9 @@ type envOpts struct {
 	store tokenizer.Store
 	// keyRefresh is the tokenizer's KeyRefresh; its default if zero.
 	keyRefresh time.Duration
+	// classes are the tokenizer's classes; the built-in ones (all random)
+	// if nil.
+	classes []tokenizer.Class
 	// auditor is behind the server; an in-memory memAudit (env.audit) if
 	// nil.
 	auditor server.Auditor
@@ -189,15 +192,19 @@ func startEnv(t testing.TB, o envOpts) *env {
 	if store == nil {
 		store = memstore.New()
 	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: store, KeyRefresh: o.keyRefresh})
+	classes := o.classes
+	if classes == nil {
+		classes = tokenizer.DefaultClasses()
+	}
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: o.keyRefresh})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var classes []string
+	var names []string
 	for _, c := range tok.Classes() {
-		classes = append(classes, c.Name)
+		names = append(names, c.Name)
 	}
-	pol, err := server.ParsePolicy([]byte(testPolicy), classes)
+	pol, err := server.ParsePolicy([]byte(testPolicy), names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,21 +345,10 @@ func TestRoundTripEveryClass(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range out.Results {
-		c, _ := tokenizerClass(items[i].FieldClass)
-		want, _ := c.NormalizeValue(items[i].Value)
-		if r.GetValue() != want || r.Masked || r.FieldClass != items[i].FieldClass {
+		if r.GetValue() != items[i].Value || r.Masked || r.FieldClass != items[i].FieldClass {
 			t.Errorf("item %d (%s): round trip gave a different value or class (masked=%v)", i, items[i].FieldClass, r.Masked)
 		}
 	}
-}
-
-func tokenizerClass(name string) (tokenizer.Class, bool) {
-	for _, c := range tokenizer.DefaultClasses() {
-		if c.Name == name {
-			return c, true
-		}
-	}
-	return tokenizer.Class{}, false
 }
 
 func TestRoundTripBatches(t *testing.T) {
@@ -388,7 +384,8 @@ func TestRoundTripBatches(t *testing.T) {
 }
 
 func TestTokenKinds(t *testing.T) {
-	e := startEnv(t, envOpts{})
+	// No built-in class is deterministic: configure one.
+	e := startEnv(t, envOpts{classes: deterministic("", "email", "address")})
 	sc := e.sponsorConn(t)
 	res := tokenize(t, sc,
 		&jetonv1.TokenizeItem{FieldClass: "name", Value: "Same Name"},
@@ -396,23 +393,51 @@ func TestTokenKinds(t *testing.T) {
 		&jetonv1.TokenizeItem{FieldClass: "email", Value: "Same.Person@Example.org "},
 		&jetonv1.TokenizeItem{FieldClass: "email", Value: "same.person@example.org"},
 		&jetonv1.TokenizeItem{FieldClass: "text", Value: "same.person@example.org"},
+		&jetonv1.TokenizeItem{FieldClass: "email", Value: "other.person@example.org"},
+		&jetonv1.TokenizeItem{FieldClass: "address", Value: "same.person@example.org"},
 	)
-	if res[0].GetToken() == res[1].GetToken() {
+	// Token texts name their class and tenant, so texts of two classes or
+	// tenants always differ: compare the payloads, which carry the kind.
+	p := make([][16]byte, len(res))
+	for i, r := range res {
+		tok, err := tokenizer.ParseToken(r.GetToken())
+		if err != nil {
+			t.Fatalf("item %d: no token (%v)", i, r.GetError())
+		}
+		p[i] = tok.Payload
+	}
+	if p[0] == p[1] {
 		t.Error("random tokens of equal values are equal")
 	}
 	if res[2].GetToken() != res[3].GetToken() {
 		t.Error("deterministic tokens of equal normalised values differ")
 	}
-	if res[3].GetToken() == res[4].GetToken() {
-		t.Error("tokens of one value in two classes are equal")
+	if p[3] == p[5] {
+		t.Error("deterministic tokens of different values are equal")
+	}
+	if p[3] == p[6] {
+		t.Error("one value in two deterministic classes shares a payload")
+	}
+	// The same value in a random class gets no payload derived from it.
+	if p[4] == p[3] {
+		t.Error("a random class's payload equals the deterministic one of the same value")
+	}
+	again := tokenize(t, sc, &jetonv1.TokenizeItem{FieldClass: "text", Value: "same.person@example.org"})
+	if again[0].GetToken() == res[4].GetToken() {
+		t.Error("a random class minted the same token twice for one value")
 	}
 
-	// Another tenant's deterministic token for the same value differs.
+	// Another tenant's deterministic token for the same value differs, in
+	// its payload, not only in the tenant its text names.
 	cert, key := e.issue(t, e.bundle.SponsorAuthority, devpki.LeafOptions{URI: "spiffe://jeton.dev/sponsor/other"})
 	oc := dial(t, e.srv.PublicAddr().String(), e.bundle.ServerCA, cert, key)
 	ores := tokenize(t, oc, &jetonv1.TokenizeItem{FieldClass: "email", Value: "same.person@example.org"})
-	if ores[0].GetToken() == "" || ores[0].GetToken() == res[3].GetToken() {
-		t.Error("deterministic tokens of one value in two tenants are equal")
+	otok, err := tokenizer.ParseToken(ores[0].GetToken())
+	if err != nil {
+		t.Fatalf("other tenant: no token (%v)", ores[0].GetError())
+	}
+	if otok.Tenant != "other" || otok.Payload == p[3] {
+		t.Error("deterministic tokens of one value in two tenants share a payload")
 	}
 }
 

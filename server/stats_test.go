@@ -46,7 +46,7 @@ func TestStatsRecordsByClass(t *testing.T) {
 					case "email":
 						v = fmt.Sprintf("stats.%s.%d@example.org", tenant, i)
 					case "phone":
-						v = fmt.Sprintf("+44 7700 900%03d", i)
+						v = fmt.Sprintf("+44 20 7946 0%03d", i)
 					}
 					values = append(values, v)
 					toks = append(toks, e.tokenizeIn(t, tenant, tokenizer.Item{Class: class, Value: v})...)

@@ -13,7 +13,7 @@ import (
 // Deterministic classes are an oracle, so a sponsor's budget bounds how
 // many deterministic items it may tokenize; random items are not limited.
 func TestDeterministicTokenizeIsRateLimited(t *testing.T) {
-	e := startEnv(t, envOpts{})
+	e := startEnv(t, envOpts{classes: deterministic("", "email")})
 	cert, key := e.issue(t, e.bundle.SponsorAuthority, devpki.LeafOptions{URI: "spiffe://jeton.dev/sponsor/limited"})
 	tc := jetonv1.NewTokenizerClient(dial(t, e.srv.PublicAddr().String(), e.bundle.ServerCA, cert, key))
 	batch := func(class string, n, from int) *jetonv1.TokenizeRequest {

@@ -11,22 +11,24 @@ import (
 
 // FlagCanarySuspend marks a canary whose reveal must also suspend the
 // revealing identity. It is only meaningful with FlagCanary. Like every
-// flag it sits in the envelope header, which the record's AEAD
-// authenticates: flipping it in the store makes the record fail to open.
-// (FlagCanary is bit 0, in envelope.go; this is bit 1.)
+// flag it is sealed in the record's encrypted body (envelope version 3),
+// so the store can neither see nor flip it. (FlagCanary is bit 0, in
+// envelope.go; this is bit 1.)
 const FlagCanarySuspend Flags = 1 << 1
 
 // MintCanary stores a canary record in tenant under class and returns its
 // token. A canary looks like any other token of its class: same format,
 // same kind of payload (random, or the keyed MAC of its value for a
-// deterministic class), same retention. Only the authenticated envelope
-// header tells it apart, so an attacker holding tokens or the Redis data
-// cannot pick out the canaries. With suspend set, revealing it should also
+// deterministic class), same retention, same clear header and the same
+// size bucket as a value of its length. Only the sealed flags tell it
+// apart, so an attacker holding tokens or the Redis data cannot pick out
+// the canaries. With suspend set, revealing it should also
 // suspend the revealing identity; the caller of Reveal sees both flags in
 // Revealed.Flags and acts on them.
 //
-// value is the canary's stored value; empty makes a plausible fake for the
-// class (see CanaryValue). It must pass the class's normalisation.
+// value is the canary's stored value, kept as given like any value; empty
+// makes a plausible fake for the class (see CanaryValue). It must pass the
+// class's normalisation.
 func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string, suspend bool) (string, error) {
 	if err := validateName("tenant", tenant); err != nil {
 		return "", &UserError{err}
@@ -41,7 +43,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 			return "", err
 		}
 	}
-	v, err := c.NormalizeValue(value)
+	n, err := c.NormalizeValue(value)
 	if err != nil {
 		return "", err
 	}
@@ -60,7 +62,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 		m := tk.det.get()
 		m.Write([]byte(c.Name))
 		m.Write([]byte{0})
-		m.Write([]byte(v))
+		m.Write([]byte(n))
 		var sum [sha256.Size]byte
 		copy(tok.Payload[:], m.Sum(sum[:0]))
 		tk.det.put(m)
@@ -76,7 +78,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if _, err := io.ReadFull(t.rand, nonce[:]); err != nil {
 		return "", fmt.Errorf("tokenizer: reading nonce: %w", err)
 	}
-	blob, err := sealRecordMAC(dek, nonce[:], gen, flags, tok, text, v)
+	blob, err := sealRecordMAC(dek, nonce[:], gen, flags, tok, text, value)
 	if err != nil {
 		return "", err
 	}
@@ -89,15 +91,18 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 // CanaryValue returns a plausible fake value for class c, drawn from rand,
 // chosen by the class's normalisation (then its name):
 //
-//	email      canary.<10 hex>@example.invalid   (RFC 2606: never delivered)
-//	phone      +44 7700 900<3 digits>            (Ofcom's range for drama)
+//	email      <10 hex>@example.invalid          (RFC 2606: never delivered)
+//	phone      +44 20 7946 0<3 digits>           (Ofcom's London range for drama)
 //	date       a date from 1950 to 1999
 //	passport   ZZ<7 digits>                      (ZZ is no issuing state)
 //	name       a given name and a family name from short fixed lists
+//	address    <number> rue des Canaris, 99<3 digits> Villefictive
 //	other      canary-<12 hex>
 //
 // The values are fake by construction: a canary must never hold, or be
-// mistaken for, a real person's data.
+// mistaken for, a real person's data. Their lengths put their records in
+// the size bucket most values of their class fall in (32 bytes; 64 for an
+// address), so a record's size does not single a canary out.
 func CanaryValue(rand io.Reader, c Class) (string, error) {
 	var b [8]byte
 	if _, err := io.ReadFull(rand, b[:]); err != nil {
@@ -114,9 +119,12 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 	}
 	switch {
 	case has("email"):
-		return fmt.Sprintf("canary.%010x@example.invalid", n&0xffffffffff), nil
+		// 40 random bits, as a deterministic canary's token must not be
+		// found by tokenizing guesses, in 26 bytes: the size bucket of
+		// most real addresses.
+		return fmt.Sprintf("%010x@example.invalid", n&0xffffffffff), nil
 	case has("phone"):
-		return fmt.Sprintf("+447700900%03d", n%1000), nil
+		return fmt.Sprintf("+442079460%03d", n%1000), nil
 	case has("date"):
 		// Day 1 to 28 exists in every month.
 		return fmt.Sprintf("%04d-%02d-%02d", 1950+n%50, 1+(n/50)%12, 1+(n/600)%28), nil
@@ -126,6 +134,9 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 		given := []string{"Alex", "Camille", "Dominique", "Sacha", "Morgan", "Lou", "Robin", "Noa"}
 		family := []string{"Verdier", "Lambrecht", "Ostrander", "Quillet", "Marchetti", "Haldane", "Brisset", "Tamsin"}
 		return given[n%8] + " " + family[(n/8)%8], nil
+	case c.Name == "address":
+		// No French postcode starts with 99.
+		return fmt.Sprintf("%d rue des Canaris, 99%03d Villefictive", 1+n%99, (n/99)%1000), nil
 	}
 	v := fmt.Sprintf("canary-%012x", n&0xffffffffffff)
 	if has("upper") {

@@ -3,10 +3,16 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/nyaruka/phonenumbers"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Kind says how a class mints tokens.
@@ -29,10 +35,17 @@ const DefaultMaxValueLen = 4096
 type Class struct {
 	Name string
 	Kind Kind
-	// Normalize names the steps applied, in order, before a value is
-	// tokenized and stored. They decide which values share a deterministic
-	// token. See Normalizers.
+	// Normalize names the steps that give a value's normalised form, in
+	// order. The normalised form is what a deterministic token is computed
+	// from, so the steps decide which values share one, and what masks
+	// are applied to. It is never stored: a record keeps the value exactly
+	// as sent. See the steps below DefaultClasses.
 	Normalize []string
+	// Region is the default region of the "phone" step, an ISO 3166-1
+	// alpha-2 code such as "FR": a number written without its country code
+	// is read as a number of that region. Empty accepts only numbers in
+	// international form (+33 ..., or tel:+33-...).
+	Region string
 	// Mask names the masking rule. See Maskers.
 	Mask string
 	// Retention is how long a record lives; zero keeps it until erased.
@@ -42,7 +55,8 @@ type Class struct {
 	// whatever Retention says, and once it has passed the class tokenizes
 	// nothing more. See RecordTTL.
 	RetainUntil time.Time
-	// MaxLen bounds a value's length in bytes; zero means DefaultMaxValueLen.
+	// MaxLen bounds a value's length in bytes, as sent; zero means
+	// DefaultMaxValueLen.
 	MaxLen int
 }
 
@@ -59,6 +73,14 @@ func (c Class) Validate() error {
 	for _, n := range c.Normalize {
 		if _, ok := normalizers[n]; !ok {
 			return fmt.Errorf("tokenizer: class %s: unknown normalize step %q", c.Name, n)
+		}
+	}
+	if c.Region != "" {
+		if !slices.Contains(c.Normalize, "phone") {
+			return fmt.Errorf("tokenizer: class %s: region %q is only used by the phone normalize step, which the class lacks", c.Name, c.Region)
+		}
+		if !phonenumbers.GetSupportedRegions()[c.Region] {
+			return fmt.Errorf("tokenizer: class %s: region %q is not a supported ISO 3166-1 alpha-2 region code (upper case, e.g. FR)", c.Name, c.Region)
 		}
 	}
 	if _, ok := maskers[c.Mask]; !ok {
@@ -98,8 +120,11 @@ func (c Class) RecordTTL(now time.Time) (time.Duration, error) {
 	return ttl, nil
 }
 
-// NormalizeValue applies the class's normalisation and checks the result.
-// The error is a UserError wrapping ErrInvalidValue and never quotes v.
+// NormalizeValue checks a value as sent (length, UTF-8, the class's shape)
+// and returns its normalised form: the input of the class's deterministic
+// token and of its mask. The value itself, not this form, is what a record
+// stores and a reveal returns. The error is a UserError wrapping
+// ErrInvalidValue and never quotes v.
 func (c Class) NormalizeValue(v string) (string, error) {
 	max := c.MaxLen
 	if max == 0 {
@@ -110,7 +135,7 @@ func (c Class) NormalizeValue(v string) (string, error) {
 	}
 	for _, n := range c.Normalize {
 		var ok bool
-		if v, ok = normalizers[n](v); !ok {
+		if v, ok = normalizers[n](&c, v); !ok {
 			return "", &UserError{fmt.Errorf("%w: %s value fails %s", ErrInvalidValue, c.Name, n)}
 		}
 	}
@@ -120,57 +145,89 @@ func (c Class) NormalizeValue(v string) (string, error) {
 	return v, nil
 }
 
-// MaskValue returns the masked form of a stored value.
-func (c Class) MaskValue(v string) string { return maskers[c.Mask](v) }
+// MaskValue returns the masked form of a stored value: the class's mask
+// rule applied to the value's normalised form, so that every way of
+// writing one value masks alike ("06 12 34 56 78" and "+33612345678" both
+// give "+33 6 ** ** ** 78") and no formatting detail of the original shows
+// through. A stored value that no longer normalises (the class's steps
+// changed since it was sealed) masks to "****".
+func (c Class) MaskValue(v string) string {
+	n, err := c.NormalizeValue(v)
+	if err != nil {
+		return "****"
+	}
+	return maskers[c.Mask](n)
+}
 
-// DefaultClasses returns the classes used when none are configured.
+// DefaultClasses returns the classes used when none are configured. Every
+// one is random: a deterministic token answers "was this value
+// tokenized?" to whoever may tokenize, so a class becomes deterministic
+// only by configuration (and the policy must then budget it).
 func DefaultClasses() []Class {
 	return []Class{
-		{Name: "email", Kind: KindDeterministic, Normalize: []string{"trim", "lower", "email"}, Mask: "email", MaxLen: 320},
-		{Name: "phone", Kind: KindDeterministic, Normalize: []string{"phone"}, Mask: "phone", MaxLen: 32},
-		{Name: "name", Kind: KindRandom, Normalize: []string{"trim", "collapse-space"}, Mask: "initials", MaxLen: 256},
-		{Name: "passport", Kind: KindDeterministic, Normalize: []string{"passport"}, Mask: "last3", MaxLen: 32},
+		{Name: "email", Kind: KindRandom, Normalize: []string{"trim", "fold", "email"}, Mask: "email", MaxLen: 320},
+		{Name: "phone", Kind: KindRandom, Normalize: []string{"phone"}, Mask: "phone", MaxLen: 64},
+		{Name: "name", Kind: KindRandom, Normalize: []string{"nfc", "trim", "collapse-space"}, Mask: "initials", MaxLen: 256},
+		{Name: "passport", Kind: KindRandom, Normalize: []string{"passport"}, Mask: "last3", MaxLen: 32},
 		{Name: "birthdate", Kind: KindRandom, Normalize: []string{"trim", "date"}, Mask: "date", MaxLen: 32},
-		{Name: "address", Kind: KindRandom, Normalize: []string{"trim", "collapse-space"}, Mask: "all", MaxLen: 1024},
-		{Name: "text", Kind: KindRandom, Mask: "all"},
+		{Name: "address", Kind: KindRandom, Normalize: []string{"nfc", "trim", "collapse-space"}, Mask: "all", MaxLen: 1024},
+		{Name: "text", Kind: KindRandom, Normalize: []string{"nfc"}, Mask: "all"},
 	}
 }
 
 // normalizers are the normalisation steps a class may name. Each returns
-// false when the value cannot be of the class's shape.
-var normalizers = map[string]func(string) (string, bool){
-	"trim":  func(v string) (string, bool) { return strings.TrimSpace(v), true },
-	"lower": func(v string) (string, bool) { return strings.ToLower(v), true },
-	"upper": func(v string) (string, bool) { return strings.ToUpper(v), true },
+// false when the value cannot be of the class's shape. Unicode and phone
+// numbers are the libraries' work (golang.org/x/text, and
+// github.com/nyaruka/phonenumbers, a port of Google's libphonenumber);
+// what is written here only trims, checks shapes or keeps ASCII
+// characters.
+var normalizers = map[string]func(c *Class, v string) (string, bool){
+	// nfc is Unicode Normalization Form C: "e" followed by a combining
+	// acute accent (NFD) becomes one "é".
+	"nfc": func(_ *Class, v string) (string, bool) { return norm.NFC.String(v), true },
+	// fold is Unicode default case folding for caseless matching
+	// (NFD, fold, then NFC): "Élodie" and "élodie" match, and so do
+	// "STRASSE", "Straße" and "strasse".
+	"fold": func(_ *Class, v string) (string, bool) {
+		return norm.NFC.String(cases.Fold().String(norm.NFD.String(v))), true
+	},
+	"trim": func(_ *Class, v string) (string, bool) { return strings.TrimSpace(v), true },
+	// lower and upper are Unicode simple case mappings; prefer fold for
+	// matching.
+	"lower": func(_ *Class, v string) (string, bool) { return strings.ToLower(v), true },
+	"upper": func(_ *Class, v string) (string, bool) { return strings.ToUpper(v), true },
 	// collapse-space turns every run of white space into one space.
-	"collapse-space": func(v string) (string, bool) { return strings.Join(strings.Fields(v), " "), true },
+	"collapse-space": func(_ *Class, v string) (string, bool) { return strings.Join(strings.Fields(v), " "), true },
 	// email requires one '@' with something on both sides and no space.
-	"email": func(v string) (string, bool) {
+	"email": func(_ *Class, v string) (string, bool) {
 		local, domain, ok := strings.Cut(v, "@")
 		return v, ok && local != "" && domain != "" && !strings.ContainsAny(domain, "@") &&
 			strings.IndexFunc(v, unicode.IsSpace) < 0
 	},
-	// phone keeps a leading '+' and the digits, dropping spaces, dots,
-	// dashes and parentheses; it requires 4 to 15 digits (E.164).
-	"phone": func(v string) (string, bool) {
-		v = strings.TrimSpace(v)
-		var b strings.Builder
-		for i, r := range v {
-			switch {
-			case r >= '0' && r <= '9':
-				b.WriteRune(r)
-			case r == '+' && i == 0:
-				b.WriteRune(r)
-			case r == ' ' || r == '.' || r == '-' || r == '(' || r == ')':
-			default:
-				return "", false
-			}
+	// phone parses a number as libphonenumber does, in the class's
+	// region when it has no country code, requires it to be a valid
+	// number of its country, and gives its E.164 form (+33612345678),
+	// with ";ext=" and the extension when there is one. "06 12 34 56 78"
+	// (region FR), "+33 6 12 34 56 78", "0033 6 12 34 56 78" and
+	// "+33 (0)6 12 34 56 78" are all +33612345678.
+	"phone": func(c *Class, v string) (string, bool) {
+		region := c.Region
+		if region == "" {
+			region = "ZZ" // libphonenumber's unknown region: international form only
 		}
-		n := strings.TrimPrefix(b.String(), "+")
-		return b.String(), len(n) >= 4 && len(n) <= 15
+		n, err := phonenumbers.Parse(v, region)
+		if err != nil || !phonenumbers.IsValidNumber(n) {
+			return "", false
+		}
+		out := phonenumbers.Format(n, phonenumbers.E164)
+		if ext := n.GetExtension(); ext != "" {
+			out += ";ext=" + ext
+		}
+		return out, true
 	},
-	// passport keeps letters and digits, upper-cased.
-	"passport": func(v string) (string, bool) {
+	// passport keeps letters and digits, upper-cased, dropping spaces and
+	// dashes; it accepts ASCII only (machine-readable zone characters).
+	"passport": func(_ *Class, v string) (string, bool) {
 		var b strings.Builder
 		for _, r := range v {
 			switch {
@@ -186,14 +243,14 @@ var normalizers = map[string]func(string) (string, bool){
 		return b.String(), b.Len() >= 5 && b.Len() <= 20
 	},
 	// date requires an ISO 8601 calendar date, YYYY-MM-DD.
-	"date": func(v string) (string, bool) {
+	"date": func(_ *Class, v string) (string, bool) {
 		_, err := time.Parse(time.DateOnly, v)
 		return v, err == nil
 	},
 }
 
-// maskers are the masking rules a class may name. They work on stored,
-// normalised values and never reveal more than their comment says.
+// maskers are the masking rules a class may name. They work on normalised
+// values (see MaskValue) and never reveal more than their comment says.
 var maskers = map[string]func(string) string{
 	// all hides everything.
 	"all": func(string) string { return "****" },
@@ -207,20 +264,21 @@ var maskers = map[string]func(string) string{
 		r, _ := utf8.DecodeRuneInString(local)
 		return string(r) + "****@" + domain
 	},
-	// phone keeps a leading "+" and country digits (two) and the last two
-	// digits, grouped in pairs: +33 6 ** ** ** 78 for +33612345678.
+	// phone keeps the country code, the first digit of the national
+	// number and its last two digits, and hides the rest in pairs:
+	// +33 6 ** ** ** 78 for +33612345678. An extension is hidden.
 	"phone": func(v string) string {
-		digits := strings.TrimPrefix(v, "+")
-		if len(digits) < 6 {
+		v, _, _ = strings.Cut(v, ";")
+		n, err := phonenumbers.Parse(v, "ZZ")
+		if err != nil {
+			return "****"
+		}
+		digits := phonenumbers.GetNationalSignificantNumber(n)
+		if len(digits) < 4 {
 			return "****"
 		}
 		var b strings.Builder
-		if strings.HasPrefix(v, "+") {
-			b.WriteString("+" + digits[:2] + " ")
-			digits = digits[2:]
-		}
-		// Show the first digit of the national number, hide the middle in
-		// pairs, show the last two.
+		b.WriteString("+" + strconv.Itoa(int(n.GetCountryCode())) + " ")
 		head, mid, tail := digits[:1], digits[1:len(digits)-2], digits[len(digits)-2:]
 		b.WriteString(head)
 		for i := 0; i < len(mid); i += 2 {

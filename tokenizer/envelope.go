@@ -10,51 +10,77 @@ import (
 	"io"
 )
 
-// Record envelope, version 2, the one the service writes:
+// Record envelope, version 3, the one the service writes:
+//
+//	[0]         version 0x03
+//	[1:5]       key generation, big-endian
+//	[5]         n, the length of the field class name (1 to MaxNameLen)
+//	[6:6+n]     field class name, ASCII
+//	[6+n:18+n]  nonce
+//	[18+n:]     AES-256-GCM ciphertext and tag of the padded body:
+//
+//	body = flags (1 byte) || value || 0x80 || 0x00 ... 0x00
+//
+// The body is padded (ISO/IEC 7816-4: one 0x80, then zeros) to the
+// smallest size bucket that holds it: 32 bytes, then 64, 128, 256 and
+// every further power of two (see paddedSize). The store, Redis, so learns
+// a record's bucket, never its value's exact length, and nothing tells a
+// canary from any other record: its flags are sealed inside the body.
+//
+// Version 2, still opened, kept the flags in the clear and did not pad:
 //
 //	[0]         version 0x02
 //	[1]         flags (FlagCanary, ...)
 //	[2:6]       key generation, big-endian
-//	[6]         n, the length of the field class name (1 to MaxNameLen)
+//	[6]         n, the length of the field class name
 //	[7:7+n]     field class name, ASCII
 //	[7+n:19+n]  nonce
-//	[19+n:]     AES-256-GCM ciphertext and tag
+//	[19+n:]     AES-256-GCM ciphertext and tag of the value
 //
-// Version 1, still opened, has no class:
+// Version 1, still opened, is version 2 without the class:
 //
 //	[0]     version 0x01
 //	[1]     flags
 //	[2:6]   key generation, big-endian
 //	[6:18]  nonce
-//	[18:]   AES-256-GCM ciphertext and tag
+//	[18:]   AES-256-GCM ciphertext and tag of the value
 //
 // The record key is HKDF-Expand(SHA-256, DEK, "jeton/v1/record\x00"||token):
 // every token has its own key, so a store holding the wrapped DEKs but no
 // tokens cannot open any record. The associated data binds the whole
-// envelope header (of v2: the class name included), tenant, class and
+// envelope header (from v2 on: the class name included), tenant, class and
 // token, so a record copied or swapped under another token, or whose
-// header was edited, fails to open. A v2 record opens only for a token of
-// the class its header names.
+// header was edited, fails to open. A v2 or v3 record opens only for a
+// token of the class its header names.
 //
-// The header is in the clear, so the store, Redis, learns each record's
-// field class: "email", "name", never a value, token or subject. That is
-// acceptable because a class is configuration, not personal data: the
-// same for every record of the class, and already written in the policy.
-// The key name says nothing of it, and the class is no secret among
-// operators. In exchange Stats can count records per class, and erasure
-// and retention reports can say which kinds of data were held, without
-// decrypting anything or keeping a second, clear index that could drift
-// from the records.
+// The generation and the class stay in the clear. The generation must:
+// a replica reads it to pick the DEK, and a destroyed generation's records
+// are found by it without any key. The class may: it is configuration, not
+// personal data, the same for every record of the class and already
+// written in the policy; the key name says nothing of it. In exchange
+// Stats can count records per class, and erasure and retention reports can
+// say which kinds of data were held, without decrypting anything (Stats
+// holds no token, so it could not open a record anyway) or keeping a
+// second, clear index that could drift from the records. So Redis learns
+// of each record its class, generation and size bucket, and no more.
 const (
 	envelopeVersion1 = 0x01
 	envelopeVersion2 = 0x02
+	envelopeVersion3 = 0x03
 	envelopeHeader   = 6 // of v1; a v2 header is envelopeHeader+1+len(class)
 	nonceSize        = 12
 	tagSize          = 16
 	envelopeOverhead = envelopeHeader + nonceSize + tagSize // of v1
+	// v3HeaderFixed is a v3 header without its class name.
+	v3HeaderFixed = 6
+	// minBucket is the smallest padded body; buckets double from it.
+	minBucket = 32
+	// padMarker ends a v3 body's value; only zeros follow it.
+	padMarker = 0x80
 )
 
-// Flags are per-record markers, authenticated with the record.
+// Flags are per-record markers, authenticated with the record, and from
+// version 3 on sealed with it.
 type Flags byte
 
 const (
@@ -68,9 +94,11 @@ var errEnvelope = errors.New("tokenizer: envelope does not open")
 // authenticated: only opening the record proves it.
 type envelopeHdr struct {
 	version byte
-	flags   Flags
-	gen     uint32
-	// class is the field class of a v2 record; "" for v1.
+	// legacyFlags are the clear flags of a v1 or v2 record; a v3 record
+	// keeps its flags in the sealed body, and opening it returns them.
+	legacyFlags Flags
+	gen         uint32
+	// class is the field class of a v2 or v3 record; "" for v1.
 	class string
 	// size is the header's length; the nonce follows it.
 	size int
@@ -78,22 +106,30 @@ type envelopeHdr struct {
 
 // parseEnvelopeHeader reads a stored envelope's header without opening it.
 // It fails for an unknown version, a class that is not a valid name, or a
-// blob too short to hold the header, a nonce and a tag.
+// blob too short to hold the header, a nonce and a tag (for v3, and a
+// smallest padded body).
 func parseEnvelopeHeader(blob []byte) (envelopeHdr, error) {
-	if len(blob) < envelopeOverhead {
+	if len(blob) < 1 {
 		return envelopeHdr{}, errEnvelope
 	}
-	h := envelopeHdr{version: blob[0], flags: Flags(blob[1]), gen: binary.BigEndian.Uint32(blob[2:6]), size: envelopeHeader}
-	switch h.version {
-	case envelopeVersion1:
-	case envelopeVersion2:
-		n := int(blob[envelopeHeader])
-		h.size = envelopeHeader + 1 + n
-		if n == 0 || len(blob) < h.size+nonceSize+tagSize {
+	var h envelopeHdr
+	switch h.version = blob[0]; h.version {
+	case envelopeVersion1, envelopeVersion2:
+		if len(blob) < envelopeOverhead {
 			return envelopeHdr{}, errEnvelope
 		}
-		h.class = string(blob[envelopeHeader+1 : h.size])
-		if !ValidName(h.class) {
+		h.legacyFlags, h.gen, h.size = Flags(blob[1]), binary.BigEndian.Uint32(blob[2:6]), envelopeHeader
+		if h.version == envelopeVersion2 {
+			if h.class, h.size = parseClass(blob, envelopeHeader); h.class == "" || len(blob) < h.size+nonceSize+tagSize {
+				return envelopeHdr{}, errEnvelope
+			}
+		}
+	case envelopeVersion3:
+		if len(blob) < v3HeaderFixed+nonceSize+minBucket+tagSize {
+			return envelopeHdr{}, errEnvelope
+		}
+		h.gen = binary.BigEndian.Uint32(blob[1:5])
+		if h.class, h.size = parseClass(blob, v3HeaderFixed-1); h.class == "" || len(blob) < h.size+nonceSize+minBucket+tagSize {
 			return envelopeHdr{}, errEnvelope
 		}
 	default:
@@ -102,33 +138,45 @@ func parseEnvelopeHeader(blob []byte) (envelopeHdr, error) {
 	return h, nil
 }
 
-// envelopeHeaderOf returns a stored envelope's flags and generation
-// without opening it.
-func envelopeHeaderOf(blob []byte) (flags Flags, gen uint32, err error) {
-	h, err := parseEnvelopeHeader(blob)
-	return h.flags, h.gen, err
+// parseClass reads the length-prefixed class name at blob[at] and returns
+// it with the header size it ends; "" when it is not a valid name.
+func parseClass(blob []byte, at int) (string, int) {
+	n := int(blob[at])
+	end := at + 1 + n
+	if n == 0 || len(blob) < end {
+		return "", 0
+	}
+	class := string(blob[at+1 : end])
+	if !ValidName(class) {
+		return "", 0
+	}
+	return class, end
 }
 
-// envelopeClassOf returns the field class a stored envelope's header
-// names without opening it, and "" for a v1 envelope, which names none.
+// envelopeClassOf returns the generation and the field class a stored
+// envelope's header names without opening it, and "" as the class of a v1
+// envelope, which names none.
 func envelopeClassOf(blob []byte) (class string, gen uint32, err error) {
 	h, err := parseEnvelopeHeader(blob)
 	return h.class, h.gen, err
 }
 
-// sealRecordV2 encrypts value for token under dek as a v2 envelope. The
-// nonce is random and the key unique to the token, so a nonce never
-// repeats under a key in practice.
-func sealRecordV2(rand io.Reader, dek []byte, gen uint32, flags Flags, tok Token, tokText, value string) ([]byte, error) {
-	var nonce [nonceSize]byte
-	if _, err := io.ReadFull(rand, nonce[:]); err != nil {
-		return nil, fmt.Errorf("tokenizer: reading nonce: %w", err)
+// paddedSize is the size bucket of a v3 body holding a value of n bytes:
+// the smallest of 32, 64, 128, ... that holds the flags byte, the value and
+// the 0x80 marker.
+func paddedSize(n int) int {
+	size := minBucket
+	for size < n+2 {
+		size *= 2
 	}
-	return sealRecordMAC(newMACKey(dek), nonce[:], gen, flags, tok, tokText, value)
+	return size
 }
 
-// sealRecordMAC seals a v2 envelope with the DEK's keyed state and the
-// nonce given. The class in the header is tok.Class.
+// sealRecordMAC encrypts value for token as a v3 envelope, with the DEK's
+// keyed state and the nonce given. The class in the header is tok.Class;
+// flags are sealed in the padded body. The nonce must be random: a
+// deterministic token's record is sealed again under the same key each
+// time its value is tokenized, so a counter or a fixed nonce would repeat.
 func sealRecordMAC(dek *macKey, nonce []byte, gen uint32, flags Flags, tok Token, tokText, value string) ([]byte, error) {
 	if !ValidName(tok.Class) {
 		return nil, errors.New("tokenizer: sealing a record with an invalid class name")
@@ -137,43 +185,62 @@ func sealRecordMAC(dek *macKey, nonce []byte, gen uint32, flags Flags, tok Token
 	if err != nil {
 		return nil, err
 	}
-	hs := envelopeHeader + 1 + len(tok.Class)
-	out := make([]byte, hs+nonceSize, hs+nonceSize+len(value)+tagSize)
-	out[0] = envelopeVersion2
-	out[1] = byte(flags)
-	binary.BigEndian.PutUint32(out[2:6], gen)
-	out[envelopeHeader] = byte(len(tok.Class))
-	copy(out[envelopeHeader+1:], tok.Class)
+	hs := v3HeaderFixed + len(tok.Class)
+	body := paddedSize(len(value))
+	out := make([]byte, hs+nonceSize+body, hs+nonceSize+body+tagSize)
+	out[0] = envelopeVersion3
+	binary.BigEndian.PutUint32(out[1:5], gen)
+	out[5] = byte(len(tok.Class))
+	copy(out[v3HeaderFixed:], tok.Class)
 	copy(out[hs:], nonce)
+	pt := out[hs+nonceSize:]
+	pt[0] = byte(flags)
+	copy(pt[1:], value)
+	pt[1+len(value)] = padMarker // the rest is already zero
 	ad := recordAD(out[:hs], tok, tokText)
-	return aead.Seal(out, out[hs:hs+nonceSize], []byte(value), ad), nil
+	return aead.Seal(out[:hs+nonceSize], out[hs:hs+nonceSize], pt, ad), nil
 }
 
-// openRecord decrypts a record of either version sealed for the same token.
-func openRecord(dek []byte, tok Token, tokText string, blob []byte) (string, error) {
+// openRecord decrypts a record of any version sealed for the same token.
+func openRecord(dek []byte, tok Token, tokText string, blob []byte) (string, Flags, error) {
 	return openRecordMAC(newMACKey(dek), tok, tokText, blob)
 }
 
-func openRecordMAC(dek *macKey, tok Token, tokText string, blob []byte) (string, error) {
+// openRecordMAC decrypts a record of any version sealed for the same token
+// and returns its value and flags: from the sealed body of a v3 record,
+// from the authenticated clear header of an older one.
+func openRecordMAC(dek *macKey, tok Token, tokText string, blob []byte) (string, Flags, error) {
 	h, err := parseEnvelopeHeader(blob)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	// The AD would refuse it too; refusing first costs no key derivation.
-	if h.version == envelopeVersion2 && h.class != tok.Class {
-		return "", errEnvelope
+	if h.version != envelopeVersion1 && h.class != tok.Class {
+		return "", 0, errEnvelope
 	}
 	aead, err := recordAEAD(dek, tokText)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	ad := recordAD(blob[:h.size], tok, tokText)
 	nonce := blob[h.size : h.size+nonceSize]
 	pt, err := aead.Open(nil, nonce, blob[h.size+nonceSize:], ad)
 	if err != nil {
-		return "", errEnvelope
+		return "", 0, errEnvelope
 	}
-	return string(pt), nil
+	if h.version != envelopeVersion3 {
+		return string(pt), h.legacyFlags, nil
+	}
+	// Authenticated, so only a sealer bug could get the padding wrong;
+	// still, never return a value that is not exactly what was sealed.
+	end := len(pt) - 1
+	for end > 0 && pt[end] == 0 {
+		end--
+	}
+	if end < 1 || pt[end] != padMarker || len(pt) != paddedSize(end-1) {
+		return "", 0, errEnvelope
+	}
+	return string(pt[1:end]), Flags(pt[0]), nil
 }
 
 func recordAEAD(dek *macKey, tokText string) (cipher.AEAD, error) {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -93,13 +94,13 @@ func TestEnvelopeKnownAnswer(t *testing.T) {
 	if ref := refSeal(f.dek, f.v.Generation, f.v.Flags, f.nonce, f.v.Tenant, f.v.Class, f.v.Token, f.v.Value); !bytes.Equal(ref, f.sealed) {
 		t.Fatalf("reference construction = %x\nvector says            %x", ref, f.sealed)
 	}
-	v, err := openRecord(f.dek, f.tok, f.v.Token, f.sealed)
-	if err != nil || v != f.v.Value {
-		t.Fatalf("openRecord = %q, %v", v, err)
+	v, flags, err := openRecord(f.dek, f.tok, f.v.Token, f.sealed)
+	if err != nil || v != f.v.Value || flags != f.v.Flags {
+		t.Fatalf("openRecord = %q, %b, %v", v, flags, err)
 	}
-	flags, gen, err := envelopeHeaderOf(f.sealed)
-	if err != nil || flags != f.v.Flags || gen != f.v.Generation {
-		t.Fatalf("envelopeHeaderOf = %v, %d, %v", flags, gen, err)
+	h, err := parseEnvelopeHeader(f.sealed)
+	if err != nil || h.legacyFlags != f.v.Flags || h.gen != f.v.Generation {
+		t.Fatalf("parseEnvelopeHeader = %+v, %v", h, err)
 	}
 	if len(f.sealed) != envelopeOverhead+len(f.v.Value) {
 		t.Fatalf("sealed length %d, want %d", len(f.sealed), envelopeOverhead+len(f.v.Value))
@@ -164,7 +165,7 @@ func TestOpenRecordRejects(t *testing.T) {
 	}{"other tenant", f.dek, tok, text, f.sealed})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := openRecord(tc.dek, tc.tok, tc.tokText, tc.blob)
+			v, _, err := openRecord(tc.dek, tc.tok, tc.tokText, tc.blob)
 			if err == nil {
 				t.Fatalf("openRecord opened: %q", v)
 			}
@@ -173,20 +174,25 @@ func TestOpenRecordRejects(t *testing.T) {
 			}
 		})
 	}
-	// Every single bit flip, in header, nonce, ciphertext and tag.
+	requireTamperRefused(t, f)
+}
+
+// requireTamperRefused checks that a sealed record opens under no single
+// bit flip (header, nonce, ciphertext or tag) and no truncation.
+func requireTamperRefused(tb testing.TB, f envelopeFixture) {
+	tb.Helper()
 	for i := range f.sealed {
 		for bit := range 8 {
 			b := bytes.Clone(f.sealed)
 			b[i] ^= 1 << bit
-			if v, err := openRecord(f.dek, f.tok, f.v.Token, b); err == nil {
-				t.Fatalf("opened with bit %d of byte %d flipped: %q", bit, i, v)
+			if v, _, err := openRecord(f.dek, f.tok, f.v.Token, b); err == nil {
+				tb.Fatalf("opened with bit %d of byte %d flipped: %q", bit, i, v)
 			}
 		}
 	}
-	// Every truncation.
 	for n := range len(f.sealed) {
-		if _, err := openRecord(f.dek, f.tok, f.v.Token, f.sealed[:n]); err == nil {
-			t.Fatalf("opened truncated to %d bytes", n)
+		if _, _, err := openRecord(f.dek, f.tok, f.v.Token, f.sealed[:n]); err == nil {
+			tb.Fatalf("opened truncated to %d bytes", n)
 		}
 	}
 }
@@ -195,7 +201,7 @@ func TestOpenRecordErrorIsOpaque(t *testing.T) {
 	f := loadEnvelopeVector(t)
 	b := bytes.Clone(f.sealed)
 	b[len(b)-1] ^= 1
-	_, err := openRecord(f.dek, f.tok, f.v.Token, b)
+	_, _, err := openRecord(f.dek, f.tok, f.v.Token, b)
 	if !errors.Is(err, errEnvelope) {
 		t.Fatalf("error %v is not errEnvelope", err)
 	}
@@ -263,12 +269,25 @@ func FuzzOpenEnvelope(f *testing.F) {
 	swapped := bytes.Clone(v2)
 	copy(swapped[envelopeHeader+1:], "phone")
 	f.Add(swapped)
-	// The only blobs that may open under the fixed key and token.
+	// Version 3 seeds: a canary, an empty value, a value that fills its
+	// bucket, one that spills into the next, and the header alone.
 	genuine := map[string]string{string(fx.sealed): fx.v.Value, string(other): "", string(v2): fx.v.Value, string(v2empty): ""}
+	dek := newMACKey(fx.dek)
+	for _, v := range []string{fx.v.Value, "", strings.Repeat("x", 30), strings.Repeat("y", 31)} {
+		for _, flags := range []Flags{0, FlagCanary | FlagCanarySuspend} {
+			b, err := sealRecordMAC(dek, fx.nonce, 5, flags, fx.tok, fx.v.Token, v)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+			genuine[string(b)] = v
+		}
+	}
+	v3, _ := sealRecordMAC(dek, fx.nonce, 5, 0, fx.tok, fx.v.Token, fx.v.Value)
+	f.Add(v3[:v3HeaderFixed+len(fx.tok.Class)+nonceSize])
 	f.Fuzz(func(t *testing.T, blob []byte) {
-		_, _, _ = envelopeHeaderOf(blob)
 		_, _, _ = envelopeClassOf(blob)
-		v, err := openRecord(fx.dek, fx.tok, fx.v.Token, blob)
+		v, _, err := openRecord(fx.dek, fx.tok, fx.v.Token, blob)
 		want, ok := genuine[string(blob)]
 		switch {
 		case err == nil && !ok:
@@ -281,7 +300,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 		// The same blob under any other token never opens.
 		tok := fx.tok
 		tok.Payload[0] ^= 1
-		if _, err := openRecord(fx.dek, tok, tok.String(), blob); err == nil {
+		if _, _, err := openRecord(fx.dek, tok, tok.String(), blob); err == nil {
 			t.Fatalf("blob opened under another token")
 		}
 		_, _ = openSmall(fx.dek, "x", blob)
@@ -290,16 +309,12 @@ func FuzzOpenEnvelope(f *testing.F) {
 
 func BenchmarkSealRecord(b *testing.B) {
 	f := loadEnvelopeVector(b)
+	dek := newMACKey(f.dek)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(f.v.Value)))
 	for b.Loop() {
-		if _, err := sealRecord(zeroReader{}, f.dek, 1, 0, f.tok, f.v.Token, f.v.Value); err != nil {
+		if _, err := sealRecordMAC(dek, f.nonce, 1, 0, f.tok, f.v.Token, f.v.Value); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
-
-// zeroReader keeps the benchmark off crypto/rand; nonces do not matter here.
-type zeroReader struct{}
-
-func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -38,11 +38,11 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 	if err := json.Unmarshal(raw, &kat); err != nil {
 		t.Fatal(err)
 	}
-	unhex := func(s string) []byte {
-		t.Helper()
+	unhex := func(tb testing.TB, s string) []byte {
+		tb.Helper()
 		b, err := hex.DecodeString(s)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		return b
 	}
@@ -51,7 +51,7 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 	}
 	for _, tc := range kat.KeyBlobs {
 		t.Run(tc.Name, func(t *testing.T) {
-			blob := unhex(tc.Blob)
+			blob := unhex(t, tc.Blob)
 			got, err := parseKeyBlob(blob)
 			if err != nil {
 				t.Fatalf("parseKeyBlob: %v", err)
@@ -74,13 +74,13 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 			}
 		})
 	}
-	if got := markerBlob(time.Unix(kat.Marker.DestroyedUnix, 0)); !bytes.Equal(got, unhex(kat.Marker.Blob)) {
+	if got := markerBlob(time.Unix(kat.Marker.DestroyedUnix, 0)); !bytes.Equal(got, unhex(t, kat.Marker.Blob)) {
 		t.Errorf("markerBlob = %x, want %s", got, kat.Marker.Blob)
 	}
-	if got := parseMarker(unhex(kat.Marker.Blob)); got.Unix() != kat.Marker.DestroyedUnix {
+	if got := parseMarker(unhex(t, kat.Marker.Blob)); got.Unix() != kat.Marker.DestroyedUnix {
 		t.Errorf("parseMarker = %v, want Unix %d", got, kat.Marker.DestroyedUnix)
 	}
-	if got := currentBlob(kat.Current.Generation); !bytes.Equal(got, unhex(kat.Current.Blob)) {
+	if got := currentBlob(kat.Current.Generation); !bytes.Equal(got, unhex(t, kat.Current.Blob)) {
 		t.Errorf("currentBlob = %x, want %s", got, kat.Current.Blob)
 	}
 }

@@ -8,6 +8,10 @@
 //   - Store key names are keyed hashes; no token, value or unkeyed hash is
 //     ever part of a key or a stored value.
 //   - A record opens only under its own token, tenant and class.
+//   - A record holds its value exactly as sent; only a deterministic
+//     token's input is normalised. Its clear header says no more than
+//     version, generation and class: flags are sealed, and the value is
+//     padded to a size bucket.
 package tokenizer
 
 import (
@@ -134,9 +138,13 @@ type Result struct {
 
 // pending is an item on its way to becoming a stored record.
 type pending struct {
-	idx     int
-	class   Class
-	value   string
+	idx   int
+	class Class
+	// value is the item's value as sent: what the record seals.
+	value string
+	// norm is its normalised form: what a deterministic token is minted
+	// from. It is never stored.
+	norm    string
 	subject string
 	ttl     time.Duration // the record's lifetime; see Class.RecordTTL
 	tok     Token
@@ -175,7 +183,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 			results[i].Err = err
 			continue
 		}
-		v, err := c.NormalizeValue(it.Value)
+		n, err := c.NormalizeValue(it.Value)
 		if err != nil {
 			results[i].Err = err
 			continue
@@ -184,7 +192,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 			results[i].Err = &UserError{fmt.Errorf("%w: subject id is too long or not UTF-8", ErrInvalidValue)}
 			continue
 		}
-		work = append(work, pending{idx: i, class: c, value: v, subject: it.Subject, ttl: ttl})
+		work = append(work, pending{idx: i, class: c, value: it.Value, norm: n, subject: it.Subject, ttl: ttl})
 	}
 	if len(work) == 0 {
 		return results, nil
@@ -209,7 +217,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 				m := tk.det.get()
 				m.Write([]byte(p.class.Name))
 				m.Write([]byte{0})
-				m.Write([]byte(p.value))
+				m.Write([]byte(p.norm))
 				var sum [sha256.Size]byte
 				copy(p.tok.Payload[:], m.Sum(sum[:0]))
 				tk.det.put(m)
@@ -559,22 +567,22 @@ func (t *Tokenizer) Reveal(ctx context.Context, tokens []Token) ([]Revealed, err
 		if blobs[j] == nil {
 			continue
 		}
-		flags, gen, err := envelopeHeaderOf(blobs[j])
+		h, err := parseEnvelopeHeader(blobs[j])
 		if err != nil {
 			continue
 		}
-		dek, err := t.keys.dek(ctx, tenants[tokens[i].Tenant], gen)
+		dek, err := t.keys.dek(ctx, tenants[tokens[i].Tenant], h.gen)
 		if errors.Is(err, ErrKeyDestroyed) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		v, err := openRecordMAC(dek, tokens[i], texts[i], blobs[j])
+		v, flags, err := openRecordMAC(dek, tokens[i], texts[i], blobs[j])
 		if err != nil {
 			continue // tampered or swapped: indistinguishable from unknown
 		}
-		out[i] = Revealed{Token: tokens[i], Value: v, Flags: flags, Generation: gen}
+		out[i] = Revealed{Token: tokens[i], Value: v, Flags: flags, Generation: h.gen}
 	}
 	return out, nil
 }

@@ -93,6 +93,10 @@ type ClassConfig struct {
 	// after it the class tokenizes nothing more.
 	RetainUntil time.Time `yaml:"retention_until"`
 	MaxLen      int       `yaml:"max_len"`
+	// Region is the phone step's default region (ISO 3166-1 alpha-2,
+	// e.g. FR): numbers written without a country code are read as
+	// numbers of that region. Empty accepts international numbers only.
+	Region string `yaml:"region"`
 }
 
 // AuditConfig places the audit log.
@@ -258,7 +262,7 @@ func (c *Config) classes() ([]tokenizer.Class, error) {
 	out := make([]tokenizer.Class, 0, len(c.Classes))
 	seen := map[string]bool{}
 	for i, cc := range c.Classes {
-		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen}
+		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Region: cc.Region, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen}
 		if cl.Kind == "" {
 			cl.Kind = tokenizer.KindRandom
 		}

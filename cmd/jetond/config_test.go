@@ -44,7 +44,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"bad cidr", `"10.20.0.0/16"`, `"10.20.0.0/99"`, "trusted.allowed_cidrs"},
 		{"same client CA", "ttp-ca.pem", "sponsor-ca.pem", "trusted.tls.client_ca"},
 		{"no redis", `addrs: ["10.20.0.21:6379", "10.20.0.22:6379", "10.20.0.23:6379"]`, `addrs: []`, "redis.addrs"},
-		{"bad class kind", "kind: deterministic, normalize: [phone]", "kind: sometimes, normalize: [phone]", "classes"},
+		{"bad class kind", "kind: random, normalize: [phone]", "kind: sometimes, normalize: [phone]", "classes"},
+		{"unknown region", "region: FR", "region: XX", "region"},
+		{"region without phone step", "normalize: [passport], mask", "normalize: [passport], region: FR, mask", "region"},
 		{"bad normalize", "normalize: [passport]", "normalize: [shout]", "normalize"},
 		{"no policy", "policy_file: /etc/jeton/policy.yaml", `policy_file: ""`, "policy_file"},
 		{"no audit dir", "dir: /var/lib/jeton/audit", `dir: ""`, "audit.dir"},
@@ -66,6 +68,30 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// The example's phone class reads national numbers in its region, and no
+// class of the example, or of the defaults, is deterministic: that is
+// opt-in.
+func TestExampleClasses(t *testing.T) {
+	c, err := LoadConfig("jetond.example.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes, err := c.classes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range classes {
+		if cl.Kind != tokenizer.KindRandom {
+			t.Errorf("example class %s is %s", cl.Name, cl.Kind)
+		}
+		if cl.Name == "phone" {
+			if n, err := cl.NormalizeValue("06 12 34 56 78"); err != nil || n != "+33612345678" {
+				t.Errorf("example phone class: %q, %v", n, err)
+			}
+		}
 	}
 }
 

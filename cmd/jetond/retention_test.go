@@ -16,8 +16,8 @@ func TestClassRetentionUntil(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(string(b),
-		"- {name: name, kind: random, normalize: [trim, collapse-space], mask: initials, max_len: 256, retention: 4380h}",
-		"- {name: name, kind: random, normalize: [trim, collapse-space], mask: initials, max_len: 256, retention: 4380h, retention_until: 2031-03-31}\n"+
+		"- {name: name, kind: random, normalize: [nfc, trim, collapse-space], mask: initials, max_len: 256, retention: 4380h}",
+		"- {name: name, kind: random, normalize: [nfc, trim, collapse-space], mask: initials, max_len: 256, retention: 4380h, retention_until: 2031-03-31}\n"+
 			"  - {name: note, retention_until: \"2031-03-31T18:00:00Z\"}", 1)
 	if cfg == string(b) {
 		t.Fatal("the example config no longer has the name class this test edits")
