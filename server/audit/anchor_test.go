@@ -282,7 +282,7 @@ func TestReplacedFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got := anchorOpts(t, a).Checkpoint; string(got) != string(before) {
-				t.Fatal("a log writing into a replaced file stored a checkpoint")
+				t.Fatal("a record refused after the file was replaced was anchored")
 			}
 
 			// Recovery: archive, then start again.
@@ -397,4 +397,85 @@ func TestStartupAnchorChecks(t *testing.T) {
 			t.Fatal("Open accepted a checkpoint its public keys do not verify")
 		}
 	})
+}
+
+// TestAnchorNeverMovesBack: a rival copy of a replica's log (a restored
+// backup started beside the real one) cannot move the anchor back. Its
+// check-and-set fails, it reads the newer checkpoint, and it refuses to
+// store its older one.
+func TestAnchorNeverMovesBack(t *testing.T) {
+	a := newFileAnchor(t)
+	mod := func(c *audit.Config) {
+		anchoredConfig(a)(c)
+		c.CheckpointEvery, c.CheckpointInterval = 1000, time.Hour
+	}
+	real, rival := t.TempDir(), t.TempDir()
+	l := openLog(t, real, mod)
+	for i := range 3 {
+		mustAppend(t, l, i)
+	}
+	l.Close()
+	copyDir(t, real, rival)
+
+	old := openLog(t, rival, mod) // reads the anchor at seq 4
+	l = openLog(t, real, mod)
+	for i := 3; i < 10; i++ {
+		mustAppend(t, l, i)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := anchoredSeq(t, a); got != 11 {
+		t.Fatalf("anchored at %d, want 11", got)
+	}
+	mustAppend(t, old, 100)
+	if err := old.Close(); err == nil {
+		t.Error("the rival's last checkpoint was stored without complaint")
+	}
+	if got := anchoredSeq(t, a); got != 11 {
+		t.Fatalf("the rival moved the anchor back to seq %d", got)
+	}
+}
+
+// TestReplacedByOlderCopy: records acknowledged after the last periodic
+// checkpoint, then lost because the file was replaced by an older copy,
+// are still anchored at Close; the history then shows the loss at the
+// break instead of hiding it.
+func TestReplacedByOlderCopy(t *testing.T) {
+	dir, a := t.TempDir(), newFileAnchor(t)
+	l := openLog(t, dir, func(c *audit.Config) {
+		anchoredConfig(a)(c)
+		c.CheckpointEvery, c.CheckpointInterval = 1000, time.Hour
+	})
+	mustAppend(t, l, 0)
+	old, err := os.ReadFile(logFile(dir, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, 1) // acknowledged, not yet anchored
+	if err := os.WriteFile(logFile(dir, 1)+".bak", old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(logFile(dir, 1)+".bak", logFile(dir, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(context.Background(), rec(2)); !errors.Is(err, audit.ErrUnavailable) {
+		t.Fatalf("Append after the file was replaced = %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := anchoredSeq(t, a); got != 3 {
+		t.Fatalf("anchored at seq %d at Close, want 3 (the last acknowledged record)", got)
+	}
+	if _, err := audit.Archive(dir, "replaced by an older copy (test)", testTime); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, anchoredConfig(a))
+	l.Close()
+	_, err = audit.VerifyHistory(dir, anchorOpts(t, a))
+	var ve *audit.VerifyError
+	if !errors.As(err, &ve) || ve.Reason != audit.ReasonBehindCheckpoint {
+		t.Fatalf("VerifyHistory = %v; want the archive behind its checkpoint", err)
+	}
 }

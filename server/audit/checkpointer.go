@@ -177,9 +177,6 @@ func (c *checkpointer) run() {
 			}
 		case <-t.C:
 		}
-		if c.l.broken.Load() != nil {
-			continue
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 		c.report(c.checkpoint(ctx))
 		cancel()
@@ -197,15 +194,13 @@ func (c *checkpointer) report(err error) {
 	}
 }
 
-// stop ends run and stores a last checkpoint, unless the file was
-// replaced: the records past the last checkpoint may then be in a file no
-// one will read.
+// stop ends run and stores a last checkpoint. It does so even when the
+// file was replaced: the head is the last record acknowledged, which was
+// in the file at its path when it was written; if the replacement lacks
+// it, the checkpoint is what shows the loss.
 func (c *checkpointer) stop() error {
 	close(c.quit)
 	<-c.done
-	if c.l.broken.Load() != nil {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	if err := c.checkpoint(ctx); err != nil {

@@ -34,7 +34,8 @@
 //     acknowledged record and the chain continues from there.
 //   - If the file being written is no longer the one at its path (replaced,
 //     moved, deleted), every later Append fails and Healthy reports it until
-//     an operator recovers the log (Archive); no checkpoint is stored then.
+//     an operator recovers the log (Archive). Checkpoints still cover the
+//     records acknowledged before, so a replacement that lacks them shows.
 //   - Open refuses a log that does not verify, is behind or disagrees with
 //     the anchor's checkpoint, or is missing while the anchor has one.
 //   - The log holds no token: tokens appear only as TokenHash values, keyed

@@ -375,9 +375,8 @@ func (l *Log) TokenHash(token string) string {
 }
 
 // Close writes and fsyncs everything queued, signs and stores a last
-// checkpoint, then stops the log; later Appends fail with ErrUnavailable.
-// A log whose file was replaced is not checkpointed. Closing a closed log
-// does nothing.
+// checkpoint of the last acknowledged record, then stops the log; later
+// Appends fail with ErrUnavailable. Closing a closed log does nothing.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
