@@ -139,6 +139,10 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := registerAuditMetrics(obs.reg, alog); err != nil {
+		alog.Close()
+		return nil, err
+	}
 
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log,
@@ -216,8 +220,7 @@ echo "$TOKEN"
 # Reveal it as a TTP system, on the trusted listener, stating a purpose:
 %s detokenize --addr %s --cacert %s --cert %s --key %s --purpose support "$TOKEN"
 # Check the audit log, which recorded that reveal before answering it, with
-# the public key and the last signed checkpoint only (signed each second):
-sleep 2
+# the public key and the last signed checkpoint only (signed every second):
 %s audit verify --public-key %s --checkpoint %s %s
 %s
 `, public, trusted, filepath.Join(rel(dir), "audit"),

@@ -85,6 +85,9 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		return nil, err
 	}
 	closers = append(closers, alog.Close)
+	if err := registerAuditMetrics(obs.reg, alog); err != nil {
+		return nil, err
+	}
 
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,

@@ -1080,3 +1080,39 @@ func (f countingFile) Sync() error {
 	f.c.n.Add(1)
 	return f.File.Sync()
 }
+
+// BenchmarkVerify measures checking a log, which Open does in full at
+// every start: bytes/s is the start-up cost per byte of log.
+func BenchmarkVerify(b *testing.B) {
+	dir := b.TempDir()
+	l := openLog(b, dir, nil)
+	const records = 20_000
+	var wg sync.WaitGroup
+	for w := range 50 {
+		wg.Go(func() {
+			for i := range records / 50 {
+				if err := l.Append(context.Background(), rec(w*1000+i)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	l.Close()
+	files, _ := audit.Files(dir)
+	var size int64
+	for _, f := range files {
+		fi, _ := os.Stat(f)
+		size += fi.Size()
+	}
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := audit.Verify(files, audit.VerifyOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}

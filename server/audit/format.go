@@ -28,21 +28,33 @@ const (
 	hashSize = sha256.Size
 )
 
-// chainHash computes the hash of record seq:
+// chainHasher computes record hashes without allocating: it reuses its
+// hash state and its buffer for the bytes before the record.
+type chainHasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
+func newChainHasher() *chainHasher { return &chainHasher{h: sha256.New(), buf: make([]byte, 0, 128)} }
+
+var closeBrace = []byte{'}'}
+
+// sum computes the hash of record seq:
 // SHA-256("jeton/audit/v2\x00" || prev || {"v":2,"seq":N,"rec":REC}),
 // with prev the raw 32 bytes of the previous record's hash (zeros for the
 // first record of a chain). It is unkeyed: anyone can recompute the chain,
 // and only a signed checkpoint of its head makes it binding.
-func chainHash(h hash.Hash, prev *[hashSize]byte, seq uint64, rec []byte) [hashSize]byte {
-	h.Reset()
-	h.Write([]byte(chainDomain))
-	h.Write(prev[:])
-	var scratch [48]byte
-	h.Write(appendBodyStart(scratch[:0], seq))
-	h.Write(rec)
-	h.Write([]byte{'}'})
+func (c *chainHasher) sum(prev *[hashSize]byte, seq uint64, rec []byte) [hashSize]byte {
+	b := append(c.buf[:0], chainDomain...)
+	b = append(b, prev[:]...)
+	b = appendBodyStart(b, seq)
+	c.buf = b
+	c.h.Reset()
+	c.h.Write(b)
+	c.h.Write(rec)
+	c.h.Write(closeBrace)
 	var out [hashSize]byte
-	h.Sum(out[:0])
+	c.h.Sum(out[:0])
 	return out
 }
 
@@ -104,14 +116,16 @@ func parseLine(b []byte) (line, string) {
 		return l, "not a version 2 record line"
 	}
 	i := 0
+	var seq uint64
 	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		d := uint64(rest[i] - '0')
+		if seq > (1<<64-1-d)/10 {
+			return l, "bad seq"
+		}
+		seq = seq*10 + d
 		i++
 	}
-	if i == 0 || i > 20 || (rest[0] == '0') {
-		return l, "bad seq"
-	}
-	seq, err := strconv.ParseUint(string(rest[:i]), 10, 64)
-	if err != nil || seq == 0 {
+	if i == 0 || rest[0] == '0' {
 		return l, "bad seq"
 	}
 	l.seq = seq

@@ -166,7 +166,7 @@ func Open(cfg Config) (*Log, error) {
 	key := append([]byte(nil), cfg.Key...)
 	w := &writer{
 		dir: cfg.Dir, open: cfg.OpenFile, maxBytes: cfg.MaxFileBytes,
-		log: cfg.Logger, hash: sha256.New(), unlock: unlock,
+		log: cfg.Logger, hash: newChainHasher(), unlock: unlock,
 	}
 	l := &Log{
 		key: key, now: cfg.Now, log: cfg.Logger, w: w, replica: cfg.Replica,
@@ -465,7 +465,7 @@ type writer struct {
 	open     OpenFileFunc
 	maxBytes int64
 	log      *slog.Logger
-	hash     hash.Hash
+	hash     *chainHasher
 	unlock   func()
 
 	// The durable state: the last record fsynced, and where it is.
@@ -496,7 +496,7 @@ func (w *writer) commit(batch []*request) error {
 	seq, last := w.seq, w.last
 	for _, r := range batch {
 		seq++
-		sum := chainHash(w.hash, &last, seq, r.rec)
+		sum := w.hash.sum(&last, seq, r.rec)
 		buf = appendLine(buf, seq, &last, &sum, r.rec)
 		last = sum
 	}

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -175,7 +173,7 @@ func sortRefs(refs []fileRef) {
 
 // verifier walks a log's files in order, holding the chain state.
 type verifier struct {
-	hash hash.Hash
+	hash *chainHasher
 	// checkpoint, if set, must be reached, agree at its seq and name the
 	// chain.
 	checkpoint *Checkpoint
@@ -197,7 +195,7 @@ type verifier struct {
 	torn      *Torn
 }
 
-func newVerifier() *verifier { return &verifier{hash: sha256.New()} }
+func newVerifier() *verifier { return &verifier{hash: newChainHasher()} }
 
 func (v *verifier) run(refs []fileRef) error {
 	for i, ref := range refs {
@@ -299,7 +297,7 @@ func (v *verifier) record(refs []fileRef, i, n int, b []byte) error {
 	case l.prev != v.last:
 		return bad(l.seq, ReasonPrevMismatch, "")
 	}
-	if sum := chainHash(v.hash, &l.prev, l.seq, l.rec); sum != l.hash {
+	if sum := v.hash.sum(&l.prev, l.seq, l.rec); sum != l.hash {
 		return bad(l.seq, ReasonBadHash, "")
 	}
 	if l.seq == 1 {
