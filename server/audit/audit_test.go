@@ -1116,3 +1116,29 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// TestLargeRecord: a record larger than any read buffer (a reveal of
+// thousands of tokens) verifies and reopens.
+func TestLargeRecord(t *testing.T) {
+	dir, a := t.TempDir(), newFileAnchor(t)
+	l := openLog(t, dir, anchoredConfig(a))
+	r := rec(0)
+	for i := range 20_000 {
+		r.Items = append(r.Items, audit.Item{TokenHash: fmt.Sprintf("%032x", i), Outcome: audit.OutcomeRevealed})
+	}
+	if err := l.Append(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, 1)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(logFile(dir, 1)); fi.Size() < 1<<20 {
+		t.Fatalf("the log is %d bytes; the record is meant to exceed the read buffer", fi.Size())
+	}
+	if _, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, anchoredConfig(a))
+	mustAppend(t, l, 2)
+}

@@ -242,9 +242,11 @@ func (v *verifier) file(refs []fileRef, i int) error {
 	for n := 1; ; n++ {
 		b, err := r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			// A record longer than the buffer: read it whole.
+			// A record longer than the buffer (a large batch): copy what
+			// was read before the buffer is reused, then read the rest.
+			head := append([]byte(nil), b...)
 			rest, rerr := r.ReadBytes('\n')
-			b, err = append(append([]byte(nil), b...), rest...), rerr
+			b, err = append(head, rest...), rerr
 		}
 		if err == io.EOF {
 			if len(b) == 0 {
