@@ -129,6 +129,22 @@ func TestAuditTamperDetected(t *testing.T) {
 	if code, out, errOut := d.verify(t); code != 0 || !strings.Contains(out, "signed checkpoint at seq") {
 		t.Fatalf("untouched log: verify exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// Offline: export the public key and the checkpoint, verify from files.
+	pub, cp := filepath.Join(t.TempDir(), "audit.pub"), filepath.Join(t.TempDir(), "replica.checkpoint")
+	for path, args := range map[string][]string{pub: {"audit", "public-key"}, cp: {"audit", "checkpoint", "--replica", d.replica}} {
+		cmd := exec.Command(jetonBin, args...)
+		cmd.Env = d.verifier
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("jeton %v: %v", args, err)
+		}
+		writeFile(t, path, string(out))
+	}
+	offline := exec.Command(jetonBin, "audit", "verify", "--public-key", pub, "--checkpoint", cp, d.dir)
+	offline.Env = envWithout(os.Environ(), "VAULT_")
+	if out, err := offline.CombinedOutput(); err != nil || !strings.Contains(string(out), "signed checkpoint at seq") {
+		t.Fatalf("offline verify: %v\n%s", err, out)
+	}
 
 	lines := func(files map[string][]byte) [][]byte {
 		return bytes.SplitAfter(bytes.TrimSuffix(files["audit-000001.jsonl"], []byte("\n")), []byte("\n"))
