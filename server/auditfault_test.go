@@ -19,16 +19,13 @@ import (
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/fileanchor"
 )
 
 var errInjected = errors.New("injected disk fault")
 
-// faultDisk is an audit.Config.OpenFile whose files can be made to fail
-// Write and/or Sync, and then recover, at any time. Only the log files
-// (audit-*.jsonl) fail, not HEAD's temporary file: a commit whose records
-// are durable but whose HEAD update fails is refused although its records
-// stay in the log, so faulting HEAD would make the record count exceed the
-// OK calls by a race, and the test could not demand equality.
+// faultDisk is an audit.Config.OpenFile whose log files (audit-*.jsonl)
+// can be made to fail Write and/or Sync, and then recover, at any time.
 type faultDisk struct {
 	failWrite, failSync atomic.Bool
 	writeFaults         atomic.Int64 // injected failures, to show the fault was hit
@@ -107,7 +104,11 @@ func testRevealsUnderAuditDiskFault(t *testing.T, failWrite, failSync bool) {
 	rand.Read(key)
 	logDir := filepath.Join(t.TempDir(), "audit")
 	disk := &faultDisk{}
-	l, err := audit.Open(audit.Config{Dir: logDir, Key: key, OpenFile: disk.open})
+	anchor, err := fileanchor.New(t.TempDir(), "replica-0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(audit.Config{Dir: logDir, Key: key, OpenFile: disk.open, Anchor: anchor, Replica: "replica-0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,11 +245,14 @@ func testRevealsUnderAuditDiskFault(t *testing.T, failWrite, failSync bool) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("closing the log: %v", err)
 	}
-	files, head, err := audit.Files(logDir)
+	files, err := audit.Files(logDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Verify(key, files, head)
+	// Checked as a verifier would: the public key and the last checkpoint.
+	keys, _ := anchor.PublicKeys(context.Background())
+	cp, _, _ := anchor.Load(context.Background())
+	rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, Checkpoint: cp})
 	if err != nil {
 		t.Fatalf("the log does not verify after the fault: %v", err)
 	}

@@ -1,39 +1,92 @@
 package main
 
 import (
-	"encoding/hex"
+	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"strings"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
 
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/vaultanchor"
 )
 
 // exitTampered is the exit code of a log that does not verify.
 const exitTampered = 1
 
-// runAudit runs "jeton audit verify".
+const auditUsage = `usage:
+  jeton audit verify (--public-key FILE --checkpoint FILE | --vault [--replica R]) [--partial] DIR | FILE...
+  jeton audit archive --dir DIR --reason TEXT
+  jeton audit public-key [--vault-mount transit]      (reads VAULT_*; prints the verifier keys)
+  jeton audit checkpoint --replica R                   (reads VAULT_*; prints the stored checkpoint)`
+
+// runAudit runs "jeton audit verify|archive|public-key|checkpoint".
 func runAudit(args []string, e *env) int {
-	if len(args) == 0 || args[0] != "verify" {
-		e.errorf("usage: jeton audit verify [--key-file F] [--head PATH] [--partial] FILE... | DIR")
+	if len(args) == 0 {
+		e.errorf("%s", auditUsage)
 		return exitUsage
 	}
+	switch args[0] {
+	case "verify":
+		return runAuditVerify(args[1:], e)
+	case "archive":
+		return runAuditArchive(args[1:], e)
+	case "public-key", "checkpoint":
+		return runAuditExport(args[0], args[1:], e)
+	}
+	e.errorf("%s", auditUsage)
+	return exitUsage
+}
+
+// vaultFlags are how the audit commands reach the anchor in Vault: the
+// standard VAULT_* variables, with a token carrying jeton-audit-verifier.
+type vaultFlags struct {
+	transitMount string
+	replica      string
+}
+
+func (v *vaultFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&v.transitMount, "vault-mount", vaultanchor.DefaultTransitMount, "Transit `mount` of the checkpoint signing key")
+	fs.StringVar(&v.replica, "replica", "", "replica `id` whose checkpoint to read (default: the one the log names)")
+}
+
+func (v *vaultFlags) anchor(ctx context.Context, replica string) (*vaultanchor.Anchor, error) {
+	cfg := vault.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, cfg.Error
+	}
+	vc, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if vc.Token() == "" {
+		return nil, errors.New("set VAULT_TOKEN to a token with the jeton-audit-verifier policy")
+	}
+	return vaultanchor.New(ctx, vc, vaultanchor.Config{TransitMount: v.transitMount, Replica: replica})
+}
+
+func runAuditVerify(args []string, e *env) int {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	// The key comes from a file or the environment, never argv: argv is
-	// visible to every local user and lands in shell history, and the key
-	// can forge the log as well as verify it.
-	keyFile := fs.String("key-file", "", "`file` holding the audit MAC key in hex (default: env JETON_AUDIT_KEY, hex)")
-	headPath := fs.String("head", "", "HEAD `file` to check the log's end against (default: DIR/HEAD when given a DIR)")
-	partial := fs.Bool("partial", false, "accept a log that does not start at audit-000001.jsonl (older files archived)")
+	pubFile := fs.String("public-key", "", "`file` of verifier keys (jeton-audit+...), one per line")
+	cpFile := fs.String("checkpoint", "", "`file` holding the replica's latest signed checkpoint")
+	useVault := fs.Bool("vault", false, "read the public keys and the checkpoint from Vault (VAULT_ADDR, VAULT_TOKEN, ...)")
+	var vf vaultFlags
+	vf.register(fs)
+	partial := fs.Bool("partial", false, "accept files that do not start at audit-000001.jsonl (older files archived); checks only what is given")
+	timeout := fs.Duration("timeout", 30*time.Second, "deadline for reading from Vault")
 	fs.Usage = func() {
-		fmt.Fprint(e.stderr, "Usage: jeton audit verify [flags] FILE... | DIR\n\n"+
-			"Checks every record's MAC and the chain across files. Given a DIR, checks\n"+
-			"all its audit-*.jsonl files and its HEAD.\n\nFlags:\n")
+		fmt.Fprint(e.stderr, "Usage: jeton audit verify [flags] DIR | FILE...\n\n"+
+			"Checks the hash chain of every record, then that the log reaches and agrees\n"+
+			"with the replica's latest signed checkpoint, using the public key only.\n"+
+			"Given a DIR, also checks each archived chain the current one follows.\n"+
+			"A partial last line (a crash mid-write) is reported, not an error.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	paths, code, ok := parse(fs, args[1:], e)
+	paths, code, ok := parse(fs, args, e)
 	if !ok {
 		return code
 	}
@@ -41,58 +94,217 @@ func runAudit(args []string, e *env) int {
 		e.errorf("audit verify: no log files or directory given")
 		return exitUsage
 	}
-	key, err := auditKey(*keyFile, e.getenv)
-	if err != nil {
-		e.errorf("audit verify: %v", err)
+	if *useVault == (*pubFile != "" || *cpFile != "") || (!*useVault && (*pubFile == "" || *cpFile == "")) {
+		e.errorf("audit verify: give --public-key and --checkpoint, or --vault")
 		return exitUsage
 	}
-
-	files, head := paths, *headPath
+	dir := ""
 	if fi, err := os.Stat(paths[0]); err == nil && fi.IsDir() {
 		if len(paths) > 1 {
 			e.errorf("audit verify: give one directory, or files")
 			return exitUsage
 		}
-		var dirHead string
-		if files, dirHead, err = audit.Files(paths[0]); err != nil {
-			fmt.Fprintln(e.stderr, err)
+		dir = paths[0]
+	}
+
+	opts := audit.VerifyOptions{Partial: *partial}
+	if *useVault {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		replica := vf.replica
+		if replica == "" {
+			replica = logReplica(dir, paths)
+		}
+		if replica == "" {
+			e.errorf("audit verify: the log names no replica (empty or damaged); give --replica")
+			return exitUsage
+		}
+		a, err := vf.anchor(ctx, replica)
+		if err != nil {
+			e.errorf("audit verify: %v", err)
+			return exitRPC
+		}
+		if opts.Keys, err = a.PublicKeys(ctx); err != nil {
+			e.errorf("audit verify: %v", err)
+			return exitRPC
+		}
+		var version uint64
+		if opts.Checkpoint, version, err = a.Load(ctx); err != nil {
+			e.errorf("audit verify: %v", err)
+			return exitRPC
+		}
+		if opts.Checkpoint == nil {
+			what := "holds no checkpoint"
+			if version > 0 {
+				what = fmt.Sprintf("had its checkpoint deleted (version %d)", version)
+			}
+			fmt.Fprintf(e.stderr, "audit: the anchor of replica %s %s: nothing to check the log's end against\n", replica, what)
 			return exitTampered
 		}
-		if head == "" {
-			head = dirHead
+	} else {
+		b, err := os.ReadFile(*pubFile)
+		if err == nil {
+			opts.Keys, err = audit.ParseVerifierKeys(b)
+		}
+		if err != nil {
+			e.errorf("audit verify: --public-key: %v", err)
+			return exitUsage
+		}
+		if opts.Checkpoint, err = os.ReadFile(*cpFile); err != nil {
+			e.errorf("audit verify: --checkpoint: %v", err)
+			return exitUsage
 		}
 	}
-	rep, err := audit.Verify(key, files, head)
-	if err == nil && rep.Records > 0 && rep.FirstSeq != 1 && !*partial {
-		err = &audit.VerifyError{File: files[0], Line: 1, Seq: rep.FirstSeq, Reason: audit.ReasonMissingFile,
-			Detail: "the log does not start at seq 1; --partial checks only the files given"}
+
+	var reports []audit.ChainReport
+	var err error
+	if dir != "" && !*partial {
+		reports, err = audit.VerifyHistory(dir, opts)
+	} else {
+		files := paths
+		if dir != "" {
+			if files, err = audit.Files(dir); err != nil {
+				fmt.Fprintln(e.stderr, err)
+				return exitTampered
+			}
+		}
+		var rep *audit.Report
+		if rep, err = audit.Verify(files, opts); rep != nil {
+			reports = []audit.ChainReport{{Dir: dir, Report: rep}}
+		}
+	}
+	for i, r := range reports {
+		printChainReport(e, i, r)
 	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, err)
 		return exitTampered
 	}
-	fmt.Fprintf(e.stdout, "ok: %d records, last seq %d\n", rep.Records, rep.LastSeq)
 	return exitOK
 }
 
-// auditKey reads the MAC key, in hex, from keyFile or else JETON_AUDIT_KEY.
-// There is no default: a verifier with a made-up key proves nothing.
-func auditKey(keyFile string, getenv func(string) string) ([]byte, error) {
-	text, from := getenv("JETON_AUDIT_KEY"), "JETON_AUDIT_KEY"
-	if keyFile != "" {
-		b, err := os.ReadFile(keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
+func printChainReport(e *env, i int, r audit.ChainReport) {
+	prefix := "ok: "
+	if i > 0 {
+		prefix = "ok: which follows "
+	}
+	chain, replica := "?", "?"
+	if r.Chain != nil {
+		chain, replica = r.Chain.ID, r.Chain.Replica
+	}
+	fmt.Fprintf(e.stdout, "%schain %s of replica %s: %d records, last seq %d", prefix, chain, replica, r.Records, r.LastSeq)
+	if r.Checkpoint != nil {
+		fmt.Fprintf(e.stdout, ", signed checkpoint at seq %d (%s)", r.Checkpoint.Seq, r.Checkpoint.Time.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintln(e.stdout)
+	if r.Torn != nil {
+		fmt.Fprintf(e.stdout, "  torn final record: %d bytes at offset %d of %s (a write cut short by a crash; never acknowledged, cut off when jetond starts)\n",
+			r.Torn.Bytes, r.Torn.Offset, r.Torn.File)
+	}
+	if r.Chain != nil && r.Previous != nil {
+		fmt.Fprintf(e.stdout, "  opened after chain %s was archived (%s) up to its checkpoint at seq %d: %q\n",
+			r.Previous.Chain, r.Chain.Archive, r.Previous.Seq, r.Chain.Reason)
+	}
+}
+
+// logReplica returns the replica the log's first record names, or "".
+func logReplica(dir string, paths []string) string {
+	files := paths
+	if dir != "" {
+		files, _ = audit.Files(dir)
+	}
+	if len(files) == 0 {
+		return ""
+	}
+	rep, err := audit.Verify(files[:1], audit.VerifyOptions{Partial: true})
+	if err != nil || rep.Chain == nil {
+		return ""
+	}
+	return rep.Chain.Replica
+}
+
+func runAuditArchive(args []string, e *env) int {
+	fs := flag.NewFlagSet("audit archive", flag.ContinueOnError)
+	dir := fs.String("dir", "", "the replica's audit `directory` (audit.dir); jetond must be stopped")
+	reason := fs.String("reason", "", "why the chain is archived; written into the new chain's first record")
+	fs.Usage = func() {
+		fmt.Fprint(e.stderr, "Usage: jeton audit archive --dir DIR --reason TEXT\n\n"+
+			"Recovery for a log jetond refuses or stopped writing. With jetond stopped, moves\n"+
+			"the log files, untouched, to DIR/archived/<time>/ and asks the next start of\n"+
+			"jetond to open a new chain whose first record names the old chain's last\n"+
+			"signed checkpoint, the archive and the reason. The break stays on record.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if _, code, ok := parse(fs, args, e); !ok {
+		return code
+	}
+	if *dir == "" || *reason == "" {
+		e.errorf("audit archive: --dir and --reason are required")
+		return exitUsage
+	}
+	res, err := audit.Archive(*dir, *reason, time.Now())
+	if err != nil {
+		e.errorf("%v", err)
+		return exitTampered
+	}
+	fmt.Fprintf(e.stdout, "archived %d log files to %s\nstart jetond: it opens a new chain naming the last checkpoint; then check with\n  jeton audit verify --vault %s\n",
+		res.Files, res.Dir, *dir)
+	return exitOK
+}
+
+// runAuditExport prints the verifier keys or a replica's checkpoint, read
+// from Vault, for a verifier who works offline.
+func runAuditExport(what string, args []string, e *env) int {
+	fs := flag.NewFlagSet("audit "+what, flag.ContinueOnError)
+	var vf vaultFlags
+	vf.register(fs)
+	if _, code, ok := parse(fs, args, e); !ok {
+		return code
+	}
+	replica := vf.replica
+	if replica == "" {
+		if what == "checkpoint" {
+			e.errorf("audit checkpoint: --replica is required")
+			return exitUsage
 		}
-		text, from = string(b), "--key-file"
+		replica = audit.DefaultReplica
 	}
-	if text == "" {
-		return nil, errors.New("no key: set --key-file or JETON_AUDIT_KEY")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := vf.anchor(ctx, replica)
+	if err != nil {
+		e.errorf("audit %s: %v", what, err)
+		return exitRPC
 	}
-	key, err := hex.DecodeString(strings.TrimSpace(text))
-	if err != nil || len(key) != audit.KeySize {
-		// Never echo the text: it is meant to be a secret.
-		return nil, fmt.Errorf("%s: want %d bytes in hex", from, audit.KeySize)
+	if what == "public-key" {
+		keys, err := a.PublicKeys(ctx)
+		if err != nil {
+			e.errorf("audit public-key: %v", err)
+			return exitRPC
+		}
+		return printVerifierKeys(e, keys)
 	}
-	return key, nil
+	cp, _, err := a.Load(ctx)
+	if err != nil {
+		e.errorf("audit checkpoint: %v", err)
+		return exitRPC
+	}
+	if cp == nil {
+		e.errorf("audit checkpoint: none stored for replica %s", replica)
+		return exitTampered
+	}
+	e.stdout.Write(cp)
+	return exitOK
+}
+
+func printVerifierKeys(e *env, keys []ed25519.PublicKey) int {
+	for _, k := range keys {
+		s, err := audit.VerifierKey(k)
+		if err != nil {
+			e.errorf("%v", err)
+			return exitRPC
+		}
+		fmt.Fprintln(e.stdout, s)
+	}
+	return exitOK
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,107 +14,214 @@ import (
 	"time"
 
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/fileanchor"
 )
 
 var auditTestKey = bytes.Repeat([]byte{'k'}, audit.KeySize)
 
-// writeAuditLog writes n records to a new log and returns its directory.
-func writeAuditLog(t testing.TB, n int) string {
+const auditReplica = "replica-0"
+
+// auditLog is a log anchored in a (dev) file anchor, and the files a
+// verifier gets: the public key and the latest checkpoint.
+type auditLog struct {
+	dir, anchorDir string
+	anchor         *fileanchor.Anchor
+}
+
+func (l *auditLog) publicKey() string { return filepath.Join(l.anchorDir, fileanchor.PublicKeyName) }
+func (l *auditLog) checkpoint() string {
+	return fileanchor.CheckpointPath(l.anchorDir, auditReplica)
+}
+func (l *auditLog) file(n int) string {
+	return filepath.Join(l.dir, fmt.Sprintf("audit-%06d.jsonl", n))
+}
+
+// verifyArgs returns the arguments of jeton audit verify with only the
+// public key and the checkpoint.
+func (l *auditLog) verifyArgs(paths ...string) []string {
+	return append([]string{"audit", "verify", "--public-key", l.publicKey(), "--checkpoint", l.checkpoint()}, paths...)
+}
+
+func openAuditLog(t testing.TB, l *auditLog) *audit.Log {
 	t.Helper()
-	dir := t.TempDir()
-	l, err := audit.Open(audit.Config{Dir: dir, Key: auditTestKey})
+	lg, err := audit.Open(audit.Config{Dir: l.dir, Key: auditTestKey, Anchor: l.anchor, Replica: auditReplica})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	for range n {
-		rec := audit.Record{Time: time.Unix(0, 0).UTC(), Identity: "svc-test", Method: "Detokenize", Purpose: "vetting", Outcome: "ok"}
-		if err := l.Append(context.Background(), rec); err != nil {
+	return lg
+}
+
+func appendN(t testing.TB, lg *audit.Log, n int) {
+	t.Helper()
+	for i := range n {
+		rec := audit.Record{Time: time.Unix(0, 0).UTC(), Identity: "svc-test", Method: "Detokenize", Purpose: "vetting",
+			CaseRef: fmt.Sprintf("case-%d", i), Outcome: "ok"}
+		if err := lg.Append(context.Background(), rec); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return dir
 }
 
-func TestAuditVerify(t *testing.T) {
-	keyHex := hex.EncodeToString(auditTestKey)
-	keyFile := filepath.Join(t.TempDir(), "audit.key")
-	if err := os.WriteFile(keyFile, []byte(keyHex+"\n"), 0o600); err != nil {
+// writeAuditLog writes n records to a new anchored log and closes it (a
+// checkpoint covers them all).
+func writeAuditLog(t testing.TB, n int) *auditLog {
+	t.Helper()
+	l := &auditLog{dir: t.TempDir(), anchorDir: t.TempDir()}
+	var err error
+	if l.anchor, err = fileanchor.New(l.anchorDir, auditReplica, nil); err != nil {
 		t.Fatal(err)
 	}
-	withKey := map[string]string{"JETON_AUDIT_KEY": keyHex}
-	wrongKey := map[string]string{"JETON_AUDIT_KEY": strings.Repeat("4b", audit.KeySize)}
+	lg := openAuditLog(t, l)
+	appendN(t, lg, n)
+	if err := lg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
 
+func editLines(t testing.TB, path string, f func([][]byte) [][]byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := f(bytes.SplitAfter(b, []byte("\n")))
+	if err := os.WriteFile(path, bytes.Join(lines, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rehash rewrites lines[from:] (from > 0) into a consistent chain, as anyone can: the
+// chain is unkeyed.
+func rehash(t testing.TB, lines [][]byte, from int) [][]byte {
+	t.Helper()
+	var before struct{ Hash string }
+	if err := json.Unmarshal(lines[from-1], &before); err != nil {
+		t.Fatal(err)
+	}
+	prev, _ := hex.DecodeString(before.Hash)
+	for j := from; j < len(lines) && len(lines[j]) > 0; j++ {
+		var w struct {
+			Seq uint64
+			Rec json.RawMessage
+		}
+		if err := json.Unmarshal(lines[j], &w); err != nil {
+			t.Fatal(err)
+		}
+		w.Seq = uint64(j + 1)
+		h := sha256.New()
+		fmt.Fprintf(h, "jeton/audit/v2\x00%s{\"v\":2,\"seq\":%d,\"rec\":%s}", prev, w.Seq, w.Rec)
+		sum := h.Sum(nil)
+		lines[j] = fmt.Appendf(nil, "{\"v\":2,\"seq\":%d,\"prev\":\"%x\",\"rec\":%s,\"hash\":\"%x\"}\n", w.Seq, prev, w.Rec, sum)
+		prev = sum
+	}
+	return lines
+}
+
+// TestAuditVerify runs jeton audit verify as a verifier would: with the
+// public key and the checkpoint only, no secret.
+func TestAuditVerify(t *testing.T) {
 	good := writeAuditLog(t, 5)
-	tampered := writeAuditLog(t, 5)
-	p := filepath.Join(tampered, "audit-000001.jsonl")
-	b, _ := os.ReadFile(p)
-	lines := bytes.SplitAfter(b, []byte("\n"))
-	lines[2] = bytes.Replace(lines[2], []byte("vetting"), []byte("payroll"), 1)
-	os.WriteFile(p, bytes.Join(lines, nil), 0o600)
-	truncated := writeAuditLog(t, 5)
-	p = filepath.Join(truncated, "audit-000001.jsonl")
-	b, _ = os.ReadFile(p)
-	os.WriteFile(p, bytes.Join(bytes.SplitAfter(b, []byte("\n"))[:4], nil), 0o600)
+
+	edited := writeAuditLog(t, 5)
+	editLines(t, edited.file(1), func(ls [][]byte) [][]byte {
+		ls[2] = bytes.Replace(ls[2], []byte("vetting"), []byte("payroll"), 1)
+		return ls
+	})
+	lastDeleted := writeAuditLog(t, 5)
+	editLines(t, lastDeleted.file(1), func(ls [][]byte) [][]byte { return ls[:5] })
+	reordered := writeAuditLog(t, 5)
+	editLines(t, reordered.file(1), func(ls [][]byte) [][]byte {
+		ls[2], ls[3] = ls[3], ls[2]
+		return rehash(t, ls, 2)
+	})
+	wiped := writeAuditLog(t, 5)
+	os.Remove(wiped.file(1))
+	rolledBack := &auditLog{dir: t.TempDir(), anchorDir: t.TempDir()}
+	rolledBack.anchor, _ = fileanchor.New(rolledBack.anchorDir, auditReplica, nil)
+	lg := openAuditLog(t, rolledBack)
+	appendN(t, lg, 2)
+	lg.Close()
+	old, _ := os.ReadFile(rolledBack.file(1))
+	lg = openAuditLog(t, rolledBack)
+	appendN(t, lg, 3)
+	lg.Close()
+	os.WriteFile(rolledBack.file(1), old, 0o600)
+	torn := writeAuditLog(t, 5)
+	f, _ := os.OpenFile(torn.file(1), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"v":2,"seq":7,"prev":"ab`)
+	f.Close()
+	// A forger rewrites the log and signs a checkpoint with a key of
+	// their own: the verifier's public key does not accept it.
+	forged := writeAuditLog(t, 5)
+	editLines(t, forged.file(1), func(ls [][]byte) [][]byte {
+		ls[2] = bytes.Replace(ls[2], []byte("vetting"), []byte("payroll"), 1)
+		return rehash(t, ls, 2)
+	})
+	forger, _ := fileanchor.New(t.TempDir(), auditReplica, nil)
+	flg, err := audit.Open(audit.Config{Dir: t.TempDir(), Key: auditTestKey, Anchor: forger, Replica: auditReplica})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flg.Close()
+	forgedCP := filepath.Join(t.TempDir(), "forged.checkpoint")
+	cp, _, _ := forger.Load(context.Background())
+	os.WriteFile(forgedCP, cp, 0o600)
 
 	tests := []struct {
 		name       string
-		environ    map[string]string
 		args       []string
 		wantCode   int
-		wantStdout string
+		wantStdout string // a substring
 		wantStderr string // a substring
 	}{
-		{"good dir, key from env", withKey, []string{"audit", "verify", good}, 0, "ok: 5 records, last seq 5\n", ""},
-		{"good dir, key from file", nil, []string{"audit", "verify", "--key-file", keyFile, good}, 0, "ok: 5 records, last seq 5\n", ""},
-		{"good files with head", withKey, []string{"audit", "verify", "--head", filepath.Join(good, "HEAD"), filepath.Join(good, "audit-000001.jsonl")}, 0, "ok: 5 records, last seq 5\n", ""},
-		{"tampered", withKey, []string{"audit", "verify", tampered}, 1, "",
-			"audit: " + filepath.Join(tampered, "audit-000001.jsonl") + ":3: seq 3: bad MAC"},
-		{"truncated, caught by HEAD", withKey, []string{"audit", "verify", truncated}, 1, "",
-			"audit-000001.jsonl:5: seq 5: truncated"},
-		{"truncated, files only", withKey, []string{"audit", "verify", filepath.Join(truncated, "audit-000001.jsonl")}, 0, "ok: 4 records, last seq 4\n", ""},
-		{"wrong key", wrongKey, []string{"audit", "verify", good}, 1, "", "HEAD:0: seq 0: bad HEAD"},
-		{"wrong key, no HEAD", wrongKey, []string{"audit", "verify", filepath.Join(good, "audit-000001.jsonl")}, 1, "", "audit-000001.jsonl:1: seq 1: bad MAC"},
-		{"no key", nil, []string{"audit", "verify", good}, exitUsage, "", "no key"},
-		{"malformed key", map[string]string{"JETON_AUDIT_KEY": "not-hex-secret"}, []string{"audit", "verify", good}, exitUsage, "", "JETON_AUDIT_KEY: want 32 bytes"},
-		{"no files", withKey, []string{"audit", "verify"}, exitUsage, "", "no log files"},
-		{"no verb", withKey, []string{"audit"}, exitUsage, "", "usage"},
+		{"good", good.verifyArgs(good.dir), 0, "records, last seq 6, signed checkpoint at seq 6", ""},
+		{"good, files", good.verifyArgs(good.file(1)), 0, "last seq 6", ""},
+		{"edited", edited.verifyArgs(edited.dir), 1, "", "audit-000001.jsonl:3: seq 3: bad hash"},
+		{"last record deleted", lastDeleted.verifyArgs(lastDeleted.dir), 1, "", "seq 6: behind checkpoint"},
+		{"reordered and re-hashed", reordered.verifyArgs(reordered.dir), 1, "", "seq 6: checkpoint mismatch"},
+		{"wiped", wiped.verifyArgs(wiped.dir), 1, "", "seq 1: behind checkpoint"},
+		{"older copy restored", rolledBack.verifyArgs(rolledBack.dir), 1, "", "seq 4: behind checkpoint"},
+		{"torn final record", torn.verifyArgs(torn.dir), 0, "torn final record: 25 bytes at offset", ""},
+		{"forged checkpoint", []string{"audit", "verify", "--public-key", forged.publicKey(), "--checkpoint", forgedCP, forged.dir}, 1, "", "checkpoint signature"},
+		{"no checkpoint", []string{"audit", "verify", "--public-key", good.publicKey(), good.dir}, exitUsage, "", "--public-key and --checkpoint, or --vault"},
+		{"no files", good.verifyArgs(), exitUsage, "", "no log files"},
+		{"no verb", []string{"audit"}, exitUsage, "", "usage"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := jeton(t, tt.environ, "", tt.args...)
-			if r.code != tt.wantCode || r.stdout != tt.wantStdout || !strings.Contains(r.stderr, tt.wantStderr) {
-				t.Errorf("code %d, stdout %q, stderr %q; want %d, %q, stderr containing %q",
+			r := jeton(t, nil, "", tt.args...)
+			if r.code != tt.wantCode || !strings.Contains(r.stdout, tt.wantStdout) || !strings.Contains(r.stderr, tt.wantStderr) {
+				t.Errorf("code %d, stdout %q, stderr %q; want %d, stdout containing %q, stderr containing %q",
 					r.code, r.stdout, r.stderr, tt.wantCode, tt.wantStdout, tt.wantStderr)
-			}
-			if strings.Contains(r.stderr, "not-hex-secret") {
-				t.Errorf("stderr echoes the key text")
 			}
 		})
 	}
 }
 
-func TestAuditVerifyPartial(t *testing.T) {
-	dir := t.TempDir()
-	l, err := audit.Open(audit.Config{Dir: dir, Key: auditTestKey, MaxFileBytes: 1})
-	if err != nil {
-		t.Fatal(err)
+// TestAuditArchive follows the documented recovery: archive, restart, and
+// verify across the break.
+func TestAuditArchive(t *testing.T) {
+	l := writeAuditLog(t, 3)
+	// jetond still running: refused.
+	lg := openAuditLog(t, l)
+	if r := jeton(t, nil, "", "audit", "archive", "--dir", l.dir, "--reason", "test"); r.code == 0 || !strings.Contains(r.stderr, "stop jetond first") {
+		t.Fatalf("archive of an open log: code %d, stderr %q", r.code, r.stderr)
 	}
-	for range 3 {
-		if err := l.Append(context.Background(), audit.Record{Identity: "svc-test", Outcome: "ok"}); err != nil {
-			t.Fatal(err)
-		}
+	lg.Close()
+	if r := jeton(t, nil, "", "audit", "archive", "--dir", l.dir); r.code != exitUsage {
+		t.Fatalf("archive without a reason: code %d", r.code)
 	}
-	l.Close()
-	os.Remove(filepath.Join(dir, "audit-000001.jsonl"))
-	environ := map[string]string{"JETON_AUDIT_KEY": hex.EncodeToString(auditTestKey)}
-
-	r := jeton(t, environ, "", "audit", "verify", dir)
-	if r.code != 1 || !strings.Contains(r.stderr, "audit-000002.jsonl:1: seq 2: missing file") {
-		t.Errorf("without --partial: code %d, stderr %q; want 1 and a missing file", r.code, r.stderr)
+	r := jeton(t, nil, "", "audit", "archive", "--dir", l.dir, "--reason", "disk replaced (test)")
+	if r.code != 0 || !strings.Contains(r.stdout, "archived 1 log files to archived/") {
+		t.Fatalf("archive: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	r = jeton(t, environ, "", "audit", "verify", "--partial", dir)
-	if r.code != 0 || r.stdout != "ok: 2 records, last seq 3\n" {
-		t.Errorf("with --partial: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	lg = openAuditLog(t, l)
+	appendN(t, lg, 2)
+	lg.Close()
+	r = jeton(t, nil, "", l.verifyArgs(l.dir)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "last seq 3, signed checkpoint at seq 3") ||
+		!strings.Contains(r.stdout, "ok: which follows chain") || !strings.Contains(r.stdout, `"disk replaced (test)"`) {
+		t.Fatalf("verify across the break: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }

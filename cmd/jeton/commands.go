@@ -43,7 +43,7 @@ type command struct {
 var commands = map[string]command{
 	"tokenize":   {"turn values into tokens", runTokenize},
 	"detokenize": {"reveal the values behind tokens (TTP network only)", runDetokenize},
-	"audit":      {"verify the audit log (audit verify DIR)", runAudit},
+	"audit":      {"verify the audit log with the public key (audit verify), or archive it (audit archive)", runAudit},
 	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
 	"bench":      {"measure unary Tokenize against a health-check baseline (loopback only)", runBench},
 	"admin":      {"custodian operations: erase, purge, rotate, destroy, rewrap, stats (TTP network only)", runAdmin},

@@ -73,6 +73,10 @@ func runVault(args []string, e *env) int {
 	}
 	fmt.Fprintf(e.stdout, "transit mount %s (created: %v)\nKEK %s (created: %v; exportable=false, allow_plaintext_backup=false)\npolicies: %v\n",
 		res.Mount, res.MountCreated, res.Key, res.KeyCreated, res.Policies)
+	if a := res.Audit; a != nil {
+		fmt.Fprintf(e.stdout, "audit signing key %s/%s (created: %v; ed25519, exportable=false)\naudit checkpoints kv-v2 mount %s (created: %v; cas_required=true)\n",
+			res.Mount, a.SigningKey, a.KeyCreated, a.KVMount, a.MountCreated)
+	}
 	if *appRole {
 		if err := os.WriteFile(*secretFile, []byte(res.SecretID+"\n"), 0o600); err != nil {
 			e.errorf("writing the secret_id: %v", err)

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/server/audit"
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
@@ -99,10 +100,30 @@ type ClassConfig struct {
 	Region string `yaml:"region"`
 }
 
-// AuditConfig places the audit log.
+// AuditConfig places the audit log and names this replica's chain.
 type AuditConfig struct {
 	Dir          string `yaml:"dir"`
 	MaxFileBytes int64  `yaml:"max_file_bytes"`
+	// Replica names this replica's chain in its signed checkpoints and
+	// the checkpoint's path in Vault (KV jeton-audit, checkpoints/<replica>).
+	// It must be stable and unique per audit directory: the host name by
+	// default, which is a StatefulSet pod's stable name.
+	Replica string `yaml:"replica"`
+	// Checkpoint sets how often the log's head is signed and anchored.
+	Checkpoint AuditCheckpointConfig `yaml:"checkpoint"`
+}
+
+// AuditCheckpointConfig: a checkpoint is signed (Vault Transit) and stored
+// (Vault KV, check-and-set) once EveryRecords records are unanchored or
+// Every after the first of them, and at shutdown. Records after the last
+// checkpoint are the ones a verifier cannot yet vouch for.
+type AuditCheckpointConfig struct {
+	EveryRecords int           `yaml:"every_records"` // default 1000
+	Every        time.Duration `yaml:"every"`         // default 10s
+	// MaxUnanchored bounds the records that may wait for a checkpoint
+	// while Vault cannot sign or store one; past it reveals fail closed.
+	// Default 100000.
+	MaxUnanchored int `yaml:"max_unanchored"`
 }
 
 // MetricsConfig places the HTTP listener of /metrics, /healthz and
@@ -151,6 +172,7 @@ var envOverrides = []struct {
 	{"JETON_VAULT_APPROLE_SECRET_ID_FILE", func(c *Config, v string) error { c.Vault.AppRole.SecretIDFile = v; return nil }},
 	{"JETON_POLICY_FILE", func(c *Config, v string) error { c.PolicyFile = v; return nil }},
 	{"JETON_AUDIT_DIR", func(c *Config, v string) error { c.Audit.Dir = v; return nil }},
+	{"JETON_AUDIT_REPLICA", func(c *Config, v string) error { c.Audit.Replica = v; return nil }},
 	{"JETON_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"JETON_METRICS_ADDR", func(c *Config, v string) error { c.Metrics.Addr = v; return nil }},
 	{"JETON_MAX_BATCH", func(c *Config, v string) (err error) { c.MaxBatch, err = strconv.Atoi(v); return err }},
@@ -233,6 +255,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.MaxFileBytes < 0 {
 		return errors.New("audit.max_file_bytes must not be negative")
+	}
+	if c.Audit.Replica != "" && !audit.ValidReplica(c.Audit.Replica) {
+		return fmt.Errorf("audit.replica %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Audit.Replica)
+	}
+	if cp := c.Audit.Checkpoint; cp.EveryRecords < 0 || cp.Every < 0 || cp.MaxUnanchored < 0 {
+		return errors.New("audit.checkpoint.every_records, every and max_unanchored must not be negative")
 	}
 	if c.Rotation.Every < 0 || c.Rotation.Check < 0 {
 		return errors.New("rotation.every and rotation.check must not be negative")

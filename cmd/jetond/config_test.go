@@ -50,6 +50,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"bad normalize", "normalize: [passport]", "normalize: [shout]", "normalize"},
 		{"no policy", "policy_file: /etc/jeton/policy.yaml", `policy_file: ""`, "policy_file"},
 		{"no audit dir", "dir: /var/lib/jeton/audit", `dir: ""`, "audit.dir"},
+		{"bad audit replica", "replica: jetond-0", `replica: "jetond/0"`, "audit.replica"},
+		{"negative checkpoint interval", "every: 10s", "every: -1s", "audit.checkpoint"},
 		{"unknown field", "max_batch: 10000", "max_batches: 10000", "max_batches"},
 		{"bad level", "level: info", "level: loud", "log.level"},
 		{"approle without secret", "secret_id_file: /run/secrets/jetond-secret-id", `secret_id_file: ""`, "vault.approle.secret_id_file"},

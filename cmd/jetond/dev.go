@@ -2,21 +2,25 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/fileanchor"
 	"github.com/jeton-dev/jeton/server/devpki"
 	"github.com/jeton-dev/jeton/tokenizer"
 	"github.com/jeton-dev/jeton/tokenizer/localkeys"
 	"github.com/jeton-dev/jeton/tokenizer/memstore"
 )
+
+// devReplica names the dev server's audit chain.
+const devReplica = "dev"
 
 type devOptions struct {
 	dir                     string
@@ -111,23 +115,31 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		return nil, err
 	}
 
-	// The audit key derives from the ephemeral KEK, so an older dev log
-	// could never verify again: start a fresh one.
-	auditDir := filepath.Join(o.dir, "audit")
-	if err := os.RemoveAll(auditDir); err != nil {
-		return nil, err
+	// The token-hash key derives from the ephemeral KEK and the anchor's
+	// signing key lives in this process only, so an older dev log could
+	// never be continued: start a fresh one, anchored in a file outside
+	// the audit directory, checked by the printed command with the public
+	// key only.
+	auditDir, anchorDir := filepath.Join(o.dir, "audit"), filepath.Join(o.dir, "anchor")
+	for _, d := range []string{auditDir, anchorDir, filepath.Join(o.dir, "audit.key")} {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, err
+		}
 	}
 	auditKey, err := tok.DeriveKey(ctx, "audit")
 	if err != nil {
 		return nil, err
 	}
-	alog, err := audit.Open(audit.Config{Dir: auditDir, Key: auditKey, Logger: log})
+	anchor, err := fileanchor.New(anchorDir, devReplica, nil)
 	if err != nil {
 		return nil, err
 	}
-	// Dev only: the verifier needs the key, and this one dies with the
-	// process anyway. In production it never leaves the key hierarchy.
-	if err := os.WriteFile(filepath.Join(o.dir, "audit.key"), []byte(hex.EncodeToString(auditKey)+"\n"), 0o600); err != nil {
+	alog, err := audit.Open(audit.Config{Dir: auditDir, Key: auditKey, Logger: log,
+		Anchor: anchor, Replica: devReplica, CheckpointInterval: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	if err := registerAuditMetrics(obs.reg, alog); err != nil {
 		alog.Close()
 		return nil, err
 	}
@@ -207,14 +219,16 @@ TOKEN=$(%s tokenize --addr %s --cacert %s --cert %s --key %s --class email anne.
 echo "$TOKEN"
 # Reveal it as a TTP system, on the trusted listener, stating a purpose:
 %s detokenize --addr %s --cacert %s --cert %s --key %s --purpose support "$TOKEN"
-# Check the audit log, which recorded that reveal before answering it:
-%s audit verify --key-file %s %s
+# Check the audit log, which recorded that reveal before answering it, with
+# the public key and the last signed checkpoint only (signed every second):
+%s audit verify --public-key %s --checkpoint %s %s
 %s
 `, public, trusted, filepath.Join(rel(dir), "audit"),
 		commandsBegin,
 		cli, public, rel(b.ServerCA), rel(b.SponsorCert), rel(b.SponsorKey),
 		cli, trusted, rel(b.ServerCA), rel(b.TTPCert), rel(b.TTPKey),
-		cli, filepath.Join(rel(dir), "audit.key"), filepath.Join(rel(dir), "audit"),
+		cli, filepath.Join(rel(dir), "anchor", fileanchor.PublicKeyName),
+		fileanchor.CheckpointPath(filepath.Join(rel(dir), "anchor"), devReplica), filepath.Join(rel(dir), "audit"),
 		commandsEnd)
 	fmt.Fprintf(w, "# The trusted listener serves reflection (make tools installs grpcurl):\n#   .tools/bin/grpcurl -cacert %s -cert %s -key %s %s list\n\n",
 		rel(b.ServerCA), rel(b.TTPCert), rel(b.TTPKey), trusted)

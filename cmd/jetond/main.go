@@ -55,7 +55,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	metricsAddr := fs.String("metrics-addr", defaultDevMetricsAddr, "dev mode: metrics, liveness and readiness (HTTP) address")
 	configPath := fs.String("config", "", "production configuration file (YAML)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
-	auditKeyOut := fs.String("audit-key-out", "", "with --config: write the audit log's MAC key (hex, mode 0600) to `file` for jeton audit verify, then exit")
+	auditKeyOut := fs.String("audit-key-out", "", "with --config: write the key of the audit log's token hashes (hex, mode 0600) to `file`, for an investigator who searches the log by token, then exit; verifying the log needs no key")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,7 +65,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	if *auditKeyOut != "" {
 		if *dev {
-			fmt.Fprintln(stderr, "jetond: --audit-key-out goes with --config; dev mode writes audit.key into --dev-dir")
+			fmt.Fprintln(stderr, "jetond: --audit-key-out goes with --config")
 			return 2
 		}
 		if err := exportAuditKey(context.Background(), *configPath, *auditKeyOut, getenv, stderr); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jeton-dev/jeton/client"
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/vaultanchor"
 	"github.com/jeton-dev/jeton/tokenizer"
 	"github.com/jeton-dev/jeton/tokenizer/redisstore"
 	"github.com/jeton-dev/jeton/tokenizer/vaultkeys"
@@ -93,12 +94,29 @@ func auditKey(t testing.TB, e *prodEnv) []byte {
 	return key
 }
 
-func auditFiles(dir string) ([]string, string, error) { return audit.Files(dir) }
+func auditFiles(dir string) ([]string, error) { return audit.Files(dir) }
 
-// readAudit verifies the log under key and returns its records.
-func readAudit(t testing.TB, key []byte, files []string, head string) []audit.Record {
+// opsReplica is the audit replica id of the production-mode tests.
+const opsReplica = "ops-0"
+
+// readAudit verifies the log as a verifier would, with the public key and
+// the replica's latest checkpoint read from Vault, and returns its records.
+func readAudit(t testing.TB, e *prodEnv, files []string) []audit.Record {
 	t.Helper()
-	rep, err := audit.Verify(key, files, head)
+	ctx := testCtx(t)
+	a, err := vaultanchor.New(ctx, e.vault.Client(t), vaultanchor.Config{Replica: opsReplica})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := a.PublicKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := a.Load(ctx)
+	if err != nil || cp == nil {
+		t.Fatalf("the checkpoint of %s: %q, %v", opsReplica, cp, err)
+	}
+	rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys, Checkpoint: cp})
 	if err != nil {
 		t.Fatalf("the audit log does not verify: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/vaultanchor"
 	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
 	"github.com/jeton-dev/jeton/tokenizer/redisstore"
@@ -79,11 +80,14 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	if err != nil {
 		return nil, fmt.Errorf("deriving the audit key: %w", err)
 	}
-	alog, err := audit.Open(audit.Config{Dir: cfg.Audit.Dir, Key: auditKey, MaxFileBytes: cfg.Audit.MaxFileBytes, Logger: log})
+	alog, err := openAudit(ctx, cfg, b.vc, auditKey, log)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, alog.Close)
+	if err := registerAuditMetrics(obs.reg, alog); err != nil {
+		return nil, err
+	}
 
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
@@ -155,6 +159,7 @@ func (c ClientTLS) config() (*tls.Config, error) {
 // backends are what jetond reaches over the network: Redis and Vault, and
 // the tokenizer built on them.
 type backends struct {
+	vc      *vault.Client // shared with vaultkeys, which keeps its token fresh
 	rc      redis.UniversalClient
 	store   *redisstore.Store
 	km      *vaultkeys.Manager
@@ -226,12 +231,40 @@ func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *s
 	if err != nil {
 		return nil, err
 	}
-	b.rc, b.store, b.km, b.tok = rc, store, km, tok
+	b.vc, b.rc, b.store, b.km, b.tok = vc, rc, store, km, tok
 	return b, nil
 }
 
-// exportAuditKey writes the audit log's MAC key, in hex, to path (mode
-// 0600) for `jeton audit verify --key-file`. The key is derived from the
+// openAudit opens the audit log anchored in Vault: checkpoints signed by
+// the Transit key jeton-audit-checkpoints on vault.mount, stored in KV
+// jeton-audit/checkpoints/<replica>. audit.Open refuses a log that is
+// behind its checkpoint or missing.
+func openAudit(ctx context.Context, cfg *Config, vc *vault.Client, key []byte, log *slog.Logger) (*audit.Log, error) {
+	replica := cfg.Audit.Replica
+	if replica == "" {
+		host, err := os.Hostname()
+		if err != nil || !audit.ValidReplica(host) {
+			return nil, fmt.Errorf("audit.replica is not set and the host name %q cannot name a replica; set audit.replica", host)
+		}
+		replica = host
+	}
+	actx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	anchor, err := vaultanchor.New(actx, vc, vaultanchor.Config{TransitMount: cfg.Vault.Mount, Replica: replica})
+	if err != nil {
+		return nil, fmt.Errorf("audit anchor, refusing to start: %w", err)
+	}
+	cp := cfg.Audit.Checkpoint
+	return audit.Open(audit.Config{
+		Dir: cfg.Audit.Dir, Key: key, MaxFileBytes: cfg.Audit.MaxFileBytes, Logger: log,
+		Anchor: anchor, Replica: replica, AnchorTimeout: startupTimeout,
+		CheckpointEvery: cp.EveryRecords, CheckpointInterval: cp.Every, MaxUnanchored: cp.MaxUnanchored,
+	})
+}
+
+// exportAuditKey writes the key of the audit log's token hashes, in hex,
+// to path (mode 0600): with it an investigator holding a token finds its
+// reveals. Verifying the log needs no key, only the anchor's public key. The key is derived from the
 // key hierarchy, so this takes jetond's own Redis and Vault access.
 func exportAuditKey(ctx context.Context, configPath, path string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := LoadConfig(configPath, getenv)

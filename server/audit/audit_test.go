@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jeton-dev/jeton/server/audit"
+	"github.com/jeton-dev/jeton/server/audit/fileanchor"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/v1 from the current code")
@@ -63,32 +64,33 @@ func mustAppend(t testing.TB, l *audit.Log, i int) {
 	}
 }
 
-// verifyDir verifies every log file in dir against its HEAD.
-func verifyDir(t testing.TB, dir string, key []byte) (*audit.Report, error) {
+// verifyDir verifies every log file in dir, against opts.
+func verifyDir(t testing.TB, dir string, opts audit.VerifyOptions) (*audit.Report, error) {
 	t.Helper()
-	files, head, err := audit.Files(dir)
+	files, err := audit.Files(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return audit.Verify(key, files, head)
+	return audit.Verify(files, opts)
 }
 
-// mustVerify fails the test unless dir verifies with wantRecords records.
+// mustVerify fails the test unless dir verifies (structure only) with
+// wantRecords records after the chain-start record.
 func mustVerify(t testing.TB, dir string, wantRecords int) {
 	t.Helper()
-	rep, err := verifyDir(t, dir, testKey)
+	rep, err := verifyDir(t, dir, audit.VerifyOptions{})
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if rep.Records != wantRecords || rep.LastSeq != uint64(wantRecords) || rep.FirstSeq != 1 {
-		t.Fatalf("Verify = %+v, want %d records from seq 1", rep, wantRecords)
+	if rep.Records != wantRecords+1 || rep.LastSeq != uint64(wantRecords+1) || rep.FirstSeq != 1 || rep.Chain == nil {
+		t.Fatalf("Verify = %+v, want %d records and a chain start from seq 1", rep, wantRecords+1)
 	}
 }
 
 // caseRefs returns how many times each case reference occurs in dir's log.
 func caseRefs(t testing.TB, dir string) map[string]int {
 	t.Helper()
-	files, _, err := audit.Files(dir)
+	files, err := audit.Files(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +103,9 @@ func caseRefs(t testing.TB, dir string) map[string]int {
 			if err := json.Unmarshal(line, &l); err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			seen[l.Rec.CaseRef]++
+			if l.Rec.Chain == nil {
+				seen[l.Rec.CaseRef]++
+			}
 		}
 	}
 	return seen
@@ -113,6 +117,9 @@ func readLines(t testing.TB, path string) [][]byte {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(b) == 0 {
+		return nil
 	}
 	return bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
 }
@@ -163,7 +170,7 @@ func TestConcurrentAppend(t *testing.T) {
 			t.Errorf("%s is in the log %d times, want 1", caseRef(i), seen[caseRef(i)])
 		}
 	}
-	if files, _, _ := audit.Files(dir); len(files) < 2 {
+	if files, _ := audit.Files(dir); len(files) < 2 {
 		t.Errorf("%d log files, want the load to rotate", len(files))
 	}
 }
@@ -187,9 +194,9 @@ func TestReopenContinuesChain(t *testing.T) {
 	l.Close()
 	mustVerify(t, dir, 5)
 
-	// Reopening with another key must fail, not start a second chain.
-	if _, err := audit.Open(audit.Config{Dir: dir, Key: otherKey}); err == nil {
-		t.Fatal("Open with the wrong key succeeded")
+	// Another replica id must not continue this replica's chain.
+	if _, err := audit.Open(audit.Config{Dir: dir, Key: testKey, Replica: "other"}); err == nil {
+		t.Fatal("Open as another replica succeeded")
 	}
 }
 
@@ -197,11 +204,11 @@ func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 1000 // two records of about 400 bytes
 	l := openLog(t, dir, func(c *audit.Config) { c.MaxFileBytes = maxBytes })
-	for i := range 10 {
+	for i := range 9 {
 		mustAppend(t, l, i)
 	}
 	l.Close()
-	files, _, _ := audit.Files(dir)
+	files, _ := audit.Files(dir)
 	if len(files) != 5 {
 		t.Fatalf("%d files, want 5", len(files))
 	}
@@ -210,62 +217,142 @@ func TestRotation(t *testing.T) {
 			t.Errorf("%s: size %d, err %v; want at most %d", f, fi.Size(), err, maxBytes)
 		}
 	}
-	mustVerify(t, dir, 10)
+	mustVerify(t, dir, 9)
 
 	// The chain continues across a reopen into a rotated log.
 	l = openLog(t, dir, func(c *audit.Config) { c.MaxFileBytes = maxBytes })
-	mustAppend(t, l, 10)
+	mustAppend(t, l, 9)
 	l.Close()
-	mustVerify(t, dir, 11)
+	mustVerify(t, dir, 10)
 }
 
-// reChain edits record from+1 of lines with edit, then MACs it and every
-// later record again with key, computing MACs as the format documents: what
-// a forger holding key (or guessing one) would do.
-func reChain(t testing.TB, lines [][]byte, from int, key []byte, edit func([]byte) []byte) [][]byte {
+// reChain edits line from+1 of lines with edit, then renumbers and hashes
+// it and every later line again, following the documented format: what
+// anyone can do to an unkeyed chain. Only a checkpoint tells.
+func reChain(t testing.TB, lines [][]byte, from int, edit func([]byte) []byte) [][]byte {
 	t.Helper()
-	var prev []byte
+	prev := make([]byte, 32)
+	if from > 0 {
+		var w struct{ Hash string }
+		if err := json.Unmarshal(lines[from-1], &w); err != nil {
+			t.Fatal(err)
+		}
+		prev, _ = hex.DecodeString(w.Hash)
+	}
 	for j := from; j < len(lines); j++ {
 		var w struct {
-			Seq  uint64          `json:"seq"`
-			Prev string          `json:"prev"`
-			Rec  json.RawMessage `json:"rec"`
+			Rec json.RawMessage `json:"rec"`
 		}
 		if err := json.Unmarshal(lines[j], &w); err != nil {
 			t.Fatal(err)
 		}
 		if j == from {
-			prev, _ = hex.DecodeString(w.Prev)
 			w.Rec = edit(w.Rec)
 		}
-		m := hmac.New(sha256.New, key)
-		fmt.Fprintf(m, "jeton/audit/v1%s{\"v\":1,\"seq\":%d,\"rec\":%s}", prev, w.Seq, w.Rec)
-		mac := m.Sum(nil)
-		lines[j] = fmt.Appendf(nil, `{"v":1,"seq":%d,"prev":"%x","rec":%s,"mac":"%x"}`, w.Seq, prev, w.Rec, mac)
-		prev = mac
+		seq := j + 1
+		h := sha256.New()
+		fmt.Fprintf(h, "jeton/audit/v2\x00%s{\"v\":2,\"seq\":%d,\"rec\":%s}", prev, seq, w.Rec)
+		sum := h.Sum(nil)
+		lines[j] = fmt.Appendf(nil, `{"v":2,"seq":%d,"prev":"%x","rec":%s,"hash":"%x"}`, seq, prev, w.Rec, sum)
+		prev = sum
 	}
 	return lines
 }
 
 func purposeEdit(r []byte) []byte { return bytes.Replace(r, []byte("vetting"), []byte("payroll"), 1) }
 
+const testReplica = "replica-0"
+
+// anchoredConfig returns a config modifier that anchors the log in a
+// (dev) file anchor.
+func anchoredConfig(a audit.Anchor) func(*audit.Config) {
+	return func(c *audit.Config) { c.Anchor, c.Replica = a, testReplica }
+}
+
+func newFileAnchor(t testing.TB) *fileanchor.Anchor {
+	t.Helper()
+	a, err := fileanchor.New(t.TempDir(), testReplica, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// anchorOpts returns what a verifier needs: the public keys and the
+// anchor's latest checkpoint. Nothing secret.
+func anchorOpts(t testing.TB, a audit.Anchor) audit.VerifyOptions {
+	t.Helper()
+	keys, err := a.PublicKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := a.Load(context.Background())
+	if err != nil || cp == nil {
+		t.Fatalf("anchor Load = %q, %v", cp, err)
+	}
+	return audit.VerifyOptions{Keys: keys, Checkpoint: cp}
+}
+
+func copyDir(t testing.TB, src, dst string) {
+	t.Helper()
+	files, err := audit.Files(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(dst, 0o700)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, filepath.Base(f)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func removeLogFiles(t testing.TB, dir string) {
+	t.Helper()
+	files, _ := audit.Files(dir)
+	for _, f := range files {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestVerifyTamper damages an anchored log in every way an operator with a
+// shell on the audit host could, and checks that Verify, holding only the
+// public key and the anchor's checkpoint, names the damage, and that Open
+// refuses to continue the log.
 func TestVerifyTamper(t *testing.T) {
-	const n = 10
-	// makeLog writes n records, one file per record if rotate.
-	makeLog := func(t *testing.T, rotate bool) string {
-		dir := t.TempDir()
-		l := openLog(t, dir, func(c *audit.Config) {
+	const n = 10 // records after the chain start: seq 2..11
+	// makeLog writes n records with a checkpoint at the end (Close), one
+	// file per record if rotate. snapshot, if set, gets a copy of the log
+	// as it was after the first half.
+	makeLog := func(t *testing.T, rotate bool, snapshot string) (string, audit.Anchor) {
+		dir, a := t.TempDir(), newFileAnchor(t)
+		mod := func(c *audit.Config) {
+			anchoredConfig(a)(c)
 			if rotate {
 				c.MaxFileBytes = 1
 			}
-		})
+		}
+		l := openLog(t, dir, mod)
 		for i := range n {
+			if i == n/2 && snapshot != "" {
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				copyDir(t, dir, snapshot)
+				l = openLog(t, dir, mod)
+			}
 			mustAppend(t, l, i)
 		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
-		return dir
+		return dir, a
 	}
 	edit := func(path string, f func(lines [][]byte) [][]byte) func(*testing.T, string) {
 		return func(t *testing.T, dir string) {
@@ -274,32 +361,33 @@ func TestVerifyTamper(t *testing.T) {
 		}
 	}
 	first := "audit-000001.jsonl"
+	last := uint64(n + 1)
 	tests := []struct {
-		name   string
-		rotate bool
-		tamper func(t *testing.T, dir string)
-		noHead bool // verify without HEAD
-		// openOK: Open, which checks only the tail from HEAD's file on,
-		// is not expected to notice (or, for a partial line, repairs it).
+		name     string
+		rotate   bool
+		snapshot bool // tamper gets the copy made after half the records
+		tamper   func(t *testing.T, dir string)
+		noCP     bool // verify without the checkpoint: the control cases
+		// openOK: Open is not expected to refuse (or, for a partial line,
+		// repairs it).
 		openOK bool
 		// want is nil when the log should still verify.
-		want *audit.VerifyError
+		want     *audit.VerifyError
+		wantTorn bool
 	}{
-		{
-			name: "untouched",
-		},
+		{name: "untouched", openOK: true},
 		{
 			name: "edited byte in a record",
 			tamper: edit(first, func(ls [][]byte) [][]byte {
 				ls[4] = bytes.Replace(ls[4], []byte("svc-test"), []byte("svc-tesT"), 1)
 				return ls
 			}),
-			want: &audit.VerifyError{File: first, Line: 5, Seq: 5, Reason: audit.ReasonBadMAC},
+			want: &audit.VerifyError{File: first, Line: 5, Seq: 5, Reason: audit.ReasonBadHash},
 		},
 		{
-			name: "edited byte in a MAC",
+			name: "edited byte in a hash",
 			tamper: edit(first, func(ls [][]byte) [][]byte {
-				i := bytes.Index(ls[4], []byte(`"mac":"`)) + 7
+				i := bytes.Index(ls[4], []byte(`"hash":"`)) + 8
 				if ls[4][i] == '0' {
 					ls[4][i] = '1'
 				} else {
@@ -307,7 +395,7 @@ func TestVerifyTamper(t *testing.T) {
 				}
 				return ls
 			}),
-			want: &audit.VerifyError{File: first, Line: 5, Seq: 5, Reason: audit.ReasonBadMAC},
+			want: &audit.VerifyError{File: first, Line: 5, Seq: 5, Reason: audit.ReasonBadHash},
 		},
 		{
 			name: "edited prev",
@@ -333,6 +421,33 @@ func TestVerifyTamper(t *testing.T) {
 			want: &audit.VerifyError{File: first, Line: 6, Seq: 7, Reason: audit.ReasonSeqOrder},
 		},
 		{
+			// The chain is unkeyed, so a swap can be renumbered and hashed
+			// again; the head then differs from the signed one.
+			name: "swapped lines, re-chained",
+			tamper: edit(first, func(ls [][]byte) [][]byte {
+				ls[5], ls[6] = ls[6], ls[5]
+				return reChain(t, ls, 5, func(r []byte) []byte { return r })
+			}),
+			want: &audit.VerifyError{File: first, Line: int(last), Seq: last, Reason: audit.ReasonCheckpoint},
+		},
+		{
+			name: "edited and re-chained",
+			tamper: edit(first, func(ls [][]byte) [][]byte {
+				return reChain(t, ls, 2, purposeEdit)
+			}),
+			want: &audit.VerifyError{File: first, Line: int(last), Seq: last, Reason: audit.ReasonCheckpoint},
+		},
+		{
+			// Control: without the checkpoint a re-chained edit passes.
+			// That shows reChain follows the format, so the failure above
+			// is the checkpoint's doing.
+			name: "edited and re-chained, no checkpoint",
+			tamper: edit(first, func(ls [][]byte) [][]byte {
+				return reChain(t, ls, 2, purposeEdit)
+			}),
+			noCP: true,
+		},
+		{
 			name: "duplicated line",
 			tamper: edit(first, func(ls [][]byte) [][]byte {
 				return append(ls[:3:3], append([][]byte{ls[2]}, ls[3:]...)...)
@@ -340,64 +455,50 @@ func TestVerifyTamper(t *testing.T) {
 			want: &audit.VerifyError{File: first, Line: 4, Seq: 3, Reason: audit.ReasonSeqOrder},
 		},
 		{
-			name:   "partial last line",
+			// A crash mid-write leaves a partial line that was never
+			// acknowledged: tolerated and reported; Open cuts it off.
+			name:   "torn unacknowledged line",
 			openOK: true,
+			tamper: func(t *testing.T, dir string) {
+				f, _ := os.OpenFile(filepath.Join(dir, first), os.O_WRONLY|os.O_APPEND, 0)
+				f.WriteString(`{"v":2,"seq":12,"prev":"00`)
+				f.Close()
+			},
+			wantTorn: true,
+		},
+		{
+			// The same cut into a record a checkpoint covers is a
+			// truncation, torn or not.
+			name: "last checkpointed line cut short",
 			tamper: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, first)
 				b, _ := os.ReadFile(p)
 				os.WriteFile(p, b[:len(b)-10], 0o600)
 			},
-			want: &audit.VerifyError{File: first, Line: 10, Seq: 10, Reason: audit.ReasonTruncated},
+			want: &audit.VerifyError{File: first, Line: int(last), Seq: last, Reason: audit.ReasonBehindCheckpoint},
 		},
 		{
-			// HEAD would catch it too; this checks the line itself.
-			name: "partial last line, no HEAD",
-			tamper: func(t *testing.T, dir string) {
-				p := filepath.Join(dir, first)
-				b, _ := os.ReadFile(p)
-				os.WriteFile(p, b[:len(b)-10], 0o600)
-			},
-			noHead: true,
-			openOK: true,
-			want:   &audit.VerifyError{File: first, Line: 10, Seq: 10, Reason: audit.ReasonTruncated},
+			name:   "last record deleted",
+			tamper: edit(first, func(ls [][]byte) [][]byte { return ls[:len(ls)-1] }),
+			want:   &audit.VerifyError{File: first, Line: int(last), Seq: last, Reason: audit.ReasonBehindCheckpoint},
 		},
 		{
-			name:   "last records removed",
-			tamper: edit(first, func(ls [][]byte) [][]byte { return ls[:8] }),
-			want:   &audit.VerifyError{File: first, Line: 9, Seq: 9, Reason: audit.ReasonTruncated},
+			// Control: the chain alone cannot show whole records removed
+			// from its end; that is what the checkpoint is for.
+			name:   "last record deleted, no checkpoint",
+			tamper: edit(first, func(ls [][]byte) [][]byte { return ls[:len(ls)-1] }),
+			noCP:   true,
 		},
 		{
-			// Without HEAD, whole records removed from the end go unseen:
-			// that is what HEAD is for.
-			name:   "last records removed, no HEAD",
-			tamper: edit(first, func(ls [][]byte) [][]byte { return ls[:8] }),
-			noHead: true,
+			name:     "older copy restored",
+			snapshot: true,
+			tamper:   func(t *testing.T, dir string) {}, // see below
+			want:     &audit.VerifyError{File: first, Line: n/2 + 2, Seq: n/2 + 2, Reason: audit.ReasonBehindCheckpoint},
 		},
 		{
-			name: "re-MACed with a wrong key",
-			tamper: edit(first, func(ls [][]byte) [][]byte {
-				return reChain(t, ls, 2, otherKey, purposeEdit)
-			}),
-			want: &audit.VerifyError{File: first, Line: 3, Seq: 3, Reason: audit.ReasonBadMAC},
-		},
-		{
-			// A forger with the key can rewrite the chain, but not HEAD's
-			// record of its end...
-			name: "re-MACed with the right key",
-			tamper: edit(first, func(ls [][]byte) [][]byte {
-				return reChain(t, ls, 2, testKey, purposeEdit)
-			}),
-			want: &audit.VerifyError{File: first, Line: 10, Seq: 10, Reason: audit.ReasonBadHead},
-		},
-		{
-			// ...so without HEAD the rewrite passes. This is the control for
-			// the wrong-key case: it shows reChain follows the documented
-			// format, so the failure there is the key's doing.
-			name: "re-MACed with the right key, no HEAD",
-			tamper: edit(first, func(ls [][]byte) [][]byte {
-				return reChain(t, ls, 2, testKey, purposeEdit)
-			}),
-			noHead: true,
+			name:   "wiped",
+			tamper: func(t *testing.T, dir string) { removeLogFiles(t, dir) },
+			want:   &audit.VerifyError{Seq: 1, Reason: audit.ReasonBehindCheckpoint},
 		},
 		{
 			name: "record from another chain",
@@ -416,9 +517,30 @@ func TestVerifyTamper(t *testing.T) {
 			want: &audit.VerifyError{File: first, Line: 4, Seq: 4, Reason: audit.ReasonPrevMismatch},
 		},
 		{
+			name: "another chain altogether",
+			tamper: func(t *testing.T, dir string) {
+				removeLogFiles(t, dir)
+				l := openLog(t, dir, func(c *audit.Config) { c.Replica = testReplica })
+				for i := range n + 2 {
+					mustAppend(t, l, i)
+				}
+				l.Close()
+			},
+			want: &audit.VerifyError{File: first, Line: 1, Seq: 1, Reason: audit.ReasonCheckpoint},
+		},
+		{
+			name: "chain start replaced, re-chained",
+			tamper: edit(first, func(ls [][]byte) [][]byte {
+				return reChain(t, ls, 0, func(r []byte) []byte {
+					return bytes.Replace(r, []byte(audit.MethodChainStart), []byte("Detokenize"), 1)
+				})
+			}),
+			want: &audit.VerifyError{File: first, Line: 1, Seq: 1, Reason: audit.ReasonMalformed},
+		},
+		{
 			name: "malformed JSON",
 			tamper: edit(first, func(ls [][]byte) [][]byte {
-				ls[1] = []byte(`{"v":1,"seq":2,`)
+				ls[1] = []byte(`{"v":2,"seq":2,`)
 				return ls
 			}),
 			want: &audit.VerifyError{File: first, Line: 2, Seq: 2, Reason: audit.ReasonMalformed},
@@ -432,26 +554,16 @@ func TestVerifyTamper(t *testing.T) {
 			want: &audit.VerifyError{File: first, Line: 2, Seq: 2, Reason: audit.ReasonMalformed},
 		},
 		{
-			name: "HEAD edited",
-			tamper: func(t *testing.T, dir string) {
-				p := filepath.Join(dir, "HEAD")
-				b, _ := os.ReadFile(p)
-				os.WriteFile(p, bytes.Replace(b, []byte(`"seq":10`), []byte(`"seq":11`), 1), 0o600)
-			},
-			want: &audit.VerifyError{File: "HEAD", Reason: audit.ReasonBadHead},
+			name: "format version 1 line",
+			tamper: edit(first, func(ls [][]byte) [][]byte {
+				ls[1] = bytes.Replace(ls[1], []byte(`{"v":2,`), []byte(`{"v":1,`), 1)
+				return ls
+			}),
+			want: &audit.VerifyError{File: first, Line: 2, Seq: 2, Reason: audit.ReasonMalformed},
 		},
-		{
-			name:   "HEAD deleted",
-			tamper: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "HEAD")) },
-			want:   &audit.VerifyError{File: "HEAD", Reason: audit.ReasonBadHead},
-		},
-		{
-			name:   "rotated, untouched",
-			rotate: true,
-		},
+		{name: "rotated, untouched", rotate: true, openOK: true},
 		{
 			name:   "rotated, middle file deleted",
-			openOK: true,
 			rotate: true,
 			tamper: func(t *testing.T, dir string) { os.Remove(logFile(dir, 5)) },
 			want:   &audit.VerifyError{File: "audit-000006.jsonl", Seq: 5, Reason: audit.ReasonMissingFile},
@@ -459,22 +571,20 @@ func TestVerifyTamper(t *testing.T) {
 		{
 			name:   "rotated, last file deleted",
 			rotate: true,
-			tamper: func(t *testing.T, dir string) { os.Remove(logFile(dir, n)) },
-			want:   &audit.VerifyError{File: "audit-000010.jsonl", Seq: n, Reason: audit.ReasonMissingFile},
+			tamper: func(t *testing.T, dir string) { os.Remove(logFile(dir, n+1)) },
+			want:   &audit.VerifyError{File: "audit-000010.jsonl", Line: 2, Seq: last, Reason: audit.ReasonBehindCheckpoint},
 		},
 		{
 			name:   "rotated, first record removed",
-			openOK: true,
 			rotate: true,
 			tamper: func(t *testing.T, dir string) { os.WriteFile(logFile(dir, 1), nil, 0o600) },
 			want:   &audit.VerifyError{File: "audit-000002.jsonl", Line: 1, Seq: 2, Reason: audit.ReasonMissingFile},
 		},
 		{
 			name:   "rotated, files renumbered over a deleted one",
-			openOK: true,
 			rotate: true,
 			tamper: func(t *testing.T, dir string) {
-				for i := 4; i <= n; i++ {
+				for i := 4; i <= n+1; i++ {
 					os.Rename(logFile(dir, i), logFile(dir, i-1))
 				}
 			},
@@ -483,42 +593,53 @@ func TestVerifyTamper(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := makeLog(t, tt.rotate)
+			var snap string
+			if tt.snapshot {
+				snap = t.TempDir()
+			}
+			dir, a := makeLog(t, tt.rotate, snap)
+			if tt.snapshot {
+				removeLogFiles(t, dir)
+				copyDir(t, snap, dir)
+			}
 			if tt.tamper != nil {
 				tt.tamper(t, dir)
 			}
-			files, head, err := audit.Files(dir)
-			if err != nil {
-				t.Fatal(err)
+			opts := anchorOpts(t, a)
+			if tt.noCP {
+				opts.Checkpoint = nil
 			}
-			if tt.noHead {
-				head = ""
-			}
-			rep, err := audit.Verify(testKey, files, head)
+			rep, err := verifyDir(t, dir, opts)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("Verify: %v, want success", err)
 				}
-				if rep.FirstSeq != 1 || rep.LastSeq != uint64(rep.Records) {
-					t.Fatalf("Verify = %+v", rep)
+				if rep.FirstSeq != 1 || rep.LastSeq != uint64(rep.Records) || (rep.Torn != nil) != tt.wantTorn {
+					t.Fatalf("Verify = %+v, torn %+v; want torn %v", rep, rep.Torn, tt.wantTorn)
 				}
-				return
+			} else {
+				var ve *audit.VerifyError
+				if !errors.As(err, &ve) {
+					t.Fatalf("Verify = %+v, %v; want a *VerifyError", rep, err)
+				}
+				got := *ve
+				got.File, got.Detail = filepath.Base(got.File), ""
+				if got.File == "." {
+					got.File = ""
+				}
+				if got != *tt.want {
+					t.Errorf("Verify error = %+v, want %+v (%v)", got, *tt.want, err)
+				}
 			}
-			var ve *audit.VerifyError
-			if !errors.As(err, &ve) {
-				t.Fatalf("Verify = %+v, %v; want a *VerifyError", rep, err)
-			}
-			got := *ve
-			got.File, got.Detail = filepath.Base(got.File), ""
-			if got != *tt.want {
-				t.Errorf("Verify error = %+v, want %+v (%v)", got, *tt.want, err)
-			}
-			// A damaged tail must also stop the server from continuing it.
-			if l, err := audit.Open(audit.Config{Dir: dir, Key: testKey}); err == nil {
+			// jetond must refuse to continue a damaged log.
+			l, err := audit.Open(audit.Config{Dir: dir, Key: testKey, Anchor: a, Replica: testReplica})
+			if err == nil {
 				l.Close()
 				if !tt.openOK {
 					t.Errorf("Open of the damaged log succeeded")
 				}
+			} else if tt.openOK {
+				t.Errorf("Open: %v", err)
 			}
 		})
 	}
@@ -587,27 +708,28 @@ func (f *faultFile) Truncate(size int64) error {
 	return f.f.Truncate(size)
 }
 
+func (f *faultFile) Stat() (os.FileInfo, error) { return f.f.Stat() }
+
 func (f *faultFile) Close() error { return f.f.Close() }
 
 func TestFaultRecovery(t *testing.T) {
 	tests := []struct {
 		name  string
 		fault func(*faultFS)
-		// failedAbsent: records whose Append failed must not be in the
-		// log. When only HEAD fails they are durable, just not anchored.
+		// failedAbsent: records whose Append failed must not be in the log.
 		failedAbsent bool
 	}{
 		{"torn write", func(fs *faultFS) { fs.tornWrite = true }, true},
 		{"fsync fails", func(fs *faultFS) { fs.failSync = true }, true},
 		{"torn write, truncate fails", func(fs *faultFS) { fs.tornWrite, fs.failTrunc = true, true }, true},
 		{"disk gone", func(fs *faultFS) { fs.tornWrite, fs.failSync, fs.failTrunc, fs.failOpen = true, true, true, true }, true},
-		{"HEAD cannot be written", func(fs *faultFS) { fs.failOpen = true }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			fs := &faultFS{}
-			cfg := func(c *audit.Config) { c.OpenFile = fs.OpenFile }
+			a := newFileAnchor(t)
+			cfg := func(c *audit.Config) { anchoredConfig(a)(c); c.OpenFile = fs.OpenFile }
 			l := openLog(t, dir, cfg)
 			var acked []int
 			i := 0
@@ -637,7 +759,7 @@ func TestFaultRecovery(t *testing.T) {
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := verifyDir(t, dir, testKey); err != nil {
+			if _, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil {
 				t.Fatalf("Verify after recovery: %v", err)
 			}
 			seen := caseRefs(t, dir)
@@ -656,7 +778,7 @@ func TestFaultRecovery(t *testing.T) {
 			l = openLog(t, dir, cfg)
 			appendOK()
 			l.Close()
-			if _, err := verifyDir(t, dir, testKey); err != nil {
+			if _, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil {
 				t.Fatalf("Verify after reopen: %v", err)
 			}
 		})
@@ -708,7 +830,7 @@ func TestAppendContext(t *testing.T) {
 		mustAppend(t, l, 1)
 		l.Close()
 		// Record 0 may or may not be there; the chain is whole either way.
-		if _, err := verifyDir(t, dir, testKey); err != nil {
+		if _, err := verifyDir(t, dir, audit.VerifyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -743,7 +865,7 @@ func TestTokenHash(t *testing.T) {
 }
 
 func TestOpenRecovery(t *testing.T) {
-	// setup writes 3 records, then damages the log.
+	// Each case writes 3 records, then damages the log.
 	tests := []struct {
 		name    string
 		damage  func(t *testing.T, dir string)
@@ -752,7 +874,7 @@ func TestOpenRecovery(t *testing.T) {
 		{"clean", func(*testing.T, string) {}, false},
 		{"partial unacknowledged line", func(t *testing.T, dir string) {
 			f, _ := os.OpenFile(logFile(dir, 1), os.O_WRONLY|os.O_APPEND, 0)
-			f.WriteString(`{"v":1,"seq":4,"prev":"00`)
+			f.WriteString(`{"v":2,"seq":5,"prev":"00`)
 			f.Close()
 		}, false},
 		{"acknowledged line cut short", func(t *testing.T, dir string) {
@@ -765,23 +887,28 @@ func TestOpenRecovery(t *testing.T) {
 			b, _ := os.ReadFile(p)
 			os.WriteFile(p, bytes.Replace(b, []byte("case-0001"), []byte("case-0009"), 1), 0o600)
 		}, true},
-		{"HEAD deleted", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "HEAD")) }, true},
 		{"log file deleted", func(t *testing.T, dir string) { os.Remove(logFile(dir, 1)) }, true},
+		{"new-chain request beside the log", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "NEW-CHAIN"), []byte(`{"archive":"x","reason":"test"}`), 0o600)
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			l := openLog(t, dir, nil)
+			dir, a := t.TempDir(), newFileAnchor(t)
+			l := openLog(t, dir, anchoredConfig(a))
 			for i := range 3 {
 				mustAppend(t, l, i)
 			}
 			l.Close()
 			tt.damage(t, dir)
-			l, err := audit.Open(audit.Config{Dir: dir, Key: testKey})
+			l, err := audit.Open(audit.Config{Dir: dir, Key: testKey, Anchor: a, Replica: testReplica})
 			if tt.wantErr {
 				if err == nil {
 					l.Close()
 					t.Fatal("Open succeeded on a damaged log")
+				}
+				if !strings.Contains(err.Error(), "jeton audit archive") {
+					t.Errorf("Open error does not say what to do: %v", err)
 				}
 				return
 			}
@@ -791,6 +918,9 @@ func TestOpenRecovery(t *testing.T) {
 			mustAppend(t, l, 3)
 			l.Close()
 			mustVerify(t, dir, 4)
+			if _, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }
@@ -821,11 +951,19 @@ func TestOpenConfig(t *testing.T) {
 	}
 }
 
-// TestKnownAnswer pins format v1: the code must write exactly
-// testdata/v1, and logs in it must keep verifying.
+// TestKnownAnswer pins format v2: the code must write exactly
+// testdata/v2, and logs in it must keep verifying, against a checkpoint
+// signed by a fixed key.
 func TestKnownAnswer(t *testing.T) {
-	dir := t.TempDir()
-	l := openLog(t, dir, nil)
+	dir, adir := t.TempDir(), t.TempDir()
+	a, err := fileanchor.New(adir, testReplica, bytes.NewReader(bytes.Repeat([]byte{'s'}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, dir, func(c *audit.Config) {
+		anchoredConfig(a)(c)
+		c.Rand = bytes.NewReader(bytes.Repeat([]byte{'c'}, 16))
+	})
 	for i := range 3 {
 		r := rec(i)
 		r.Time = time.Time{} // stamped by Config.Now
@@ -837,13 +975,19 @@ func TestKnownAnswer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l.Close()
-	golden := filepath.Join("testdata", "v1")
-	for _, name := range []string{"audit-000001.jsonl", "HEAD"} {
-		got, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := a.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "v2")
+	for name, got := range map[string][]byte{
+		"audit-000001.jsonl": must(os.ReadFile(filepath.Join(dir, "audit-000001.jsonl"))),
+		"checkpoint":         cp,
+		"public-key":         must(os.ReadFile(filepath.Join(adir, fileanchor.PublicKeyName))),
+	} {
 		if *update {
 			os.MkdirAll(golden, 0o755)
 			if err := os.WriteFile(filepath.Join(golden, name), got, 0o644); err != nil {
@@ -858,19 +1002,48 @@ func TestKnownAnswer(t *testing.T) {
 			t.Errorf("%s differs from %s:\ngot  %s\nwant %s", name, golden, got, want)
 		}
 	}
-	rep, err := audit.Verify(testKey, []string{filepath.Join(golden, "audit-000001.jsonl")}, filepath.Join(golden, "HEAD"))
-	if err != nil || rep.Records != 3 {
+	keys, err := audit.ParseVerifierKeys(must(os.ReadFile(filepath.Join(golden, "public-key"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify([]string{filepath.Join(golden, "audit-000001.jsonl")},
+		audit.VerifyOptions{Keys: keys, Checkpoint: must(os.ReadFile(filepath.Join(golden, "checkpoint")))})
+	if err != nil || rep.Records != 4 || rep.Checkpoint.Seq != 4 {
 		t.Fatalf("Verify(testdata) = %+v, %v", rep, err)
 	}
 }
 
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 // BenchmarkAppendParallel measures group commit: many concurrent callers
-// share each fsync, which fsyncs/record shows (HEAD's own fsync counts).
+// share each fsync, which fsyncs/record shows. Each Append returns only
+// after the fsync that covers its record.
 func BenchmarkAppendParallel(b *testing.B) {
+	benchmarkAppend(b, nil)
+}
+
+// BenchmarkAppendParallelAnchored is the same with checkpoints signed and
+// stored (in the dev file anchor) every DefaultCheckpointEvery records.
+func BenchmarkAppendParallelAnchored(b *testing.B) {
+	benchmarkAppend(b, func(c *audit.Config) { anchoredConfig(newFileAnchor(b))(c) })
+}
+
+func benchmarkAppend(b *testing.B, mod func(*audit.Config)) {
 	dir := b.TempDir()
 	var syncs countingFS
-	l := openLog(b, dir, func(c *audit.Config) { c.OpenFile = syncs.OpenFile })
+	l := openLog(b, dir, func(c *audit.Config) {
+		if mod != nil {
+			mod(c)
+		}
+		c.OpenFile = syncs.OpenFile
+	})
 	syncs.n.Store(0)
+	b.ReportAllocs()
 	b.SetParallelism(32)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -906,4 +1079,66 @@ type countingFile struct {
 func (f countingFile) Sync() error {
 	f.c.n.Add(1)
 	return f.File.Sync()
+}
+
+// BenchmarkVerify measures checking a log, which Open does in full at
+// every start: bytes/s is the start-up cost per byte of log.
+func BenchmarkVerify(b *testing.B) {
+	dir := b.TempDir()
+	l := openLog(b, dir, nil)
+	const records = 20_000
+	var wg sync.WaitGroup
+	for w := range 50 {
+		wg.Go(func() {
+			for i := range records / 50 {
+				if err := l.Append(context.Background(), rec(w*1000+i)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	l.Close()
+	files, _ := audit.Files(dir)
+	var size int64
+	for _, f := range files {
+		fi, _ := os.Stat(f)
+		size += fi.Size()
+	}
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := audit.Verify(files, audit.VerifyOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// TestLargeRecord: a record larger than any read buffer (a reveal of
+// thousands of tokens) verifies and reopens.
+func TestLargeRecord(t *testing.T) {
+	dir, a := t.TempDir(), newFileAnchor(t)
+	l := openLog(t, dir, anchoredConfig(a))
+	r := rec(0)
+	for i := range 20_000 {
+		r.Items = append(r.Items, audit.Item{TokenHash: fmt.Sprintf("%032x", i), Outcome: audit.OutcomeRevealed})
+	}
+	if err := l.Append(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, 1)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(logFile(dir, 1)); fi.Size() < 1<<20 {
+		t.Fatalf("the log is %d bytes; the record is meant to exceed the read buffer", fi.Size())
+	}
+	if _, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, anchoredConfig(a))
+	mustAppend(t, l, 2)
 }

@@ -14,6 +14,9 @@ type File interface {
 	io.Writer
 	Sync() error
 	Truncate(size int64) error
+	// Stat identifies the open file (device and inode), so that the log
+	// notices when another file takes its place.
+	Stat() (os.FileInfo, error)
 	Close() error
 }
 
@@ -54,17 +57,21 @@ func listFiles(dir string) ([]fileRef, error) {
 	return refs, nil
 }
 
-// Files returns the paths of the log files in dir, in chain order, and the
-// path of its HEAD: the arguments Verify takes for a whole directory.
-func Files(dir string) (files []string, head string, err error) {
+// Files returns the paths of the log files in dir, in chain order: the
+// files Verify takes for a whole directory. A missing dir has none.
+func Files(dir string) ([]string, error) {
 	refs, err := listFiles(dir)
 	if err != nil {
-		return nil, "", err
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
 	}
+	files := make([]string, 0, len(refs))
 	for _, r := range refs {
 		files = append(files, r.path)
 	}
-	return files, filepath.Join(dir, headName), nil
+	return files, nil
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

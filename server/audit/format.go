@@ -2,54 +2,64 @@ package audit
 
 import (
 	"bytes"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
 	"strconv"
 	"strings"
 )
 
-// Format version 1. Changing any byte of what is MACed, or of how a line is
-// laid out, needs a new version so that old logs keep verifying.
+// Format version 2. Changing any byte of what is hashed, or of how a line is
+// laid out, needs a new version. Version 1 chained records by HMAC under a
+// key every verifier had to hold, so every verifier could forge; it is not
+// read any more.
 const (
-	formatVersion = 1
+	formatVersion = 2
 
-	// Domain prefixes keep the three uses of the one key apart. They differ
-	// within their first 13 bytes, so no input to one can collide with an
-	// input to another.
-	chainDomain = "jeton/audit/v1"
+	// chainDomain prefixes every chain hash. tokenDomain prefixes the keyed
+	// token hash; the two never share a key or an input.
+	chainDomain = "jeton/audit/v2\x00"
 	tokenDomain = "jeton/audit/token\x00"
-	headDomain  = "jeton/audit/head/v1\x00"
 
-	// KeySize is the length of the MAC key in bytes.
+	// KeySize is the length of the token-hash key in bytes.
 	KeySize = 32
 
-	macSize = sha256.Size
-
-	headName = "HEAD"
+	hashSize = sha256.Size
 )
 
-// chainMAC computes the MAC of record seq:
-// HMAC-SHA256(key, "jeton/audit/v1" || prev || {"v":1,"seq":N,"rec":REC}),
-// with prev the raw 32 bytes of the previous record's MAC.
-func chainMAC(h hash.Hash, prev *[macSize]byte, seq uint64, rec []byte) [macSize]byte {
-	h.Reset()
-	h.Write([]byte(chainDomain))
-	h.Write(prev[:])
-	var scratch [48]byte
-	h.Write(appendBodyStart(scratch[:0], seq))
-	h.Write(rec)
-	h.Write([]byte{'}'})
-	var out [macSize]byte
-	h.Sum(out[:0])
+// chainHasher computes record hashes without allocating: it reuses its
+// hash state and its buffer for the bytes before the record.
+type chainHasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
+func newChainHasher() *chainHasher { return &chainHasher{h: sha256.New(), buf: make([]byte, 0, 128)} }
+
+var closeBrace = []byte{'}'}
+
+// sum computes the hash of record seq:
+// SHA-256("jeton/audit/v2\x00" || prev || {"v":2,"seq":N,"rec":REC}),
+// with prev the raw 32 bytes of the previous record's hash (zeros for the
+// first record of a chain). It is unkeyed: anyone can recompute the chain,
+// and only a signed checkpoint of its head makes it binding.
+func (c *chainHasher) sum(prev *[hashSize]byte, seq uint64, rec []byte) [hashSize]byte {
+	b := append(c.buf[:0], chainDomain...)
+	b = append(b, prev[:]...)
+	b = appendBodyStart(b, seq)
+	c.buf = b
+	c.h.Reset()
+	c.h.Write(b)
+	c.h.Write(rec)
+	c.h.Write(closeBrace)
+	var out [hashSize]byte
+	c.h.Sum(out[:0])
 	return out
 }
 
-// appendBodyStart appends `{"v":1,"seq":N,"rec":`, the part of the MACed body
-// before the record.
+// appendBodyStart appends `{"v":2,"seq":N,"rec":`, the part of the hashed
+// body before the record.
 func appendBodyStart(dst []byte, seq uint64) []byte {
 	dst = append(dst, `{"v":`...)
 	dst = strconv.AppendInt(dst, formatVersion, 10)
@@ -59,10 +69,10 @@ func appendBodyStart(dst []byte, seq uint64) []byte {
 }
 
 // appendLine appends one log line, newline included:
-// {"v":1,"seq":N,"prev":"HEX","rec":REC,"mac":"HEX"}
+// {"v":2,"seq":N,"prev":"HEX","rec":REC,"hash":"HEX"}
 // The layout is fixed so that a verifier can demand byte equality with the
 // canonical form: any edit then shows up, even one JSON would not notice.
-func appendLine(dst []byte, seq uint64, prev, mac *[macSize]byte, rec []byte) []byte {
+func appendLine(dst []byte, seq uint64, prev, sum *[hashSize]byte, rec []byte) []byte {
 	dst = append(dst, `{"v":`...)
 	dst = strconv.AppendInt(dst, formatVersion, 10)
 	dst = append(dst, `,"seq":`...)
@@ -71,119 +81,85 @@ func appendLine(dst []byte, seq uint64, prev, mac *[macSize]byte, rec []byte) []
 	dst = hex.AppendEncode(dst, prev[:])
 	dst = append(dst, `","rec":`...)
 	dst = append(dst, rec...)
-	dst = append(dst, `,"mac":"`...)
-	dst = hex.AppendEncode(dst, mac[:])
+	dst = append(dst, `,"hash":"`...)
+	dst = hex.AppendEncode(dst, sum[:])
 	return append(dst, "\"}\n"...)
 }
 
 // line is one parsed log line.
 type line struct {
 	seq  uint64
-	prev [macSize]byte
-	rec  []byte
-	mac  [macSize]byte
+	prev [hashSize]byte
+	rec  []byte // aliases the input
+	hash [hashSize]byte
 }
 
-// wireLine is the JSON shape of a line, for parsing only.
-type wireLine struct {
-	V    int             `json:"v"`
-	Seq  uint64          `json:"seq"`
-	Prev string          `json:"prev"`
-	Rec  json.RawMessage `json:"rec"`
-	MAC  string          `json:"mac"`
-}
+const (
+	linePrefix = `{"v":2,"seq":`
+	lineSuffix = `"}`
+	// `,"hash":"` + 64 hex digits + `"}`
+	hashTailLen = len(`,"hash":"`) + 2*hashSize + len(lineSuffix)
+)
 
 // parseLine parses b, a line without its newline. It accepts only the exact
-// bytes appendLine would produce; otherwise it says why not.
+// bytes appendLine would produce and says why not otherwise. It reads the
+// fixed layout directly rather than through encoding/json, since start-up
+// verifies the whole log with it; the record itself is checked to be a
+// JSON object by its braces only, the chain hash covering its bytes.
 func parseLine(b []byte) (line, string) {
-	var w wireLine
-	if err := json.Unmarshal(b, &w); err != nil {
-		return line{}, "invalid JSON"
-	}
-	if w.V != formatVersion {
-		return line{}, fmt.Sprintf("unsupported format version %d", w.V)
-	}
 	var l line
-	if !decodeMAC(&l.prev, w.Prev) || !decodeMAC(&l.mac, w.MAC) {
-		return line{}, "prev or mac is not 64 lowercase hex digits"
+	rest, ok := bytes.CutPrefix(b, []byte(linePrefix))
+	if !ok {
+		if bytes.HasPrefix(b, []byte(`{"v":1,`)) {
+			return l, "format version 1 (keyed chain), which this version does not read"
+		}
+		return l, "not a version 2 record line"
 	}
-	l.seq, l.rec = w.Seq, w.Rec
-	canon := appendLine(nil, l.seq, &l.prev, &l.mac, l.rec)
-	if !bytes.Equal(canon[:len(canon)-1], b) {
-		return line{}, "not in canonical form"
+	i := 0
+	var seq uint64
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		d := uint64(rest[i] - '0')
+		if seq > (1<<64-1-d)/10 {
+			return l, "bad seq"
+		}
+		seq = seq*10 + d
+		i++
+	}
+	if i == 0 || rest[0] == '0' {
+		return l, "bad seq"
+	}
+	l.seq = seq
+	rest, ok = bytes.CutPrefix(rest[i:], []byte(`,"prev":"`))
+	if !ok || len(rest) < 2*hashSize || !decodeHash(&l.prev, rest[:2*hashSize]) {
+		return l, "prev is not 64 lowercase hex digits"
+	}
+	rest, ok = bytes.CutPrefix(rest[2*hashSize:], []byte(`","rec":`))
+	if !ok || len(rest) < hashTailLen+2 {
+		return l, "not in canonical form"
+	}
+	tail := rest[len(rest)-hashTailLen:]
+	hexHash, ok := bytes.CutPrefix(tail, []byte(`,"hash":"`))
+	if !ok || !bytes.HasSuffix(hexHash, []byte(lineSuffix)) || !decodeHash(&l.hash, hexHash[:2*hashSize]) {
+		return l, "hash is not 64 lowercase hex digits"
+	}
+	l.rec = rest[:len(rest)-hashTailLen]
+	if l.rec[0] != '{' || l.rec[len(l.rec)-1] != '}' {
+		return l, "record is not a JSON object"
 	}
 	return l, ""
 }
 
-func decodeMAC(dst *[macSize]byte, s string) bool {
-	if len(s) != 2*macSize || strings.ToLower(s) != s {
+func decodeHash(dst *[hashSize]byte, s []byte) bool {
+	if len(s) != 2*hashSize {
 		return false
 	}
-	_, err := hex.Decode(dst[:], []byte(s))
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	_, err := hex.Decode(dst[:], s)
 	return err == nil
-}
-
-// head is the truncation anchor: the last durable record, as of the last
-// group commit.
-type head struct {
-	seq  uint64
-	mac  [macSize]byte
-	file string // base name of the file holding record seq
-}
-
-// encodeHead returns the HEAD file's contents:
-// {"v":1,"seq":N,"mac":"HEX","file":"NAME","hmac":"HEX"}
-// with hmac = HMAC-SHA256(key, "jeton/audit/head/v1\x00" || the same object
-// up to and excluding ,"hmac").
-func encodeHead(key []byte, h head) []byte {
-	body := headBody(h)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(headDomain))
-	m.Write(body)
-	b := append(body[:len(body)-1:len(body)-1], `,"hmac":"`...)
-	b = hex.AppendEncode(b, m.Sum(nil))
-	return append(b, "\"}\n"...)
-}
-
-func headBody(h head) []byte {
-	b := []byte(`{"v":`)
-	b = strconv.AppendInt(b, formatVersion, 10)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, h.seq, 10)
-	b = append(b, `,"mac":"`...)
-	b = hex.AppendEncode(b, h.mac[:])
-	b = append(b, `","file":`...)
-	b = strconv.AppendQuote(b, h.file)
-	return append(b, '}')
-}
-
-// parseHead parses and authenticates a HEAD file, or says what is wrong.
-func parseHead(key, b []byte) (head, string) {
-	var w struct {
-		V    int    `json:"v"`
-		Seq  uint64 `json:"seq"`
-		MAC  string `json:"mac"`
-		File string `json:"file"`
-		HMAC string `json:"hmac"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return head{}, "invalid JSON"
-	}
-	if w.V != formatVersion {
-		return head{}, fmt.Sprintf("unsupported format version %d", w.V)
-	}
-	h := head{seq: w.Seq, file: w.File}
-	var sum [macSize]byte
-	if !decodeMAC(&h.mac, w.MAC) || !decodeMAC(&sum, w.HMAC) {
-		return head{}, "mac or hmac is not 64 lowercase hex digits"
-	}
-	if _, ok := parseFileName(h.file); !ok {
-		return head{}, "file is not an audit file name"
-	}
-	if !bytes.Equal(encodeHead(key, h), b) {
-		return head{}, "bad HMAC or not in canonical form"
-	}
-	return h, ""
 }
 
 // fileName returns the name of log file number n.

@@ -10,19 +10,30 @@ import (
 // name, so Verify and Open never read it.
 const probeName = "PROBE.tmp"
 
-// Healthy reports whether the log can take records: it fails when the log is
-// closed, and when the last commit failed and a scratch write with fsync in
-// the log's directory still fails. The scratch write lets a readiness probe
-// see the disk come back even when no Append has been tried since (traffic
-// may be held off precisely because the log was reported down). When the
-// last commit succeeded it does no I/O. Errors wrap ErrUnavailable and name
-// no record content.
+// Healthy reports whether the log can take records. It fails when the log
+// is closed; when its file was replaced, moved or removed (until an
+// operator recovers it: this never heals by itself); when too many records
+// wait for a checkpoint; and when the last commit failed and a scratch
+// write with fsync in the log's directory still fails. The scratch write
+// lets a readiness probe see the disk come back even when no Append has
+// been tried since (traffic may be held off precisely because the log was
+// reported down). Otherwise it does no I/O. Errors wrap ErrUnavailable and
+// name no record content.
 func (l *Log) Healthy() error {
 	l.mu.RLock()
 	closed := l.closed
 	l.mu.RUnlock()
 	if closed {
 		return fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	if p := l.broken.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
+	}
+	if l.cp != nil {
+		seq, _ := l.Head()
+		if err := l.cp.admit(seq, 1); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 	}
 	if !l.failing.Load() {
 		return nil
@@ -46,4 +57,15 @@ func (l *Log) Healthy() error {
 		return fmt.Errorf("%w: last commit failed, and so does a scratch write: %w", ErrUnavailable, err)
 	}
 	return nil
+}
+
+// AnchorStatus reports how far the anchor's checkpoints lag the log:
+// the last durable seq, the last anchored seq, and whether the last
+// attempt to checkpoint failed. Unanchored logs report anchored == 0.
+func (l *Log) AnchorStatus() (head, anchored uint64, failing bool) {
+	head, _ = l.Head()
+	if l.cp == nil {
+		return head, 0, false
+	}
+	return head, l.cp.anchoredSeq.Load(), l.cp.failing.Load()
 }

@@ -16,7 +16,8 @@ func TestHealthy(t *testing.T) {
 		if broken.Load() {
 			return nil, errors.New("disk gone (test)")
 		}
-		return os.OpenFile(name, flag, perm)
+		f, err := os.OpenFile(name, flag, perm)
+		return &brokenFile{File: f, broken: &broken}, err
 	}
 	l, err := Open(Config{Dir: t.TempDir(), Key: make([]byte, KeySize), OpenFile: open})
 	if err != nil {
@@ -34,7 +35,6 @@ func TestHealthy(t *testing.T) {
 	}
 
 	broken.Store(true)
-	// HEAD is rewritten at every commit through OpenFile, so this fails.
 	if err := l.Append(ctx, Record{Identity: "test", Method: "Detokenize", Outcome: "ok"}); err == nil {
 		t.Fatal("Append succeeded on a broken disk")
 	}
@@ -53,4 +53,17 @@ func TestHealthy(t *testing.T) {
 	if err := l.Healthy(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("after Close: %v, want ErrUnavailable", err)
 	}
+}
+
+// brokenFile fails writes while broken is set.
+type brokenFile struct {
+	*os.File
+	broken *atomic.Bool
+}
+
+func (f *brokenFile) Write(p []byte) (int, error) {
+	if f.broken.Load() {
+		return 0, errors.New("disk gone (test)")
+	}
+	return f.File.Write(p)
 }

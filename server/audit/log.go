@@ -3,12 +3,14 @@ package audit
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,24 +20,53 @@ import (
 )
 
 // ErrUnavailable is wrapped by every Append error that leaves the record not
-// known to be durable: the log is closed, a write or fsync failed, or the
+// known to be durable: the log is closed, a write or fsync failed, the file
+// is no longer the one opened, the checkpoint backlog is full, or the
 // caller's context ended first.
 var ErrUnavailable = errors.New("audit: log unavailable")
 
 // Defaults for Config.
 const (
-	DefaultMaxFileBytes = 64 << 20
-	DefaultMaxBatch     = 1024
+	DefaultMaxFileBytes       = 64 << 20
+	DefaultMaxBatch           = 1024
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 10 * time.Second
+	DefaultMaxUnanchored      = 100_000
+	DefaultAnchorTimeout      = 10 * time.Second
+	// DefaultReplica names the chain of an unnamed replica.
+	DefaultReplica = "local"
 )
 
 // Config configures a Log.
 type Config struct {
-	// Dir holds the log files, HEAD and LOCK. It is created (0700) if
-	// needed. Only one Log may have it open at a time.
+	// Dir holds the log files and LOCK. It is created (0700) if needed.
+	// Only one Log may have it open at a time.
 	Dir string
-	// Key is the KeySize-byte MAC key, from the key hierarchy. Required.
-	// Whoever holds it can verify the log, and also forge it.
+	// Key is the KeySize-byte key of TokenHash, from the key hierarchy.
+	// Required. It does not protect the chain, which needs no key to
+	// check: a verifier holds only the anchor's public key.
 	Key []byte
+	// Replica names this replica's chain in its checkpoints; it must
+	// match ValidReplica. Default DefaultReplica.
+	Replica string
+	// Anchor signs and keeps checkpoints outside Dir. Without one the log
+	// is unanchored: edits are still caught by the chain, but removal of
+	// its last records, rollback to an older copy and a wipe are not.
+	// jetond always sets one; nil is for tests of other packages.
+	Anchor Anchor
+	// CheckpointEvery and CheckpointInterval: a checkpoint is signed and
+	// stored once this many records are not yet anchored, or this long
+	// after the first of them, whichever comes first, and at Close.
+	// Defaults DefaultCheckpointEvery and DefaultCheckpointInterval.
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+	// MaxUnanchored bounds how many records may wait for a checkpoint
+	// while the anchor is unreachable; past it Append fails closed.
+	// Default DefaultMaxUnanchored.
+	MaxUnanchored int
+	// AnchorTimeout bounds each call to the anchor. Default
+	// DefaultAnchorTimeout.
+	AnchorTimeout time.Duration
 	// MaxFileBytes is the size after which the log moves on to the next
 	// file. A file exceeds it only when a single group commit does.
 	// Default DefaultMaxFileBytes.
@@ -43,25 +74,30 @@ type Config struct {
 	// MaxBatch caps the records written with one fsync. Default
 	// DefaultMaxBatch.
 	MaxBatch int
-	// Now stamps records whose Time is zero. Default time.Now.
+	// Now stamps records whose Time is zero, and checkpoints. Default
+	// time.Now.
 	Now func() time.Time
+	// Rand makes chain ids. Default crypto/rand.Reader.
+	Rand io.Reader
 	// Logger receives warnings and failures; never record contents.
 	// Default: discard.
 	Logger *slog.Logger
-	// OpenFile opens every file the log writes (log files, HEAD's temporary
-	// file). Default os.OpenFile. It is a seam for fault tests: after a
-	// failed write or fsync the log closes the file and opens it again
-	// through OpenFile before the next write, so a seam that fails for a
-	// while and then recovers exercises the same path as a disk that does.
+	// OpenFile opens every file the log writes. Default os.OpenFile. It is
+	// a seam for fault tests: after a failed write or fsync the log closes
+	// the file and opens it again through OpenFile before the next write,
+	// so a seam that fails for a while and then recovers exercises the
+	// same path as a disk that does.
 	OpenFile OpenFileFunc
 }
 
 // Log is an open audit log. Its methods are safe for concurrent use.
 type Log struct {
-	key    []byte
-	now    func() time.Time
-	log    *slog.Logger
-	hashes sync.Pool // of hash.Hash for TokenHash
+	key     []byte
+	now     func() time.Time
+	log     *slog.Logger
+	hashes  sync.Pool // of hash.Hash for TokenHash
+	replica string
+	chain   *ChainStart // the first record of the chain being written
 
 	mu     sync.RWMutex // guards closed, and sending on reqs against close
 	closed bool
@@ -70,7 +106,15 @@ type Log struct {
 
 	w        *writer // owned by the writer goroutine
 	closeErr error
-	failing  atomic.Bool // the last commit failed; see Healthy
+	failing  atomic.Bool           // the last commit failed; see Healthy
+	broken   atomic.Pointer[error] // the file is not the one opened; sticky
+
+	// Durable head, published by the writer after each commit.
+	headMu   sync.Mutex
+	headSeq  uint64
+	headHash [hashSize]byte
+
+	cp *checkpointer // nil when unanchored
 }
 
 type request struct {
@@ -79,14 +123,23 @@ type request struct {
 }
 
 // Open opens the log in cfg.Dir, creating it if needed, and continues its
-// chain. It verifies the newest part of the existing log (from the file
-// HEAD names on) and fails if that does not verify: a damaged log needs an
-// operator, never a silent new chain.
+// chain, or starts a new one in an empty directory.
 //
-// One repair is made: a partial final line is cut off, with a warning. Append
-// acknowledges a record only after fsync, so a partial line can only be
-// the tail of a write that crashed before it was acknowledged; HEAD, written
-// after the fsync, never covers it, and if it did Open would fail instead.
+// It verifies the whole existing log and fails if it does not verify: a
+// damaged log needs an operator, never a silent new chain. With an Anchor
+// it also fails when the log is behind the anchor's checkpoint (records
+// removed, an older copy restored), disagrees with it (records edited or
+// reordered), is missing while the anchor holds a checkpoint (wiped), or
+// belongs to another chain. The error says what to do. The one way to start
+// a new chain over an anchored one is jeton audit archive (Archive), which
+// puts the old files aside and leaves a request that Open honours: the new
+// chain's first record names the old chain's last checkpoint.
+//
+// One repair is made: a partial final line is cut off, with a warning.
+// Append acknowledges a record only after fsync, so a partial line can only
+// be the tail of a write that crashed before it was acknowledged; if a
+// checkpoint covered it, the log would be behind the checkpoint and Open
+// would fail instead.
 func Open(cfg Config) (*Log, error) {
 	switch {
 	case cfg.Dir == "":
@@ -97,22 +150,12 @@ func Open(cfg Config) (*Log, error) {
 		return nil, errors.New("audit: Config.MaxFileBytes must not be negative")
 	case cfg.MaxBatch < 0:
 		return nil, errors.New("audit: Config.MaxBatch must not be negative")
+	case cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 || cfg.MaxUnanchored < 0 || cfg.AnchorTimeout < 0:
+		return nil, errors.New("audit: Config.CheckpointEvery, CheckpointInterval, MaxUnanchored and AnchorTimeout must not be negative")
+	case cfg.Replica != "" && !ValidReplica(cfg.Replica):
+		return nil, fmt.Errorf("audit: Config.Replica %q must be 1-63 letters, digits, '.', '_' or '-'", cfg.Replica)
 	}
-	if cfg.MaxFileBytes == 0 {
-		cfg.MaxFileBytes = DefaultMaxFileBytes
-	}
-	if cfg.MaxBatch == 0 {
-		cfg.MaxBatch = DefaultMaxBatch
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.OpenFile == nil {
-		cfg.OpenFile = osOpenFile
-	}
+	setDefaults(&cfg)
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
@@ -122,25 +165,159 @@ func Open(cfg Config) (*Log, error) {
 	}
 	key := append([]byte(nil), cfg.Key...)
 	w := &writer{
-		dir: cfg.Dir, key: key, open: cfg.OpenFile, maxBytes: cfg.MaxFileBytes,
-		log: cfg.Logger, mac: hmac.New(sha256.New, key), unlock: unlock,
-	}
-	if err := w.recover(); err != nil {
-		unlock()
-		return nil, err
+		dir: cfg.Dir, open: cfg.OpenFile, maxBytes: cfg.MaxFileBytes,
+		log: cfg.Logger, hash: newChainHasher(), unlock: unlock,
 	}
 	l := &Log{
-		key: key, now: cfg.Now, log: cfg.Logger, w: w,
+		key: key, now: cfg.Now, log: cfg.Logger, w: w, replica: cfg.Replica,
 		reqs: make(chan *request, cfg.MaxBatch), done: make(chan struct{}),
 	}
 	l.hashes.New = func() any { return hmac.New(sha256.New, key) }
+	if cfg.Anchor != nil {
+		l.cp = newCheckpointer(l, cfg)
+	}
+	if err := l.start(cfg); err != nil {
+		w.close()
+		return nil, err
+	}
 	go l.run(cfg.MaxBatch)
+	if l.cp != nil {
+		go l.cp.run()
+	}
 	return l, nil
+}
+
+func setDefaults(cfg *Config) {
+	if cfg.Replica == "" {
+		cfg.Replica = DefaultReplica
+	}
+	if cfg.MaxFileBytes == 0 {
+		cfg.MaxFileBytes = DefaultMaxFileBytes
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.CheckpointEvery == 0 {
+		cfg.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.MaxUnanchored == 0 {
+		cfg.MaxUnanchored = DefaultMaxUnanchored
+	}
+	if cfg.AnchorTimeout == 0 {
+		cfg.AnchorTimeout = DefaultAnchorTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OpenFile == nil {
+		cfg.OpenFile = osOpenFile
+	}
+}
+
+// start recovers the log's state, checks it against the anchor, and opens
+// a chain if the directory holds none.
+func (l *Log) start(cfg Config) error {
+	var stored *Checkpoint
+	if l.cp != nil {
+		var err error
+		if stored, err = l.cp.load(); err != nil {
+			return err
+		}
+	}
+	st, err := l.w.recover(stored)
+	if err != nil {
+		return err
+	}
+	req, err := readNewChainRequest(cfg.Dir)
+	if err != nil {
+		return err
+	}
+	if req != nil && st.seq > 0 {
+		return fmt.Errorf("audit: %s holds both log files and a %s request; finish jeton audit archive (move the files aside) or remove %s",
+			cfg.Dir, newChainName, filepath.Join(cfg.Dir, newChainName))
+	}
+	if st.seq > 0 && st.chain.Replica != cfg.Replica {
+		return fmt.Errorf("audit: the log in %s is the chain of replica %q, not %q: check audit.dir and the replica id", cfg.Dir, st.chain.Replica, cfg.Replica)
+	}
+	var previous []byte
+	if l.cp != nil {
+		if previous, err = l.cp.checkStart(st, req != nil); err != nil {
+			return err
+		}
+	}
+	if st.seq > 0 {
+		l.chain = st.chain
+		l.publish(st.seq, st.last)
+		if l.cp != nil && st.seq > l.cp.anchoredSeq.Load() {
+			l.cp.kick() // anchor what the last run left unanchored
+		}
+		return nil
+	}
+
+	// An empty directory: open a chain, and anchor it before serving, so
+	// that a wipe from now on is caught.
+	var id [16]byte
+	if _, err := io.ReadFull(cfg.Rand, id[:]); err != nil {
+		return fmt.Errorf("audit: chain id: %w", err)
+	}
+	cs := &ChainStart{ID: hex.EncodeToString(id[:]), Replica: cfg.Replica}
+	if req != nil {
+		cs.Previous, cs.Archive, cs.Reason = string(previous), req.Archive, req.Reason
+	}
+	b, err := json.Marshal(Record{Time: cfg.Now(), Identity: "jetond", Method: MethodChainStart, Outcome: "ok", Chain: cs})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := l.w.commit([]*request{{rec: b}}); err != nil {
+		return fmt.Errorf("audit: open a new chain in %s: %w", cfg.Dir, err)
+	}
+	l.chain = cs
+	l.publish(l.w.seq, l.w.last)
+	if l.cp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.AnchorTimeout)
+		defer cancel()
+		if err := l.cp.checkpoint(ctx); err != nil {
+			return fmt.Errorf("audit: anchor the new chain: %w", err)
+		}
+	}
+	if req != nil {
+		if err := os.Remove(filepath.Join(cfg.Dir, newChainName)); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if err := syncDir(cfg.Dir); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		l.log.Warn("audit: started a new chain after an archived one", "chain", cs.ID, "archive", cs.Archive)
+	}
+	return nil
+}
+
+// publish records the durable head.
+func (l *Log) publish(seq uint64, h [hashSize]byte) {
+	l.headMu.Lock()
+	l.headSeq, l.headHash = seq, h
+	l.headMu.Unlock()
+}
+
+// Head returns the sequence number and hash of the last durable record.
+func (l *Log) Head() (uint64, [hashSize]byte) {
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	return l.headSeq, l.headHash
 }
 
 // Append writes rec to the log and returns once it is fsynced, together with
 // every record queued alongside it (group commit). A zero rec.Time is set
-// to Config.Now().
+// to Config.Now(). rec.Chain must be nil.
 //
 // Any error wraps ErrUnavailable. If ctx ends before the record is queued,
 // it is not written; if ctx ends while it is being written, Append returns
@@ -150,6 +327,9 @@ func Open(cfg Config) (*Log, error) {
 func (l *Log) Append(ctx context.Context, rec Record) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if rec.Chain != nil {
+		return fmt.Errorf("%w: a record may not open a chain", ErrUnavailable)
 	}
 	if rec.Time.IsZero() {
 		rec.Time = l.now()
@@ -190,11 +370,12 @@ func (l *Log) TokenHash(token string) string {
 	h.Reset()
 	h.Write([]byte(tokenDomain))
 	h.Write([]byte(token))
-	var sum [macSize]byte
+	var sum [hashSize]byte
 	return hex.EncodeToString(h.Sum(sum[:0])[:16])
 }
 
-// Close writes and fsyncs everything queued, then stops the log; later
+// Close writes and fsyncs everything queued, signs and stores a last
+// checkpoint of the last acknowledged record, then stops the log; later
 // Appends fail with ErrUnavailable. Closing a closed log does nothing.
 func (l *Log) Close() error {
 	l.mu.Lock()
@@ -207,7 +388,15 @@ func (l *Log) Close() error {
 	close(l.reqs)
 	l.mu.Unlock()
 	<-l.done
-	return l.closeErr
+	var err error
+	if l.cp != nil {
+		err = l.cp.stop()
+	}
+	if cerr := l.w.close(); err == nil {
+		err = cerr
+	}
+	l.closeErr = err
+	return err
 }
 
 // run is the writer goroutine: it takes everything queued, up to maxBatch
@@ -229,38 +418,65 @@ func (l *Log) run(maxBatch int) {
 				break fill
 			}
 		}
-		err := l.w.commit(batch)
-		l.failing.Store(err != nil)
-		if err != nil {
-			l.log.Error("audit: commit failed; records not acknowledged", "records", len(batch), "error", err)
-			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
+		err := l.commit(batch)
 		for _, r := range batch {
 			r.done <- err
 		}
 		clear(batch)
 	}
-	l.closeErr = l.w.close()
+}
+
+// commit writes one batch, or refuses it, and publishes the new head.
+func (l *Log) commit(batch []*request) error {
+	if p := l.broken.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
+	}
+	if l.cp != nil {
+		if err := l.cp.admit(l.w.seq, len(batch)); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	err := l.w.commit(batch)
+	var moved *fileMovedError
+	switch {
+	case errors.As(err, &moved):
+		l.broken.Store(&err)
+		l.log.Error("audit: the log file was replaced, moved or removed under the running server; "+
+			"reveals are refused and readiness is down until an operator recovers the log (README: audit recovery)",
+			"file", moved.path, "detail", moved.detail, "records", len(batch))
+	case err != nil:
+		l.log.Error("audit: commit failed; records not acknowledged", "records", len(batch), "error", err)
+	}
+	l.failing.Store(err != nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	l.publish(l.w.seq, l.w.last)
+	if l.cp != nil {
+		l.cp.committed(l.w.seq)
+	}
+	return nil
 }
 
 // writer owns the files. Only the writer goroutine (and Open, before it
 // starts) touches it.
 type writer struct {
 	dir      string
-	key      []byte
 	open     OpenFileFunc
 	maxBytes int64
 	log      *slog.Logger
-	mac      hash.Hash
+	hash     *chainHasher
 	unlock   func()
 
 	// The durable state: the last record fsynced, and where it is.
 	seq  uint64
-	last [macSize]byte
+	last [hashSize]byte
 	num  uint64 // current file number
 	size int64  // bytes of fsynced records in the current file
 
 	f File // nil before first use and after a failure
+	// fi identifies the file f was opened as, to notice it being replaced.
+	fi os.FileInfo
 	// dirty means the current file may hold bytes past size from a failed
 	// write, to be cut off before the next one.
 	dirty bool
@@ -269,19 +485,20 @@ type writer struct {
 
 func (w *writer) path(n uint64) string { return filepath.Join(w.dir, fileName(n)) }
 
-// commit appends batch as one write and one fsync, then updates HEAD. If
-// the write or fsync fails, the file is cut back to its last durable size
-// (now, or before the next write if that fails too) and the chain state
-// stays at the last durable record, so later commits continue a valid
-// chain.
+// commit appends batch as one write and one fsync, then checks that the
+// file written is still the one at its path. If the write or fsync fails,
+// the file is cut back to its last durable size (now, or before the next
+// write if that fails too) and the chain state stays at the last durable
+// record, so later commits continue a valid chain. There is no other
+// file to update: what makes the log's end binding is the anchor.
 func (w *writer) commit(batch []*request) error {
 	buf := w.buf[:0]
 	seq, last := w.seq, w.last
 	for _, r := range batch {
 		seq++
-		mac := chainMAC(w.mac, &last, seq, r.rec)
-		buf = appendLine(buf, seq, &last, &mac, r.rec)
-		last = mac
+		sum := w.hash.sum(&last, seq, r.rec)
+		buf = appendLine(buf, seq, &last, &sum, r.rec)
+		last = sum
 	}
 	w.buf = buf
 
@@ -301,12 +518,35 @@ func (w *writer) commit(batch []*request) error {
 		w.abandon()
 		return fmt.Errorf("fsync %s: %w", fileName(w.num), err)
 	}
+	// Durable, but in the file at the path? If not, the records went to
+	// a file no verifier will read: refuse them.
+	if err := w.checkIdentity(); err != nil {
+		return err
+	}
 	w.seq, w.last, w.size = seq, last, w.size+int64(len(buf))
+	return nil
+}
 
-	// The records are durable now; the error below still fails the batch
-	// because a HEAD that lags cannot reveal truncation of these records.
-	if err := w.writeHead(); err != nil {
-		return fmt.Errorf("records written but HEAD not updated: %w", err)
+// fileMovedError says the file being written is not the one at its path.
+type fileMovedError struct{ path, detail string }
+
+func (e *fileMovedError) Error() string {
+	return fmt.Sprintf("%s is no longer the file the log opened (%s)", e.path, e.detail)
+}
+
+// checkIdentity checks that the open file is still linked at its path:
+// same device and inode. A file renamed over the log (sed -i, an editor,
+// logrotate's create mode), moved away or deleted fails it.
+func (w *writer) checkIdentity() error {
+	p := w.path(w.num)
+	now, err := os.Stat(p)
+	switch {
+	case err != nil && isNotExist(err):
+		return &fileMovedError{p, "it was deleted or moved away"}
+	case err != nil:
+		return fmt.Errorf("stat %s: %w", fileName(w.num), err)
+	case !os.SameFile(w.fi, now):
+		return &fileMovedError{p, "another file was put in its place; " + inodes(w.fi, now)}
 	}
 	return nil
 }
@@ -321,16 +561,21 @@ func (w *writer) abandon() {
 		w.dirty = false
 	}
 	w.f.Close()
-	w.f = nil
+	w.f, w.fi = nil, nil
 }
 
 func (w *writer) ensureOpen() error {
 	if w.f != nil {
 		return nil
 	}
-	f, err := w.open(w.path(w.num), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, fi, err := w.openFile(w.num)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", fileName(w.num), err)
+		return err
+	}
+	if w.fi != nil && !os.SameFile(w.fi, fi) {
+		// Reopened after a failure, and the path now holds another file.
+		f.Close()
+		return &fileMovedError{w.path(w.num), "another file was put in its place; " + inodes(w.fi, fi)}
 	}
 	if w.dirty {
 		if err := f.Truncate(w.size); err != nil {
@@ -343,8 +588,22 @@ func (w *writer) ensureOpen() error {
 		}
 		w.dirty = false
 	}
-	w.f = f
+	w.f, w.fi = f, fi
 	return nil
+}
+
+// openFile opens log file n for appending and identifies it.
+func (w *writer) openFile(n uint64) (File, os.FileInfo, error) {
+	f, err := w.open(w.path(n), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", fileName(n), err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("stat %s: %w", fileName(n), err)
+	}
+	return f, fi, nil
 }
 
 // rotate moves on to the next file. The current one needs no fsync: every
@@ -356,112 +615,76 @@ func (w *writer) rotate() error {
 	if err := w.f.Close(); err != nil {
 		w.log.Warn("audit: closing a full log file failed", "file", fileName(w.num), "error", err)
 	}
-	w.f = nil
+	w.f, w.fi = nil, nil
 	next := w.num + 1
-	f, err := w.open(w.path(next), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, fi, err := w.openFile(next)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", fileName(next), err)
+		return err
 	}
 	// The new name must be durable before records in it are acknowledged.
 	if err := syncDir(w.dir); err != nil {
 		f.Close()
 		return fmt.Errorf("fsync %s: %w", w.dir, err)
 	}
-	w.f, w.num, w.size = f, next, 0
+	w.f, w.fi, w.num, w.size = f, fi, next, 0
 	return nil
 }
 
-// writeHead replaces HEAD atomically with the current durable state.
-func (w *writer) writeHead() error {
-	name := fileName(w.num)
-	if w.seq == 0 {
-		name = fileName(1)
-	}
-	b := encodeHead(w.key, head{seq: w.seq, mac: w.last, file: name})
-	tmp := filepath.Join(w.dir, headName+".tmp")
-	f, err := w.open(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write HEAD: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(w.dir, headName))
-	}
-	if err == nil {
-		err = syncDir(w.dir)
-	}
-	if err != nil {
-		return fmt.Errorf("write HEAD: %w", err)
-	}
-	return nil
+// logState is what recover finds in the directory.
+type logState struct {
+	seq   uint64
+	last  [hashSize]byte
+	chain *ChainStart // nil when seq == 0
 }
 
-// recover loads the chain state from the directory; see Open.
-func (w *writer) recover() error {
+// recover verifies the whole log in the directory, against the anchor's
+// checkpoint cp when not nil, and loads its chain state; see Open.
+func (w *writer) recover(cp *Checkpoint) (*logState, error) {
 	refs, err := listFiles(w.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(w.dir, headName))
-	if isNotExist(err) {
-		if len(refs) > 0 {
-			return fmt.Errorf("audit: %s holds log files but no HEAD; refusing to continue an unanchored chain (verify the log, then move it aside)", w.dir)
-		}
-		// A new log: anchor it before the first record exists, so that a
-		// missing HEAD always means tampering.
-		w.num = 1
-		return w.writeHead()
+	st := &logState{}
+	w.num = 1
+	if len(refs) == 0 {
+		return st, nil
 	}
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+	if refs[0].num != 1 {
+		return nil, fmt.Errorf("audit: %s starts at %s, not %s: the start of the chain is missing. %s",
+			w.dir, filepath.Base(refs[0].path), fileName(1), recoveryHint(w.dir))
 	}
-	h, why := parseHead(w.key, b)
-	if why != "" {
-		return fmt.Errorf("audit: %s: %s", filepath.Join(w.dir, headName), why)
+	v := newVerifier()
+	v.allowTorn, v.checkpoint = true, cp
+	if err := v.run(refs); err != nil {
+		return nil, fmt.Errorf("audit: the log in %s does not verify; refusing to continue its chain: %w. %s", w.dir, err, recoveryHint(w.dir))
 	}
-	// HEAD lags the files by at most one commit, hence at most one file,
-	// so its file and those after it hold the tail to verify.
-	headNum, _ := parseFileName(h.file)
-	var tail []fileRef
-	for _, r := range refs {
-		if r.num >= headNum {
-			tail = append(tail, r)
-		}
-	}
-	if h.seq > 0 && (len(tail) == 0 || tail[0].num != headNum) {
-		return fmt.Errorf("audit: %s, which HEAD names, is missing", h.file)
-	}
-	v := newVerifier(w.key)
-	v.head, v.headDir, v.requireHead, v.allowTorn = &h, w.dir, true, true
-	if err := v.run(tail); err != nil {
-		return fmt.Errorf("audit: existing log does not verify; refusing to continue its chain: %w", err)
-	}
-	w.seq, w.last, w.num = v.seq, v.last, headNum
-	if len(tail) > 0 {
-		w.num, w.size = v.lastRef.num, v.lastLen
-	}
-	if v.torn >= 0 {
+	if v.torn != nil {
 		f, err := w.open(v.lastRef.path, os.O_WRONLY, 0)
 		if err == nil {
-			err = f.Truncate(v.torn)
+			err = f.Truncate(v.torn.Offset)
 			if err == nil {
 				err = f.Sync()
 			}
 			f.Close()
 		}
 		if err != nil {
-			return fmt.Errorf("audit: cut partial last line: %w", err)
+			return nil, fmt.Errorf("audit: cut partial last line: %w", err)
 		}
 		w.log.Warn("audit: cut off a partial last line left by a crash; its record was never acknowledged",
-			"file", v.lastRef.path, "offset", v.torn)
+			"file", v.lastRef.path, "offset", v.torn.Offset, "bytes", v.torn.Bytes)
 	}
-	return nil
+	w.seq, w.last = v.seq, v.last
+	w.num, w.size = v.lastRef.num, v.lastLen
+	st.seq, st.last, st.chain = v.seq, v.last, v.chain
+	return st, nil
+}
+
+// recoveryHint tells an operator what to do with a log jetond refuses.
+func recoveryHint(dir string) string {
+	return fmt.Sprintf("If audit.dir is wrong, fix it. If an older copy was restored, restore the latest one instead. "+
+		"Otherwise keep the evidence: stop jetond, run `jeton audit archive --dir %s --reason TEXT` "+
+		"(it moves the files aside and makes the next start open a new chain that names the last checkpoint), "+
+		"then start jetond again; see README, audit recovery", dir)
 }
 
 // close closes the current file and releases the directory.

@@ -16,6 +16,29 @@ type Record struct {
 	Outcome string `json:"outcome"`
 	// Detail is a fixed, value-free note, such as a status code name.
 	Detail string `json:"detail,omitempty"`
+	// Chain is set on the first record of every chain, and only there.
+	Chain *ChainStart `json:"chain,omitempty"`
+}
+
+// MethodChainStart is the Method of the record that opens a chain.
+const MethodChainStart = "audit/chain-start"
+
+// ChainStart opens a chain. A replica's log is one chain until an operator
+// archives it (after damage, loss or a replaced file); the next chain then
+// names the last checkpoint of the one before, so the break is on record
+// and anchored like every other record.
+type ChainStart struct {
+	// ID is 32 random hex digits; every checkpoint of the chain names it.
+	ID      string `json:"id"`
+	Replica string `json:"replica"`
+	// Previous is the signed checkpoint (a note, as stored in the anchor)
+	// of the chain this one follows; empty for a replica's first chain.
+	Previous string `json:"previous,omitempty"`
+	// Archive is where the operator put the previous chain's files,
+	// relative to the audit directory, and Reason why, as given to
+	// jeton audit archive.
+	Archive string `json:"archive,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // Item is the outcome for one token of a call.

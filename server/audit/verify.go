@@ -3,12 +3,10 @@ package audit
 import (
 	"bufio"
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -18,30 +16,36 @@ import (
 
 // Reasons a VerifyError gives. Each names one kind of tampering or damage.
 const (
-	// ReasonBadMAC: the record's MAC does not match its content under the
-	// key, so a byte was edited or the record was forged with another key.
-	ReasonBadMAC = "bad MAC"
+	// ReasonBadHash: the record's hash does not match its content, so a
+	// byte was edited.
+	ReasonBadHash = "bad hash"
 	// ReasonSeqGap: a sequence number is skipped and never appears later,
 	// so a record was deleted.
 	ReasonSeqGap = "seq gap"
 	// ReasonSeqOrder: a record appears out of sequence (moved, swapped or
 	// duplicated).
 	ReasonSeqOrder = "seq out of order"
-	// ReasonPrevMismatch: the record is authentic but does not follow the
-	// record before it, e.g. it was spliced in from another chain.
+	// ReasonPrevMismatch: the record does not follow the record before
+	// it, e.g. it was spliced in from another chain.
 	ReasonPrevMismatch = "prev mismatch"
-	// ReasonTruncated: the log ends early, with a partial last line or
-	// before the record HEAD names.
+	// ReasonTruncated: a file other than the last ends in a partial line.
 	ReasonTruncated = "truncated"
 	// ReasonMissingFile: a log file is missing: a gap in the numbering, a
 	// file that does not continue the previous file's chain, or
 	// audit-000001.jsonl not starting the chain.
 	ReasonMissingFile = "missing file"
-	// ReasonMalformed: the line is not a record in the canonical encoding.
+	// ReasonMalformed: the line is not a record in the canonical encoding,
+	// or the chain does not open with a chain-start record.
 	ReasonMalformed = "malformed"
-	// ReasonBadHead: HEAD is missing, malformed or not authentic, or names
-	// a record other than the one the log holds at its seq.
-	ReasonBadHead = "bad HEAD"
+	// ReasonCheckpoint: the log disagrees with a signed checkpoint: the
+	// record at the checkpoint's seq has another hash (records edited,
+	// reordered or rewritten), the log is another chain, or the checkpoint
+	// itself is not validly signed.
+	ReasonCheckpoint = "checkpoint mismatch"
+	// ReasonBehindCheckpoint: the log ends before the record a signed
+	// checkpoint covers: its last records were removed, an older copy was
+	// restored, or it was wiped.
+	ReasonBehindCheckpoint = "behind checkpoint"
 )
 
 // VerifyError locates the first record at which a log fails to verify.
@@ -63,27 +67,58 @@ func (e *VerifyError) Error() string {
 	return s
 }
 
+// Torn describes a partial last line: the tail of a write cut short by a
+// crash (kill -9, power loss). Append never acknowledged its record.
+type Torn struct {
+	File   string
+	Offset int64 // where the partial line starts
+	Bytes  int64 // its length
+}
+
 // Report summarises a log that verified.
 type Report struct {
 	Records int
 	// FirstSeq is 1 when the files given start the chain; higher when older
-	// files were left out, in which case only the part given is verified.
+	// files were left out (VerifyOptions.Partial).
 	FirstSeq uint64
 	LastSeq  uint64
+	Head     [hashSize]byte
+	// Chain is the chain's first record, when the files start the chain.
+	Chain *ChainStart
+	// Checkpoint is the signed checkpoint the log was checked against; nil
+	// if none was given.
+	Checkpoint *Checkpoint
+	// Previous is the checkpoint Chain.Previous names, signature checked;
+	// nil for a replica's first chain.
+	Previous *Checkpoint
+	// Torn is a tolerated partial last line, or nil.
+	Torn *Torn
 }
 
-// Verify checks a whole log: every record's MAC under key, an unbroken
-// sequence and chain of MACs within and across files, and, when head is not
-// "", that the log reaches the record HEAD names. files are sorted by their
-// number first. If the first file is not audit-000001.jsonl, the chain is
-// checked from the first record given on, trusting where it starts.
+// VerifyOptions says what to check a log against.
+type VerifyOptions struct {
+	// Keys are the anchor's public keys. They check Checkpoint and the
+	// checkpoint a chain's first record names. Nothing secret is needed.
+	Keys []ed25519.PublicKey
+	// Checkpoint is a signed checkpoint of this chain (from the anchor).
+	// The log must reach its seq, with the same hash there. Without one,
+	// only the chain's internal consistency is checked: removal of its last
+	// records, rollback and a wipe then go unnoticed.
+	Checkpoint []byte
+	// Partial accepts files that do not start at audit-000001.jsonl (older
+	// files archived), trusting where the first one starts.
+	Partial bool
+}
+
+// Verify checks a log: every record's hash, an unbroken sequence and chain
+// of hashes within and across files (sorted by number first), the chain's
+// first record, and, given a checkpoint, that the log reaches it and agrees
+// with it. A partial last line is tolerated and reported in Report.Torn: a
+// crash mid-write leaves one, and its record was never acknowledged.
 //
 // It returns a *VerifyError for the first bad record, or another error if a
 // file cannot be read.
-func Verify(key []byte, files []string, head string) (*Report, error) {
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("audit: key must be %d bytes", KeySize)
-	}
+func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	refs := make([]fileRef, 0, len(files))
 	for _, f := range files {
 		n, ok := parseFileName(filepath.Base(f))
@@ -98,25 +133,33 @@ func Verify(key []byte, files []string, head string) (*Report, error) {
 			return nil, fmt.Errorf("audit: %s and %s are the same log file", refs[i-1].path, refs[i].path)
 		}
 	}
-	v := newVerifier(key)
-	if head != "" {
-		b, err := os.ReadFile(head)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, &VerifyError{File: head, Reason: ReasonBadHead, Detail: "HEAD file is missing"}
-		}
+	v := newVerifier()
+	v.allowTorn = true
+	var cp *Checkpoint
+	if opts.Checkpoint != nil {
+		c, err := OpenCheckpoint(opts.Checkpoint, opts.Keys)
 		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
+			return nil, &VerifyError{Reason: ReasonCheckpoint, Detail: err.Error()}
 		}
-		h, why := parseHead(key, b)
-		if why != "" {
-			return nil, &VerifyError{File: head, Reason: ReasonBadHead, Detail: why}
-		}
-		v.head, v.headDir = &h, filepath.Dir(head)
+		cp, v.checkpoint = &c, &c
+	}
+	if len(refs) > 0 && refs[0].num != 1 && !opts.Partial {
+		return nil, &VerifyError{File: refs[0].path, Line: 1, Reason: ReasonMissingFile,
+			Detail: fileName(1) + " is absent; Partial checks only the files given"}
 	}
 	if err := v.run(refs); err != nil {
 		return nil, err
 	}
-	return &Report{Records: v.records, FirstSeq: v.firstSeq, LastSeq: v.seq}, nil
+	rep := &Report{Records: v.records, FirstSeq: v.firstSeq, LastSeq: v.seq, Head: v.last, Chain: v.chain, Checkpoint: cp, Torn: v.torn}
+	if v.chain != nil && v.chain.Previous != "" && opts.Keys != nil {
+		prev, err := OpenCheckpoint([]byte(v.chain.Previous), opts.Keys)
+		if err != nil {
+			return nil, &VerifyError{File: refs[0].path, Line: 1, Seq: 1, Reason: ReasonCheckpoint,
+				Detail: "the previous chain's checkpoint this chain names: " + err.Error()}
+		}
+		rep.Previous = &prev
+	}
+	return rep, nil
 }
 
 type fileRef struct {
@@ -130,40 +173,34 @@ func sortRefs(refs []fileRef) {
 
 // verifier walks a log's files in order, holding the chain state.
 type verifier struct {
-	mac     hash.Hash
-	head    *head
-	headDir string
-	// requireHead makes the record HEAD names mandatory even when the
-	// files given start after it (Open, which starts at HEAD's file).
-	requireHead bool
+	hash *chainHasher
+	// checkpoint, if set, must be reached, agree at its seq and name the
+	// chain.
+	checkpoint *Checkpoint
 	// allowTorn tolerates a partial final line in the last file, recording
-	// its offset in torn instead of failing (Open).
+	// it in torn instead of failing.
 	allowTorn bool
 
 	started  bool // the chain state below is set
-	anchored bool // the chain was checked from seq 1
 	seq      uint64
-	last     [macSize]byte
+	last     [hashSize]byte
 	firstSeq uint64
 	records  int
-	headSeen bool
+	chain    *ChainStart
 
-	// The last file: its complete lines and their length in bytes, and the
-	// offset of a tolerated partial line (-1 if none).
+	// The last file: its complete lines and their length in bytes.
 	lastRef   fileRef
 	lastLines int
 	lastLen   int64
-	torn      int64
+	torn      *Torn
 }
 
-func newVerifier(key []byte) *verifier {
-	return &verifier{mac: hmac.New(sha256.New, key), torn: -1}
-}
+func newVerifier() *verifier { return &verifier{hash: newChainHasher()} }
 
 func (v *verifier) run(refs []fileRef) error {
 	for i, ref := range refs {
 		if i == 0 && ref.num == 1 {
-			v.started, v.anchored = true, true
+			v.started = true
 		}
 		if i > 0 && ref.num != refs[i-1].num+1 {
 			return &VerifyError{File: ref.path, Seq: v.seq + 1, Reason: ReasonMissingFile,
@@ -173,22 +210,18 @@ func (v *verifier) run(refs []fileRef) error {
 			return err
 		}
 	}
-	if v.head == nil {
+	cp := v.checkpoint
+	if cp == nil {
 		return nil
 	}
-	h := v.head
-	if h.seq > v.seq {
-		n, _ := parseFileName(h.file)
-		if n > v.lastRef.num {
-			return &VerifyError{File: filepath.Join(v.headDir, h.file), Seq: v.seq + 1, Reason: ReasonMissingFile,
-				Detail: fmt.Sprintf("HEAD records seq %d in it", h.seq)}
+	if v.seq < cp.Seq {
+		where, line := "", 0
+		if len(refs) > 0 {
+			where, line = v.lastRef.path, v.lastLines+1
 		}
-		return &VerifyError{File: v.lastRef.path, Line: v.lastLines + 1, Seq: v.seq + 1, Reason: ReasonTruncated,
-			Detail: fmt.Sprintf("log ends at seq %d but HEAD records seq %d", v.seq, h.seq)}
-	}
-	if h.seq > 0 && !v.headSeen && (v.anchored || v.requireHead || v.firstSeq <= h.seq) {
-		return &VerifyError{File: v.lastRef.path, Seq: h.seq, Reason: ReasonBadHead,
-			Detail: "the record HEAD names is not in the log"}
+		detail := fmt.Sprintf("the log ends at seq %d but the checkpoint of %s covers seq %d: records were removed, an older copy restored, or the log wiped",
+			v.seq, cp.Time.UTC().Format("2006-01-02T15:04:05Z"), cp.Seq)
+		return &VerifyError{File: where, Line: line, Seq: v.seq + 1, Reason: ReasonBehindCheckpoint, Detail: detail}
 	}
 	return nil
 }
@@ -205,18 +238,25 @@ func (v *verifier) file(refs []fileRef, i int) error {
 	}
 	defer f.Close()
 	v.lastRef, v.lastLines, v.lastLen = ref, 0, 0
-	r := bufio.NewReaderSize(f, 64<<10)
+	r := bufio.NewReaderSize(f, 256<<10)
 	for n := 1; ; n++ {
-		b, err := r.ReadBytes('\n')
+		b, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A record longer than the buffer (a large batch): copy what
+			// was read before the buffer is reused, then read the rest.
+			head := append([]byte(nil), b...)
+			rest, rerr := r.ReadBytes('\n')
+			b, err = append(head, rest...), rerr
+		}
 		if err == io.EOF {
 			if len(b) == 0 {
 				return nil
 			}
 			if i == len(refs)-1 && v.allowTorn {
-				v.torn = v.lastLen
+				v.torn = &Torn{File: ref.path, Offset: v.lastLen, Bytes: int64(len(b))}
 				return nil
 			}
-			return &VerifyError{File: ref.path, Line: n, Seq: v.seq + 1, Reason: ReasonTruncated, Detail: "partial last line"}
+			return &VerifyError{File: ref.path, Line: n, Seq: v.seq + 1, Reason: ReasonTruncated, Detail: "partial last line in a file that is not the last"}
 		}
 		if err != nil {
 			return fmt.Errorf("audit: %w", err)
@@ -259,22 +299,30 @@ func (v *verifier) record(refs []fileRef, i, n int, b []byte) error {
 	case l.prev != v.last:
 		return bad(l.seq, ReasonPrevMismatch, "")
 	}
-	if m := chainMAC(v.mac, &l.prev, l.seq, l.rec); !hmac.Equal(m[:], l.mac[:]) {
-		return bad(l.seq, ReasonBadMAC, "")
+	if sum := v.hash.sum(&l.prev, l.seq, l.rec); sum != l.hash {
+		return bad(l.seq, ReasonBadHash, "")
 	}
-	if h := v.head; h != nil && l.seq == h.seq {
-		if l.mac != h.mac || filepath.Base(ref.path) != h.file {
-			return bad(l.seq, ReasonBadHead, "this record is not the one HEAD names")
+	if l.seq == 1 {
+		var r Record
+		if err := json.Unmarshal(l.rec, &r); err != nil || r.Method != MethodChainStart || r.Chain == nil ||
+			!validChainID(r.Chain.ID) || !ValidReplica(r.Chain.Replica) {
+			return bad(1, ReasonMalformed, "the first record does not open a chain")
 		}
-		v.headSeen = true
+		v.chain = r.Chain
 	}
-	if !v.started {
-		v.started = true
+	if cp := v.checkpoint; cp != nil {
+		if v.chain != nil && v.chain.ID != cp.Chain {
+			return bad(l.seq, ReasonCheckpoint, fmt.Sprintf("this log is chain %s; the checkpoint is of chain %s", v.chain.ID, cp.Chain))
+		}
+		if l.seq == cp.Seq && l.hash != cp.Head {
+			return bad(l.seq, ReasonCheckpoint, "the record at the checkpoint's seq is not the one it signed: records were edited, reordered or rewritten")
+		}
 	}
+	v.started = true
 	if v.records == 0 {
 		v.firstSeq = l.seq
 	}
-	v.seq, v.last = l.seq, l.mac
+	v.seq, v.last = l.seq, l.hash
 	v.records++
 	return nil
 }
@@ -296,13 +344,56 @@ func seqLater(refs []fileRef, i, n int, want uint64) (bool, error) {
 			lines = lines[n:]
 		}
 		for _, b := range lines {
-			var w struct {
-				Seq uint64 `json:"seq"`
-			}
-			if json.Unmarshal(b, &w) == nil && w.Seq == want {
+			if l, why := parseLine(b); why == "" && l.seq == want {
 				return true, nil
 			}
 		}
 	}
 	return false, nil
+}
+
+// ChainReport is the report on one chain of a replica's history.
+type ChainReport struct {
+	Dir string // where its files are
+	*Report
+}
+
+// VerifyHistory verifies the chain in dir against opts, then, each time a
+// chain's first record names the checkpoint of a chain before it (an
+// operator archived that one), the archived chain under dir against that
+// checkpoint, back to the replica's first chain. Reports come newest
+// first. A predecessor that is missing or does not reach its checkpoint
+// fails the whole history: records were lost at that break.
+func VerifyHistory(dir string, opts VerifyOptions) ([]ChainReport, error) {
+	var out []ChainReport
+	cur := dir
+	for {
+		files, err := Files(cur)
+		if err != nil {
+			return out, err
+		}
+		rep, err := Verify(files, opts)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ChainReport{Dir: cur, Report: rep})
+		if rep.Chain == nil || rep.Chain.Previous == "" {
+			return out, nil
+		}
+		if rep.Previous == nil {
+			return out, &VerifyError{File: cur, Seq: 1, Reason: ReasonCheckpoint, Detail: "no public key to check the previous chain's checkpoint"}
+		}
+		prev := rep.Previous
+		if rep.Chain.Archive == "" || !filepath.IsLocal(rep.Chain.Archive) {
+			return out, &VerifyError{File: cur, Seq: 1, Reason: ReasonMissingFile,
+				Detail: fmt.Sprintf("chain %s follows chain %s (checkpoint at seq %d) but names no archive of it", rep.Chain.ID, prev.Chain, prev.Seq)}
+		}
+		next := filepath.Join(dir, rep.Chain.Archive)
+		if files, _ := Files(next); len(files) == 0 {
+			return out, &VerifyError{File: next, Seq: 1, Reason: ReasonMissingFile,
+				Detail: fmt.Sprintf("the archive of chain %s (checkpoint at seq %d) holds no log file", prev.Chain, prev.Seq)}
+		}
+		cur = next
+		opts = VerifyOptions{Keys: opts.Keys, Checkpoint: []byte(rep.Chain.Previous)}
+	}
 }

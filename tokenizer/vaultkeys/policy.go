@@ -18,6 +18,22 @@ const (
 	RoleName = "jetond"
 )
 
+// Audit anchor: the Vault objects that make jetond's audit log publicly
+// verifiable (server/audit/vaultanchor). Setup creates them; jetond signs
+// checkpoints and writes them with check-and-set; a verifier only reads.
+const (
+	// PolicyAuditVerifier may read the signing key's public keys and the
+	// stored checkpoints, nothing else.
+	PolicyAuditVerifier = "jeton-audit-verifier"
+	// DefaultAuditSigningKey is the Ed25519 Transit key, on the KEK's
+	// mount, that signs checkpoints. Its name must stay outside the
+	// "<Key>-*" namespace jetond may create and delete keys in.
+	DefaultAuditSigningKey = "jeton-audit-checkpoints"
+	// DefaultAuditKVMount is the KV version 2 mount of the checkpoints,
+	// one per replica under checkpoints/<replica>.
+	DefaultAuditKVMount = "jeton-audit"
+)
+
 // Default names used when a Config or SetupConfig leaves them empty.
 const (
 	DefaultMount        = "transit"
@@ -49,7 +65,8 @@ func checkNames(mount, key string) error {
 }
 
 // Policies renders jeton's Vault policies for the KEK named key on the
-// Transit mount mount, keyed by policy name (PolicyJetond, PolicyCustodian).
+// Transit mount mount, keyed by policy name (PolicyJetond, PolicyCustodian,
+// PolicyAuditVerifier).
 //
 // Only jeton-jetond can obtain a plaintext data key or unwrap one; custodians
 // manage the KEK's lifecycle but never see key material.
@@ -62,9 +79,10 @@ func Policies(mount, key string) map[string]string {
 	if err := checkNames(mount, key); err != nil {
 		panic(err)
 	}
-	data := struct{ Mount, Key string }{mount, key}
+	data := struct{ Mount, Key, AuditKey, AuditKV string }{mount, key, DefaultAuditSigningKey, DefaultAuditKVMount}
 	out := map[string]string{}
-	for name, file := range map[string]string{PolicyJetond: "jetond.hcl", PolicyCustodian: "custodian.hcl"} {
+	for name, file := range map[string]string{PolicyJetond: "jetond.hcl", PolicyCustodian: "custodian.hcl",
+		PolicyAuditVerifier: "audit-verifier.hcl"} {
 		var b strings.Builder
 		if err := policyTemplates.ExecuteTemplate(&b, file, data); err != nil {
 			panic(fmt.Sprintf("vaultkeys: rendering %s: %v", file, err))

@@ -41,6 +41,8 @@ type SetupResult struct {
 	// unless SetupConfig.AppRole. SecretID is a credential: hand it to
 	// jetond's secret store, never to a log.
 	RoleID, SecretID string
+	// Audit is what Setup did for the audit anchor.
+	Audit *AuditSetupResult
 }
 
 // Setup prepares a fresh Vault for jeton with root, a client holding a token
@@ -49,7 +51,10 @@ type SetupResult struct {
 //   - it creates the KEK as aes256-gcm96 with exportable=false and
 //     allow_plaintext_backup=false, or, if the KEK exists, checks it as New
 //     does and refuses it on the same grounds;
-//   - it writes the policies PolicyJetond and PolicyCustodian (Policies);
+//   - it creates the audit anchor's Ed25519 signing key and KV v2 mount
+//     (cas_required), or checks them (setupAudit);
+//   - it writes the policies PolicyJetond, PolicyCustodian and
+//     PolicyAuditVerifier (Policies);
 //   - with cfg.AppRole, it enables AppRole if absent, (re)writes the role
 //     RoleName and issues a new secret_id.
 //
@@ -105,6 +110,11 @@ func Setup(ctx context.Context, root *api.Client, cfg SetupConfig) (*SetupResult
 		}
 	}
 	if err := checkKEK(res.Mount, res.Key, s); err != nil {
+		return nil, err
+	}
+
+	// ---- Audit anchor: signing key and checkpoint store (setup_audit.go).
+	if res.Audit, err = setupAudit(ctx, root, res.Mount, res.Key); err != nil {
 		return nil, err
 	}
 

@@ -109,7 +109,7 @@ func TestSetupRoundTrip(t *testing.T) {
 	if !res.MountCreated || !res.KeyCreated {
 		t.Errorf("first Setup: MountCreated=%t KeyCreated=%t, want both true", res.MountCreated, res.KeyCreated)
 	}
-	if want := []string{vaultkeys.PolicyCustodian, vaultkeys.PolicyJetond}; !slices.Equal(res.Policies, want) {
+	if want := []string{vaultkeys.PolicyAuditVerifier, vaultkeys.PolicyCustodian, vaultkeys.PolicyJetond}; !slices.Equal(res.Policies, want) {
 		t.Errorf("Setup wrote policies %v, want %v", res.Policies, want)
 	}
 	kek, err := root.Logical().ReadWithContext(ctxT(t), "transit/keys/jeton-kek")
@@ -666,6 +666,15 @@ func TestPolicies(t *testing.T) {
 			"kms/transit/rewrap/kek1-*":            "update",
 			"auth/token/renew-self":                "update",
 			"auth/token/lookup-self":               "read",
+			// Audit anchor: sign checkpoints, store them with check-and-set.
+			"kms/transit/sign/jeton-audit-checkpoints": "update",
+			"kms/transit/keys/jeton-audit-checkpoints": "read",
+			"jeton-audit/data/checkpoints/*":           "create, read, update",
+		}},
+		{vaultkeys.PolicyAuditVerifier, map[string]string{
+			"kms/transit/keys/jeton-audit-checkpoints": "read",
+			"jeton-audit/data/checkpoints/*":           "read",
+			"jeton-audit/metadata/checkpoints/*":       "read, list",
 		}},
 		{vaultkeys.PolicyCustodian, map[string]string{
 			"kms/transit/keys/kek1":        "create, read, update, delete",

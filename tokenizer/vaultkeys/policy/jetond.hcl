@@ -60,3 +60,22 @@ path "auth/token/renew-self" {
 path "auth/token/lookup-self" {
   capabilities = ["read"]
 }
+
+# ---- Audit anchor (server/audit/vaultanchor) --------------------------------
+# jetond signs checkpoints of its audit log with an Ed25519 Transit key that
+# never leaves Vault, and stores the latest per replica in a KV v2 mount with
+# check-and-set (the mount has cas_required=true). It may read and write the
+# current version, never delete or destroy one, nor touch the metadata, so
+# the stored history of checkpoints is out of its reach.
+
+path "{{.Mount}}/sign/{{.AuditKey}}" {
+  capabilities = ["update"]
+}
+
+path "{{.Mount}}/keys/{{.AuditKey}}" {
+  capabilities = ["read"]
+}
+
+path "{{.AuditKV}}/data/checkpoints/*" {
+  capabilities = ["create", "read", "update"]
+}

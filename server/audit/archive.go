@@ -1,0 +1,104 @@
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// newChainName is the request Archive leaves in the audit directory: the
+// next Open starts a new chain whose first record names the anchor's last
+// checkpoint of the old one.
+const newChainName = "NEW-CHAIN"
+
+// archivedDir holds archived chains, one directory each, inside the audit
+// directory (the same volume, so moving is a rename).
+const archivedDir = "archived"
+
+type newChainRequest struct {
+	Archive string    `json:"archive"` // relative to the audit directory
+	Reason  string    `json:"reason"`
+	Time    time.Time `json:"time"`
+}
+
+func readNewChainRequest(dir string) (*newChainRequest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, newChainName))
+	if isNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	var r newChainRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("audit: %s is not a request written by jeton audit archive: %w", filepath.Join(dir, newChainName), err)
+	}
+	return &r, nil
+}
+
+// ArchiveResult says what Archive did.
+type ArchiveResult struct {
+	// Dir is where the files went, relative to the audit directory.
+	Dir   string
+	Files int
+}
+
+// Archive is the operator's recovery for a log jetond refuses or has
+// stopped writing (damaged, behind its checkpoint, replaced, lost). With
+// jetond stopped, it moves every log file of dir into
+// dir/archived/<UTC time>/, untouched, and leaves a request so that the
+// next start of jetond opens a new chain whose first record names the
+// anchor's last checkpoint of the old chain, with reason and the archive's
+// place. The break is thus itself on record and anchored: a verifier sees
+// it and checks the archive against that checkpoint.
+//
+// It fails if jetond has the directory open, and if reason is blank.
+func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
+	if strings.TrimSpace(reason) == "" {
+		return nil, errors.New("audit: archive: give a reason; it is written into the new chain")
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("audit: archive: %s is not a directory", dir)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w (stop jetond first)", err)
+	}
+	defer unlock()
+	if r, err := readNewChainRequest(dir); err != nil {
+		return nil, err
+	} else if r != nil {
+		return nil, fmt.Errorf("audit: archive: %s already asks for a new chain (archive %s); start jetond to act on it", filepath.Join(dir, newChainName), r.Archive)
+	}
+	refs, err := listFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	rel := filepath.Join(archivedDir, now.UTC().Format("20060102T150405Z"))
+	dst := filepath.Join(dir, rel)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return nil, fmt.Errorf("audit: archive: %w", err)
+	}
+	for _, r := range refs {
+		if err := os.Rename(r.path, filepath.Join(dst, filepath.Base(r.path))); err != nil {
+			return nil, fmt.Errorf("audit: archive: %w", err)
+		}
+	}
+	b, err := json.Marshal(newChainRequest{Archive: rel, Reason: reason, Time: now.UTC()})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, newChainName), b, 0o600); err != nil {
+		return nil, fmt.Errorf("audit: archive: %w", err)
+	}
+	for _, d := range []string{dst, filepath.Join(dir, archivedDir), dir} {
+		if err := syncDir(d); err != nil {
+			return nil, fmt.Errorf("audit: archive: %w", err)
+		}
+	}
+	return &ArchiveResult{Dir: rel, Files: len(refs)}, nil
+}
