@@ -62,7 +62,7 @@ func Policies(mount, key string) map[string]string {
 	if err := checkNames(mount, key); err != nil {
 		panic(err)
 	}
-	data := struct{ Mount, Key string }{mount, key}
+	data := struct{ Mount, Key, GenKeys string }{mount, key, GenerationKeyGlob(key)}
 	out := map[string]string{}
 	for name, file := range map[string]string{PolicyJetond: "jetond.hcl", PolicyCustodian: "custodian.hcl"} {
 		var b strings.Builder
