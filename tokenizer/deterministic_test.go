@@ -132,6 +132,18 @@ func TestDeterministicOldestGenerationWins(t *testing.T) {
 	// Both tokens stay revealable: the sponsor may hold either.
 	wantValue(t, revealOne(t, e.tz, newer), "fake-member-0009")
 	wantValue(t, revealOne(t, e.tz, older), "fake-member-0009")
+
+	// A third generation: both records are now in older generations, and
+	// the oldest still wins.
+	if _, err := e.tz.RotateGeneration(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(testRefresh + time.Second)
+	for _, tz := range []*tokenizer.Tokenizer{e.tz, stale, e.newTokenizer(t)} {
+		if got := tokenize(t, tz, "acme", member("fake-member-0009"), "")[0]; got != older {
+			t.Fatal("with three generations the value did not keep its oldest generation's token")
+		}
+	}
 }
 
 // A replica whose cached view says generation 1 lives must not hand out a
