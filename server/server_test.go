@@ -22,6 +22,7 @@ import (
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/server/approval"
 	"github.com/jeton-dev/jeton/server/audit"
 	"github.com/jeton-dev/jeton/server/devpki"
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -119,6 +120,15 @@ identities:
   - id: spiffe://jeton.dev/ttp/custodian
     tenants: [demo, acme, acme-2]
     roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-2
+    tenants: [demo, acme, acme-2]
+    roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-3
+    tenants: [acme]
+    roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-other
+    tenants: [other]
+    roles: [custodian]
   - id: spiffe://jeton.dev/sponsor/rogue-on-ttp-ca
     tenants: [demo]
     roles: [sponsor-app]
@@ -172,6 +182,13 @@ type envOpts struct {
 	// auditor is behind the server; an in-memory memAudit (env.audit) if
 	// nil.
 	auditor server.Auditor
+	// policy replaces testPolicy when set.
+	policy string
+	// now is the server's clock; time.Now if nil.
+	now func() time.Time
+	// approvals and minApprovals are the server's dual-control settings.
+	approvals    *approval.Book
+	minApprovals int
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -197,7 +214,11 @@ func startEnv(t testing.TB, o envOpts) *env {
 	for _, c := range tok.Classes() {
 		classes = append(classes, c.Name)
 	}
-	pol, err := server.ParsePolicy([]byte(testPolicy), classes)
+	policy := testPolicy
+	if o.policy != "" {
+		policy = o.policy
+	}
+	pol, err := server.ParsePolicy([]byte(policy), classes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +244,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		Logger:  slog.New(slog.NewJSONHandler(lockedWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
 		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: allowed},
+		Now:     o.now, Approvals: o.approvals, MinApprovals: o.minApprovals,
 	})
 	if err != nil {
 		t.Fatal(err)
