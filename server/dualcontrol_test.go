@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,4 +373,67 @@ func TestSingleCustodianOnlyInDevMode(t *testing.T) {
 		t.Fatalf("dev mode, one custodian: %v; want done at once", res)
 	}
 	wantOpens(t, dev.env, false, "generation 1 in dev mode", dev.gen1)
+}
+
+// downKeys is a key manager whose unwraps can be made to fail, as when
+// Vault is sealed or unreachable.
+type downKeys struct {
+	tokenizer.KeyManager
+	mu   sync.Mutex
+	down bool
+}
+
+func (k *downKeys) set(down bool) { k.mu.Lock(); k.down = down; k.mu.Unlock() }
+
+func (k *downKeys) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
+	k.mu.Lock()
+	down := k.down
+	k.mu.Unlock()
+	if down {
+		return nil, fmt.Errorf("%w: vault sealed (test)", tokenizer.ErrUnavailable)
+	}
+	return k.KeyManager.Unwrap(ctx, kek, wrapped, ad)
+}
+
+// A warm replica whose DEK unwrap fails answers Detokenize UNAVAILABLE,
+// never NOT_FOUND: the token exists, its key is just out of reach.
+func TestWarmReplicaUnwrapFailureIsUnavailableOverGRPC(t *testing.T) {
+	var dk *downKeys
+	store := memstore.New()
+	e := startEnv(t, envOpts{store: store, keys: func(k tokenizer.KeyManager) tokenizer.KeyManager {
+		dk = &downKeys{KeyManager: k}
+		return dk
+	}})
+	// Another replica on the same store and Vault makes generation 1's
+	// record, then rotates.
+	other, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: dk.KeyManager, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := other.Tokenize(context.Background(), "demo", []tokenizer.Item{{Class: "name", Value: useValue("Warm Replica One")}}, "")
+	if err != nil || res[0].Err != nil {
+		t.Fatal(err)
+	}
+	gen1 := res[0].Token
+	if _, err := other.RotateGeneration(context.Background(), "demo"); err != nil {
+		t.Fatal(err)
+	}
+	// This server is warm: demo's root key and generation 2 are loaded.
+	gen2 := tokenize(t, e.sponsorConn(t), &jetonv1.TokenizeItem{FieldClass: "name", Value: useValue("Warm Replica Two")})[0].GetToken()
+	det := jetonv1.NewDetokenizerClient(e.ttpConn(t))
+
+	dk.set(true)
+	_, err = det.Detokenize(ctx(t), &jetonv1.DetokenizeRequest{Tokens: []string{gen1}, Purpose: "support"})
+	if code(err) != codes.Unavailable {
+		t.Fatalf("Detokenize of a generation whose key cannot be unwrapped: %v; want UNAVAILABLE", err)
+	}
+	out, err := det.Detokenize(ctx(t), &jetonv1.DetokenizeRequest{Tokens: []string{gen2}, Purpose: "support"})
+	if err != nil || out.GetResults()[0].GetError() != nil {
+		t.Fatalf("Detokenize of the loaded generation with unwraps failing: %v, %v", out, err)
+	}
+	dk.set(false)
+	out, err = det.Detokenize(ctx(t), &jetonv1.DetokenizeRequest{Tokens: []string{gen1}, Purpose: "support"})
+	if err != nil || out.GetResults()[0].GetError() != nil {
+		t.Fatalf("Detokenize after recovery: %v, %v", out, err)
+	}
 }

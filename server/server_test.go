@@ -189,6 +189,8 @@ type envOpts struct {
 	// approvals and minApprovals are the server's dual-control settings.
 	approvals    *approval.Book
 	minApprovals int
+	// keys wraps the tokenizer's key manager, when set.
+	keys func(tokenizer.KeyManager) tokenizer.KeyManager
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -206,7 +208,11 @@ func startEnv(t testing.TB, o envOpts) *env {
 	if store == nil {
 		store = memstore.New()
 	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: store, KeyRefresh: o.keyRefresh})
+	var keys tokenizer.KeyManager = km
+	if o.keys != nil {
+		keys = o.keys(km)
+	}
+	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: keys, Store: store, KeyRefresh: o.keyRefresh})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -211,3 +211,32 @@ func TestUnboundBlobUpgradeAgainstVault(t *testing.T) {
 	}
 	wantAll(t, e.replica(t, r), "after the upgrade", tok, fakeItems("Legacy", 2))
 }
+
+// A warm replica whose DEK unwrap fails because Vault is sealed answers
+// UNAVAILABLE for a generation it has not loaded: never "not found".
+// Real Vault.
+func TestWarmReplicaWithVaultSealedIsUnavailable(t *testing.T) {
+	e := startRealEnv(t)
+	r := testenv.StartRedis(t)
+	ctx := ctxTimeout(t)
+	tz := e.replica(t, r)
+	old := tokenize(t, tz, "acme", fakeItems("Sealed", 2), "")
+	if _, err := tz.RotateGeneration(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	warm := e.replica(t, r)
+	// A random class only: a deterministic one would look its value up
+	// in generation 1 too, and load it.
+	warmItems := []tokenizer.Item{{Class: "name", Value: "Fake Warm Person"}}
+	cur := tokenize(t, warm, "acme", warmItems, "") // loads acme and generation 2 only
+
+	e.vault.Seal()
+	res, err := warm.Reveal(ctx, []tokenizer.Token{mustParse(t, old[0])})
+	if !errors.Is(err, tokenizer.ErrUnavailable) || errors.Is(err, tokenizer.ErrNotFound) || res != nil {
+		t.Errorf("Reveal of an unloaded generation with Vault sealed = %v, %v; want ErrUnavailable", res, err)
+	}
+	// What it holds it still serves.
+	wantAll(t, warm, "loaded generation, Vault sealed", cur, warmItems)
+	e.vault.Unseal()
+	wantAll(t, warm, "after unseal", old, fakeItems("Sealed", 2))
+}
