@@ -35,7 +35,11 @@ import (
 // generation numbers, counts and keyed hashes of tokens and subject ids,
 // never a value, a token or a subject id.
 //
-// ReinstateIdentity and MintCanary are in admin_identity.go.
+// DestroyGeneration and PurgeTenant are under dual control: the call
+// makes a pending request, audited as "requested", that takes effect when
+// other custodians approve it; the dual-control calls, and the records of
+// each step, are in admin_approval.go. ReinstateIdentity and MintCanary
+// are in admin_identity.go.
 type adminService struct {
 	jetonv1.UnimplementedAdminServer
 	s *Server

@@ -42,8 +42,8 @@ type tenantKeys struct {
 }
 
 type cachedKey struct {
-	keys    *genKeys
-	blob    []byte // the stored blob the keys came from
+	keys    *genKeys // nil: the generation is destroyed
+	blob    []byte   // the stored blob the keys came from
 	checked time.Time
 }
 
@@ -277,6 +277,9 @@ func (k *keyring) genKeys(ctx context.Context, tk *tenantKeys, gen uint32) (*gen
 	c := tk.gens[gen]
 	tk.mu.Unlock()
 	if c != nil && k.now().Sub(c.checked) < k.refresh {
+		if c.keys == nil {
+			return nil, ErrKeyDestroyed
+		}
 		k.observeDEK(true)
 		return c.keys, nil
 	}
@@ -286,7 +289,7 @@ func (k *keyring) genKeys(ctx context.Context, tk *tenantKeys, gen uint32) (*gen
 		return nil, unavailable("store", err)
 	}
 	if vals[0] == nil || vals[1] != nil {
-		k.evict(tk, gen)
+		k.destroyed(tk, gen)
 		return nil, ErrKeyDestroyed
 	}
 	blob, err := parseKeyBlob(vals[0])
@@ -297,14 +300,14 @@ func (k *keyring) genKeys(ctx context.Context, tk *tenantKeys, gen uint32) (*gen
 	// is unwrapped anew, so a warm replica sees an edited blob as a cold
 	// one does.
 	var keys *genKeys
-	if c != nil && bytes.Equal(c.blob, vals[0]) {
+	if c != nil && c.keys != nil && bytes.Equal(c.blob, vals[0]) {
 		k.observeDEK(true)
 		keys = c.keys
 	} else {
 		k.observeDEK(false)
 		raw, err := k.unwrap(ctx, id, blob)
 		if errors.Is(err, ErrKeyDestroyed) {
-			k.evict(tk, gen)
+			k.destroyed(tk, gen)
 			return nil, ErrKeyDestroyed // its KEK, or the KEK version, is gone
 		}
 		if err != nil {
@@ -345,6 +348,16 @@ func (k *keyring) olderLive(ctx context.Context, tk *tenantKeys, gen uint32) ([]
 		out = append(out, keys)
 	}
 	return out, nil
+}
+
+// destroyed remembers for one refresh interval that a generation is
+// destroyed, so that deterministic lookups over many old generations, and
+// reveals of their tokens, do not ask the store each time. A destroyed
+// generation never comes back: its KEK is gone.
+func (k *keyring) destroyed(tk *tenantKeys, gen uint32) {
+	tk.mu.Lock()
+	tk.gens[gen] = &cachedKey{checked: k.now()}
+	tk.mu.Unlock()
 }
 
 // evict forgets a generation's keys in this process.
