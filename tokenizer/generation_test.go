@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -528,5 +529,44 @@ func TestCurrentPointerIsAHint(t *testing.T) {
 	}
 	if !slices.Equal(nums, []uint32{1, 2, 3}) || !gens[2].Current {
 		t.Fatalf("Generations = %+v", gens)
+	}
+}
+
+// retiredMain answers every unwrap under the main KEK as retired, as Vault
+// does once custodians raised min_decryption_version without a rewrap.
+type retiredMain struct{ tokenizer.KeyManager }
+
+func (k retiredMain) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
+	if kek == "" {
+		return nil, fmt.Errorf("retired: %w", tokenizer.ErrKeyDestroyed)
+	}
+	return k.KeyManager.Unwrap(ctx, kek, wrapped, ad)
+}
+
+// A tenant whose root key can no longer be unwrapped is an outage
+// (ErrUnavailable), not a set of missing tokens: the call fails as a whole,
+// and never as "not found".
+func TestRetiredRootKeyIsUnavailable(t *testing.T) {
+	e := newGenEnv(t)
+	if _, err := e.tz.DeriveKey(context.Background(), "audit"); err != nil { // the system root key
+		t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.Keys = retiredMain{e.keys}
+	cold, err := tokenizer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	parsed, _ := tokenizer.ParseToken(e.t2)
+	res, err := cold.Reveal(ctx, []tokenizer.Token{parsed})
+	if !errors.Is(err, tokenizer.ErrUnavailable) || res != nil {
+		t.Fatalf("Reveal with the root key retired = %v, %v; want ErrUnavailable", res, err)
+	}
+	if _, err := cold.Tokenize(ctx, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, ""); !errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Fatalf("Tokenize with the root key retired: %v; want ErrUnavailable", err)
+	}
+	if _, err := cold.DeriveKey(ctx, "audit"); !errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Fatalf("DeriveKey with the system root key retired: %v; want ErrUnavailable", err)
 	}
 }

@@ -170,7 +170,14 @@ func (k *keyring) loadOrCreate(ctx context.Context, id keyID, create bool) ([]by
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, id, err)
 	}
-	return k.unwrap(ctx, id, blob)
+	key, err := k.unwrap(ctx, id, blob)
+	if errors.Is(err, ErrKeyDestroyed) {
+		// A root key whose KEK version was retired (without a rewrap)
+		// leaves its whole tenant unusable: an outage for custodians to
+		// fix, not a missing token.
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return key, err
 }
 
 // readCurrent returns the tenant's current generation as the store has it,
