@@ -3,6 +3,7 @@ package tokenizer_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -239,6 +240,38 @@ func TestWarmReplicaUnwrapFailureIsUnavailable(t *testing.T) {
 			}
 			e.keys.fail("Unwrap", false)
 			wantValue(t, revealOne(t, tz, e.t1), "Fake Gen One")
+		})
+	}
+}
+
+// BenchmarkTokenizeOlderGenerations measures what the deterministic lookup
+// over older live generations costs: the same batch (every default class,
+// a third deterministic) against a tenant with one generation and with
+// four. Compare the two in one run.
+func BenchmarkTokenizeOlderGenerations(b *testing.B) {
+	for _, gens := range []int{1, 4} {
+		b.Run(fmt.Sprintf("generations=%d", gens), func(b *testing.B) {
+			e := newEnv(b)
+			items := make([]tokenizer.Item, 1000)
+			classes := tokenizer.DefaultClasses()
+			for i := range items {
+				c := classes[i%len(classes)].Name
+				items[i] = tokenizer.Item{Class: c, Value: fakeValue(c, i)}
+			}
+			tokenize(b, e.tz, "acme", items[:1], "")
+			for range gens - 1 {
+				if _, err := e.tz.RotateGeneration(context.Background(), "acme"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tokenize(b, e.tz, "acme", items[:1], "") // load every generation's keys
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.tz.Tokenize(context.Background(), "acme", items, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "items/s")
 		})
 	}
 }
