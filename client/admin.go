@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
 
@@ -18,9 +19,16 @@ import (
 // reference, so give a ticket or case number, never personal data.
 //
 // WithRetry applies to the Admin calls that are safe to repeat (erasures
-// and purges erase nothing twice, Stats changes nothing). RotateGeneration
-// and MintCanary are never retried: a retry after a lost reply would
-// rotate twice or mint a second canary.
+// erase nothing twice, Stats changes nothing). RotateGeneration,
+// MintCanary and the dual-control calls (DestroyGeneration, PurgeTenant,
+// ApproveRequest, CancelRequest) are never retried: a retry after a lost
+// reply would rotate twice, mint a second canary, make a second pending
+// request, or report as missing a request the first try carried out.
+//
+// Dual control: DestroyGeneration and PurgeTenant cannot be undone, so
+// the server makes them pending requests that take effect only when
+// enough other custodians of the tenant approve them (ApproveRequest).
+// PendingRequests lists them; CancelRequest withdraws or rejects one.
 
 func (c *Client) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.conn) }
 
@@ -53,14 +61,62 @@ func (c *Client) EraseSubject(ctx context.Context, tenant, subject, reason strin
 	return resp.GetErased(), nil
 }
 
-// PurgeTenant crypto-shreds and deletes every record and key of tenant and
-// returns how many records existed. confirm must repeat the tenant name.
-func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (int64, error) {
-	resp, err := c.admin().PurgeTenant(ctx, &jetonv1.PurgeTenantRequest{Tenant: tenant, Confirm: confirm, Reason: reason})
-	if err != nil {
-		return 0, callError(err)
+// PendingRequest is a destroy or purge under dual control.
+type PendingRequest struct {
+	ID string
+	// Action is "destroy-generation" or "purge-tenant".
+	Action     string
+	Tenant     string
+	Generation uint32 // destroy-generation only
+	// RequestedBy is the requesting custodian; Reason is theirs.
+	RequestedBy string
+	Reason      string
+	// Created and Expires bound the request's life; zero when it took
+	// effect at once.
+	Created, Expires time.Time
+	// ApprovalsRequired counts distinct custodians, the requester
+	// included; ApprovedBy lists those who agreed, the requester first.
+	ApprovalsRequired int
+	ApprovedBy        []string
+	// Done is true once the request took effect.
+	Done bool
+	// Erased counts the records of a purge that took effect.
+	Erased int64
+}
+
+func pendingFrom(r *jetonv1.PendingRequest, done bool, erased int64) *PendingRequest {
+	out := &PendingRequest{
+		ID: r.GetId(), Tenant: r.GetTenant(), Generation: r.GetGeneration(),
+		RequestedBy: r.GetRequestedBy(), Reason: r.GetReason(),
+		ApprovalsRequired: int(r.GetApprovalsRequired()), ApprovedBy: r.GetApprovedBy(),
+		Done: done, Erased: erased,
 	}
-	return resp.GetErased(), nil
+	switch r.GetAction() {
+	case jetonv1.PendingAction_PENDING_ACTION_DESTROY_GENERATION:
+		out.Action = "destroy-generation"
+	case jetonv1.PendingAction_PENDING_ACTION_PURGE_TENANT:
+		out.Action = "purge-tenant"
+	}
+	if r.GetCreated() != nil {
+		out.Created = r.GetCreated().AsTime()
+	}
+	if r.GetExpires() != nil {
+		out.Expires = r.GetExpires().AsTime()
+	}
+	return out
+}
+
+// PurgeTenant asks for tenant to be crypto-shredded and every record and
+// key of it deleted. confirm must repeat the tenant name. It returns the
+// pending request; Done is true, with the count of records that existed
+// in Erased, only when the tenant's policy lets one custodian act alone
+// (dev mode).
+func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (*PendingRequest, error) {
+	resp, err := c.admin().PurgeTenant(ctx, &jetonv1.PurgeTenantRequest{Tenant: tenant, Confirm: confirm, Reason: reason}, retry.Disable())
+	if err != nil {
+		return nil, callError(err)
+	}
+	return pendingFrom(resp.GetRequest(), resp.GetDone(), resp.GetErased()), nil
 }
 
 // RotateGeneration starts a new data-key generation for tenant and returns
@@ -78,15 +134,91 @@ func DestroyConfirmation(tenant string, generation uint32) string {
 	return fmt.Sprintf("destroy %s generation %d", tenant, generation)
 }
 
-// DestroyGeneration crypto-shreds generation of tenant: every record under
-// it becomes unrecoverable, backups included. confirm must equal
+// DestroyGeneration asks for generation of tenant to be crypto-shredded:
+// every record under it becomes unrecoverable, backups included, and its
+// deterministic tokens can no longer be matched. confirm must equal
 // DestroyConfirmation(tenant, generation); the server refuses the current
-// generation (ErrInvalidArgument).
-func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) error {
-	_, err := c.admin().DestroyGeneration(ctx, &jetonv1.DestroyGenerationRequest{
+// generation and unknown ones (ErrInvalidArgument). It returns the
+// pending request, which other custodians approve with ApproveRequest;
+// Done is true only when the tenant's policy lets one custodian act alone
+// (dev mode).
+func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) (*PendingRequest, error) {
+	resp, err := c.admin().DestroyGeneration(ctx, &jetonv1.DestroyGenerationRequest{
 		Tenant: tenant, Generation: generation, Confirm: confirm, Reason: reason,
-	})
+	}, retry.Disable())
+	if err != nil {
+		return nil, callError(err)
+	}
+	return pendingFrom(resp.GetRequest(), resp.GetDone(), 0), nil
+}
+
+// PendingRequests lists the pending destroy and purge requests of the
+// caller's tenants, oldest first.
+func (c *Client) PendingRequests(ctx context.Context) ([]*PendingRequest, error) {
+	resp, err := c.admin().ListPendingRequests(ctx, &jetonv1.ListPendingRequestsRequest{})
+	if err != nil {
+		return nil, callError(err)
+	}
+	out := make([]*PendingRequest, 0, len(resp.GetRequests()))
+	for _, r := range resp.GetRequests() {
+		out = append(out, pendingFrom(r, false, 0))
+	}
+	return out, nil
+}
+
+// ApproveRequest approves another custodian's pending request. When this
+// approval completes the count the request takes effect in this call, and
+// the result has Done set (and Erased for a purge). The requester cannot
+// approve its own request, and an expired one is refused
+// (ErrPermissionDenied, ErrInvalidArgument).
+func (c *Client) ApproveRequest(ctx context.Context, id, reason string) (*PendingRequest, error) {
+	resp, err := c.admin().ApprovePendingRequest(ctx, &jetonv1.ApprovePendingRequestRequest{Id: id, Reason: reason}, retry.Disable())
+	if err != nil {
+		return nil, callError(err)
+	}
+	return pendingFrom(resp.GetRequest(), resp.GetDone(), resp.GetErased()), nil
+}
+
+// CancelRequest withdraws (its requester) or rejects (another custodian
+// of the tenant) a pending request.
+func (c *Client) CancelRequest(ctx context.Context, id, reason string) error {
+	_, err := c.admin().CancelPendingRequest(ctx, &jetonv1.CancelPendingRequestRequest{Id: id, Reason: reason}, retry.Disable())
 	return callError(err)
+}
+
+// SweepProgress is what SweepDestroyed reports.
+type SweepProgress struct {
+	// Scanned records were examined; Deleted of them belonged to a
+	// destroyed generation.
+	Scanned, Deleted int64
+	// Pending lists destroyed generations whose key still exists in
+	// Vault (a destroy cut short): destroy them again, then sweep again.
+	Pending []uint32
+}
+
+// SweepDestroyed deletes the records of tenant's destroyed generations,
+// calling progress (if not nil) after each batch, and returns the last
+// report. The server bounds its rate; only ctx's deadline applies. A
+// sweep cut short is finished by running it again.
+func (c *Client) SweepDestroyed(ctx context.Context, tenant string, progress func(SweepProgress)) (SweepProgress, error) {
+	var last SweepProgress
+	st, err := c.admin().SweepDestroyed(ctx, &jetonv1.SweepDestroyedRequest{Tenant: tenant})
+	if err != nil {
+		return last, callError(err)
+	}
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return last, nil
+		}
+		if err != nil {
+			return last, callError(err)
+		}
+		last = SweepProgress{Scanned: m.GetScanned(), Deleted: m.GetDeleted(), Pending: m.GetPending()}
+		if progress != nil {
+			progress(last)
+		}
+	}
 }
 
 // Rewrap re-wraps every stored data key under the newest KEK versions,
@@ -149,9 +281,17 @@ type TenantStats struct {
 // GenerationStats is one key generation and its record count.
 type GenerationStats struct {
 	Generation uint32
-	Records    int64
+	// Records counts the generation's records; those of a destroyed
+	// generation are unreadable, left until swept (SweepDestroyed).
+	Records int64
 	// Current is the generation new records use.
 	Current bool
+	// Destroyed is true once the generation was destroyed, at
+	// DestroyedAt (zero if unknown).
+	Destroyed   bool
+	DestroyedAt time.Time
+	// Created is when the generation was made, zero if unknown.
+	Created time.Time
 }
 
 // Stats returns record counts for the tenants the caller administers.
@@ -164,7 +304,14 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	for _, t := range resp.GetTenants() {
 		ts := TenantStats{Tenant: t.GetTenant(), RecordsByClass: t.GetRecordsByClass()}
 		for _, g := range t.GetGenerations() {
-			ts.Generations = append(ts.Generations, GenerationStats{Generation: g.GetGeneration(), Records: g.GetRecords(), Current: g.GetCurrent()})
+			gs := GenerationStats{Generation: g.GetGeneration(), Records: g.GetRecords(), Current: g.GetCurrent(), Destroyed: g.GetDestroyed()}
+			if g.GetDestroyedAt() != nil {
+				gs.DestroyedAt = g.GetDestroyedAt().AsTime()
+			}
+			if g.GetCreated() != nil {
+				gs.Created = g.GetCreated().AsTime()
+			}
+			ts.Generations = append(ts.Generations, gs)
 		}
 		out.Tenants = append(out.Tenants, ts)
 	}

@@ -66,8 +66,10 @@ func TestJetondTokenLeastPrivilege(t *testing.T) {
 		{"export another key", read("transit/export/encryption-key/" + other), true},
 		{"back up another key", read("transit/backup/" + other), true},
 		{"data key of another key", write("transit/datakey/plaintext/"+other, nil), true},
+		// datakey and rewrap ignore associated_data: not granted at all.
+		{"data key of the KEK", write("transit/datakey/plaintext/"+vaultkeys.DefaultKey, nil), true},
+		{"encrypt with another key", write("transit/encrypt/"+other, map[string]any{"plaintext": "AAAA"}), true},
 		{"read another key", read("transit/keys/" + other), true},
-		{"list Transit keys", list("transit/keys"), true},
 		{"rotate the KEK", write("transit/keys/"+vaultkeys.DefaultKey+"/rotate", nil), false},
 		{"reconfigure the KEK", write("transit/keys/"+vaultkeys.DefaultKey+"/config", map[string]any{"min_decryption_version": 1}), false},
 		{"read sys/mounts", read("sys/mounts"), true},
@@ -94,9 +96,15 @@ func TestJetondTokenLeastPrivilege(t *testing.T) {
 		}
 	}
 
-	// And what the policy does grant still works for that token.
-	if _, err := jc.Logical().Write("transit/datakey/plaintext/"+vaultkeys.DefaultKey, nil); err != nil {
-		t.Errorf("data key of the KEK with jetond's token: %v", err)
+	// And what the policy does grant still works for that token: wrapping
+	// with associated data, and listing key names (a purge finds every
+	// generation key of its tenant that way; names hold no key material).
+	if _, err := jc.Logical().Write("transit/encrypt/"+vaultkeys.DefaultKey,
+		map[string]any{"plaintext": "AAAA", "associated_data": "AAAA"}); err != nil {
+		t.Errorf("encrypt under the KEK with jetond's token: %v", err)
+	}
+	if err := list("transit/keys")(jc); err != nil {
+		t.Errorf("list Transit keys with jetond's token: %v", err)
 	}
 }
 

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/server/approval"
 	"github.com/jeton-dev/jeton/server/audit"
 	"github.com/jeton-dev/jeton/tokenizer"
 )
@@ -32,7 +35,11 @@ import (
 // generation numbers, counts and keyed hashes of tokens and subject ids,
 // never a value, a token or a subject id.
 //
-// ReinstateIdentity and MintCanary are in admin_identity.go.
+// DestroyGeneration and PurgeTenant are under dual control: the call
+// makes a pending request, audited as "requested", that takes effect when
+// other custodians approve it; the dual-control calls, and the records of
+// each step, are in admin_approval.go. ReinstateIdentity and MintCanary
+// are in admin_identity.go.
 type adminService struct {
 	jetonv1.UnimplementedAdminServer
 	s *Server
@@ -213,8 +220,9 @@ func (as *adminService) EraseSubject(ctx context.Context, req *jetonv1.EraseSubj
 	return &jetonv1.EraseSubjectResponse{Erased: int64(n)}, nil
 }
 
-// PurgeTenant crypto-shreds and deletes a whole tenant. confirm must repeat
-// the tenant name.
+// PurgeTenant requests that a whole tenant be crypto-shredded and
+// deleted; confirm must repeat the tenant name. It takes effect once
+// enough custodians approve (dual control, admin_approval.go).
 func (as *adminService) PurgeTenant(ctx context.Context, req *jetonv1.PurgeTenantRequest) (*jetonv1.PurgeTenantResponse, error) {
 	c, err := as.admin(ctx, "PurgeTenant", req.GetReason(), req.GetTenant())
 	if err != nil {
@@ -226,14 +234,11 @@ func (as *adminService) PurgeTenant(ctx context.Context, req *jetonv1.PurgeTenan
 	if req.GetConfirm() != req.GetTenant() {
 		return nil, c.refuse(invalid("confirm must repeat the tenant name"))
 	}
-	if err := c.intent(); err != nil {
+	pr, done, n, err := as.request(c, approval.Request{Action: approval.PurgeTenant, Tenant: req.GetTenant()})
+	if err != nil {
 		return nil, err
 	}
-	n, err := as.s.tok.PurgeTenant(ctx, req.GetTenant())
-	if err := c.done(err, "erased="+strconv.Itoa(n)); err != nil {
-		return nil, err
-	}
-	return &jetonv1.PurgeTenantResponse{Erased: int64(n)}, nil
+	return &jetonv1.PurgeTenantResponse{Erased: n, Request: pr, Done: done}, nil
 }
 
 // RotateGeneration starts a new data-key generation for a tenant.
@@ -257,9 +262,11 @@ func DestroyConfirmation(tenant string, gen uint32) string {
 	return fmt.Sprintf("destroy %s generation %d", tenant, gen)
 }
 
-// DestroyGeneration crypto-shreds a generation. confirm must read
-// DestroyConfirmation(tenant, generation); the current generation is
-// refused.
+// DestroyGeneration requests that a generation be crypto-shredded.
+// confirm must read DestroyConfirmation(tenant, generation); an unknown
+// generation and the current one are refused before any request is made.
+// It takes effect once enough custodians approve (dual control,
+// admin_approval.go).
 func (as *adminService) DestroyGeneration(ctx context.Context, req *jetonv1.DestroyGenerationRequest) (*jetonv1.DestroyGenerationResponse, error) {
 	c, err := as.admin(ctx, "DestroyGeneration", req.GetReason(), req.GetTenant())
 	if err != nil {
@@ -276,18 +283,20 @@ func (as *adminService) DestroyGeneration(ctx context.Context, req *jetonv1.Dest
 	if req.GetConfirm() != DestroyConfirmation(req.GetTenant(), gen) {
 		return nil, c.refuse(invalid(`confirm must read "destroy <tenant> generation <n>"`))
 	}
-	if err := c.intent(); err != nil {
+	gens, err := as.s.tok.Generations(ctx, req.GetTenant())
+	switch {
+	case errors.Is(err, tokenizer.ErrNotFound) || err == nil && (gen > uint32(len(gens))):
+		return nil, c.refuse(invalid("the tenant has no such generation"))
+	case err != nil:
+		return nil, c.refuse(err)
+	case gens[gen-1].Current:
+		return nil, c.refuse(invalid("the generation is the tenant's current one; rotate first"))
+	}
+	pr, done, _, err := as.request(c, approval.Request{Action: approval.DestroyGeneration, Tenant: req.GetTenant(), Generation: gen})
+	if err != nil {
 		return nil, err
 	}
-	err = as.s.tok.DestroyGeneration(ctx, req.GetTenant(), gen)
-	if errors.Is(err, tokenizer.ErrNotFound) {
-		// Not the "token not found" every reveal refusal shares.
-		err = invalid("the tenant has no such generation")
-	}
-	if err := c.done(err, ""); err != nil {
-		return nil, err
-	}
-	return &jetonv1.DestroyGenerationResponse{}, nil
+	return &jetonv1.DestroyGenerationResponse{Request: pr, Done: done}, nil
 }
 
 // Rewrap re-wraps the stored keys of every tenant the policy names, and
@@ -308,17 +317,17 @@ func (as *adminService) Rewrap(_ *jetonv1.RewrapRequest, stream jetonv1.Admin_Re
 	}
 	var sendErr error
 	sent := false
-	send := func(done, total int) {
+	send := func(p tokenizer.RewrapProgress) {
 		if sendErr == nil {
-			sendErr = stream.Send(&jetonv1.RewrapResponse{Done: int64(done), Total: int64(total)})
+			sendErr = stream.Send(&jetonv1.RewrapResponse{Done: int64(p.Done), Total: int64(p.Total), Upgraded: int64(p.Upgraded)})
 			sent = true
 		}
 	}
-	p, err := as.s.tok.Rewrap(context.WithoutCancel(ctx), tenants, func(p tokenizer.RewrapProgress) { send(p.Done, p.Total) })
+	p, err := as.s.tok.Rewrap(context.WithoutCancel(ctx), tenants, send)
 	if err == nil && !sent {
-		send(p.Done, p.Total)
+		send(p)
 	}
-	note := fmt.Sprintf("done=%d total=%d rewrapped=%d skipped=%d", p.Done, p.Total, p.Rewrapped, p.Skipped)
+	note := fmt.Sprintf("done=%d total=%d rewrapped=%d upgraded=%d skipped=%d", p.Done, p.Total, p.Rewrapped, p.Upgraded, p.Skipped)
 	if err := c.done(err, note); err != nil {
 		return err
 	}
@@ -326,7 +335,8 @@ func (as *adminService) Rewrap(_ *jetonv1.RewrapRequest, stream jetonv1.Admin_Re
 }
 
 // Stats reports, for each tenant the custodian administers, its record
-// count per generation and per field class, the suspended identities, and
+// count per generation (destroyed generations shown as such, with when,
+// and their records until swept) and per field class, the suspended identities, and
 // the budget use of every identity with a budget that reads one of those
 // tenants. It never reports a value or a token: the class of a record is
 // read from its envelope's clear header (see tokenizer.Stats), and records
@@ -357,7 +367,14 @@ func (as *adminService) Stats(ctx context.Context, _ *jetonv1.StatsRequest) (*je
 	for _, st := range stats {
 		ts := &jetonv1.TenantStats{Tenant: st.Tenant, RecordsByClass: st.RecordsByClass}
 		for _, g := range st.Generations {
-			ts.Generations = append(ts.Generations, &jetonv1.GenerationStats{Generation: g.Generation, Records: g.Records, Current: g.Current})
+			gs := &jetonv1.GenerationStats{Generation: g.Generation, Records: g.Records, Current: g.Current, Destroyed: g.Destroyed}
+			if !g.DestroyedAt.IsZero() {
+				gs.DestroyedAt = timestamppb.New(g.DestroyedAt)
+			}
+			if !g.Created.IsZero() {
+				gs.Created = timestamppb.New(g.Created)
+			}
+			ts.Generations = append(ts.Generations, gs)
 		}
 		resp.Tenants = append(resp.Tenants, ts)
 	}

@@ -31,6 +31,33 @@ func (e *env) custodianConn(t testing.TB) *grpc.ClientConn {
 	return dial(t, e.srv.TrustedAddr().String(), e.bundle.ServerCA, cert, key)
 }
 
+// secondConn connects as a second custodian of demo, acme and acme-2.
+func (e *env) secondConn(t testing.TB) *grpc.ClientConn {
+	t.Helper()
+	cert, key := e.issue(t, e.bundle.TTPAuthority, devpki.LeafOptions{URI: "spiffe://jeton.dev/ttp/custodian-2"})
+	return dial(t, e.srv.TrustedAddr().String(), e.bundle.ServerCA, cert, key)
+}
+
+// approveAll has the second custodian approve every pending request it
+// may, and returns the responses.
+func (e *env) approveAll(t testing.TB) []*jetonv1.ApprovePendingRequestResponse {
+	t.Helper()
+	second := jetonv1.NewAdminClient(e.secondConn(t))
+	list, err := second.ListPendingRequests(ctx(t), &jetonv1.ListPendingRequestsRequest{})
+	if err != nil {
+		t.Fatalf("ListPendingRequests: %v", err)
+	}
+	var out []*jetonv1.ApprovePendingRequestResponse
+	for _, r := range list.GetRequests() {
+		res, err := second.ApprovePendingRequest(ctx(t), &jetonv1.ApprovePendingRequestRequest{Id: r.GetId(), Reason: "second pair of eyes"})
+		if err != nil {
+			t.Fatalf("ApprovePendingRequest: %v", err)
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
 // tokenizeIn tokenizes straight through the tokenizer, for tenants no
 // sponsor identity of the test policy writes to.
 func (e *env) tokenizeIn(t testing.TB, tenant string, items ...tokenizer.Item) []string {
@@ -217,15 +244,22 @@ func TestAdminAudit(t *testing.T) {
 			continue
 		}
 		want := []string{c.name + ":intent", c.name + ":ok"}
-		if c.name == "Stats" {
+		switch c.name {
+		case "Stats":
 			want = []string{"Stats:ok"}
+		case "PurgeTenant", "DestroyGeneration":
+			// Dual control: requested, then approved and carried out.
+			if res := e.approveAll(t); len(res) != 1 || !res[0].GetDone() {
+				t.Errorf("%s: approvals %v; want one, carried out", c.name, res)
+			}
+			want = []string{c.name + ":requested", "ListPendingRequests:ok", "ApprovePendingRequest:approved", c.name + ":intent", c.name + ":ok"}
 		}
 		got := methodsSince(e.audit, n)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s audit records %q; want %q", c.name, got, want)
 		}
 		for _, r := range e.audit.records()[n:] {
-			if r.Identity != "spiffe://jeton.dev/ttp/custodian" || r.Peer == "" {
+			if !strings.HasPrefix(r.Identity, "spiffe://jeton.dev/ttp/custodian") || r.Peer == "" {
 				t.Errorf("%s audit record names identity %q, peer %q", c.name, r.Identity, r.Peer)
 			}
 		}
@@ -420,8 +454,12 @@ func TestPurgeTenantAdmin(t *testing.T) {
 			before := len(keys("acme-2"))
 
 			res, err := admin.PurgeTenant(ctx(t), &jetonv1.PurgeTenantRequest{Tenant: "acme", Confirm: "acme", Reason: "ticket-6"})
-			if err != nil || res.GetErased() != int64(len(acme)) {
-				t.Fatalf("PurgeTenant = %v, %v; want %d erased", res, err, len(acme))
+			if err != nil || res.GetDone() {
+				t.Fatalf("PurgeTenant = %v, %v; want a pending request", res, err)
+			}
+			wantOpens(t, e, true, "tenant to purge, before the approval", acme...)
+			if ap := e.approveAll(t); len(ap) != 1 || !ap[0].GetDone() || ap[0].GetErased() != int64(len(acme)) {
+				t.Fatalf("approving the purge = %v; want %d erased", ap, len(acme))
 			}
 			if left := keys("acme"); len(left) != 0 {
 				t.Errorf("%d keys of the purged tenant are left: %q", len(left), left)
@@ -462,6 +500,10 @@ func TestDestroyGenerationAdmin(t *testing.T) {
 	if _, err := admin.DestroyGeneration(ctx(t), &jetonv1.DestroyGenerationRequest{
 		Tenant: "demo", Generation: 1, Confirm: "destroy demo generation 1", Reason: "end of retention"}); err != nil {
 		t.Fatalf("DestroyGeneration: %v", err)
+	}
+	wantOpens(t, e, true, "generation 1 before the second custodian approves", gen1)
+	if ap := e.approveAll(t); len(ap) != 1 || !ap[0].GetDone() {
+		t.Fatalf("approving the destroy = %v", ap)
 	}
 	out, err := jetonv1.NewDetokenizerClient(e.ttpConn(t)).Detokenize(ctx(t), &jetonv1.DetokenizeRequest{Tokens: []string{gen1, gen2}, Purpose: "support"})
 	if err != nil {

@@ -17,13 +17,14 @@ func (m *Metrics) MeterStore(s tokenizer.Store) tokenizer.Store {
 
 // MeterKeys counts the failures of k in jeton_backend_errors_total
 // {backend="vault"}. A retired or destroyed key is an answer, not a
-// failure.
+// failure, and so is a stored key that does not open as its identity
+// (moved or edited in Redis, not a Vault fault).
 func (m *Metrics) MeterKeys(k tokenizer.KeyManager) tokenizer.KeyManager {
 	return meteredKeys{k: k, m: m}
 }
 
 func (m *Metrics) count(ctx context.Context, backend string, err error) {
-	if err == nil || ctx.Err() != nil || errors.Is(err, tokenizer.ErrKeyDestroyed) {
+	if err == nil || ctx.Err() != nil || errors.Is(err, tokenizer.ErrKeyDestroyed) || errors.Is(err, tokenizer.ErrKeyMismatch) {
 		return
 	}
 	m.BackendError(backend)
@@ -87,26 +88,26 @@ type meteredKeys struct {
 	m *Metrics
 }
 
-func (w meteredKeys) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
-	k, wr, err := w.k.NewDataKey(ctx, kek)
+func (w meteredKeys) Wrap(ctx context.Context, kek string, key, ad []byte) ([]byte, error) {
+	wr, err := w.k.Wrap(ctx, kek, key, ad)
 	w.m.count(ctx, BackendVault, err)
-	return k, wr, err
+	return wr, err
 }
 
-func (w meteredKeys) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
-	k, err := w.k.Unwrap(ctx, kek, wrapped)
+func (w meteredKeys) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
+	k, err := w.k.Unwrap(ctx, kek, wrapped, ad)
 	w.m.count(ctx, BackendVault, err)
 	return k, err
-}
-
-func (w meteredKeys) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
-	r, err := w.k.Rewrap(ctx, kek, wrapped)
-	w.m.count(ctx, BackendVault, err)
-	return r, err
 }
 
 func (w meteredKeys) DestroyKEK(ctx context.Context, kek string) error {
 	err := w.k.DestroyKEK(ctx, kek)
 	w.m.count(ctx, BackendVault, err)
 	return err
+}
+
+func (w meteredKeys) KEKs(ctx context.Context, prefix string) ([]string, error) {
+	r, err := w.k.KEKs(ctx, prefix)
+	w.m.count(ctx, BackendVault, err)
+	return r, err
 }

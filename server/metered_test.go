@@ -19,8 +19,15 @@ func (downStore) Get(context.Context, []string) ([][]byte, error) { return nil, 
 
 type retiredKeys struct{ tokenizer.KeyManager }
 
-func (retiredKeys) Unwrap(context.Context, string, []byte) ([]byte, error) {
+func (retiredKeys) Unwrap(_ context.Context, _ string, wrapped, _ []byte) ([]byte, error) {
+	if string(wrapped) == "edited" {
+		return nil, tokenizer.ErrKeyMismatch
+	}
 	return nil, tokenizer.ErrKeyDestroyed
+}
+
+func (retiredKeys) Wrap(context.Context, string, []byte, []byte) ([]byte, error) {
+	return nil, errors.New("down")
 }
 
 // Backend failures on the request path are counted per backend; an
@@ -69,13 +76,16 @@ func TestMeteredBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := m.MeterKeys(retiredKeys{lk})
-	if _, err := keys.Unwrap(ctx, "", []byte("x")); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+	if _, err := keys.Unwrap(ctx, "", []byte("x"), nil); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 		t.Fatal(err)
 	}
-	if _, err := keys.Rewrap(ctx, "", []byte("not a wrapped key")); err == nil {
-		t.Fatal("a malformed wrapped key rewrapped")
+	if _, err := keys.Unwrap(ctx, "", []byte("edited"), nil); !errors.Is(err, tokenizer.ErrKeyMismatch) {
+		t.Fatal(err)
+	}
+	if _, err := keys.Wrap(ctx, "", make([]byte, 32), nil); err == nil {
+		t.Fatal("the failing key manager did not fail")
 	}
 	if got := count(server.BackendVault); got != 1 {
-		t.Fatalf("vault errors = %v, want 1 (the failed rewrap, not the retired key)", got)
+		t.Fatalf("vault errors = %v, want 1 (the failed wrap, not the retired or edited key)", got)
 	}
 }

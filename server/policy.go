@@ -49,6 +49,9 @@ type PolicyFile struct {
 	Identities []IdentityRule      `yaml:"identities"`
 	Roles      map[string]RoleRule `yaml:"roles"`
 	Purposes   []PurposeRule       `yaml:"purposes"`
+	// DualControl says how many custodians must agree to destroy a
+	// generation or purge a tenant; see DualControlRule.
+	DualControl *DualControlRule `yaml:"dual_control"`
 }
 
 // IdentityRule binds a certificate identity (URI SAN, else CN) to tenants
@@ -82,6 +85,7 @@ type PurposeRule struct {
 type Policy struct {
 	principals map[string]*Principal
 	purposes   map[string]PurposeRule
+	dual       DualControlRule
 }
 
 // Principal is what one identity may do, resolved from its roles.
@@ -192,6 +196,10 @@ func ParsePolicy(b []byte, classes []string) (*Policy, error) {
 func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 	knownClass := func(c string) bool { return c == "*" || slices.Contains(classes, c) }
 	pol := &Policy{principals: map[string]*Principal{}, purposes: map[string]PurposeRule{}}
+	var err error
+	if pol.dual, err = f.DualControl.resolve(); err != nil {
+		return nil, err
+	}
 	for i, pr := range f.Purposes {
 		if !tokenizer.ValidName(pr.Code) {
 			return nil, fmt.Errorf("server: policy: purposes[%d].code %q must be a-z, 0-9 and '-'", i, pr.Code)

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
+	"github.com/jeton-dev/jeton/server/approval"
 	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
 )
@@ -88,6 +89,15 @@ type Config struct {
 	// every replica the Redis one (budget.NewRedis) so they share one
 	// budget; nil counts in memory, for this replica only.
 	Budgets *budget.Limiter
+	// Approvals keeps the pending destroy and purge requests of dual
+	// control. Give every replica one over the shared store, keyed with
+	// Tokenizer.DeriveKey, so that any replica can approve; nil keeps them
+	// in memory, for this replica only.
+	Approvals *approval.Book
+	// MinApprovals is the fewest custodians the policy may require to
+	// destroy or purge (dual_control); DefaultApprovals if zero. Only dev
+	// mode sets 1.
+	MinApprovals int
 }
 
 // Server is a running pair of listeners.
@@ -107,6 +117,7 @@ type Server struct {
 	ready         readiness
 	budgets       *budget.Limiter
 	alerts        *alerts
+	dual          dualControl
 
 	public, trusted *grpc.Server
 	health          *health.Server
@@ -176,6 +187,9 @@ func New(cfg Config) (*Server, error) {
 		s.now = time.Now
 	}
 	if err := s.initGuard(cfg); err != nil {
+		return nil, err
+	}
+	if err := s.initDualControl(cfg); err != nil {
 		return nil, err
 	}
 	s.pol.Store(cfg.Policy)
@@ -272,12 +286,14 @@ func (s *Server) Stop(ctx context.Context) {
 		<-done
 	}
 	s.wg.Wait()
+	s.dual.stopSweeps()
 }
 
 // SetPolicy swaps the policy; calls already authorised finish under the old
 // one.
 func (s *Server) SetPolicy(p *Policy) {
 	s.warnUnbounded(p)
+	s.warnDualControl(p)
 	s.pol.Store(p)
 }
 

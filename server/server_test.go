@@ -22,6 +22,7 @@ import (
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/server/approval"
 	"github.com/jeton-dev/jeton/server/audit"
 	"github.com/jeton-dev/jeton/server/devpki"
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -119,6 +120,15 @@ identities:
   - id: spiffe://jeton.dev/ttp/custodian
     tenants: [demo, acme, acme-2]
     roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-2
+    tenants: [demo, acme, acme-2]
+    roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-3
+    tenants: [acme]
+    roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-other
+    tenants: [other]
+    roles: [custodian]
   - id: spiffe://jeton.dev/sponsor/rogue-on-ttp-ca
     tenants: [demo]
     roles: [sponsor-app]
@@ -175,6 +185,15 @@ type envOpts struct {
 	// auditor is behind the server; an in-memory memAudit (env.audit) if
 	// nil.
 	auditor server.Auditor
+	// policy replaces testPolicy when set.
+	policy string
+	// now is the server's clock; time.Now if nil.
+	now func() time.Time
+	// approvals and minApprovals are the server's dual-control settings.
+	approvals    *approval.Book
+	minApprovals int
+	// keys wraps the tokenizer's key manager, when set.
+	keys func(tokenizer.KeyManager) tokenizer.KeyManager
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -196,7 +215,11 @@ func startEnv(t testing.TB, o envOpts) *env {
 	if classes == nil {
 		classes = tokenizer.DefaultClasses()
 	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: store, KeyRefresh: o.keyRefresh})
+	var keys tokenizer.KeyManager = km
+	if o.keys != nil {
+		keys = o.keys(km)
+	}
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: keys, Store: store, KeyRefresh: o.keyRefresh})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +227,11 @@ func startEnv(t testing.TB, o envOpts) *env {
 	for _, c := range tok.Classes() {
 		names = append(names, c.Name)
 	}
-	pol, err := server.ParsePolicy([]byte(testPolicy), names)
+	policy := testPolicy
+	if o.policy != "" {
+		policy = o.policy
+	}
+	pol, err := server.ParsePolicy([]byte(policy), names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +257,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		Logger:  slog.New(slog.NewJSONHandler(lockedWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
 		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: allowed},
+		Now:     o.now, Approvals: o.approvals, MinApprovals: o.minApprovals,
 	})
 	if err != nil {
 		t.Fatal(err)

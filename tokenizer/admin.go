@@ -3,6 +3,8 @@ package tokenizer
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 )
 
 // Store key prefixes of one tenant's data. Each ends with the ':' after the
@@ -10,14 +12,17 @@ import (
 func recordPrefix(tenant string) string      { return "jeton:r:" + tenant + ":" }
 func subjectPrefix(tenant string) string     { return "jeton:s:" + tenant + ":" }
 func idempotencyPrefix(tenant string) string { return "jeton:i:" + tenant + ":" }
-func keyPrefix(tenant string) string         { return "jeton:k:" + tenant + ":" }
 
 // PurgeTenant erases a whole tenant and reports how many records existed.
 //
 // It first crypto-shreds every generation, the current one included, by
 // destroying its KEK in the KeyManager: from then on no record of the
 // tenant opens, from the store or from any backup of it (generations made
-// before per-generation KEKs excepted; see GenerationInfo.OwnKEK). Only
+// before per-generation KEKs excepted; see GenerationInfo.OwnKEK), and no
+// deterministic token of it can be recomputed. The KEKs destroyed are
+// those keyID computes for each generation the store knows, and every
+// other KEK the KeyManager holds for the tenant: a store that lost or
+// hid generations does not save their keys. Only
 // then does it delete every record, subject index, idempotency entry and
 // stored key of the tenant, so a purge cut short leaves unreadable data
 // behind, never readable data without its keys' record, and running it
@@ -58,28 +63,28 @@ func (t *Tokenizer) PurgeTenant(ctx context.Context, tenant string) (int, error)
 
 // shredGenerations destroys the KEK of every generation of tenant.
 func (t *Tokenizer) shredGenerations(ctx context.Context, tenant string) error {
-	cur, ok, err := t.keys.readCurrent(ctx, tenant)
-	if err != nil || !ok {
+	cur, _, err := t.keys.readCurrent(ctx, tenant)
+	if err != nil {
 		return err
 	}
-	names := make([]string, 0, 2*cur)
+	names := make([]string, 0, cur)
 	for g := uint32(1); g <= cur; g++ {
-		names = append(names, genName(tenant, g), destroyedName(tenant, g))
+		names = append(names, destroyedName(tenant, g))
 	}
-	vals, err := t.store.Get(ctx, names)
+	markers, err := t.store.Get(ctx, names)
 	if err != nil {
 		return unavailable("store", err)
 	}
-	var markers []Entry
+	var entries []Entry
 	for g := uint32(1); g <= cur; g++ {
-		if vals[2*(g-1)+1] == nil {
-			markers = append(markers, Entry{Key: destroyedName(tenant, g), Value: markerBlob(t.now())})
+		if markers[g-1] == nil {
+			entries = append(entries, Entry{Key: destroyedName(tenant, g), Value: markerBlob(t.now())})
 		}
 	}
 	// The markers make every replica stop opening the records within
 	// KeyRefresh, as DestroyGeneration's do.
-	if len(markers) > 0 {
-		if _, err := t.store.PutNew(ctx, markers); err != nil {
+	if len(entries) > 0 {
+		if _, err := t.store.PutNew(ctx, entries); err != nil {
 			return unavailable("store", err)
 		}
 	}
@@ -88,18 +93,22 @@ func (t *Tokenizer) shredGenerations(ctx context.Context, tenant string) error {
 			t.keys.evict(tk, g)
 		}
 	}
+	keks := map[string]bool{}
 	for g := uint32(1); g <= cur; g++ {
-		kek := genKEK(tenant, g) // what a generation with its own KEK used
-		if blob := vals[2*(g-1)]; blob != nil {
-			kb, err := parseKeyBlob(blob)
-			if err != nil {
-				return err
-			}
-			kek = kb.kek
+		keks[dekKeyID(tenant, g).kek()] = true
+	}
+	// The prefix also matches other tenants' KEKs ("acme-g" starts
+	// "acme-g1-g1", of tenant "acme-g1"): keep only this tenant's.
+	listed, err := t.keys.km.KEKs(ctx, generationKEKPrefix(tenant))
+	if err != nil {
+		return unavailable("key manager", err)
+	}
+	for _, kek := range listed {
+		if tn, _, ok := ParseGenerationKEK(kek); ok && tn == tenant {
+			keks[kek] = true
 		}
-		if kek == "" {
-			continue // wrapped by the main KEK: nothing of its own to destroy
-		}
+	}
+	for _, kek := range slices.Sorted(maps.Keys(keks)) {
 		if err := t.keys.km.DestroyKEK(ctx, kek); err != nil {
 			return unavailable("key manager", err)
 		}

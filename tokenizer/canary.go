@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -51,7 +50,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if err != nil {
 		return "", err
 	}
-	tk, gen, dek, err := t.currentKey(ctx, tenant)
+	tk, cur, err := t.currentGen(ctx, tenant)
 	if err != nil {
 		return "", err
 	}
@@ -59,13 +58,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if c.Kind == KindDeterministic {
 		// The same derivation as Tokenize, so the token is what tokenizing
 		// the fake value would give.
-		m := tk.det.get()
-		m.Write([]byte(c.Name))
-		m.Write([]byte{0})
-		m.Write([]byte(n))
-		var sum [sha256.Size]byte
-		copy(tok.Payload[:], m.Sum(sum[:0]))
-		tk.det.put(m)
+		tok.Payload = deterministicPayload(cur.det, c.Name, n)
 	} else if _, err := io.ReadFull(t.rand, tok.Payload[:]); err != nil {
 		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
 	}
@@ -78,7 +71,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if _, err := io.ReadFull(t.rand, nonce[:]); err != nil {
 		return "", fmt.Errorf("tokenizer: reading nonce: %w", err)
 	}
-	blob, err := sealRecordMAC(dek, nonce[:], gen, flags, tok, text, value)
+	blob, err := sealRecordMAC(cur.dek, nonce[:], cur.gen, flags, tok, text, value)
 	if err != nil {
 		return "", err
 	}

@@ -40,3 +40,10 @@ func IsUserError(err error) bool {
 	var u *UserError
 	return errors.As(err, &u)
 }
+
+// ErrKeyMismatch means a stored wrapped key does not open under the
+// identity jeton computes for it (its tenant, generation and purpose): it
+// was copied from another tenant, generation or purpose, or edited. The
+// keyring reports it wrapped in ErrUnavailable, so callers fail closed
+// and never mistake it for a missing token.
+var ErrKeyMismatch = errors.New("tokenizer: stored wrapped key does not open under its identity (moved or edited)")

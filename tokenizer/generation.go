@@ -24,10 +24,14 @@ type GenerationInfo struct {
 	// OwnKEK is true when the generation's DEK is wrapped by a KEK of its
 	// own, so destroying it also makes Redis backups unreadable. Only
 	// generations created before per-generation KEKs (key blob version 1)
-	// lack one: destroying those erases the store's copy, but a backup
-	// stays readable until custodians retire the main KEK versions it was
-	// wrapped under.
+	// lack one until Rewrap moves them under their own: destroying those
+	// erases the store's copy, but a backup stays readable until
+	// custodians retire the main KEK versions it was wrapped under.
 	OwnKEK bool
+	// Bound is true when the stored DEK is bound to its tenant and
+	// generation (Transit associated data), so that a copy moved or edited
+	// in the store fails to unwrap. Rewrap binds the keys written before.
+	Bound bool
 }
 
 // RotateGeneration starts a new data-key generation for tenant, wrapped by
@@ -122,7 +126,7 @@ func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]Generatio
 			if err != nil {
 				return nil, err
 			}
-			gi.Created, gi.OwnKEK = kb.created, kb.kek != ""
+			gi.Created, gi.OwnKEK, gi.Bound = kb.created, kb.version != keyBlobVersion1, kb.bound()
 		}
 		if marker != nil || blob == nil {
 			// No blob and no marker: destroyed before markers existed.
@@ -136,7 +140,9 @@ func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]Generatio
 // DestroyGeneration crypto-shreds generation gen of tenant: every record
 // sealed under it becomes unrecoverable, from the live store and from any
 // backup of it, because the generation's KEK is destroyed in the
-// KeyManager. It refuses the current generation (a UserError) and, as a
+// KeyManager, and with it the generation's deterministic-token key: its
+// deterministic tokens can no longer be recomputed or matched. The KEK is
+// the one keyID computes for (tenant, gen), whatever the store holds. It refuses the current generation (a UserError) and, as a
 // UserError too, a generation that stopped being current less than twice
 // KeyRefresh ago, since another replica may still be writing records
 // under it. An unknown tenant or generation is ErrNotFound. Destroying a
@@ -166,19 +172,13 @@ func (t *Tokenizer) DestroyGeneration(ctx context.Context, tenant string, gen ui
 	if gen == cur {
 		return &UserError{fmt.Errorf("tokenizer: generation %d is tenant %s's current generation; rotate first", gen, tenant)}
 	}
-	vals, err := t.store.Get(ctx, []string{genName(tenant, gen), destroyedName(tenant, gen), genName(tenant, gen+1)})
+	vals, err := t.store.Get(ctx, []string{destroyedName(tenant, gen), genName(tenant, gen+1)})
 	if err != nil {
 		return unavailable("store", err)
 	}
-	blob, marker, successor := vals[0], vals[1], vals[2]
-	kek := genKEK(tenant, gen) // when the blob is gone, its KEK had this name if it had one
-	if blob != nil {
-		kb, err := parseKeyBlob(blob)
-		if err != nil {
-			return err
-		}
-		kek = kb.kek
-	}
+	marker, successor := vals[0], vals[1]
+	// Never read from the stored blob: the store does not choose the key.
+	kek := dekKeyID(tenant, gen).kek()
 	if marker == nil && successor != nil {
 		// A replica trusts its cached current generation for up to
 		// KeyRefresh: until then it may still seal records under gen, and
@@ -198,10 +198,10 @@ func (t *Tokenizer) DestroyGeneration(ctx context.Context, tenant string, gen ui
 	if tk := t.keys.cached(tenant); tk != nil {
 		t.keys.evict(tk, gen)
 	}
-	if kek != "" {
-		if err := t.keys.km.DestroyKEK(ctx, kek); err != nil {
-			return unavailable("key manager", err)
-		}
+	// A generation from before per-generation KEKs has none in the
+	// KeyManager; destroying an absent KEK succeeds.
+	if err := t.keys.km.DestroyKEK(ctx, kek); err != nil {
+		return unavailable("key manager", err)
 	}
 	if _, err := t.store.Delete(ctx, []string{genName(tenant, gen)}); err != nil {
 		return unavailable("store", err)
@@ -213,24 +213,36 @@ func (t *Tokenizer) DestroyGeneration(ctx context.Context, tenant string, gen ui
 type RewrapProgress struct {
 	// Done of Total keys are handled; Total is known before the first.
 	Done, Total int
-	// Rewrapped keys now sit under their KEK's newest version.
+	// Rewrapped keys now sit under their KEK's newest version, bound to
+	// their identity.
 	Rewrapped int
+	// Upgraded counts the Rewrapped keys that were stored unbound (key
+	// blob version 1 or 2) and are now bound; those of version 1 also
+	// moved from the main KEK to their generation's own.
+	Upgraded int
 	// Skipped keys belong to destroyed generations, or were wrapped under
 	// a KEK version that has been retired, and were left as they are.
 	Skipped int
 }
 
-// Rewrap re-wraps the service's own root key (if any) and every stored key of the
-// tenants (root key and each generation's DEK) under the newest version of
-// its KEK, after custodians rotated KEKs in the KeyManager. No record is
-// re-encrypted. It never brings back a destroyed generation, even one
-// destroyed while it runs. progress, if not nil, is called after each key.
-// A tenant with no keys counts nothing. The error is non-nil only when a
-// backend failed; the keys rewrapped by then stay rewrapped, and running
-// Rewrap again is safe.
+// Rewrap re-wraps the service's own root key (if any) and every stored key
+// of the tenants (root key and each generation's DEK) under the newest
+// version of its KEK, after custodians rotated KEKs in the KeyManager. No
+// record is re-encrypted. Each key is unwrapped as its identity says
+// (keyID.opener) and wrapped anew, bound to that identity: this is also
+// how keys stored before binding are upgraded. (Vault's transit/rewrap
+// cannot do this: in Vault 1.21 it ignores associated_data, so it can
+// neither rewrap a bound key nor bind an unbound one.)
+//
+// It never brings back a destroyed generation, even one destroyed while it
+// runs. progress, if not nil, is called after each key. A tenant with no
+// keys counts nothing. The error is non-nil when a backend failed or a
+// stored key does not open under its identity (ErrKeyMismatch); the keys
+// rewrapped by then stay rewrapped, and running Rewrap again is safe.
 func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(RewrapProgress)) (RewrapProgress, error) {
 	type target struct {
-		name, marker string
+		id     keyID
+		marker string
 	}
 	var todo []target
 	sys, err := t.store.Get(ctx, []string{rootName(systemKeyring)})
@@ -238,7 +250,7 @@ func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(
 		return RewrapProgress{}, unavailable("store", err)
 	}
 	if sys[0] != nil {
-		todo = append(todo, target{name: rootName(systemKeyring)})
+		todo = append(todo, target{id: rootKeyID(systemKeyring)})
 	}
 	for _, tn := range tenants {
 		if err := validateName("tenant", tn); err != nil {
@@ -251,22 +263,26 @@ func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(
 		if !ok {
 			continue
 		}
-		todo = append(todo, target{name: rootName(tn)})
+		todo = append(todo, target{id: rootKeyID(tn)})
 		for g := uint32(1); g <= cur; g++ {
-			todo = append(todo, target{name: genName(tn, g), marker: destroyedName(tn, g)})
+			todo = append(todo, target{id: dekKeyID(tn, g), marker: destroyedName(tn, g)})
 		}
 	}
 	p := RewrapProgress{Total: len(todo)}
 	for _, tg := range todo {
-		rewrapped, err := t.rewrapOne(ctx, tg.name, tg.marker)
+		res, err := t.rewrapOne(ctx, tg.id, tg.marker)
 		if err != nil {
 			return p, err
 		}
 		p.Done++
-		if rewrapped {
-			p.Rewrapped++
-		} else {
+		switch res {
+		case rewrapSkipped:
 			p.Skipped++
+		case rewrapUpgraded:
+			p.Upgraded++
+			p.Rewrapped++
+		default:
+			p.Rewrapped++
 		}
 		if progress != nil {
 			progress(p)
@@ -275,37 +291,55 @@ func (t *Tokenizer) Rewrap(ctx context.Context, tenants []string, progress func(
 	return p, nil
 }
 
-// rewrapOne rewraps the key stored at name, unless it is absent, its
-// marker says destroyed, or its KEK version is retired.
-func (t *Tokenizer) rewrapOne(ctx context.Context, name, marker string) (bool, error) {
-	names := []string{name}
+type rewrapResult int
+
+const (
+	rewrapSkipped rewrapResult = iota
+	rewrapDone
+	rewrapUpgraded
+)
+
+// rewrapOne rewraps the key id, unless it is absent, its marker says
+// destroyed, or its KEK version is retired.
+func (t *Tokenizer) rewrapOne(ctx context.Context, id keyID, marker string) (rewrapResult, error) {
+	names := []string{id.storeName()}
 	if marker != "" {
 		names = append(names, marker)
 	}
 	vals, err := t.store.Get(ctx, names)
 	if err != nil {
-		return false, unavailable("store", err)
+		return 0, unavailable("store", err)
 	}
 	if vals[0] == nil || (marker != "" && vals[1] != nil) {
-		return false, nil
+		return rewrapSkipped, nil
 	}
 	blob, err := parseKeyBlob(vals[0])
 	if err != nil {
-		return false, err
+		return 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, id, err)
 	}
-	re, err := t.keys.km.Rewrap(ctx, blob.kek, blob.wrapped)
+	key, err := t.keys.unwrap(ctx, id, blob)
 	if errors.Is(err, ErrKeyDestroyed) {
-		return false, nil
+		return rewrapSkipped, nil
 	}
 	if err != nil {
-		return false, unavailable("key manager", err)
+		return 0, err
 	}
-	blob.wrapped = re
+	re, err := t.keys.wrap(ctx, id, key, blob.created)
+	clear(key)
+	if err != nil {
+		return 0, err
+	}
 	// Only over a key that still exists: a DestroyGeneration that deleted
 	// it since the Get above must stay done.
-	stored, err := t.store.PutExisting(ctx, []Entry{{Key: name, Value: blob.encode()}})
+	stored, err := t.store.PutExisting(ctx, []Entry{{Key: id.storeName(), Value: re}})
 	if err != nil {
-		return false, unavailable("store", err)
+		return 0, unavailable("store", err)
 	}
-	return stored[0], nil
+	switch {
+	case !stored[0]:
+		return rewrapSkipped, nil
+	case !blob.bound():
+		return rewrapUpgraded, nil
+	}
+	return rewrapDone, nil
 }

@@ -95,13 +95,18 @@ func (e *realEnv) keys(t testing.TB) *vaultkeys.Manager {
 // replica is a fresh Tokenizer, with cold caches, on r and the Vault.
 func (e *realEnv) replica(t testing.TB, r *testenv.Redis) *tokenizer.Tokenizer {
 	t.Helper()
+	return e.replicaClasses(t, r, tokenizer.DefaultClasses())
+}
+
+func (e *realEnv) replicaClasses(t testing.TB, r *testenv.Redis, classes []tokenizer.Class) *tokenizer.Tokenizer {
+	t.Helper()
 	rc, err := redisstore.NewClient(redisstore.Config{Addrs: []string{r.Addr}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rc.Close() })
 	tz, err := tokenizer.New(tokenizer.Config{
-		Classes:    tokenizer.DefaultClasses(),
+		Classes:    classes,
 		Keys:       e.keys(t),
 		Store:      redisstore.New(rc),
 		KeyRefresh: time.Second,
@@ -310,8 +315,8 @@ func TestDestroyGenerationEndToEnd(t *testing.T) {
 	// Generation 2 came after the backup: not in it.
 	wantNone(t, fresh, "restored backup, generation 2", toks2)
 	// It is Vault that refuses: the wrapped DEK names a KEK that is gone.
-	kek, wrapped := wrappedOf(t, blob)
-	if _, err := e.keys(t).Unwrap(ctx, kek, wrapped); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+	kek, ad := tokenizer.KeyIdentity("acme", 1)
+	if _, err := e.keys(t).Unwrap(ctx, kek, wrappedOf(t, blob), ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 		t.Fatalf("Unwrap of the backed-up DEK: %v, want ErrKeyDestroyed", err)
 	}
 	// In the restored data generation 1 is still current, and it fails
@@ -366,7 +371,7 @@ func TestRewrapAfterKEKRotationEndToEnd(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"jeton:k:_system:root", "jeton:k:acme:root", "jeton:k:acme:gen:1", "jeton:k:acme:gen:2", "jeton:k:beta:root", "jeton:k:beta:gen:1"} {
-		if _, wrapped := wrappedOf(t, rawGet(t, r, key)); !strings.HasPrefix(string(wrapped), "vault:v2:") {
+		if wrapped := wrappedOf(t, rawGet(t, r, key)); !strings.HasPrefix(string(wrapped), "vault:v2:") {
 			t.Errorf("%s is not wrapped under KEK version 2 after Rewrap", key)
 		}
 	}
@@ -376,10 +381,10 @@ func TestRewrapAfterKEKRotationEndToEnd(t *testing.T) {
 		e.custodian(t, "transit/keys/"+k+"/config", map[string]any{"min_decryption_version": 2})
 	}
 	m := e.keys(t)
-	for name, blob := range map[string][]byte{"root": oldRoot, "generation 1": oldGen} {
-		kek, wrapped := wrappedOf(t, blob)
-		if _, err := m.Unwrap(ctx, kek, wrapped); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
-			t.Errorf("pre-rewrap %s key after min_decryption_version=2: %v, want ErrKeyDestroyed", name, err)
+	for gen, blob := range map[uint32][]byte{0: oldRoot, 1: oldGen} {
+		kek, ad := tokenizer.KeyIdentity("acme", gen)
+		if _, err := m.Unwrap(ctx, kek, wrappedOf(t, blob), ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+			t.Errorf("pre-rewrap key of generation %d (0: root) after min_decryption_version=2: %v, want ErrKeyDestroyed", gen, err)
 		}
 	}
 	fresh := e.replica(t, r)

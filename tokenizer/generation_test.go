@@ -1,10 +1,13 @@
 package tokenizer_test
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -35,14 +38,14 @@ func newGenEnv(t *testing.T) genEnv {
 	return genEnv{env: e, t1: t1, t2: t2}
 }
 
-// wrappedOf cuts the wrapped DEK out of a version 2 key blob.
-func wrappedOf(t *testing.T, blob []byte) (kek string, wrapped []byte) {
+// wrappedOf cuts the wrapped key out of a version 3 key blob: version |
+// created (8 bytes) | wrapped.
+func wrappedOf(t testing.TB, blob []byte) []byte {
 	t.Helper()
-	if len(blob) < 10 || blob[0] != 2 || len(blob) < 10+int(blob[9]) {
-		t.Fatalf("not a version 2 key blob (%d bytes)", len(blob))
+	if len(blob) < 10 || blob[0] != 3 {
+		t.Fatalf("not a version 3 key blob (%d bytes)", len(blob))
 	}
-	n := int(blob[9])
-	return string(blob[10 : 10+n]), blob[10+n:]
+	return blob[9:]
 }
 
 func TestDestroyGenerationRefusals(t *testing.T) {
@@ -97,9 +100,10 @@ func TestDestroyGenerationShreds(t *testing.T) {
 	wantValue(t, revealOne(t, other, e.t1), "Fake Gen One")
 
 	backup := e.rawGet(t, "jeton:k:acme:gen:1")
-	kek, wrapped := wrappedOf(t, backup)
-	if kek != "acme-g1" {
-		t.Fatalf("generation 1 is wrapped by KEK %q, want its own KEK acme-g1", kek)
+	wrapped := wrappedOf(t, backup)
+	kek, ad := tokenizer.KeyIdentity("acme", 1)
+	if _, err := e.lk.Unwrap(ctx, kek, wrapped, ad); kek != "acme-g1" || err != nil {
+		t.Fatalf("generation 1 does not unwrap under its own KEK %q: %v", kek, err)
 	}
 	if err := e.tz.DestroyGeneration(ctx, "acme", 1); err != nil {
 		t.Fatalf("DestroyGeneration: %v", err)
@@ -116,7 +120,7 @@ func TestDestroyGenerationShreds(t *testing.T) {
 	if e.rawGet(t, "jeton:k:acme:gen:1") != nil {
 		t.Error("the wrapped DEK of generation 1 is still in the store")
 	}
-	if _, err := e.lk.Unwrap(ctx, kek, wrapped); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+	if _, err := e.lk.Unwrap(ctx, kek, wrapped, ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 		t.Errorf("Unwrap with the destroyed KEK: %v, want ErrKeyDestroyed", err)
 	}
 	// Restoring a backup of the blob (and not the marker) brings nothing
@@ -151,8 +155,8 @@ func TestDestroyGenerationCrashSafety(t *testing.T) {
 		t.Run(step.name, func(t *testing.T) {
 			e := newGenEnv(t)
 			ctx := context.Background()
-			blob := e.rawGet(t, "jeton:k:acme:gen:1")
-			kek, wrapped := wrappedOf(t, blob)
+			wrapped := wrappedOf(t, e.rawGet(t, "jeton:k:acme:gen:1"))
+			kek, ad := tokenizer.KeyIdentity("acme", 1)
 
 			step.fail(e, true)
 			if err := e.tz.DestroyGeneration(ctx, "acme", 1); !errors.Is(err, tokenizer.ErrUnavailable) {
@@ -169,14 +173,14 @@ func TestDestroyGenerationCrashSafety(t *testing.T) {
 			if p, err := e.tz.Rewrap(ctx, []string{"acme"}, nil); err != nil || p.Skipped != 1 || p.Rewrapped != 2 {
 				t.Fatalf("Rewrap after an interrupted destroy = %+v, %v; want generation 1 skipped", p, err)
 			}
-			if _, err := e.lk.Unwrap(ctx, kek, wrapped); (err == nil) != step.kekUp {
+			if _, err := e.lk.Unwrap(ctx, kek, wrapped, ad); (err == nil) != step.kekUp {
 				t.Fatalf("KEK alive after the failed step: %t, want %t (%v)", err == nil, step.kekUp, err)
 			}
 			// A retry finishes the job.
 			if err := e.tz.DestroyGeneration(ctx, "acme", 1); err != nil {
 				t.Fatalf("retried DestroyGeneration: %v", err)
 			}
-			if _, err := e.lk.Unwrap(ctx, kek, wrapped); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+			if _, err := e.lk.Unwrap(ctx, kek, wrapped, ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 				t.Errorf("KEK after the retry: %v, want ErrKeyDestroyed", err)
 			}
 			if e.rawGet(t, "jeton:k:acme:gen:1") != nil {
@@ -215,8 +219,8 @@ func TestGenerations(t *testing.T) {
 	}
 	want := []tokenizer.GenerationInfo{
 		{Generation: 1, Created: time.Time{}, Destroyed: true, DestroyedAt: td},
-		{Generation: 2, Created: t1, OwnKEK: true},
-		{Generation: 3, Created: t2, OwnKEK: true, Current: true},
+		{Generation: 2, Created: t1, OwnKEK: true, Bound: true},
+		{Generation: 3, Created: t2, OwnKEK: true, Bound: true, Current: true},
 	}
 	// The destroyed generation's blob, and with it its creation time, is
 	// gone; the marker keeps when it was destroyed.
@@ -234,60 +238,105 @@ func TestGenerations(t *testing.T) {
 	}
 }
 
-// A generation written before per-generation KEKs (key blob version 1,
-// under the main KEK) keeps working, reports no creation time and no KEK
-// of its own, rotates on schedule, and destroying it erases its blob
-// without asking the KeyManager to destroy anything.
-func TestLegacyGeneration(t *testing.T) {
+// legacyBlob wraps a fresh key as an earlier release stored it: unbound,
+// under kek, as a version 1 blob (kek must be the main KEK "") or a
+// version 2 blob naming storedKEK, a field that is now ignored.
+func legacyBlob(t *testing.T, e *env, version byte, kek, storedKEK string) []byte {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := e.lk.Wrap(context.Background(), kek, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if version == 1 {
+		return append([]byte{1}, wrapped...)
+	}
+	b := binary.BigEndian.AppendUint64([]byte{2}, uint64(e.clock.Now().Add(-time.Hour).Unix()))
+	b = append(b, byte(len(storedKEK)))
+	return append(append(b, storedKEK...), wrapped...)
+}
+
+// Generations written before keys were bound keep working: version 1
+// (under the main KEK, no KEK of its own) and version 2 (its own KEK; the
+// KEK name the blob carries is ignored, here even a lie). Rewrap upgrades
+// every one to a bound version 3 blob, the version 1 generation moving to
+// a KEK of its own; destroying a legacy generation destroys the KEK its
+// identity names, never one the blob names.
+func TestLegacyGenerationsAndTheirUpgrade(t *testing.T) {
 	e := newEnv(t, withRefresh(testRefresh))
 	ctx := context.Background()
-	// A tenant as the previous release left it.
-	root, rootWrapped, err := e.lk.NewDataKey(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, genWrapped, err := e.lk.NewDataKey(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clear(root)
+	tokenize(t, e.tz, "beta", []tokenizer.Item{{Class: "name", Value: "Fake Beta"}}, "")
+	// A tenant as earlier releases left it.
 	if err := e.mem.Put(ctx, []tokenizer.Entry{
-		{Key: "jeton:k:old:root", Value: append([]byte{1}, rootWrapped...)},
-		{Key: "jeton:k:old:gen:1", Value: append([]byte{1}, genWrapped...)},
+		{Key: "jeton:k:old:root", Value: legacyBlob(t, e, 1, "", "")},
+		{Key: "jeton:k:old:gen:1", Value: legacyBlob(t, e, 1, "", "")},
+		{Key: "jeton:k:old:gen:2", Value: legacyBlob(t, e, 2, "old-g2", "beta-g1")},
 		{Key: "jeton:k:old:current", Value: []byte{1, 0, 0, 0, 1}},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	tok := tokenize(t, e.tz, "old", []tokenizer.Item{{Class: "name", Value: "Fake Legacy"}}, "")[0]
-	wantValue(t, revealOne(t, e.newTokenizer(t), tok), "Fake Legacy")
+	cold := e.newTokenizer(t)
+	tok2 := tokenize(t, cold, "old", []tokenizer.Item{{Class: "name", Value: "Fake Legacy Two"}}, "")[0]
+	if r := revealOne(t, cold, tok2); r.Generation != 2 {
+		t.Fatalf("tokenized under generation %d, want 2", r.Generation)
+	}
 	gens, err := e.tz.Generations(ctx, "old")
-	if err != nil || len(gens) != 1 || gens[0].OwnKEK || !gens[0].Created.IsZero() || !gens[0].Current {
+	if err != nil || len(gens) != 2 || gens[0].OwnKEK || gens[0].Bound || !gens[0].Created.IsZero() ||
+		!gens[1].OwnKEK || gens[1].Bound || !gens[1].Current {
 		t.Fatalf("Generations = %+v, %v", gens, err)
 	}
-	// Of unknown age, it is due for rotation whatever the schedule.
-	rotated, g, err := e.tz.RotateIfOlder(ctx, "old", 365*24*time.Hour)
-	if err != nil || !rotated || g != 2 {
-		t.Fatalf("RotateIfOlder(legacy) = %t, %d, %v; want a rotation to 2", rotated, g, err)
+	if _, err := e.tz.RotateGeneration(ctx, "old"); err != nil {
+		t.Fatal(err)
 	}
 	e.clock.Advance(2*testRefresh + time.Second)
-	// A KEK rotation and rewrap keep version 1 blobs in version 1.
+	tok3 := tokenize(t, e.tz, "old", []tokenizer.Item{{Class: "name", Value: "Fake Legacy Three"}}, "")[0]
+
+	// Custodians rotate, then Rewrap binds every legacy key.
 	if err := e.lk.Rotate(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.tz.Rewrap(ctx, []string{"old"}, nil); err != nil {
+	p, err := e.tz.Rewrap(ctx, []string{"old"}, nil)
+	if want := (tokenizer.RewrapProgress{Done: 4, Total: 4, Rewrapped: 4, Upgraded: 3}); err != nil || p != want {
+		t.Fatalf("Rewrap = %+v, %v; want %+v", p, err, want)
+	}
+	for _, g := range []uint32{0, 1, 2, 3} {
+		name := "jeton:k:old:root"
+		if g > 0 {
+			name = "jeton:k:old:gen:" + strconv.Itoa(int(g))
+		}
+		kek, ad := tokenizer.KeyIdentity("old", g)
+		if _, err := e.lk.Unwrap(ctx, kek, wrappedOf(t, e.rawGet(t, name)), ad); err != nil {
+			t.Errorf("%s after Rewrap does not unwrap as its identity (KEK %q): %v", name, kek, err)
+		}
+	}
+	gens, err = e.tz.Generations(ctx, "old")
+	if err != nil || len(gens) != 3 {
+		t.Fatalf("Generations = %+v, %v", gens, err)
+	}
+	for _, g := range gens {
+		if !g.OwnKEK || !g.Bound {
+			t.Errorf("generation %d after Rewrap: own KEK %t, bound %t", g.Generation, g.OwnKEK, g.Bound)
+		}
+	}
+	fresh := e.newTokenizer(t)
+	wantValue(t, revealOne(t, fresh, tok2), "Fake Legacy Two")
+	wantValue(t, revealOne(t, fresh, tok3), "Fake Legacy Three")
+
+	// Destroying generation 2, whose old blob named beta's KEK, destroys
+	// old-g2 and nothing of beta's.
+	if err := e.tz.DestroyGeneration(ctx, "old", 2); err != nil {
 		t.Fatal(err)
 	}
-	if b := e.rawGet(t, "jeton:k:old:gen:1"); len(b) == 0 || b[0] != 1 || bytes.Equal(b[1:], genWrapped) {
-		t.Fatal("rewrap did not rewrap the version 1 blob in place")
+	if got := e.keys.destroyedKEKs(); !slices.Equal(got, []string{"old-g2"}) {
+		t.Errorf("DestroyGeneration destroyed %q, want [old-g2]", got)
 	}
-	wantValue(t, revealOne(t, e.newTokenizer(t), tok), "Fake Legacy")
-	if err := e.tz.DestroyGeneration(ctx, "old", 1); err != nil {
-		t.Fatal(err)
+	wantNotFound(t, revealOne(t, e.newTokenizer(t), tok2))
+	if _, err := e.tz.Tokenize(ctx, "beta", []tokenizer.Item{{Class: "name", Value: "Fake Beta"}}, ""); err != nil {
+		t.Errorf("beta after destroying old's generation 2: %v", err)
 	}
-	if n := e.keys.count("DestroyKEK"); n != 0 {
-		t.Errorf("destroying a legacy generation called DestroyKEK %d times; it has no KEK of its own", n)
-	}
-	wantNotFound(t, revealOne(t, e.newTokenizer(t), tok))
 }
 
 func (e *env) rawGet(t *testing.T, key string) []byte {
@@ -345,8 +394,8 @@ type destroyDuringRewrap struct {
 	destroy func()
 }
 
-func (k *destroyDuringRewrap) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
-	out, err := k.KeyManager.Rewrap(ctx, kek, wrapped)
+func (k *destroyDuringRewrap) Wrap(ctx context.Context, kek string, key, ad []byte) ([]byte, error) {
+	out, err := k.KeyManager.Wrap(ctx, kek, key, ad)
 	if kek == "acme-g1" {
 		k.once.Do(k.destroy)
 	}
@@ -480,5 +529,44 @@ func TestCurrentPointerIsAHint(t *testing.T) {
 	}
 	if !slices.Equal(nums, []uint32{1, 2, 3}) || !gens[2].Current {
 		t.Fatalf("Generations = %+v", gens)
+	}
+}
+
+// retiredMain answers every unwrap under the main KEK as retired, as Vault
+// does once custodians raised min_decryption_version without a rewrap.
+type retiredMain struct{ tokenizer.KeyManager }
+
+func (k retiredMain) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
+	if kek == "" {
+		return nil, fmt.Errorf("retired: %w", tokenizer.ErrKeyDestroyed)
+	}
+	return k.KeyManager.Unwrap(ctx, kek, wrapped, ad)
+}
+
+// A tenant whose root key can no longer be unwrapped is an outage
+// (ErrUnavailable), not a set of missing tokens: the call fails as a whole,
+// and never as "not found".
+func TestRetiredRootKeyIsUnavailable(t *testing.T) {
+	e := newGenEnv(t)
+	if _, err := e.tz.DeriveKey(context.Background(), "audit"); err != nil { // the system root key
+		t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.Keys = retiredMain{e.keys}
+	cold, err := tokenizer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	parsed, _ := tokenizer.ParseToken(e.t2)
+	res, err := cold.Reveal(ctx, []tokenizer.Token{parsed})
+	if !errors.Is(err, tokenizer.ErrUnavailable) || res != nil {
+		t.Fatalf("Reveal with the root key retired = %v, %v; want ErrUnavailable", res, err)
+	}
+	if _, err := cold.Tokenize(ctx, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, ""); !errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Fatalf("Tokenize with the root key retired: %v; want ErrUnavailable", err)
+	}
+	if _, err := cold.DeriveKey(ctx, "audit"); !errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Fatalf("DeriveKey with the system root key retired: %v; want ErrUnavailable", err)
 	}
 }

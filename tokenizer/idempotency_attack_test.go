@@ -47,12 +47,14 @@ func TestIdempotencyEntriesDoNotOpenFromADump(t *testing.T) {
 	if len(entries) != 1 || len(roots) != 1 {
 		t.Fatalf("%d entries, %d root keys", len(entries), len(roots))
 	}
-	// Root key blob v2: 02 | created (8) | len(kek) (1) | kek | wrapped.
+	// Root key blob v3: 03 | created (8) | wrapped, bound to its identity,
+	// which is no secret.
 	b := rootBlobs[0]
-	if b[0] != 2 {
+	if b[0] != 3 {
 		t.Fatalf("root key blob version %d", b[0])
 	}
-	root, err := km.Unwrap(ctx, "", b[10+int(b[9]):])
+	kek, ad := tokenizer.KeyIdentity("acme", 0)
+	root, err := km.Unwrap(ctx, kek, b[9:], ad)
 	if err != nil {
 		t.Fatalf("the attacker's unwrap failed: %v", err)
 	}

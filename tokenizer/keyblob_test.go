@@ -11,7 +11,8 @@ import (
 
 // TestKeyBlobKnownAnswers pins the stored formats of wrapped keys, destroyed
 // markers and the current-generation pointer: a change that would strand
-// keys already in Redis fails here.
+// keys already in Redis fails here. Versions 1 and 2 are only read; every
+// blob written is version 3.
 func TestKeyBlobKnownAnswers(t *testing.T) {
 	raw, err := os.ReadFile("testdata/keyblobs.json")
 	if err != nil {
@@ -23,7 +24,6 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 			Blob        string `json:"blob"`
 			Version     byte   `json:"version"`
 			CreatedUnix int64  `json:"created_unix"`
-			KEK         string `json:"kek"`
 			Wrapped     string `json:"wrapped"`
 		} `json:"key_blobs"`
 		Marker struct {
@@ -46,9 +46,7 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 		}
 		return b
 	}
-	if len(kat.KeyBlobs) == 0 {
-		t.Fatal("no key blob vectors")
-	}
+	seen := map[byte]bool{}
 	for _, tc := range kat.KeyBlobs {
 		t.Run(tc.Name, func(t *testing.T) {
 			blob := unhex(t, tc.Blob)
@@ -56,23 +54,31 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseKeyBlob: %v", err)
 			}
+			seen[got.version] = true
 			var created time.Time
 			if tc.CreatedUnix != 0 {
 				created = time.Unix(tc.CreatedUnix, 0).UTC()
 			}
-			if got.version != tc.Version || !got.created.Equal(created) || got.kek != tc.KEK || string(got.wrapped) != tc.Wrapped {
-				t.Errorf("parseKeyBlob = v%d %v %q %q; want v%d %v %q %q",
-					got.version, got.created, got.kek, got.wrapped, tc.Version, created, tc.KEK, tc.Wrapped)
+			if got.version != tc.Version || !got.created.Equal(created) || string(got.wrapped) != tc.Wrapped {
+				t.Errorf("parseKeyBlob = v%d %v %q; want v%d %v %q",
+					got.version, got.created, got.wrapped, tc.Version, created, tc.Wrapped)
 			}
-			if enc := got.encode(); !bytes.Equal(enc, blob) {
-				t.Errorf("encode = %x, want %x", enc, blob)
+			if got.bound() != (tc.Version == keyBlobVersion3) {
+				t.Errorf("bound = %t for version %d", got.bound(), tc.Version)
 			}
-			if tc.Version == keyBlobVersion2 {
-				if enc := newKeyBlob(created, tc.KEK, []byte(tc.Wrapped)).encode(); !bytes.Equal(enc, blob) {
+			if tc.Version == keyBlobVersion3 {
+				if enc := newKeyBlob(created, []byte(tc.Wrapped)).encode(); !bytes.Equal(enc, blob) {
 					t.Errorf("newKeyBlob(...).encode = %x, want %x", enc, blob)
 				}
+			} else if enc := got.encode(); enc[0] != keyBlobVersion3 {
+				t.Errorf("re-encoding a version %d blob wrote version %d; every blob written is version 3", tc.Version, enc[0])
 			}
 		})
+	}
+	for _, v := range []byte{keyBlobVersion1, keyBlobVersion2, keyBlobVersion3} {
+		if !seen[v] {
+			t.Errorf("no vector for key blob version %d", v)
+		}
 	}
 	if got := markerBlob(time.Unix(kat.Marker.DestroyedUnix, 0)); !bytes.Equal(got, unhex(t, kat.Marker.Blob)) {
 		t.Errorf("markerBlob = %x, want %s", got, kat.Marker.Blob)
@@ -87,14 +93,95 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 
 func TestParseKeyBlobRejectsMalformed(t *testing.T) {
 	for _, b := range [][]byte{
-		nil, {}, {1}, {2}, {3, 1, 2, 3},
+		nil, {}, {1}, {2}, {3}, {4, 1, 2, 3},
 		{2, 0, 0, 0, 0, 0, 0, 0, 1},                   // no KEK length
 		{2, 0, 0, 0, 0, 0, 0, 0, 1, 0},                // no wrapped key
 		{2, 0, 0, 0, 0, 0, 0, 0, 1, 5, 'a', 'b', 'c'}, // KEK name cut short
 		{2, 0, 0, 0, 0, 0, 0, 0, 1, 3, 'a', 'b', 'c'}, // KEK but no wrapped key
+		{3, 0, 0, 0, 0, 0, 0, 0, 1},                   // no wrapped key
 	} {
 		if _, err := parseKeyBlob(b); err == nil {
 			t.Errorf("parseKeyBlob(%x) accepted", b)
+		}
+	}
+}
+
+// TestKeyIdentityKnownAnswers pins the one function that maps (tenant,
+// generation, purpose) to a KEK name, the associated data of the wrapped
+// blob and the store name: a change would strand every stored key, and a
+// variant that leaves the tenant, generation or purpose out of the binding
+// fails here.
+func TestKeyIdentityKnownAnswers(t *testing.T) {
+	raw, err := os.ReadFile("testdata/keyids.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kat struct {
+		Identities []struct {
+			Tenant     string `json:"tenant"`
+			Generation uint32 `json:"generation"`
+			Purpose    string `json:"purpose"`
+			KEK        string `json:"kek"`
+			AD         string `json:"ad"`
+			StoreName  string `json:"store_name"`
+		} `json:"identities"`
+		Rejects []string `json:"generation_kek_rejects"`
+	}
+	if err := json.Unmarshal(raw, &kat); err != nil {
+		t.Fatal(err)
+	}
+	if len(kat.Identities) == 0 || len(kat.Rejects) == 0 {
+		t.Fatal("no vectors")
+	}
+	ads := map[string]bool{}
+	for _, tc := range kat.Identities {
+		var id keyID
+		switch tc.Purpose {
+		case "root":
+			id = rootKeyID(tc.Tenant)
+		case "dek":
+			id = dekKeyID(tc.Tenant, tc.Generation)
+		default:
+			t.Fatalf("unknown purpose %q", tc.Purpose)
+		}
+		if id.gen != tc.Generation {
+			t.Fatalf("%s: generation %d, vector says %d", id, id.gen, tc.Generation)
+		}
+		if got := id.kek(); got != tc.KEK {
+			t.Errorf("%s: kek = %q, want %q", id, got, tc.KEK)
+		}
+		if got := hex.EncodeToString(id.ad()); got != tc.AD {
+			t.Errorf("%s: ad = %s, want %s", id, got, tc.AD)
+		}
+		if got := id.storeName(); got != tc.StoreName {
+			t.Errorf("%s: store name = %q, want %q", id, got, tc.StoreName)
+		}
+		if ads[tc.AD] {
+			t.Errorf("%s: associated data shared with another identity", id)
+		}
+		ads[tc.AD] = true
+		if tc.Purpose == "dek" {
+			tn, g, ok := ParseGenerationKEK(tc.KEK)
+			if !ok || tn != tc.Tenant || g != tc.Generation {
+				t.Errorf("ParseGenerationKEK(%q) = %q, %d, %t", tc.KEK, tn, g, ok)
+			}
+		}
+		// Every blob version opens under a computed KEK: the bound one
+		// with the identity's associated data, the legacy ones without.
+		for _, v := range []struct {
+			version byte
+			kek     string
+			bound   bool
+		}{{keyBlobVersion1, "", false}, {keyBlobVersion2, tc.KEK, false}, {keyBlobVersion3, tc.KEK, true}} {
+			kek, ad := id.opener(keyBlob{version: v.version})
+			if kek != v.kek || (ad != nil) != v.bound || (v.bound && hex.EncodeToString(ad) != tc.AD) {
+				t.Errorf("%s: opener(v%d) = %q, %x", id, v.version, kek, ad)
+			}
+		}
+	}
+	for _, name := range kat.Rejects {
+		if tn, g, ok := ParseGenerationKEK(name); ok {
+			t.Errorf("ParseGenerationKEK(%q) = %q, %d, accepted", name, tn, g)
 		}
 	}
 }

@@ -6,44 +6,21 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
+	"io"
 	"sync"
 	"time"
 )
 
-// Each tenant has a root key and numbered data-key generations, all wrapped
-// by a KEK of the KeyManager and kept in the Store:
-//
-//	jeton:k:<tenant>:root          wrapped root key (names, deterministic MACs)
-//	jeton:k:<tenant>:gen:<n>       wrapped DEK of generation n
-//	jeton:k:<tenant>:destroyed:<n> marker: generation n is destroyed
-//	jeton:k:<tenant>:current       the generation new records use (a hint)
-//
-// Root keys are wrapped by the main KEK (KEK name ""). Each generation's DEK
-// is wrapped by a KEK of its own, named genKEK(tenant, n), which
-// DestroyGeneration destroys: a Redis backup taken before then holds the
-// wrapped DEK but nothing can unwrap it any more.
-//
-// Stored key blobs start with a version byte. Plaintext keys live only in
-// memory. The KeyManager is called once per key per process, plus when a
-// wrapped key changes (rewrap), so it is never on the per-item path.
-const (
-	// keyBlobVersion1 is version | wrapped, wrapped by the main KEK. It is
-	// still read; new blobs are version 2.
-	keyBlobVersion1 = 0x01
-	// keyBlobVersion2 is version | created (int64, Unix seconds, big
-	// endian) | len(kek) (one byte) | kek | wrapped.
-	keyBlobVersion2 = 0x02
-	// markerVersion1 is version | destroyed (int64, Unix seconds, big
-	// endian): the destroyed marker of a generation.
-	markerVersion1 = 0x01
-	// currentVersion1 is version | generation (uint32, big endian).
-	currentVersion1 = 0x01
-)
+// Each tenant has a root key and numbered data-key generations, each
+// wrapped by a KEK of the KeyManager and kept in the Store; keyid.go says
+// which KEK, bound how, stored where. Plaintext keys live only in memory.
+// The KeyManager is called once per key per process, plus when a wrapped
+// key changes (rewrap), so it is never on the per-item path.
 
 type keyring struct {
 	km      KeyManager
 	store   Store
+	rand    io.Reader // makes the keys the KeyManager wraps
 	now     func() time.Time
 	refresh time.Duration
 	obs     Observer // nil: none
@@ -56,35 +33,18 @@ type keyring struct {
 type tenantKeys struct {
 	name  string
 	index *macKey // names store keys
-	det   *macKey // mints deterministic tokens
 	idem  []byte  // AEAD key for idempotency entries
 
 	mu      sync.Mutex
 	current uint32
 	checked time.Time
-	deks    map[uint32]*cachedKey
+	gens    map[uint32]*cachedKey
 }
 
 type cachedKey struct {
-	key     *macKey
-	wrapped []byte
+	keys    *genKeys // nil: the generation is destroyed
+	blob    []byte   // the stored blob the keys came from
 	checked time.Time
-}
-
-func rootName(tenant string) string    { return "jeton:k:" + tenant + ":root" }
-func currentName(tenant string) string { return "jeton:k:" + tenant + ":current" }
-func genName(tenant string, gen uint32) string {
-	return "jeton:k:" + tenant + ":gen:" + strconv.FormatUint(uint64(gen), 10)
-}
-func destroyedName(tenant string, gen uint32) string {
-	return "jeton:k:" + tenant + ":destroyed:" + strconv.FormatUint(uint64(gen), 10)
-}
-
-// genKEK names the KEK of one tenant generation. Tenant names are a-z, 0-9
-// and '-', so reading "-g<digits>" from the right recovers tenant and
-// generation: no two generations share a KEK.
-func genKEK(tenant string, gen uint32) string {
-	return tenant + "-g" + strconv.FormatUint(uint64(gen), 10)
 }
 
 func unavailable(what string, err error) error {
@@ -94,66 +54,53 @@ func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
 }
 
-// keyBlob is a stored wrapped key.
-type keyBlob struct {
-	version byte
-	created time.Time // zero for version 1
-	kek     string    // the KEK that wraps it; "" is the main KEK
-	wrapped []byte
-}
-
-func newKeyBlob(created time.Time, kek string, wrapped []byte) keyBlob {
-	return keyBlob{version: keyBlobVersion2, created: created, kek: kek, wrapped: wrapped}
-}
-
-// encode writes b in its own version, so a rewrap keeps a version 1 blob
-// readable by older replicas during a rolling upgrade.
-func (b keyBlob) encode() []byte {
-	if b.version == keyBlobVersion1 {
-		return append([]byte{keyBlobVersion1}, b.wrapped...)
+// newKey makes a 256-bit key from the keyring's randomness.
+func (k *keyring) newKey() ([]byte, error) {
+	key := make([]byte, 32)
+	if _, err := io.ReadFull(k.rand, key); err != nil {
+		return nil, fmt.Errorf("tokenizer: reading randomness for a key: %w", err)
 	}
-	out := binary.BigEndian.AppendUint64([]byte{keyBlobVersion2}, uint64(b.created.Unix()))
-	out = append(out, byte(len(b.kek)))
-	out = append(out, b.kek...)
-	return append(out, b.wrapped...)
+	return key, nil
 }
 
-var errKeyBlob = errors.New("tokenizer: stored key blob is malformed or has an unknown version")
+// wrap wraps key as id and returns the blob to store, bound to id.
+func (k *keyring) wrap(ctx context.Context, id keyID, key []byte, created time.Time) ([]byte, error) {
+	wrapped, err := k.km.Wrap(ctx, id.kek(), key, id.ad())
+	if err != nil {
+		return nil, unavailable("key manager: wrapping "+id.String(), err)
+	}
+	return newKeyBlob(created, wrapped).encode(), nil
+}
 
-func parseKeyBlob(b []byte) (keyBlob, error) {
+// unwrap opens a stored blob of id. A blob that does not open under id's
+// identity (moved, copied or edited in the store) is ErrKeyMismatch
+// wrapped in ErrUnavailable: never a missing key, so never NotFound.
+func (k *keyring) unwrap(ctx context.Context, id keyID, b keyBlob) ([]byte, error) {
+	kek, ad := id.opener(b)
+	key, err := k.km.Unwrap(ctx, kek, b.wrapped, ad)
 	switch {
-	case len(b) >= 2 && b[0] == keyBlobVersion1:
-		return keyBlob{version: keyBlobVersion1, wrapped: b[1:]}, nil
-	case len(b) >= 1+8+1 && b[0] == keyBlobVersion2:
-		n := int(b[9])
-		if len(b) < 10+n+1 {
-			return keyBlob{}, errKeyBlob
-		}
-		return keyBlob{
-			version: keyBlobVersion2,
-			created: time.Unix(int64(binary.BigEndian.Uint64(b[1:9])), 0).UTC(),
-			kek:     string(b[10 : 10+n]),
-			wrapped: b[10+n:],
-		}, nil
+	case errors.Is(err, ErrKeyDestroyed):
+		return nil, fmt.Errorf("tokenizer: %s: %w", id, err)
+	case errors.Is(err, ErrKeyMismatch):
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, id, err)
+	case err != nil:
+		return nil, unavailable("key manager: unwrapping "+id.String(), err)
+	case len(key) != 32:
+		clear(key)
+		return nil, fmt.Errorf("%w: %s: %w: not a 256-bit key", ErrUnavailable, id, ErrKeyMismatch)
 	}
-	return keyBlob{}, errKeyBlob
+	return key, nil
 }
 
-func markerBlob(destroyed time.Time) []byte {
-	return binary.BigEndian.AppendUint64([]byte{markerVersion1}, uint64(destroyed.Unix()))
-}
-
-// parseMarker returns when a generation was destroyed. Any marker, even a
-// malformed one, means destroyed: erasure must not hinge on its format.
-func parseMarker(b []byte) time.Time {
-	if len(b) != 9 || b[0] != markerVersion1 {
-		return time.Time{}
+// newTenantKeys derives a tenant's keys from its root key.
+func newTenantKeys(name string, root []byte) *tenantKeys {
+	rk := newMACKey(root)
+	return &tenantKeys{
+		name:  name,
+		index: newMACKey(rk.expand32(nil, "jeton/v1/index")),
+		idem:  rk.expand32(nil, "jeton/v1/idempotency"),
+		gens:  map[uint32]*cachedKey{},
 	}
-	return time.Unix(int64(binary.BigEndian.Uint64(b[1:])), 0).UTC()
-}
-
-func currentBlob(gen uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{currentVersion1}, gen)
 }
 
 // tenant returns a tenant's keys. With create set it makes the root key and
@@ -164,18 +111,12 @@ func (k *keyring) tenant(ctx context.Context, name string, create bool) (*tenant
 	tk := k.tenants[name]
 	k.mu.Unlock()
 	if tk == nil {
-		root, err := k.loadOrCreate(ctx, rootName(name), "", create)
+		root, err := k.loadOrCreate(ctx, rootKeyID(name), create)
 		if err != nil {
 			return nil, err
 		}
-		rk := newMACKey(root)
-		tk = &tenantKeys{
-			name:  name,
-			index: newMACKey(rk.expand32(nil, "jeton/v1/index")),
-			det:   newMACKey(rk.expand32(nil, "jeton/v1/deterministic")),
-			idem:  rk.expand32(nil, "jeton/v1/idempotency"),
-			deks:  map[uint32]*cachedKey{},
-		}
+		tk = newTenantKeys(name, root)
+		clear(root)
 		k.mu.Lock()
 		if prev := k.tenants[name]; prev != nil {
 			tk = prev
@@ -190,10 +131,10 @@ func (k *keyring) tenant(ctx context.Context, name string, create bool) (*tenant
 	return tk, nil
 }
 
-// loadOrCreate unwraps the key stored at name, first storing a fresh one
-// wrapped by kek if create is set and there is none. Concurrent creators
-// agree on one key.
-func (k *keyring) loadOrCreate(ctx context.Context, name, kek string, create bool) ([]byte, error) {
+// loadOrCreate unwraps the key id, first storing a fresh one if create is
+// set and there is none. Concurrent creators agree on one key.
+func (k *keyring) loadOrCreate(ctx context.Context, id keyID, create bool) ([]byte, error) {
+	name := id.storeName()
 	vals, err := k.store.Get(ctx, []string{name})
 	if err != nil {
 		return nil, unavailable("store", err)
@@ -202,34 +143,41 @@ func (k *keyring) loadOrCreate(ctx context.Context, name, kek string, create boo
 		if !create {
 			return nil, ErrNotFound
 		}
-		key, wrapped, err := k.km.NewDataKey(ctx, kek)
+		key, err := k.newKey()
 		if err != nil {
-			return nil, unavailable("key manager", err)
+			return nil, err
 		}
-		blob := newKeyBlob(k.now(), kek, wrapped)
-		won, err := k.store.PutNew(ctx, []Entry{{Key: name, Value: blob.encode()}})
+		blob, err := k.wrap(ctx, id, key, k.now())
+		if err != nil {
+			return nil, err
+		}
+		won, err := k.store.PutNew(ctx, []Entry{{Key: name, Value: blob}})
 		if err != nil {
 			return nil, unavailable("store", err)
 		}
 		if won[0] {
 			return key, nil
 		}
+		clear(key)
 		if vals, err = k.store.Get(ctx, []string{name}); err != nil {
 			return nil, unavailable("store", err)
 		}
 		if vals[0] == nil {
-			return nil, fmt.Errorf("%w: key %s vanished while being created", ErrUnavailable, name)
+			return nil, fmt.Errorf("%w: %s vanished while being created", ErrUnavailable, id)
 		}
 	}
 	blob, err := parseKeyBlob(vals[0])
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, id, err)
 	}
-	key, err := k.km.Unwrap(ctx, blob.kek, blob.wrapped)
-	if err != nil {
-		return nil, unavailable("key manager", err)
+	key, err := k.unwrap(ctx, id, blob)
+	if errors.Is(err, ErrKeyDestroyed) {
+		// A root key whose KEK version was retired (without a rewrap)
+		// leaves its whole tenant unusable: an outage for custodians to
+		// fix, not a missing token.
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return key, nil
+	return key, err
 }
 
 // readCurrent returns the tenant's current generation as the store has it,
@@ -285,9 +233,11 @@ func (k *keyring) refreshCurrent(ctx context.Context, tk *tenantKeys, create boo
 	if !create {
 		return ErrNotFound
 	}
-	if _, err := k.loadOrCreate(ctx, genName(tk.name, 1), genKEK(tk.name, 1), true); err != nil {
+	key, err := k.loadOrCreate(ctx, dekKeyID(tk.name, 1), true)
+	if err != nil {
 		return err
 	}
+	clear(key)
 	if _, err := k.store.PutNew(ctx, []Entry{{Key: currentName(tk.name), Value: currentBlob(1)}}); err != nil {
 		return unavailable("store", err)
 	}
@@ -295,56 +245,132 @@ func (k *keyring) refreshCurrent(ctx context.Context, tk *tenantKeys, create boo
 	return nil
 }
 
-// dek returns the data key of a generation. It re-checks the wrapped key
+// genKeys are the keys of one live generation, in memory.
+type genKeys struct {
+	gen uint32
+	// dek derives each record's key (envelope.go).
+	dek *macKey
+	// det mints the generation's deterministic tokens
+	// (deterministicPayload).
+	det *macKey
+}
+
+// newGenKeys derives a generation's keys from its DEK.
+//
+// The deterministic-token key is HKDF-Expand(DEK, "jeton/v2/deterministic")
+// rather than a key wrapped on its own, and that is sound:
+//   - it dies with the generation: it exists only where the DEK is
+//     unwrapped, so once the generation's KEK is destroyed no one, jetond
+//     included, can derive it again from any copy of the store;
+//   - it is independent of every record key: those are HKDF-Expand(DEK,
+//     "jeton/v1/record" 0x00 token), an info string that can never equal
+//     this one, and HKDF-Expand is a PRF, so knowing either reveals
+//     nothing of the other or of the DEK;
+//   - it costs no second wrapped blob, no second Vault unwrap, and no
+//     second thing to destroy or to forget to destroy.
+func newGenKeys(gen uint32, dek []byte) *genKeys {
+	d := newMACKey(dek)
+	return &genKeys{gen: gen, dek: d, det: newMACKey(d.expand32(nil, "jeton/v2/deterministic"))}
+}
+
+// genKeys returns the keys of a generation. It re-checks the wrapped key
 // and the destroyed marker in the store once per refresh interval, so a
 // destroyed generation stops opening records on every replica within that
-// interval.
-func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) (*macKey, error) {
+// interval. A destroyed generation is ErrKeyDestroyed; a wrapped key that
+// does not open as the generation's (moved or edited in the store) is
+// ErrUnavailable, as is any backend failure.
+func (k *keyring) genKeys(ctx context.Context, tk *tenantKeys, gen uint32) (*genKeys, error) {
 	tk.mu.Lock()
-	c := tk.deks[gen]
+	c := tk.gens[gen]
 	tk.mu.Unlock()
 	if c != nil && k.now().Sub(c.checked) < k.refresh {
+		if c.keys == nil {
+			return nil, ErrKeyDestroyed
+		}
 		k.observeDEK(true)
-		return c.key, nil
+		return c.keys, nil
 	}
-	vals, err := k.store.Get(ctx, []string{genName(tk.name, gen), destroyedName(tk.name, gen)})
+	id := dekKeyID(tk.name, gen)
+	vals, err := k.store.Get(ctx, []string{id.storeName(), destroyedName(tk.name, gen)})
 	if err != nil {
 		return nil, unavailable("store", err)
 	}
 	if vals[0] == nil || vals[1] != nil {
-		k.evict(tk, gen)
+		k.destroyed(tk, gen)
 		return nil, ErrKeyDestroyed
 	}
 	blob, err := parseKeyBlob(vals[0])
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, id, err)
 	}
-	var key *macKey
-	if c != nil && bytes.Equal(c.wrapped, blob.wrapped) {
+	// Any change to the stored blob, even one that keeps the wrapped key,
+	// is unwrapped anew, so a warm replica sees an edited blob as a cold
+	// one does.
+	var keys *genKeys
+	if c != nil && c.keys != nil && bytes.Equal(c.blob, vals[0]) {
 		k.observeDEK(true)
-		key = c.key
+		keys = c.keys
 	} else {
 		k.observeDEK(false)
-		raw, err := k.km.Unwrap(ctx, blob.kek, blob.wrapped)
+		raw, err := k.unwrap(ctx, id, blob)
 		if errors.Is(err, ErrKeyDestroyed) {
-			k.evict(tk, gen)
+			k.destroyed(tk, gen)
 			return nil, ErrKeyDestroyed // its KEK, or the KEK version, is gone
 		}
 		if err != nil {
-			return nil, unavailable("key manager", err)
+			return nil, err
 		}
-		key = newMACKey(raw)
+		keys = newGenKeys(gen, raw)
+		clear(raw)
 	}
 	tk.mu.Lock()
-	tk.deks[gen] = &cachedKey{key: key, wrapped: blob.wrapped, checked: k.now()}
+	tk.gens[gen] = &cachedKey{keys: keys, blob: vals[0], checked: k.now()}
 	tk.mu.Unlock()
-	return key, nil
+	return keys, nil
 }
 
-// evict forgets a generation's DEK in this process.
+// dek returns the data key of a generation; see genKeys.
+func (k *keyring) dek(ctx context.Context, tk *tenantKeys, gen uint32) (*macKey, error) {
+	keys, err := k.genKeys(ctx, tk, gen)
+	if err != nil {
+		return nil, err
+	}
+	return keys.dek, nil
+}
+
+// olderLive returns the keys of the tenant's live generations below gen,
+// oldest first. Destroyed generations are left out; any other failure
+// fails the call, since a generation that cannot be read might hold a
+// token the caller must get.
+func (k *keyring) olderLive(ctx context.Context, tk *tenantKeys, gen uint32) ([]*genKeys, error) {
+	var out []*genKeys
+	for g := uint32(1); g < gen; g++ {
+		keys, err := k.genKeys(ctx, tk, g)
+		if errors.Is(err, ErrKeyDestroyed) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keys)
+	}
+	return out, nil
+}
+
+// destroyed remembers for one refresh interval that a generation is
+// destroyed, so that deterministic lookups over many old generations, and
+// reveals of their tokens, do not ask the store each time. A destroyed
+// generation never comes back: its KEK is gone.
+func (k *keyring) destroyed(tk *tenantKeys, gen uint32) {
+	tk.mu.Lock()
+	tk.gens[gen] = &cachedKey{checked: k.now()}
+	tk.mu.Unlock()
+}
+
+// evict forgets a generation's keys in this process.
 func (k *keyring) evict(tk *tenantKeys, gen uint32) {
 	tk.mu.Lock()
-	delete(tk.deks, gen)
+	delete(tk.gens, gen)
 	tk.mu.Unlock()
 }
 
@@ -371,14 +397,19 @@ func (k *keyring) rotate(ctx context.Context, tenant string) (gen uint32, won bo
 		return 0, false, fmt.Errorf("%w: tenant %s lost its current generation", ErrUnavailable, tenant)
 	}
 	next := cur + 1
-	// Racing rotations ask for the same KEK name; the KeyManager creates
-	// it once, so the losers leave no orphan KEK behind.
-	_, wrapped, err := k.km.NewDataKey(ctx, genKEK(tenant, next))
+	id := dekKeyID(tenant, next)
+	key, err := k.newKey()
 	if err != nil {
-		return 0, false, unavailable("key manager", err)
+		return 0, false, err
 	}
-	blob := newKeyBlob(k.now(), genKEK(tenant, next), wrapped)
-	ok2, err := k.store.PutNew(ctx, []Entry{{Key: genName(tenant, next), Value: blob.encode()}})
+	// Racing rotations wrap under the same KEK; the KeyManager creates it
+	// once, so the losers leave no orphan KEK behind.
+	blob, err := k.wrap(ctx, id, key, k.now())
+	clear(key)
+	if err != nil {
+		return 0, false, err
+	}
+	ok2, err := k.store.PutNew(ctx, []Entry{{Key: id.storeName(), Value: blob}})
 	if err != nil {
 		return 0, false, unavailable("store", err)
 	}

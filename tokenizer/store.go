@@ -45,26 +45,37 @@ type Store interface {
 	Scan(ctx context.Context, prefix string, fn func(keys []string) error) error
 }
 
-// KeyManager holds key-encryption keys (KEKs). A KEK never leaves it;
-// jeton only ever sees data keys, in the clear in memory and wrapped at rest.
+// KeyManager holds key-encryption keys (KEKs). A KEK never leaves it. The
+// tokenizer makes its keys itself, from its own randomness, and has the
+// KeyManager wrap them; it keeps them in the clear only in memory.
 //
-// KEKs are named by the tokenizer: "" is the main KEK, which always exists
-// and wraps root keys; any other name (a-z, 0-9 and '-', starting with a
-// letter) is a KEK of its own for one tenant generation, created by
-// NewDataKey on first use and destroyed by DestroyKEK. Unwrap and Rewrap
-// return an error wrapping ErrKeyDestroyed when the KEK, or the KEK version
-// a key was wrapped under, has been destroyed or retired; any other error
-// means the key manager could not be reached or refused the work.
+// KEKs are named by the tokenizer (see GenerationKEK): "" is the main KEK,
+// which always exists; any other name is the KEK of one tenant generation,
+// created by its first Wrap and destroyed by DestroyKEK.
+//
+// Every wrap is bound to associated data ad, which Unwrap must be given
+// again: a wrapped key opens only under the KEK and the ad it was wrapped
+// with. Unwrap's errors say why a key does not open:
+//   - ErrKeyDestroyed: the KEK, or the KEK version the key was wrapped
+//     under, has been destroyed or retired, for good;
+//   - ErrKeyMismatch: wrapped does not open under kek with ad: it was
+//     wrapped under another KEK or with other associated data, or edited;
+//   - anything else: the key manager could not be reached or refused the
+//     work, and a retry may succeed.
 type KeyManager interface {
-	// NewDataKey returns a fresh 256-bit key and that key wrapped by the
-	// KEK named kek, creating that KEK if it does not exist yet.
-	NewDataKey(ctx context.Context, kek string) (key, wrapped []byte, err error)
-	// Unwrap returns the key inside wrapped, which kek wraps.
-	Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error)
-	// Rewrap re-wraps under kek's newest version without revealing the key.
-	Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error)
+	// Wrap encrypts key under the newest version of the KEK named kek,
+	// bound to ad, creating that KEK if it is a generation's and does not
+	// exist yet. Racing first wraps create one KEK.
+	Wrap(ctx context.Context, kek string, key, ad []byte) (wrapped []byte, err error)
+	// Unwrap returns the key inside wrapped, which kek wraps, bound to ad.
+	// A nil ad opens a key wrapped with none.
+	Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error)
 	// DestroyKEK destroys the KEK named kek, every version of it, for good:
 	// nothing it wrapped can be unwrapped again. Destroying a KEK that does
 	// not exist succeeds. It refuses the main KEK "".
 	DestroyKEK(ctx context.Context, kek string) error
+	// KEKs lists the generation KEKs that exist and whose names start with
+	// prefix, so that a purge destroys every one of a tenant's, whatever
+	// the store says. Never the main KEK.
+	KEKs(ctx context.Context, prefix string) ([]string, error)
 }

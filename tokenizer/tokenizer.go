@@ -4,7 +4,8 @@
 //
 // Invariants kept here:
 //   - A random token carries 128 bits from the injected reader (crypto/rand
-//     by default); a deterministic token is a MAC under a tenant key.
+//     by default); a deterministic token is a MAC under a key of one key
+//     generation of the tenant, which dies with that generation.
 //   - Store key names are keyed hashes; no token, value or unkeyed hash is
 //     ever part of a key or a stored value.
 //   - A record opens only under its own token, tenant and class.
@@ -102,7 +103,7 @@ func New(cfg Config) (*Tokenizer, error) {
 	if refresh <= 0 {
 		refresh = 10 * time.Second
 	}
-	t.keys = &keyring{km: cfg.Keys, store: cfg.Store, now: t.now, refresh: refresh, obs: cfg.Observer, tenants: map[string]*tenantKeys{}}
+	t.keys = &keyring{km: cfg.Keys, store: cfg.Store, rand: t.rand, now: t.now, refresh: refresh, obs: cfg.Observer, tenants: map[string]*tenantKeys{}}
 	return t, nil
 }
 
@@ -150,8 +151,10 @@ type pending struct {
 	tok     Token
 	text    string
 	name    string
-	idem    string // idempotency entry name, for random items under a key
-	idemKey []byte // seals the token in that entry
+	gen     uint32  // the generation the record is sealed under
+	dek     *macKey // that generation's DEK
+	idem    string  // idempotency entry name, for random items under a key
+	idemKey []byte  // seals the token in that entry
 	// replaceClaim marks a token reminted because the earlier attempt's
 	// record is gone: its entry is overwritten, not claimed.
 	replaceClaim bool
@@ -197,7 +200,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	if len(work) == 0 {
 		return results, nil
 	}
-	tk, gen, dek, err := t.currentKey(ctx, tenant)
+	tk, cur, err := t.currentGen(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -212,15 +215,10 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	parallel(len(work), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p := &work[i]
+			p.gen, p.dek = cur.gen, cur.dek
 			p.tok = Token{Class: p.class.Name, Tenant: tenant, Version: tokenVersion1}
 			if p.class.Kind == KindDeterministic {
-				m := tk.det.get()
-				m.Write([]byte(p.class.Name))
-				m.Write([]byte{0})
-				m.Write([]byte(p.norm))
-				var sum [sha256.Size]byte
-				copy(p.tok.Payload[:], m.Sum(sum[:0]))
-				tk.det.put(m)
+				p.tok.Payload = deterministicPayload(cur.det, p.class.Name, p.norm)
 			} else {
 				copy(p.tok.Payload[:], random[i*tokenPayloadLen:])
 			}
@@ -228,6 +226,12 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 			p.name = recordName(tk, p.text)
 		}
 	})
+	// A value already tokenized under an older live generation keeps that
+	// token (deterministic.go).
+	olderGens, err := t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
+	if err != nil {
+		return nil, err
+	}
 	if idempotencyKey != "" {
 		for i := range work {
 			if p := &work[i]; p.class.Kind == KindRandom {
@@ -280,7 +284,7 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 			for i := a; i < b; i++ {
 				if p := &chunk[i]; p.name != "" { // else adopted from an earlier attempt
 					j := lo + i
-					blobs[i], _ = sealRecordMAC(dek, nonces[j*nonceSize:(j+1)*nonceSize], gen, 0, p.tok, p.text, p.value)
+					blobs[i], _ = sealRecordMAC(p.dek, nonces[j*nonceSize:(j+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
 				}
 			}
 		})
@@ -331,6 +335,9 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 	if err := t.claimIdempotent(ctx, tk, work); err != nil {
 		return nil, err
 	}
+	if err := t.checkNotDestroyed(ctx, tk, olderGens); err != nil {
+		return nil, err
+	}
 	for _, p := range work {
 		results[p.idx].Token = p.text
 	}
@@ -368,26 +375,26 @@ func parallel(n int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// currentKey returns the tenant's keys, creating them on first use, and
-// its current generation with that generation's DEK. A destroyed current
-// generation (a store restored from a backup taken before a rotation) is
-// an outage to fix by rotating, not a missing token.
-func (t *Tokenizer) currentKey(ctx context.Context, tenant string) (*tenantKeys, uint32, *macKey, error) {
+// currentGen returns the tenant's keys, creating them on first use, and
+// the keys of its current generation. A destroyed current generation (a
+// store restored from a backup taken before a rotation) is an outage to
+// fix by rotating, not a missing token.
+func (t *Tokenizer) currentGen(ctx context.Context, tenant string) (*tenantKeys, *genKeys, error) {
 	tk, err := t.keys.tenant(ctx, tenant, true)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, nil, err
 	}
 	tk.mu.Lock()
 	gen := tk.current // rotate and refreshCurrent write it under tk.mu
 	tk.mu.Unlock()
-	dek, err := t.keys.dek(ctx, tk, gen)
+	keys, err := t.keys.genKeys(ctx, tk, gen)
 	if errors.Is(err, ErrKeyDestroyed) {
-		return nil, 0, nil, fmt.Errorf("%w: tenant %s: current generation %d: %w; rotate to a new one", ErrUnavailable, tenant, gen, ErrKeyDestroyed)
+		return nil, nil, fmt.Errorf("%w: tenant %s: current generation %d: %w; rotate to a new one", ErrUnavailable, tenant, gen, ErrKeyDestroyed)
 	}
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, nil, err
 	}
-	return tk, gen, dek, nil
+	return tk, keys, nil
 }
 
 // remintErased gives a fresh token to every item whose earlier attempt's
@@ -692,13 +699,14 @@ const systemKeyring = "_system"
 
 // DeriveKey returns a 256-bit key for the service's own use (for example
 // the audit log's MAC key), derived from a root key that the KeyManager
-// wraps like any tenant's. The same label gives the same key on every
-// replica and across restarts.
+// wraps like any tenant's, bound to the identity ("_system", root). The
+// same label gives the same key on every replica and across restarts.
 func (t *Tokenizer) DeriveKey(ctx context.Context, label string) ([]byte, error) {
-	root, err := t.keys.loadOrCreate(ctx, rootName(systemKeyring), "", true)
+	root, err := t.keys.loadOrCreate(ctx, rootKeyID(systemKeyring), true)
 	if err != nil {
 		return nil, err
 	}
+	defer clear(root)
 	k, err := hkdf.Expand(sha256.New, root, "jeton/v1/system/"+label, 32)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: deriving %s key: %w", label, err)

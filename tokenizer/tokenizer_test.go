@@ -221,7 +221,7 @@ func (s *recStore) deletedWithPrefix(prefix string) int {
 	return n
 }
 
-// recKeys wraps a KeyManager, counts calls, logs rewrapped and unwrapped
+// recKeys wraps a KeyManager, counts calls, logs wrapped and unwrapped
 // blobs, and can be told to fail.
 type recKeys struct {
 	inner tokenizer.KeyManager
@@ -229,12 +229,13 @@ type recKeys struct {
 	mu        sync.Mutex
 	calls     map[string]int
 	failing   map[string]bool
-	rewrapped map[string]bool
+	wrapped   map[string]bool
 	unwrapped [][]byte
+	destroyed []string
 }
 
 func newRecKeys(inner tokenizer.KeyManager) *recKeys {
-	return &recKeys{inner: inner, calls: map[string]int{}, failing: map[string]bool{}, rewrapped: map[string]bool{}}
+	return &recKeys{inner: inner, calls: map[string]int{}, failing: map[string]bool{}, wrapped: map[string]bool{}}
 }
 
 func (k *recKeys) enter(op string) error {
@@ -259,41 +260,51 @@ func (k *recKeys) count(op string) int {
 	return k.calls[op]
 }
 
-func (k *recKeys) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
-	if err := k.enter("NewDataKey"); err != nil {
-		return nil, nil, err
-	}
-	return k.inner.NewDataKey(ctx, kek)
+// destroyedKEKs returns the KEKs DestroyKEK was called with, in order.
+func (k *recKeys) destroyedKEKs() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.destroyed)
 }
 
-func (k *recKeys) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
+func (k *recKeys) Wrap(ctx context.Context, kek string, key, ad []byte) ([]byte, error) {
+	if err := k.enter("Wrap"); err != nil {
+		return nil, err
+	}
+	out, err := k.inner.Wrap(ctx, kek, key, ad)
+	if err == nil {
+		k.mu.Lock()
+		k.wrapped[string(out)] = true
+		k.mu.Unlock()
+	}
+	return out, err
+}
+
+func (k *recKeys) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
 	if err := k.enter("Unwrap"); err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
 	k.unwrapped = append(k.unwrapped, bytes.Clone(wrapped))
 	k.mu.Unlock()
-	return k.inner.Unwrap(ctx, kek, wrapped)
-}
-
-func (k *recKeys) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
-	if err := k.enter("Rewrap"); err != nil {
-		return nil, err
-	}
-	out, err := k.inner.Rewrap(ctx, kek, wrapped)
-	if err == nil {
-		k.mu.Lock()
-		k.rewrapped[string(out)] = true
-		k.mu.Unlock()
-	}
-	return out, err
+	return k.inner.Unwrap(ctx, kek, wrapped, ad)
 }
 
 func (k *recKeys) DestroyKEK(ctx context.Context, kek string) error {
 	if err := k.enter("DestroyKEK"); err != nil {
 		return err
 	}
+	k.mu.Lock()
+	k.destroyed = append(k.destroyed, kek)
+	k.mu.Unlock()
 	return k.inner.DestroyKEK(ctx, kek)
+}
+
+func (k *recKeys) KEKs(ctx context.Context, prefix string) ([]string, error) {
+	if err := k.enter("KEKs"); err != nil {
+		return nil, err
+	}
+	return k.inner.KEKs(ctx, prefix)
 }
 
 // env is a Tokenizer over memstore and localkeys, with both wrapped so a
@@ -703,7 +714,7 @@ func TestRevealUnknownTenantOrClass(t *testing.T) {
 	e := newEnv(t)
 	known := tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")[0]
 	kt, _ := tokenizer.ParseToken(known)
-	writes, newKeys := e.store.mark(), e.keys.count("NewDataKey")
+	writes, newKeys := e.store.mark(), e.keys.count("Wrap")
 
 	ghost := kt
 	ghost.Tenant = "ghost"
@@ -731,7 +742,7 @@ func TestRevealUnknownTenantOrClass(t *testing.T) {
 	if n, err := e.tz.EraseSubject(ctx, "ghost", "subject-1"); n != 0 || err != nil {
 		t.Fatalf("EraseSubject(ghost) = %d, %v", n, err)
 	}
-	if e.store.mark() != writes || e.keys.count("NewDataKey") != newKeys {
+	if e.store.mark() != writes || e.keys.count("Wrap") != newKeys {
 		t.Fatal("revealing or erasing for an unknown tenant created keys")
 	}
 	vals, _ := e.mem.Get(ctx, []string{"jeton:k:ghost:root", "jeton:k:ghost:current"})
@@ -1021,7 +1032,7 @@ func TestBackendFailuresFailClosed(t *testing.T) {
 	t.Run("KeyManager", func(t *testing.T) {
 		e := newEnv(t)
 		toks := tokenize(t, e.tz, "acme", items, "")
-		e.keys.fail("NewDataKey", true)
+		e.keys.fail("Wrap", true)
 		if res, err := e.tz.Tokenize(context.Background(), "newcomer", items, ""); !errors.Is(err, tokenizer.ErrUnavailable) || res != nil {
 			t.Fatalf("Tokenize with no key manager = %v, %v", res, err)
 		}
@@ -1037,7 +1048,6 @@ func TestBackendFailuresFailClosed(t *testing.T) {
 		if res, err := cold.Tokenize(context.Background(), "acme", items, ""); !errors.Is(err, tokenizer.ErrUnavailable) || res != nil {
 			t.Fatalf("Tokenize with no key manager = %v, %v", res, err)
 		}
-		e.keys.fail("Rewrap", true)
 		if _, err := e.tz.Rewrap(context.Background(), []string{"acme"}, nil); !errors.Is(err, tokenizer.ErrUnavailable) {
 			t.Fatalf("Rewrap err = %v", err)
 		}
@@ -1148,6 +1158,9 @@ func TestRotateAndRewrap(t *testing.T) {
 	if err := e.lk.Rotate(); err != nil {
 		t.Fatal(err)
 	}
+	e.keys.mu.Lock()
+	clear(e.keys.wrapped)
+	e.keys.mu.Unlock()
 	var progress []int
 	p, err := e.tz.Rewrap(ctx, []string{"acme", "nobody"}, func(p tokenizer.RewrapProgress) { progress = append(progress, p.Done) })
 	// acme's root key and its 3 generations.
@@ -1176,7 +1189,7 @@ func TestRotateAndRewrap(t *testing.T) {
 		t.Fatal("cold replica unwrapped nothing")
 	}
 	for _, w := range e.keys.unwrapped {
-		if !e.keys.rewrapped[string(w)] {
+		if !e.keys.wrapped[string(w)] {
 			t.Fatal("cold replica unwrapped a key that was not rewrapped")
 		}
 	}

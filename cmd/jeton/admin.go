@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jeton-dev/jeton/client"
 )
@@ -20,15 +21,28 @@ Key custodian operations, on the trusted listener. Every call is audited;
 case number, never personal data. Destructive subcommands require
 --confirm with the exact text shown.
 
+Dual control: purge-tenant and destroy-generation only make a request.
+It takes effect when enough other custodians of the tenant (the policy's
+dual_control, 2 in all by default) run "approve" on it; the last approval
+carries it out. Requests expire (24h by default); "pending" lists them.
+
 Subcommands:
   erase-tokens       --reason R [TOKEN...]      erase records by token (stdin if none); prints the count
   erase-subject      --tenant T --subject S --reason R
                                                 erase a data subject's records; prints the count
   purge-tenant       --tenant T --confirm T --reason R
-                                                crypto-shred and delete a whole tenant; prints the count
+                                                request that a whole tenant be crypto-shredded
+                                                and deleted; prints the request
   rotate             --tenant T                 start a new key generation; prints its number
   destroy-generation --tenant T --generation N --confirm "destroy T generation N" --reason R
-                                                crypto-shred an old generation
+                                                request that an old generation be crypto-shredded;
+                                                prints the request
+  pending            [--json]                   the pending requests of your tenants
+  approve            --id ID --reason R         approve another custodian's request; the last
+                                                approval needed carries it out
+  cancel             --id ID --reason R         withdraw or reject a pending request
+  sweep              --tenant T                 delete the records of destroyed generations;
+                                                prints "scanned N deleted M" lines as it goes
   rewrap                                        rewrap every data key under the newest KEK;
                                                 prints "DONE/TOTAL" lines as it goes
   stats              [--json]                   record counts per tenant and generation
@@ -52,6 +66,10 @@ var adminCommands = map[string]adminCommand{
 	"rotate":             {adminRotate},
 	"destroy-generation": {adminDestroyGeneration},
 	"rewrap":             {adminRewrap},
+	"pending":            {adminPending},
+	"approve":            {adminApprove},
+	"cancel":             {adminCancel},
+	"sweep":              {adminSweep},
 	"stats":              {adminStats},
 	"reinstate":          {adminReinstate},
 	"mint-canary":        {adminMintCanary},
@@ -170,11 +188,15 @@ func adminPurgeTenant(fs *flag.FlagSet) (func([]string) error, func(context.Cont
 			return noArgs(args)
 		},
 		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
-			n, err := cl.PurgeTenant(ctx, *tenant, *confirm, *reason)
+			r, err := cl.PurgeTenant(ctx, *tenant, *confirm, *reason)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(e.stdout, n)
+			if r.Done {
+				fmt.Fprintf(e.stdout, "purged %s: %d records erased\n", *tenant, r.Erased)
+				return nil
+			}
+			printRequested(e, r)
 			return nil
 		}
 }
@@ -218,10 +240,15 @@ func adminDestroyGeneration(fs *flag.FlagSet) (func([]string) error, func(contex
 			return noArgs(args)
 		},
 		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
-			if err := cl.DestroyGeneration(ctx, *tenant, n, *confirm, *reason); err != nil {
+			r, err := cl.DestroyGeneration(ctx, *tenant, n, *confirm, *reason)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "destroyed %s generation %d\n", *tenant, n)
+			if r.Done {
+				fmt.Fprintf(e.stdout, "destroyed %s generation %d\n", *tenant, n)
+				return nil
+			}
+			printRequested(e, r)
 			return nil
 		}
 }
@@ -252,6 +279,12 @@ func adminStats(fs *flag.FlagSet) (func([]string) error, func(context.Context, *
 				line := fmt.Sprintf("tenant %s generation %d records %d", t.Tenant, g.Generation, g.Records)
 				if g.Current {
 					line += " current"
+				}
+				if g.Destroyed {
+					line += " destroyed"
+					if !g.DestroyedAt.IsZero() {
+						line += " " + g.DestroyedAt.UTC().Format(time.RFC3339)
+					}
 				}
 				fmt.Fprintln(e.stdout, line)
 			}
@@ -311,6 +344,118 @@ func adminMintCanary(fs *flag.FlagSet) (func([]string) error, func(context.Conte
 				return err
 			}
 			fmt.Fprintln(e.stdout, tok)
+			return nil
+		}
+}
+
+// printRequested tells the requester what happens next.
+func printRequested(e *env, r *client.PendingRequest) {
+	fmt.Fprintf(e.stdout, "requested %s; request %s needs %d custodians in all (%d so far), expires %s\n",
+		describe(r), r.ID, r.ApprovalsRequired, len(r.ApprovedBy), r.Expires.UTC().Format(time.RFC3339))
+	fmt.Fprintf(e.stdout, "another custodian of %s approves it with: jeton admin approve --id %s --reason <ticket>\n", r.Tenant, r.ID)
+}
+
+// describe names what a request does, for humans.
+func describe(r *client.PendingRequest) string {
+	if r.Action == "destroy-generation" {
+		return fmt.Sprintf("destroy-generation of %s generation %d", r.Tenant, r.Generation)
+	}
+	return r.Action + " of " + r.Tenant
+}
+
+func adminPending(fs *flag.FlagSet) (func([]string) error, func(context.Context, *client.Client, []string, *env) error) {
+	asJSON := fs.Bool("json", false, "print the requests as one JSON array")
+	return noArgs, func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
+		reqs, err := cl.PendingRequests(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			if reqs == nil {
+				reqs = []*client.PendingRequest{}
+			}
+			return json.NewEncoder(e.stdout).Encode(reqs)
+		}
+		// One request a line, "key value" pairs, for grep and awk; the
+		// reason last, since it is free text.
+		for _, r := range reqs {
+			line := fmt.Sprintf("request %s action %s tenant %s", r.ID, r.Action, r.Tenant)
+			if r.Action == "destroy-generation" {
+				line += fmt.Sprintf(" generation %d", r.Generation)
+			}
+			line += fmt.Sprintf(" requested-by %s approvals %d/%d", r.RequestedBy, len(r.ApprovedBy), r.ApprovalsRequired)
+			if len(r.ApprovedBy) > 1 {
+				line += " approved-by " + strings.Join(r.ApprovedBy[1:], ",")
+			}
+			line += fmt.Sprintf(" expires %s reason %q", r.Expires.UTC().Format(time.RFC3339), r.Reason)
+			fmt.Fprintln(e.stdout, line)
+		}
+		return nil
+	}
+}
+
+func adminApprove(fs *flag.FlagSet) (func([]string) error, func(context.Context, *client.Client, []string, *env) error) {
+	id := fs.String("id", "", "the request, as \"pending\" lists it (required)")
+	reason := fs.String("reason", "", "why, e.g. a ticket number (required; audited)")
+	return func(args []string) error {
+			if err := required(flagVal{"id", *id}, flagVal{"reason", *reason}); err != nil {
+				return err
+			}
+			return noArgs(args)
+		},
+		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
+			r, err := cl.ApproveRequest(ctx, *id, *reason)
+			if err != nil {
+				return err
+			}
+			switch {
+			case r.Done && r.Action == "purge-tenant":
+				fmt.Fprintf(e.stdout, "approved request %s (%d of %d): done, %s, %d records erased\n", r.ID, len(r.ApprovedBy), r.ApprovalsRequired, describe(r), r.Erased)
+			case r.Done:
+				fmt.Fprintf(e.stdout, "approved request %s (%d of %d): done, %s\n", r.ID, len(r.ApprovedBy), r.ApprovalsRequired, describe(r))
+			default:
+				fmt.Fprintf(e.stdout, "approved request %s (%d of %d): pending, more approvals needed\n", r.ID, len(r.ApprovedBy), r.ApprovalsRequired)
+			}
+			return nil
+		}
+}
+
+func adminCancel(fs *flag.FlagSet) (func([]string) error, func(context.Context, *client.Client, []string, *env) error) {
+	id := fs.String("id", "", "the request, as \"pending\" lists it (required)")
+	reason := fs.String("reason", "", "why, e.g. a ticket number (required; audited)")
+	return func(args []string) error {
+			if err := required(flagVal{"id", *id}, flagVal{"reason", *reason}); err != nil {
+				return err
+			}
+			return noArgs(args)
+		},
+		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
+			if err := cl.CancelRequest(ctx, *id, *reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "cancelled request %s\n", *id)
+			return nil
+		}
+}
+
+func adminSweep(fs *flag.FlagSet) (func([]string) error, func(context.Context, *client.Client, []string, *env) error) {
+	tenant := fs.String("tenant", "", "tenant whose destroyed generations to sweep (required)")
+	return func(args []string) error {
+			if err := required(flagVal{"tenant", *tenant}); err != nil {
+				return err
+			}
+			return noArgs(args)
+		},
+		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
+			p, err := cl.SweepDestroyed(ctx, *tenant, func(p client.SweepProgress) {
+				fmt.Fprintf(e.stdout, "scanned %d deleted %d\n", p.Scanned, p.Deleted)
+			})
+			if err != nil {
+				return err
+			}
+			for _, g := range p.Pending {
+				fmt.Fprintf(e.stderr, "generation %d is marked destroyed but its Vault key still exists: run destroy-generation for it again, then sweep again\n", g)
+			}
 			return nil
 		}
 }

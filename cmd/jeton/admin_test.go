@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ identities:
     tenants: [demo]
     roles: [reader]
   - id: spiffe://jeton.dev/ttp/custodian
+    tenants: [demo]
+    roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/custodian-2
     tenants: [demo]
     roles: [custodian]
 roles:
@@ -62,6 +66,18 @@ func realServer(t *testing.T) (*tokenizer.Tokenizer, map[string]string, map[stri
 // realServerWithSponsor is realServer that also returns the environment of
 // a sponsor on the public listener.
 func realServerWithSponsor(t *testing.T) (*tokenizer.Tokenizer, map[string]string, map[string]string, map[string]string) {
+	t.Helper()
+	s := startRealServer(t)
+	return s.tz, s.custodian, s.reader, s.sponsor
+}
+
+// realEnvs are the environments of a real in-process server's callers.
+type realEnvs struct {
+	tz                                     *tokenizer.Tokenizer
+	custodian, custodian2, reader, sponsor map[string]string
+}
+
+func startRealServer(t *testing.T) realEnvs {
 	t.Helper()
 	b, err := devpki.Generate(t.TempDir())
 	if err != nil {
@@ -107,9 +123,21 @@ func realServerWithSponsor(t *testing.T) (*tokenizer.Tokenizer, map[string]strin
 		srv.Stop(ctx)
 	})
 	addr := srv.TrustedAddr().String()
-	return tz, environFor(addr, tlsFiles{b.ServerCA, b.CustodianCert, b.CustodianKey}),
-		environFor(addr, tlsFiles{b.ServerCA, b.TTPCert, b.TTPKey}),
-		environFor(srv.PublicAddr().String(), tlsFiles{b.ServerCA, b.SponsorCert, b.SponsorKey})
+	second, err := b.TTPAuthority.Issue(devpki.LeafOptions{URI: "spiffe://jeton.dev/ttp/custodian-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert2, key2, err := second.Write(t.TempDir(), "custodian-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return realEnvs{
+		tz:         tz,
+		custodian:  environFor(addr, tlsFiles{b.ServerCA, b.CustodianCert, b.CustodianKey}),
+		custodian2: environFor(addr, tlsFiles{b.ServerCA, cert2, key2}),
+		reader:     environFor(addr, tlsFiles{b.ServerCA, b.TTPCert, b.TTPKey}),
+		sponsor:    environFor(srv.PublicAddr().String(), tlsFiles{b.ServerCA, b.SponsorCert, b.SponsorKey}),
+	}
 }
 
 func mustTokenize(t *testing.T, tz *tokenizer.Tokenizer, items ...tokenizer.Item) []string {
@@ -183,16 +211,20 @@ func TestAdminCommands(t *testing.T) {
 		{"destroy the current generation", custodian, "", []string{"destroy-generation", "--tenant", "demo", "--generation", "2", "--confirm", "destroy demo generation 2", "--reason", "r"},
 			exitRPC, "", nil, "InvalidArgument"},
 		{"destroy", custodian, "", []string{"destroy-generation", "--tenant", "demo", "--generation", "1", "--confirm", "destroy demo generation 1", "--reason", "end of retention"},
-			exitOK, "destroyed demo generation 1\n", nil, ""},
+			exitOK, "", []string{"requested destroy-generation of demo generation 1; request ", "needs 2 custodians in all (1 so far)", "jeton admin approve --id "}, ""},
 		{"rewrap", custodian, "", []string{"rewrap"}, exitOK, "", []string{"1/", "\n"}, ""},
 		{"mint canary", custodian, "", []string{"mint-canary", "--tenant", "demo", "--class", "name"}, exitOK, "", []string{"tok_name_"}, ""},
 		{"reinstate", custodian, "", []string{"reinstate", "--identity", "spiffe://jeton.dev/ttp/demo", "--reason", "ticket-3"}, exitOK, "reinstated spiffe://jeton.dev/ttp/demo\n", nil, ""},
 		{"purge without exact confirmation", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "Demo", "--reason", "r"},
 			exitUsage, "", nil, "--confirm must repeat the tenant name exactly"},
-		// The canary is the only record left.
-		{"purge", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "demo", "--reason", "ticket-4"}, exitOK, "1\n", nil, ""},
-		{"stats after purge", custodian, "", []string{"stats"}, exitOK, "tenant demo generations 0\n" +
+		{"purge", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "demo", "--reason", "ticket-4"},
+			exitOK, "", []string{"requested purge-tenant of demo; request "}, ""},
+		// Both are pending: nothing is destroyed or purged. The canary is
+		// the only record left.
+		{"stats with pending requests", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 0\n" +
+			"tenant demo generation 2 records 1 current\ntenant demo class name records 1\n" +
 			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
+		{"approve without id", custodian, "", []string{"approve", "--reason", "r"}, exitUsage, "", nil, "--id is required"},
 		{"unknown subcommand", custodian, "", []string{"erase-everything"}, exitUsage, "", nil, `unknown subcommand "erase-everything"`},
 	}
 	for _, tt := range tests {
@@ -220,6 +252,73 @@ func TestAdminCommands(t *testing.T) {
 	}
 	if ok := opens(t, tz, toks...); ok[0] || ok[1] || ok[2] || ok[3] {
 		t.Errorf("tokens open after erasure and purge: %v", ok)
+	}
+}
+
+// requestID finds the request id in a requester's output.
+func requestID(t *testing.T, stdout string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(stdout, "; request ")
+	id, _, _ := strings.Cut(rest, " ")
+	if !ok || len(id) != 16 {
+		t.Fatalf("no request id in %q", stdout)
+	}
+	return id
+}
+
+// Dual control from the command line: one custodian requests, the other
+// lists and approves; self-approval is refused, cancelled requests are
+// gone, stats shows the destroy and sweep deletes its records.
+func TestAdminDualControlCommands(t *testing.T) {
+	s := startRealServer(t)
+	mustTokenize(t, s.tz, tokenizer.Item{Class: "name", Value: "Dual Cli One"})
+	if _, err := s.tz.RotateGeneration(context.Background(), "demo"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // past twice KeyRefresh since the rotation
+	run := func(environ map[string]string, args ...string) result {
+		t.Helper()
+		got := jeton(t, environ, "", append([]string{"admin"}, args...)...)
+		checkNoValues(t, got.stdout+got.stderr, "Dual Cli One")
+		return got
+	}
+	got := run(s.custodian, "destroy-generation", "--tenant", "demo", "--generation", "1", "--confirm", "destroy demo generation 1", "--reason", "TICKET-1")
+	if got.code != exitOK {
+		t.Fatalf("destroy-generation: exit %d, %q", got.code, got.stderr)
+	}
+	id := requestID(t, got.stdout)
+	if got := run(s.custodian, "approve", "--id", id, "--reason", "mine"); got.code != exitRPC || !strings.Contains(got.stderr, "own request") {
+		t.Errorf("self-approval: exit %d, stderr %q; want refused", got.code, got.stderr)
+	}
+	got = run(s.custodian2, "pending")
+	if got.code != exitOK || !strings.Contains(got.stdout, "request "+id+" action destroy-generation tenant demo generation 1 requested-by spiffe://jeton.dev/ttp/custodian approvals 1/2 expires ") ||
+		!strings.Contains(got.stdout, `reason "TICKET-1"`) {
+		t.Fatalf("pending: exit %d, stdout %q", got.code, got.stdout)
+	}
+	got = run(s.custodian2, "approve", "--id", id, "--reason", "TICKET-1 checked")
+	if want := "approved request " + id + " (2 of 2): done, destroy-generation of demo generation 1\n"; got.code != exitOK || got.stdout != want {
+		t.Fatalf("approve: exit %d, stdout %q; want %q", got.code, got.stdout, want)
+	}
+	if got := run(s.custodian, "stats"); !regexp.MustCompile(`tenant demo generation 1 records \d+ destroyed \d{4}-\d\d-\d\dT`).MatchString(got.stdout) {
+		t.Errorf("stats does not show generation 1 destroyed: %q", got.stdout)
+	}
+	if got := run(s.custodian, "sweep", "--tenant", "demo"); got.code != exitOK || !strings.HasPrefix(got.stdout, "scanned ") {
+		t.Errorf("sweep: exit %d, stdout %q, stderr %q", got.code, got.stdout, got.stderr)
+	}
+	if got := run(s.custodian, "stats"); !strings.Contains(got.stdout, "tenant demo generation 1 records 0 destroyed ") {
+		t.Errorf("stats after sweep: %q", got.stdout)
+	}
+
+	got = run(s.custodian, "purge-tenant", "--tenant", "demo", "--confirm", "demo", "--reason", "TICKET-2")
+	purge := requestID(t, got.stdout)
+	if got := run(s.custodian2, "cancel", "--id", purge, "--reason", "rejected"); got.code != exitOK || got.stdout != "cancelled request "+purge+"\n" {
+		t.Errorf("cancel: exit %d, stdout %q, stderr %q", got.code, got.stdout, got.stderr)
+	}
+	if got := run(s.custodian2, "pending", "--json"); got.code != exitOK || strings.TrimSpace(got.stdout) != "[]" {
+		t.Errorf("pending --json after cancel: %q", got.stdout)
+	}
+	if got := run(s.custodian2, "approve", "--id", purge, "--reason", "late"); got.code != exitRPC || !strings.Contains(got.stderr, "InvalidArgument") {
+		t.Errorf("approving a cancelled request: exit %d, stderr %q", got.code, got.stderr)
 	}
 }
 

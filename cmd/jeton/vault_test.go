@@ -17,7 +17,7 @@ func TestVaultPrintPolicies(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, want := range []string{"# policy jeton-jetond", "# policy jeton-custodian", `transit/datakey/plaintext/kek-x`} {
+	for _, want := range []string{"# policy jeton-jetond", "# policy jeton-custodian", `transit/encrypt/kek-x`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

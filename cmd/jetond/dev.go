@@ -62,6 +62,10 @@ purposes:
     description: background check of an accreditation request
     classes: ["*"]
     case_ref_required: true
+# Dev mode has one custodian, so it lets one custodian destroy or purge
+# alone. Outside dev mode jetond refuses fewer than 2 (dual control).
+dual_control:
+  approvals: 1
 `
 
 const devWarning = `
@@ -150,6 +154,8 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		Trusted: server.Listener{Addr: o.trustedAddr, TLS: tru,
 			Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		Registry: obs.reg, Metrics: obs.metrics,
+		// Dev mode only: one custodian may destroy or purge alone.
+		MinApprovals: 1,
 		// The in-memory store and in-process keys cannot fail; the audit
 		// log writes to a real disk that can.
 		Checks: []server.Check{{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }}},

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jeton-dev/jeton/server"
+	"github.com/jeton-dev/jeton/server/approval"
 	"github.com/jeton-dev/jeton/server/audit"
 	"github.com/jeton-dev/jeton/server/audit/vaultanchor"
 	"github.com/jeton-dev/jeton/server/budget"
@@ -80,6 +81,19 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	if err != nil {
 		return nil, fmt.Errorf("deriving the audit key: %w", err)
 	}
+	// Pending dual-control requests live in Redis beside the data, MACed
+	// under a key of the service's key hierarchy, so any replica can
+	// approve them and no Redis writer can forge an approval.
+	kctx, cancel = context.WithTimeout(ctx, startupTimeout)
+	approvalKey, err := tok.DeriveKey(kctx, "approvals")
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("deriving the approvals key: %w", err)
+	}
+	approvals, err := approval.New(store, approvalKey)
+	if err != nil {
+		return nil, err
+	}
 	alog, err := openAudit(ctx, cfg, b.vc, auditKey, log)
 	if err != nil {
 		return nil, err
@@ -92,10 +106,11 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
 		// Budgets and suspensions live in Redis so every replica enforces one.
-		Budgets:  budget.NewRedis(rc, budget.Config{}),
-		Public:   server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
-		Trusted:  server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
-		Registry: obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
+		Budgets:   budget.NewRedis(rc, budget.Config{}),
+		Approvals: approvals,
+		Public:    server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
+		Trusted:   server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
+		Registry:  obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
 		Checks: []server.Check{
 			{Name: server.BackendRedis, Probe: store.Ping},
 			{Name: server.BackendVault, Probe: km.Check},

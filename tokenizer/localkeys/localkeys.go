@@ -13,14 +13,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/jeton-dev/jeton/tokenizer"
 )
 
-// Wrapped keys are "lk" || version (uint32) || nonce || AES-GCM(key), with
-// the KEK's name as associated data, so a rewrap after Rotate moves a key to
-// the newest KEK version and a key never opens under another KEK.
+// Wrapped keys are "lk" || version (uint32) || nonce || AES-GCM(key). The
+// GCM associated data is "lk" 0x00 || kek || 0x00 || the caller's
+// associated data, so a wrapped key opens only under the KEK and the
+// associated data it was wrapped with, as Vault Transit's encrypt and
+// decrypt with associated_data do: unit tests see a moved key fail.
 const magic = "lk"
 
 // Manager is an ephemeral in-process KeyManager. It holds the main KEK ""
@@ -75,7 +78,7 @@ func (m *Manager) newVersion() (cipher.AEAD, error) {
 }
 
 // Rotate adds a new version to every KEK, as custodians rotating all of
-// them would; new wraps and rewraps use it.
+// them would; new wraps use it.
 func (m *Manager) Rotate() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -89,23 +92,26 @@ func (m *Manager) Rotate() error {
 	return nil
 }
 
-// NewDataKey implements tokenizer.KeyManager.
-func (m *Manager) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
+// Wrap implements tokenizer.KeyManager.
+func (m *Manager) Wrap(ctx context.Context, kek string, key, ad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if err := checkName(kek); err != nil {
+		return nil, err
 	}
 	if err := m.ensure(kek); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	key := make([]byte, 32)
-	if _, err := io.ReadFull(m.rand, key); err != nil {
-		return nil, nil, fmt.Errorf("localkeys: %w", err)
+	return m.wrap(kek, key, ad)
+}
+
+// checkName refuses a KEK name the tokenizer never asks for.
+func checkName(kek string) error {
+	if _, _, ok := tokenizer.ParseGenerationKEK(kek); kek != "" && !ok {
+		return fmt.Errorf("localkeys: %q is not a generation KEK name", kek)
 	}
-	wrapped, err := m.wrap(kek, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return key, wrapped, nil
+	return nil
 }
 
 // ensure creates the KEK named kek if it does not exist.
@@ -123,13 +129,16 @@ func (m *Manager) ensure(kek string) error {
 	return nil
 }
 
-func ad(kek string) []byte { return append([]byte(magic+"\x00"), kek...) }
+func gcmAD(kek string, ad []byte) []byte {
+	out := append([]byte(magic+"\x00"), kek...)
+	return append(append(out, 0), ad...)
+}
 
 func errDestroyed(kek string) error {
 	return fmt.Errorf("localkeys: KEK %q does not exist: %w", kek, tokenizer.ErrKeyDestroyed)
 }
 
-func (m *Manager) wrap(kek string, key []byte) ([]byte, error) {
+func (m *Manager) wrap(kek string, key, ad []byte) ([]byte, error) {
 	m.mu.RLock()
 	versions := m.keks[kek]
 	m.mu.RUnlock()
@@ -144,13 +153,13 @@ func (m *Manager) wrap(kek string, key []byte) ([]byte, error) {
 		return nil, fmt.Errorf("localkeys: %w", err)
 	}
 	out = append(out, nonce...)
-	return aead.Seal(out, nonce, key, ad(kek)), nil
+	return aead.Seal(out, nonce, key, gcmAD(kek, ad)), nil
 }
 
-var errWrapped = errors.New("localkeys: wrapped key does not open")
+var errWrapped = fmt.Errorf("localkeys: %w", tokenizer.ErrKeyMismatch)
 
 // Unwrap implements tokenizer.KeyManager.
-func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
+func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -169,21 +178,27 @@ func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byt
 	}
 	aead := versions[v-1]
 	rest := wrapped[len(magic)+4:]
-	key, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], ad(kek))
+	key, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], gcmAD(kek, ad))
 	if err != nil {
 		return nil, errWrapped
 	}
 	return key, nil
 }
 
-// Rewrap implements tokenizer.KeyManager.
-func (m *Manager) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
-	key, err := m.Unwrap(ctx, kek, wrapped)
-	if err != nil {
+// KEKs implements tokenizer.KeyManager.
+func (m *Manager) KEKs(ctx context.Context, prefix string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	defer clear(key)
-	return m.wrap(kek, key)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for name := range m.keks {
+		if name != "" && strings.HasPrefix(name, prefix) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
 
 // DestroyKEK implements tokenizer.KeyManager.

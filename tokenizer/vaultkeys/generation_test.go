@@ -3,6 +3,7 @@ package vaultkeys_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -17,10 +18,7 @@ func TestGenerationKEKLifecycle(t *testing.T) {
 	m, _ := jetondManager(t, v, root)
 	ctx := ctxT(t)
 
-	key, wrapped, err := m.NewDataKey(ctx, "acme-g1")
-	if err != nil {
-		t.Fatalf("NewDataKey(acme-g1): %v", err)
-	}
+	key, wrapped := newWrapped(t, ctx, m, "acme-g1")
 	s, err := root.Logical().ReadWithContext(ctx, "transit/keys/jeton-kek-acme-g1")
 	if err != nil || s == nil {
 		t.Fatalf("generation KEK not in Vault: %v", err)
@@ -30,21 +28,30 @@ func TestGenerationKEKLifecycle(t *testing.T) {
 			t.Errorf("generation KEK %s = %v, want %v", field, got, want)
 		}
 	}
-	if got, err := m.Unwrap(ctx, "acme-g1", wrapped); err != nil || !bytes.Equal(got, key) {
+	if got, err := m.Unwrap(ctx, "acme-g1", wrapped, testAD); err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("Unwrap(acme-g1) = same key %t, %v", bytes.Equal(got, key), err)
 	}
-	// Only its own KEK opens it.
-	if _, err := m.Unwrap(ctx, "", wrapped); err == nil {
-		t.Error("the main KEK unwrapped a generation's data key")
+	// Only its own KEK opens it: not the main KEK, not another
+	// generation's.
+	newWrapped(t, ctx, m, "acme-g2")
+	for _, other := range []string{"", "acme-g2"} {
+		if _, err := m.Unwrap(ctx, other, wrapped, testAD); !errors.Is(err, tokenizer.ErrKeyMismatch) {
+			t.Errorf("Unwrap under %q of a key of acme-g1: %v, want ErrKeyMismatch", other, err)
+		}
 	}
-	// A second data key reuses the KEK.
-	if _, _, err := m.NewDataKey(ctx, "acme-g1"); err != nil {
-		t.Fatalf("second NewDataKey(acme-g1): %v", err)
+	// A second wrap reuses the KEK.
+	newWrapped(t, ctx, m, "acme-g1")
+	// The tenant "acme-g1" has KEKs whose names start like acme's.
+	newWrapped(t, ctx, m, "acme-g1-g1")
+	got, err := m.KEKs(ctx, "acme-g")
+	slices.Sort(got)
+	if err != nil || !slices.Equal(got, []string{"acme-g1", "acme-g1-g1", "acme-g2"}) {
+		t.Errorf("KEKs(acme-g) = %q, %v", got, err)
 	}
 
-	for _, bad := range []string{"Acme-g1", "acme/g1", "*", "../x", "acme-g1 ", "-acme"} {
-		if _, _, err := m.NewDataKey(ctx, bad); err == nil || errors.Is(err, tokenizer.ErrUnavailable) {
-			t.Errorf("NewDataKey(%q) = %v, want a refusal", bad, err)
+	for _, bad := range []string{"Acme-g1", "acme/g1", "*", "../x", "acme-g1 ", "-acme", "acme", "acme-g0", "acme-g01"} {
+		if _, err := m.Wrap(ctx, bad, key, testAD); err == nil || errors.Is(err, tokenizer.ErrUnavailable) {
+			t.Errorf("Wrap(%q) = %v, want a refusal", bad, err)
 		}
 	}
 	if err := m.DestroyKEK(ctx, ""); err == nil {
@@ -59,19 +66,14 @@ func TestGenerationKEKLifecycle(t *testing.T) {
 	if s, err := root.Logical().ReadWithContext(ctx, "transit/keys/jeton-kek-acme-g1"); err != nil || s != nil {
 		t.Fatalf("generation KEK still in Vault after DestroyKEK: %v, %v", s, err)
 	}
-	for name, call := range map[string]func() error{
-		"Unwrap": func() error { _, err := m.Unwrap(ctx, "acme-g1", wrapped); return err },
-		"Rewrap": func() error { _, err := m.Rewrap(ctx, "acme-g1", wrapped); return err },
-	} {
-		err := call()
-		if !errors.Is(err, tokenizer.ErrKeyDestroyed) || errors.Is(err, tokenizer.ErrUnavailable) {
-			t.Errorf("%s after DestroyKEK: %v, want ErrKeyDestroyed and not ErrUnavailable", name, err)
-		}
+	if _, err := m.Unwrap(ctx, "acme-g1", wrapped, testAD); !errors.Is(err, tokenizer.ErrKeyDestroyed) || errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Errorf("Unwrap after DestroyKEK: %v, want ErrKeyDestroyed and not ErrUnavailable", err)
+	}
+	if got, err := m.KEKs(ctx, "acme-g"); err != nil || slices.Contains(got, "acme-g1") {
+		t.Errorf("KEKs after DestroyKEK = %q, %v", got, err)
 	}
 	// The main KEK is untouched.
-	if _, _, err := m.NewDataKey(ctx, ""); err != nil {
-		t.Errorf("main KEK after destroying a generation KEK: %v", err)
-	}
+	newWrapped(t, ctx, m, "")
 }
 
 // A key squatting in the generation namespace with unsafe flags (made by
@@ -91,11 +93,11 @@ func TestGenerationKEKRefusesUnsafeKey(t *testing.T) {
 		if _, err := root.Logical().WriteWithContext(ctx, "transit/keys/jeton-kek-"+tc.kek, tc.data); err != nil {
 			t.Fatal(err)
 		}
-		_, _, err := m.NewDataKey(ctx, tc.kek)
+		_, err := m.Wrap(ctx, tc.kek, make([]byte, 32), testAD)
 		if err == nil {
-			t.Errorf("NewDataKey(%s) used an unsafe KEK", tc.kek)
+			t.Errorf("Wrap(%s) used an unsafe KEK", tc.kek)
 		} else if errors.Is(err, tokenizer.ErrUnavailable) {
-			t.Errorf("NewDataKey(%s): %v wraps ErrUnavailable; an unsafe KEK is not an outage", tc.kek, err)
+			t.Errorf("Wrap(%s): %v wraps ErrUnavailable; an unsafe KEK is not an outage", tc.kek, err)
 		}
 	}
 }

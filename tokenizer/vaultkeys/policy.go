@@ -79,7 +79,7 @@ func Policies(mount, key string) map[string]string {
 	if err := checkNames(mount, key); err != nil {
 		panic(err)
 	}
-	data := struct{ Mount, Key, AuditKey, AuditKV string }{mount, key, DefaultAuditSigningKey, DefaultAuditKVMount}
+	data := struct{ Mount, Key, GenKeys, AuditKey, AuditKV string }{mount, key, GenerationKeyGlob(key), DefaultAuditSigningKey, DefaultAuditKVMount}
 	out := map[string]string{}
 	for name, file := range map[string]string{PolicyJetond: "jetond.hcl", PolicyCustodian: "custodian.hcl",
 		PolicyAuditVerifier: "audit-verifier.hcl"} {

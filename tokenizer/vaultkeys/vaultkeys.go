@@ -1,24 +1,33 @@
 // Package vaultkeys is a tokenizer.KeyManager on HashiCorp Vault's Transit
-// secrets engine. The KEK is a Transit key that never leaves Vault: data keys
-// come from <mount>/datakey/plaintext/<key> and are unwrapped and rewrapped by
-// Vault.
+// secrets engine. The KEKs are Transit keys that never leave Vault. jetond
+// makes its data keys itself and has Vault wrap them with
+// <mount>/encrypt/<key> and unwrap them with <mount>/decrypt/<key>, each
+// time with associated_data that binds the wrapped key to its tenant,
+// generation and purpose (tokenizer/keyid.go). transit/datakey is not used:
+// in Vault 1.21 it silently ignores associated_data. Nor is
+// transit/rewrap: it ignores associated_data too, so it could neither
+// rewrap a bound key nor bind an unbound one; a rewrap is a decrypt then an
+// encrypt.
 //
 // The KEK must be of type "aes256-gcm96" or, on Vault Enterprise, "managed_key"
 // (a Transit managed key whose material lives in an HSM or cloud KMS through
-// Vault's managed keys). It must have exportable=false and
-// allow_plaintext_backup=false; New refuses to start otherwise. Setup
-// prepares a fresh Vault; Policies gives the least-privilege policies.
+// Vault's managed keys); both support associated_data. It must have
+// exportable=false and allow_plaintext_backup=false; New refuses to start
+// otherwise. Setup prepares a fresh Vault; Policies gives the
+// least-privilege policies.
 //
 // # Per-generation KEKs and crypto-shredding
 //
 // The main KEK wraps the tenants' root keys and jeton's own. Each tenant
-// data-key generation has a Transit key of its own, "<Key>-<tenant>-g<N>",
-// which jetond creates on first use (aes256-gcm96, exportable=false,
+// data-key generation has a Transit key of its own, TransitKeyName(Key,
+// tokenizer.GenerationKEK(tenant, n)) = "<Key>-<tenant>-g<n>", which jetond
+// creates on first use (aes256-gcm96, exportable=false,
 // allow_plaintext_backup=false, checked like the main KEK) and deletes when
-// the generation is destroyed (deletion_allowed=true, then DELETE). A Redis
-// backup still holds that generation's wrapped DEK, but nothing can unwrap
-// it any more. The jeton-jetond policy reaches only keys named "<Key>-*";
-// custodians must not give other keys names in that namespace.
+// the generation is destroyed or its tenant purged (deletion_allowed=true,
+// then DELETE). A Redis backup still holds that generation's wrapped DEK,
+// but nothing can unwrap it any more. The jeton-jetond policy reaches only
+// keys named "<Key>-*"; custodians must not give other keys names in that
+// namespace.
 //
 // The shredding is as strong as Vault's own backup retention. A Vault
 // snapshot (raft snapshot, storage backup, DR replica) taken before the
@@ -40,7 +49,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,7 +116,7 @@ type Manager struct {
 	// AppRole only. loginClient sends log-in requests without the current,
 	// possibly revoked, token.
 	// ensured holds the per-generation KEK names already created and
-	// checked by this Manager, so NewDataKey reads their flags once.
+	// checked by this Manager, so Wrap reads their flags once.
 	ensured sync.Map
 
 	auth         *approle.AppRoleAuth
@@ -224,52 +232,60 @@ func (m *Manager) Close() {
 	})
 }
 
-// genKEKPattern is what the tokenizer may ask for as a per-generation KEK
-// name. It is stricter than Transit's rule, and the result must also fall
-// inside the "<Key>-*" namespace of the jeton-jetond policy.
-var genKEKPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,127}$`)
+// TransitKeyName is the Transit key that holds the tokenizer's KEK named
+// kek, for the main KEK named key: key itself for the main KEK "", and
+// "<key>-<kek>" for a generation's KEK. GenerationKeyGlob is the policy
+// path glob that covers every such generation key and nothing else jeton
+// creates. Both are used by the Manager and by Policies, so the policy
+// always reaches exactly the keys the Manager names.
+func TransitKeyName(key, kek string) string {
+	if kek == "" {
+		return key
+	}
+	return key + "-" + kek
+}
 
-// keyName maps the tokenizer's KEK name to a Transit key name.
+// GenerationKeyGlob is the Vault policy glob of the generation keys of
+// the main KEK key; see TransitKeyName.
+func GenerationKeyGlob(key string) string { return TransitKeyName(key, "*") }
+
+// keyName maps the tokenizer's KEK name to a Transit key name, refusing
+// any name the tokenizer never asks for.
 func (m *Manager) keyName(kek string) (string, error) {
 	if kek == "" {
 		return m.key, nil
 	}
-	if !genKEKPattern.MatchString(kek) {
-		return "", fmt.Errorf("vaultkeys: KEK name %q is not a-z, 0-9 and '-' starting with a letter", kek)
+	if _, _, ok := tokenizer.ParseGenerationKEK(kek); !ok {
+		return "", fmt.Errorf("vaultkeys: %q is not a generation KEK name (<tenant>-g<n>)", kek)
 	}
-	return m.key + "-" + kek, nil
+	return TransitKeyName(m.key, kek), nil
 }
 
-// NewDataKey implements tokenizer.KeyManager. The wrapped key is Vault's
-// ciphertext string, "vault:v<N>:<base64>", as bytes. A per-generation KEK
-// that does not exist yet is created first.
-func (m *Manager) NewDataKey(ctx context.Context, kek string) ([]byte, []byte, error) {
+// Wrap implements tokenizer.KeyManager with <mount>/encrypt/<key> and
+// associated_data. The wrapped key is Vault's ciphertext string,
+// "vault:v<N>:<base64>", as bytes. A generation's KEK that does not exist
+// yet is created first.
+func (m *Manager) Wrap(ctx context.Context, kek string, key, ad []byte) ([]byte, error) {
 	name, err := m.keyName(kek)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if kek != "" {
 		if err := m.ensure(ctx, name); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	s, err := m.call(ctx, "new data key", func(ctx context.Context) (*api.Secret, error) {
-		return m.client.Logical().WriteWithContext(ctx, m.mount+"/datakey/plaintext/"+name,
-			map[string]any{"bits": 256})
+	data := map[string]any{"plaintext": base64.StdEncoding.EncodeToString(key)}
+	if ad != nil {
+		data["associated_data"] = base64.StdEncoding.EncodeToString(ad)
+	}
+	s, err := m.call(ctx, "wrap", func(ctx context.Context) (*api.Secret, error) {
+		return m.client.Logical().WriteWithContext(ctx, m.mount+"/encrypt/"+name, data)
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	key, err := plaintextField(s, "new data key")
-	if err != nil {
-		return nil, nil, err
-	}
-	wrapped, err := ciphertextField(s, "new data key")
-	if err != nil {
-		clear(key)
-		return nil, nil, err
-	}
-	return key, wrapped, nil
+	return ciphertextField(s, "wrap")
 }
 
 // ensure creates the per-generation KEK name unless it exists, and checks
@@ -311,11 +327,13 @@ func (m *Manager) ensure(ctx context.Context, name string) error {
 	return nil
 }
 
-// Unwrap implements tokenizer.KeyManager. A key wrapped under a KEK that was
-// deleted, or under a version below the KEK's min_decryption_version (or
-// trimmed away), can never be unwrapped again: the error wraps
-// tokenizer.ErrKeyDestroyed.
-func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
+// Unwrap implements tokenizer.KeyManager with <mount>/decrypt/<key> and
+// associated_data. A key wrapped under a KEK that was deleted, or under a
+// version below the KEK's min_decryption_version (or trimmed away), can
+// never be unwrapped again: the error wraps tokenizer.ErrKeyDestroyed. One
+// that Vault refuses to open under this KEK and associated data (wrapped
+// for another identity, or edited) wraps tokenizer.ErrKeyMismatch.
+func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
 	name, err := m.keyName(kek)
 	if err != nil {
 		return nil, err
@@ -323,9 +341,12 @@ func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byt
 	if err := checkWrapped(wrapped); err != nil {
 		return nil, err
 	}
+	data := map[string]any{"ciphertext": string(wrapped)}
+	if ad != nil {
+		data["associated_data"] = base64.StdEncoding.EncodeToString(ad)
+	}
 	s, err := m.call(ctx, "unwrap", func(ctx context.Context) (*api.Secret, error) {
-		return m.client.Logical().WriteWithContext(ctx, m.mount+"/decrypt/"+name,
-			map[string]any{"ciphertext": string(wrapped)})
+		return m.client.Logical().WriteWithContext(ctx, m.mount+"/decrypt/"+name, data)
 	})
 	if err != nil {
 		return nil, err
@@ -333,24 +354,38 @@ func (m *Manager) Unwrap(ctx context.Context, kek string, wrapped []byte) ([]byt
 	return plaintextField(s, "unwrap")
 }
 
-// Rewrap implements tokenizer.KeyManager. Vault decrypts and re-encrypts
-// inside itself, so the key never crosses the network.
-func (m *Manager) Rewrap(ctx context.Context, kek string, wrapped []byte) ([]byte, error) {
-	name, err := m.keyName(kek)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkWrapped(wrapped); err != nil {
-		return nil, err
-	}
-	s, err := m.call(ctx, "rewrap", func(ctx context.Context) (*api.Secret, error) {
-		return m.client.Logical().WriteWithContext(ctx, m.mount+"/rewrap/"+name,
-			map[string]any{"ciphertext": string(wrapped)})
+// KEKs implements tokenizer.KeyManager: it lists the Transit keys of the
+// mount and keeps the generation keys of the main KEK whose tokenizer
+// name starts with prefix.
+func (m *Manager) KEKs(ctx context.Context, prefix string) ([]string, error) {
+	s, err := m.call(ctx, "list KEKs", func(ctx context.Context) (*api.Secret, error) {
+		return m.client.Logical().ListWithContext(ctx, m.mount+"/keys")
 	})
 	if err != nil {
 		return nil, err
 	}
-	return ciphertextField(s, "rewrap")
+	if s == nil || s.Data == nil {
+		return nil, nil // no key at all
+	}
+	raw, ok := s.Data["keys"].([]any)
+	if !ok {
+		return nil, errors.New("vaultkeys: list KEKs: malformed response from Vault: no keys")
+	}
+	var out []string
+	for _, k := range raw {
+		name, _ := k.(string)
+		kek, ok := strings.CutPrefix(name, TransitKeyName(m.key, ""))
+		if !ok {
+			continue
+		}
+		if kek, ok = strings.CutPrefix(kek, "-"); !ok || !strings.HasPrefix(kek, prefix) {
+			continue
+		}
+		if _, _, ok := tokenizer.ParseGenerationKEK(kek); ok {
+			out = append(out, kek)
+		}
+	}
+	return out, nil
 }
 
 // DestroyKEK implements tokenizer.KeyManager: it sets deletion_allowed on
@@ -489,7 +524,7 @@ func classify(ctx context.Context, op string, err error) error {
 			"or lacks the %s policy", op, tokenizer.ErrUnavailable, PolicyJetond)
 	case code == 412 || code == 429 || code >= 500:
 		return fmt.Errorf("vaultkeys: %s: %w: HTTP %d: %s", op, tokenizer.ErrUnavailable, code, strings.Join(re.Errors, "; "))
-	case code == 400 && (op == "unwrap" || op == "rewrap"):
+	case code == 400 && op == "unwrap":
 		// Transit's messages for a refused ciphertext never quote it, but a
 		// summary is all the caller needs.
 		if vaultSays(re, "too old") {
@@ -501,7 +536,10 @@ func classify(ctx context.Context, op string, err error) error {
 			// which is how a generation is destroyed.
 			return fmt.Errorf("vaultkeys: %s: %w: the KEK does not exist", op, tokenizer.ErrKeyDestroyed)
 		}
-		return fmt.Errorf("vaultkeys: %s: Vault rejected the wrapped key (HTTP 400): %s", op, summarize(re))
+		// "cipher: message authentication failed" (another KEK, other
+		// associated data, an edited ciphertext), "invalid ciphertext",
+		// a version the KEK never had: not this identity's key.
+		return fmt.Errorf("vaultkeys: %s: %w: Vault rejected the wrapped key (HTTP 400): %s", op, tokenizer.ErrKeyMismatch, summarize(re))
 	default:
 		return fmt.Errorf("vaultkeys: %s: Vault refused the request (HTTP %d): %s", op, code, summarize(re))
 	}
@@ -542,7 +580,7 @@ func checkWrapped(wrapped []byte) error {
 	return nil
 }
 
-var errMalformedWrapped = errors.New("vaultkeys: wrapped key is not a Vault Transit ciphertext")
+var errMalformedWrapped = fmt.Errorf("vaultkeys: wrapped key is not a Vault Transit ciphertext: %w", tokenizer.ErrKeyMismatch)
 
 // wrappedVersion parses "vault:v<N>:<base64>" and returns N.
 func wrappedVersion(s string) (int, error) {

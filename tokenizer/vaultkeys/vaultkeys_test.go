@@ -3,6 +3,8 @@ package vaultkeys_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"os"
@@ -104,6 +106,24 @@ func wrappedVersion(t testing.TB, wrapped []byte) int {
 	return n
 }
 
+// testAD stands for the associated data the tokenizer binds a key to.
+var testAD = []byte("jeton/v1/key\x00root\x00acme\x00\x00\x00\x00\x00")
+
+// newWrapped makes a fresh fake key, as the tokenizer makes its keys, and
+// has m wrap it under kek bound to testAD.
+func newWrapped(t testing.TB, ctx context.Context, m *vaultkeys.Manager, kek string) (key, wrapped []byte) {
+	t.Helper()
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := m.Wrap(ctx, kek, key, testAD)
+	if err != nil {
+		t.Fatalf("Wrap(%q): %v", kek, err)
+	}
+	return key, wrapped
+}
+
 func TestSetupRoundTrip(t *testing.T) {
 	v, root, res := setupVault(t, vaultkeys.SetupConfig{})
 	if !res.MountCreated || !res.KeyCreated {
@@ -131,24 +151,17 @@ func TestSetupRoundTrip(t *testing.T) {
 
 	m, _ := jetondManager(t, v, root)
 	ctx := ctxT(t)
-	key, wrapped, err := m.NewDataKey(ctx, "")
-	if err != nil {
-		t.Fatalf("NewDataKey: %v", err)
-	}
-	if len(key) != 32 {
-		t.Fatalf("data key is %d bytes, want 32", len(key))
-	}
+	key, wrapped := newWrapped(t, ctx, m, "")
 	if v := wrappedVersion(t, wrapped); v != 1 {
 		t.Errorf("wrapped under KEK version %d, want 1", v)
 	}
-	key2, wrapped2, err := m.NewDataKey(ctx, "")
-	if err != nil {
-		t.Fatalf("second NewDataKey: %v", err)
+	if bytes.Contains(wrapped, key) {
+		t.Error("the wrapped key holds the key")
 	}
-	if bytes.Equal(key, key2) || bytes.Equal(wrapped, wrapped2) {
-		t.Error("two NewDataKey calls returned the same key or wrapped key")
+	if again, err := m.Wrap(ctx, "", key, testAD); err != nil || bytes.Equal(wrapped, again) {
+		t.Errorf("two wraps of one key are equal (%v)", err)
 	}
-	got, err := m.Unwrap(ctx, "", wrapped)
+	got, err := m.Unwrap(ctx, "", wrapped, testAD)
 	if err != nil {
 		t.Fatalf("Unwrap: %v", err)
 	}
@@ -164,10 +177,7 @@ func TestUnwrapRejectsGarbage(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, _ := jetondManager(t, v, root)
 	ctx := ctxT(t)
-	_, wrapped, err := m.NewDataKey(ctx, "")
-	if err != nil {
-		t.Fatalf("NewDataKey: %v", err)
-	}
+	_, wrapped := newWrapped(t, ctx, m, "")
 	// Change one base64 character of the body: still well-formed, but the
 	// GCM tag no longer matches.
 	tampered := bytes.Clone(wrapped)
@@ -187,12 +197,12 @@ func TestUnwrapRejectsGarbage(t *testing.T) {
 		{"tampered", tampered},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.Unwrap(ctx, "", tc.wrapped)
-			if err == nil {
-				t.Fatal("Unwrap succeeded")
+			_, err := m.Unwrap(ctx, "", tc.wrapped, testAD)
+			if !errors.Is(err, tokenizer.ErrKeyMismatch) {
+				t.Fatalf("Unwrap = %v, want ErrKeyMismatch", err)
 			}
-			if errors.Is(err, tokenizer.ErrUnavailable) {
-				t.Errorf("Unwrap error %q wraps ErrUnavailable; bad input is not an outage", err)
+			if errors.Is(err, tokenizer.ErrUnavailable) || errors.Is(err, tokenizer.ErrKeyDestroyed) {
+				t.Errorf("Unwrap error %q wraps ErrUnavailable or ErrKeyDestroyed; an edited key is neither", err)
 			}
 			if len(tc.wrapped) > 0 && strings.Contains(err.Error(), string(tc.wrapped)) {
 				t.Error("error quotes the wrapped key")
@@ -204,28 +214,24 @@ func TestUnwrapRejectsGarbage(t *testing.T) {
 	}
 }
 
-func TestRotateRewrapAndMinDecryptionVersion(t *testing.T) {
+func TestRotateAndMinDecryptionVersion(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, _ := jetondManager(t, v, root)
 	custodian := clientFor(t, v, tokenWith(t, root, "1h", vaultkeys.PolicyCustodian))
 	ctx := ctxT(t)
 
-	key, w1, err := m.NewDataKey(ctx, "")
-	if err != nil {
-		t.Fatalf("NewDataKey: %v", err)
-	}
+	key, w1 := newWrapped(t, ctx, m, "")
 	if _, err := custodian.Logical().WriteWithContext(ctx, "transit/keys/jeton-kek/rotate", nil); err != nil {
 		t.Fatalf("custodian rotate: %v", err)
 	}
-	w2, err := m.Rewrap(ctx, "", w1)
+	// A rewrap is an unwrap and a wrap: the new wrap uses the newest
+	// version.
+	w2, err := m.Wrap(ctx, "", key, testAD)
 	if err != nil {
-		t.Fatalf("Rewrap: %v", err)
+		t.Fatalf("Wrap after rotate: %v", err)
 	}
 	if v1, v2 := wrappedVersion(t, w1), wrappedVersion(t, w2); v2 <= v1 {
-		t.Fatalf("Rewrap gave KEK version %d, want above %d", v2, v1)
-	}
-	if got, err := m.Unwrap(ctx, "", w2); err != nil || !bytes.Equal(got, key) {
-		t.Fatalf("Unwrap(rewrapped) = same key %t, err %v; want the original key", bytes.Equal(got, key), err)
+		t.Fatalf("Wrap after rotate gave KEK version %d, want above %d", v2, v1)
 	}
 
 	// The custodian retires KEK version 1.
@@ -233,19 +239,76 @@ func TestRotateRewrapAndMinDecryptionVersion(t *testing.T) {
 		map[string]any{"min_decryption_version": 2}); err != nil {
 		t.Fatalf("custodian set min_decryption_version: %v", err)
 	}
-	if got, err := m.Unwrap(ctx, "", w2); err != nil || !bytes.Equal(got, key) {
-		t.Fatalf("after min_decryption_version=2, Unwrap(rewrapped) = same key %t, err %v", bytes.Equal(got, key), err)
+	if got, err := m.Unwrap(ctx, "", w2, testAD); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("after min_decryption_version=2, Unwrap(v2) = same key %t, err %v", bytes.Equal(got, key), err)
 	}
-	for name, call := range map[string]func() error{
-		"Unwrap": func() error { _, err := m.Unwrap(ctx, "", w1); return err },
-		"Rewrap": func() error { _, err := m.Rewrap(ctx, "", w1); return err },
+	_, err = m.Unwrap(ctx, "", w1, testAD)
+	if !errors.Is(err, tokenizer.ErrKeyDestroyed) {
+		t.Errorf("Unwrap(v1 wrapped key) after min_decryption_version=2: err %v, want ErrKeyDestroyed", err)
+	}
+	if errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Errorf("Unwrap(v1 wrapped key): %v wraps ErrUnavailable; a retired version is not an outage", err)
+	}
+}
+
+// A wrapped key is bound to its associated data by real Vault: other
+// associated data, or none, fails as ErrKeyMismatch. And Vault 1.21 has
+// the two gaps jeton works around, checked here so that an upgrade that
+// changes them is noticed: transit/datakey ignores associated_data, and
+// transit/rewrap ignores it too, so it cannot rewrap a bound key.
+func TestAssociatedDataIsBound(t *testing.T) {
+	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
+	m, _ := jetondManager(t, v, root)
+	ctx := ctxT(t)
+	key, wrapped := newWrapped(t, ctx, m, "")
+	for name, ad := range map[string][]byte{
+		"none":            nil,
+		"another tenant":  []byte("jeton/v1/key\x00root\x00beta\x00\x00\x00\x00\x00"),
+		"one byte longer": append(bytes.Clone(testAD), 0),
 	} {
-		err := call()
-		if !errors.Is(err, tokenizer.ErrKeyDestroyed) {
-			t.Errorf("%s(v1 wrapped key) after min_decryption_version=2: err %v, want ErrKeyDestroyed", name, err)
+		got, err := m.Unwrap(ctx, "", wrapped, ad)
+		if !errors.Is(err, tokenizer.ErrKeyMismatch) || errors.Is(err, tokenizer.ErrUnavailable) || got != nil {
+			t.Errorf("Unwrap with associated data %s: %v, want ErrKeyMismatch only", name, err)
 		}
-		if errors.Is(err, tokenizer.ErrUnavailable) {
-			t.Errorf("%s(v1 wrapped key): %v wraps ErrUnavailable; a retired version is not an outage", name, err)
+	}
+	if got, err := m.Unwrap(ctx, "", wrapped, testAD); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Unwrap with its own associated data: same key %t, %v", bytes.Equal(got, key), err)
+	}
+	// Keys wrapped before binding (no associated data) still open.
+	unbound, err := m.Wrap(ctx, "", key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Unwrap(ctx, "", unbound, nil); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Unwrap of an unbound key: same key %t, %v", bytes.Equal(got, key), err)
+	}
+
+	b64 := base64.StdEncoding.EncodeToString
+	// transit/datakey takes associated_data and ignores it.
+	s, err := root.Logical().WriteWithContext(ctx, "transit/datakey/plaintext/jeton-kek",
+		map[string]any{"associated_data": b64(testAD)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().WriteWithContext(ctx, "transit/decrypt/jeton-kek",
+		map[string]any{"ciphertext": s.Data["ciphertext"]}); err != nil {
+		t.Errorf("a datakey ciphertext did not open without its associated_data (%v): "+
+			"Vault may now bind it; vaultkeys could use transit/datakey again", err)
+	}
+	// transit/rewrap cannot rewrap a bound key, associated_data or not.
+	for _, data := range []map[string]any{
+		{"ciphertext": string(wrapped)},
+		{"ciphertext": string(wrapped), "associated_data": b64(testAD)},
+		{"batch_input": []map[string]any{{"ciphertext": string(wrapped), "associated_data": b64(testAD)}}},
+	} {
+		s, err := root.Logical().WriteWithContext(ctx, "transit/rewrap/jeton-kek", data)
+		if err == nil {
+			if r, ok := s.Data["batch_results"].([]any); ok && len(r) == 1 {
+				if item, _ := r[0].(map[string]any); item["error"] != nil && item["error"] != "" {
+					continue
+				}
+			}
+			t.Errorf("transit/rewrap rewrapped a bound key (%v): Vault may now honour associated_data", data)
 		}
 	}
 }
@@ -286,10 +349,10 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 		return func() error { _, err := c.Logical().DeleteWithContext(ctx, path); return err }
 	}
 	const ct = "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	const pt = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 	// A generation KEK, created the way jetond creates them.
-	if _, _, err := newManager(t, jetond, vaultkeys.Config{}).NewDataKey(ctx, "acme-g1"); err != nil {
-		t.Fatalf("jetond token cannot create a generation KEK: %v", err)
-	}
+	jm := newManager(t, jetond, vaultkeys.Config{})
+	_, wrapped := newWrapped(t, ctx, jm, "acme-g1")
 	const gk = "transit/keys/jeton-kek-acme-g1"
 	for _, tc := range []struct {
 		name string
@@ -304,9 +367,24 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 		{"jetond delete", del(jetond, "transit/keys/jeton-kek")},
 		{"jetond datakey on other key", write(jetond, "transit/datakey/plaintext/other", nil)},
 		{"jetond decrypt with other key", write(jetond, "transit/decrypt/other", map[string]any{"ciphertext": ct})},
+		{"jetond encrypt with other key", write(jetond, "transit/encrypt/other", map[string]any{"plaintext": pt})},
 		{"jetond create key", write(jetond, "transit/keys/mine", nil)},
+		// Paths that ignore associated_data are not granted at all.
+		{"jetond datakey", write(jetond, "transit/datakey/plaintext/jeton-kek", nil)},
+		{"jetond datakey generation key", write(jetond, "transit/datakey/plaintext/jeton-kek-acme-g1", nil)},
+		{"jetond rewrap", write(jetond, "transit/rewrap/jeton-kek", map[string]any{"ciphertext": ct})},
+		{"jetond rewrap generation key", write(jetond, "transit/rewrap/jeton-kek-acme-g1", map[string]any{"ciphertext": string(wrapped)})},
+		// encrypt and decrypt take only the value and its associated data.
+		{"jetond encrypt batch", write(jetond, "transit/encrypt/jeton-kek", map[string]any{"batch_input": []map[string]any{{"plaintext": pt}}})},
+		{"jetond encrypt old key version", write(jetond, "transit/encrypt/jeton-kek", map[string]any{"plaintext": pt, "key_version": 1})},
+		{"jetond decrypt batch", write(jetond, "transit/decrypt/jeton-kek-acme-g1", map[string]any{"batch_input": []map[string]any{{"ciphertext": string(wrapped)}}})},
+		// Encrypting to a generation key that does not exist would create
+		// it (Transit's upsert), skipping jetond's checks: "create" is not
+		// granted on encrypt.
+		{"jetond encrypt creates a generation key", write(jetond, "transit/encrypt/jeton-kek-acme-g9", map[string]any{"plaintext": pt})},
 		{"custodian datakey", write(custodian, "transit/datakey/plaintext/jeton-kek", nil)},
 		{"custodian decrypt", write(custodian, "transit/decrypt/jeton-kek", map[string]any{"ciphertext": ct})},
+		{"custodian encrypt", write(custodian, "transit/encrypt/jeton-kek", map[string]any{"plaintext": pt})},
 		{"custodian export", read(custodian, "transit/export/encryption-key/jeton-kek")},
 		{"custodian backup", read(custodian, "transit/backup/jeton-kek")},
 		{"custodian sets exportable", write(custodian, "transit/keys/jeton-kek/config", map[string]any{"exportable": true})},
@@ -319,7 +397,7 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 		{"jetond delete other key", del(jetond, "transit/keys/other")},
 		{"jetond read other key", read(jetond, "transit/keys/other")},
 		{"jetond create key sharing the KEK's prefix", write(jetond, "transit/keys/jeton-kekx", map[string]any{"type": "aes256-gcm96"})},
-		{"jetond datakey on key sharing the KEK's prefix", write(jetond, "transit/datakey/plaintext/jeton-kekx", nil)},
+		{"jetond encrypt with key sharing the KEK's prefix", write(jetond, "transit/encrypt/jeton-kekx", map[string]any{"plaintext": pt})},
 		{"jetond create exportable generation key", write(jetond, gk+"x", map[string]any{"type": "aes256-gcm96", "exportable": true})},
 		{"jetond create plaintext-backup generation key", write(jetond, gk+"x", map[string]any{"type": "aes256-gcm96", "allow_plaintext_backup": true})},
 		{"jetond create derived generation key", write(jetond, gk+"x", map[string]any{"type": "aes256-gcm96", "derived": true})},
@@ -332,7 +410,8 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 		{"jetond export generation key", read(jetond, "transit/export/encryption-key/jeton-kek-acme-g1")},
 		{"jetond backup generation key", read(jetond, "transit/backup/jeton-kek-acme-g1")},
 		{"custodian datakey generation key", write(custodian, "transit/datakey/plaintext/jeton-kek-acme-g1", nil)},
-		{"custodian decrypt generation key", write(custodian, "transit/decrypt/jeton-kek-acme-g1", map[string]any{"ciphertext": ct})},
+		{"custodian decrypt generation key", write(custodian, "transit/decrypt/jeton-kek-acme-g1", map[string]any{"ciphertext": string(wrapped)})},
+		{"custodian encrypt generation key", write(custodian, "transit/encrypt/jeton-kek-acme-g1", map[string]any{"plaintext": pt})},
 		{"custodian export generation key", read(custodian, "transit/export/encryption-key/jeton-kek-acme-g1")},
 		{"custodian backup generation key", read(custodian, "transit/backup/jeton-kek-acme-g1")},
 		{"custodian sets exportable on generation key", write(custodian, gk+"/config", map[string]any{"exportable": true})},
@@ -342,8 +421,14 @@ func TestPolicyLeastPrivilege(t *testing.T) {
 	}
 
 	// The denials above are not just broken tokens: each may do its job.
-	if _, _, err := newManager(t, jetond, vaultkeys.Config{}).NewDataKey(ctx, ""); err != nil {
-		t.Errorf("jetond token cannot mint a data key: %v", err)
+	if _, err := jm.Wrap(ctx, "", []byte("0123456789abcdef0123456789abcdef"), testAD); err != nil {
+		t.Errorf("jetond token cannot wrap a key: %v", err)
+	}
+	if got, err := jm.KEKs(ctx, "acme-"); err != nil || !slices.Equal(got, []string{"acme-g1"}) {
+		t.Errorf("jetond token cannot list generation keys: %q, %v", got, err)
+	}
+	if s, err := custodian.Logical().ListWithContext(ctx, "transit/keys"); err != nil || s == nil {
+		t.Errorf("custodian cannot list keys: %v", err)
 	}
 	if err := write(custodian, "transit/keys/jeton-kek/config", map[string]any{"deletion_allowed": false})(); err != nil {
 		t.Errorf("custodian cannot configure the KEK: %v", err)
@@ -416,19 +501,17 @@ func TestNewRefusesUnsafeKEK(t *testing.T) {
 
 // callAll makes every kind of call the Manager serves.
 func callAll(ctx context.Context, m *vaultkeys.Manager, wrapped []byte) map[string]error {
-	_, _, errNew := m.NewDataKey(ctx, "")
-	_, errUnwrap := m.Unwrap(ctx, "", wrapped)
-	_, errRewrap := m.Rewrap(ctx, "", wrapped)
-	return map[string]error{"NewDataKey": errNew, "Unwrap": errUnwrap, "Rewrap": errRewrap, "Check": m.Check(ctx)}
+	_, errWrap := m.Wrap(ctx, "", make([]byte, 32), testAD)
+	_, errGenWrap := m.Wrap(ctx, "acme-g7", make([]byte, 32), testAD)
+	_, errUnwrap := m.Unwrap(ctx, "", wrapped, testAD)
+	_, errKEKs := m.KEKs(ctx, "acme-")
+	return map[string]error{"Wrap": errWrap, "Wrap generation": errGenWrap, "Unwrap": errUnwrap, "KEKs": errKEKs, "Check": m.Check(ctx)}
 }
 
 func TestFaultsSealAndStop(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, _ := jetondManager(t, v, root)
-	key, wrapped, err := m.NewDataKey(ctxT(t), "")
-	if err != nil {
-		t.Fatalf("NewDataKey: %v", err)
-	}
+	key, wrapped := newWrapped(t, ctxT(t), m, "")
 	wantUnavailable := func(t *testing.T, fault string) {
 		t.Helper()
 		for name, err := range callAll(ctxT(t), m, wrapped) {
@@ -440,7 +523,7 @@ func TestFaultsSealAndStop(t *testing.T) {
 		// on 503 or a refused connection do not outlast it.
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		defer cancel()
-		_, err := m.Unwrap(ctx, "", wrapped)
+		_, err := m.Unwrap(ctx, "", wrapped, testAD)
 		if !errors.Is(err, tokenizer.ErrUnavailable) {
 			t.Errorf("Unwrap with Vault %s and a short deadline: err %v, want ErrUnavailable", fault, err)
 		}
@@ -455,7 +538,7 @@ func TestFaultsSealAndStop(t *testing.T) {
 				t.Errorf("%s after %s: %v", name, after, err)
 			}
 		}
-		if got, err := m.Unwrap(ctxT(t), "", wrapped); err != nil || !bytes.Equal(got, key) {
+		if got, err := m.Unwrap(ctxT(t), "", wrapped, testAD); err != nil || !bytes.Equal(got, key) {
 			t.Errorf("Unwrap after %s: same key %t, err %v", after, bytes.Equal(got, key), err)
 		}
 	}
@@ -519,10 +602,7 @@ func TestAppRoleRevokedTokenLogsInAgain(t *testing.T) {
 			c := clientFor(t, v, "")
 			m := newManager(t, c, vaultkeys.Config{AppRole: &tc.auth, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			ctx := ctxT(t)
-			key, wrapped, err := m.NewDataKey(ctx, "")
-			if err != nil {
-				t.Fatalf("NewDataKey: %v", err)
-			}
+			key, wrapped := newWrapped(t, ctx, m, "")
 			first := c.Token()
 			self, err := c.Auth().Token().LookupSelfWithContext(ctx)
 			if err != nil {
@@ -533,7 +613,7 @@ func TestAppRoleRevokedTokenLogsInAgain(t *testing.T) {
 			}
 
 			revoke(t, root, first)
-			got, err := m.Unwrap(ctx, "", wrapped)
+			got, err := m.Unwrap(ctx, "", wrapped, testAD)
 			if err != nil {
 				t.Fatalf("Unwrap after the token was revoked: %v", err)
 			}
@@ -560,12 +640,9 @@ func TestAppRoleRevokedTokenLogsInAgain(t *testing.T) {
 func TestStaticRevokedTokenIsUnavailable(t *testing.T) {
 	v, root, _ := setupVault(t, vaultkeys.SetupConfig{})
 	m, c := jetondManager(t, v, root)
-	_, wrapped, err := m.NewDataKey(ctxT(t), "")
-	if err != nil {
-		t.Fatalf("NewDataKey: %v", err)
-	}
+	_, wrapped := newWrapped(t, ctxT(t), m, "")
 	revoke(t, root, c.Token())
-	if _, err := m.Unwrap(ctxT(t), "", wrapped); !errors.Is(err, tokenizer.ErrUnavailable) {
+	if _, err := m.Unwrap(ctxT(t), "", wrapped, testAD); !errors.Is(err, tokenizer.ErrUnavailable) {
 		t.Errorf("Unwrap with a revoked static token: %v, want ErrUnavailable", err)
 	}
 }
@@ -656,16 +733,15 @@ func TestPolicies(t *testing.T) {
 		want map[string]string
 	}{
 		{vaultkeys.PolicyJetond, map[string]string{
-			"kms/transit/datakey/plaintext/kek1":   "update",
-			"kms/transit/decrypt/kek1":             "update",
-			"kms/transit/rewrap/kek1":              "update",
-			"kms/transit/keys/kek1":                "read",
-			"kms/transit/keys/kek1-*":              "create, read, update, delete",
-			"kms/transit/datakey/plaintext/kek1-*": "update",
-			"kms/transit/decrypt/kek1-*":           "update",
-			"kms/transit/rewrap/kek1-*":            "update",
-			"auth/token/renew-self":                "update",
-			"auth/token/lookup-self":               "read",
+			"kms/transit/encrypt/kek1":   "update",
+			"kms/transit/decrypt/kek1":   "update",
+			"kms/transit/keys/kek1":      "read",
+			"kms/transit/keys/kek1-*":    "create, read, update, delete",
+			"kms/transit/encrypt/kek1-*": "update",
+			"kms/transit/decrypt/kek1-*": "update",
+			"kms/transit/keys":           "list",
+			"auth/token/renew-self":      "update",
+			"auth/token/lookup-self":     "read",
 			// Audit anchor: sign checkpoints, store them with check-and-set.
 			"kms/transit/sign/jeton-audit-checkpoints": "update",
 			"kms/transit/keys/jeton-audit-checkpoints": "read",
@@ -682,6 +758,7 @@ func TestPolicies(t *testing.T) {
 			"kms/transit/keys/kek1/config": "update",
 			"kms/transit/keys/kek1/trim":   "update",
 			"kms/transit/keys/kek1-*":      "read, update, delete",
+			"kms/transit/keys":             "list",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

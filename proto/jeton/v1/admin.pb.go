@@ -9,6 +9,7 @@ package jetonv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,56 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// PendingAction is what a pending request does once approved.
+type PendingAction int32
+
+const (
+	PendingAction_PENDING_ACTION_UNSPECIFIED        PendingAction = 0
+	PendingAction_PENDING_ACTION_DESTROY_GENERATION PendingAction = 1
+	PendingAction_PENDING_ACTION_PURGE_TENANT       PendingAction = 2
+)
+
+// Enum value maps for PendingAction.
+var (
+	PendingAction_name = map[int32]string{
+		0: "PENDING_ACTION_UNSPECIFIED",
+		1: "PENDING_ACTION_DESTROY_GENERATION",
+		2: "PENDING_ACTION_PURGE_TENANT",
+	}
+	PendingAction_value = map[string]int32{
+		"PENDING_ACTION_UNSPECIFIED":        0,
+		"PENDING_ACTION_DESTROY_GENERATION": 1,
+		"PENDING_ACTION_PURGE_TENANT":       2,
+	}
+)
+
+func (x PendingAction) Enum() *PendingAction {
+	p := new(PendingAction)
+	*p = x
+	return p
+}
+
+func (x PendingAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PendingAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_jeton_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (PendingAction) Type() protoreflect.EnumType {
+	return &file_jeton_v1_admin_proto_enumTypes[0]
+}
+
+func (x PendingAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PendingAction.Descriptor instead.
+func (PendingAction) EnumDescriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{0}
+}
 
 type EraseTokensRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -283,8 +334,14 @@ func (x *PurgeTenantRequest) GetReason() string {
 }
 
 type PurgeTenantResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Erased        int64                  `protobuf:"varint,1,opt,name=erased,proto3" json:"erased,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// erased counts the records that existed, once done.
+	Erased int64 `protobuf:"varint,1,opt,name=erased,proto3" json:"erased,omitempty"`
+	// request is the request this call made, or found pending.
+	Request *PendingRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// done is true when the purge took effect in this call (a tenant whose
+	// policy requires one custodian only).
+	Done          bool `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +381,20 @@ func (x *PurgeTenantResponse) GetErased() int64 {
 		return x.Erased
 	}
 	return 0
+}
+
+func (x *PurgeTenantResponse) GetRequest() *PendingRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *PurgeTenantResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
 }
 
 type RotateGenerationRequest struct {
@@ -484,7 +555,12 @@ func (x *DestroyGenerationRequest) GetReason() string {
 }
 
 type DestroyGenerationResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request is the request this call made, or found pending.
+	Request *PendingRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// done is true when the destroy took effect in this call (a tenant
+	// whose policy requires one custodian only).
+	Done          bool `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -519,6 +595,534 @@ func (*DestroyGenerationResponse) Descriptor() ([]byte, []int) {
 	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
+func (x *DestroyGenerationResponse) GetRequest() *PendingRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *DestroyGenerationResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// PendingRequest is a destroy or purge waiting for other custodians.
+type PendingRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Action PendingAction          `protobuf:"varint,2,opt,name=action,proto3,enum=jeton.v1.PendingAction" json:"action,omitempty"`
+	Tenant string                 `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// generation is set for PENDING_ACTION_DESTROY_GENERATION.
+	Generation  uint32 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	RequestedBy string `protobuf:"bytes,5,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// reason is the requester's, as audited.
+	Reason  string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created,proto3" json:"created,omitempty"`
+	// expires is when the request lapses unless carried out.
+	Expires *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires,proto3" json:"expires,omitempty"`
+	// approvals_required counts distinct custodians, the requester
+	// included.
+	ApprovalsRequired uint32 `protobuf:"varint,9,opt,name=approvals_required,json=approvalsRequired,proto3" json:"approvals_required,omitempty"`
+	// approved_by lists the custodians who agreed, the requester first.
+	ApprovedBy    []string `protobuf:"bytes,10,rep,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingRequest) Reset() {
+	*x = PendingRequest{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingRequest) ProtoMessage() {}
+
+func (x *PendingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
+func (*PendingRequest) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PendingRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PendingRequest) GetAction() PendingAction {
+	if x != nil {
+		return x.Action
+	}
+	return PendingAction_PENDING_ACTION_UNSPECIFIED
+}
+
+func (x *PendingRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *PendingRequest) GetGeneration() uint32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PendingRequest) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *PendingRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PendingRequest) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *PendingRequest) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *PendingRequest) GetApprovalsRequired() uint32 {
+	if x != nil {
+		return x.ApprovalsRequired
+	}
+	return 0
+}
+
+func (x *PendingRequest) GetApprovedBy() []string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return nil
+}
+
+type ListPendingRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPendingRequestsRequest) Reset() {
+	*x = ListPendingRequestsRequest{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPendingRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPendingRequestsRequest) ProtoMessage() {}
+
+func (x *ListPendingRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPendingRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListPendingRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+type ListPendingRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*PendingRequest      `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPendingRequestsResponse) Reset() {
+	*x = ListPendingRequestsResponse{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPendingRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPendingRequestsResponse) ProtoMessage() {}
+
+func (x *ListPendingRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPendingRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListPendingRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListPendingRequestsResponse) GetRequests() []*PendingRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type ApprovePendingRequestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovePendingRequestRequest) Reset() {
+	*x = ApprovePendingRequestRequest{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovePendingRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovePendingRequestRequest) ProtoMessage() {}
+
+func (x *ApprovePendingRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovePendingRequestRequest.ProtoReflect.Descriptor instead.
+func (*ApprovePendingRequestRequest) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ApprovePendingRequestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApprovePendingRequestRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ApprovePendingRequestResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Request *PendingRequest        `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// done is true when this approval completed the count and the request
+	// took effect.
+	Done bool `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	// erased counts the records of a purge that took effect.
+	Erased        int64 `protobuf:"varint,3,opt,name=erased,proto3" json:"erased,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovePendingRequestResponse) Reset() {
+	*x = ApprovePendingRequestResponse{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovePendingRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovePendingRequestResponse) ProtoMessage() {}
+
+func (x *ApprovePendingRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovePendingRequestResponse.ProtoReflect.Descriptor instead.
+func (*ApprovePendingRequestResponse) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ApprovePendingRequestResponse) GetRequest() *PendingRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ApprovePendingRequestResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *ApprovePendingRequestResponse) GetErased() int64 {
+	if x != nil {
+		return x.Erased
+	}
+	return 0
+}
+
+type CancelPendingRequestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelPendingRequestRequest) Reset() {
+	*x = CancelPendingRequestRequest{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelPendingRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelPendingRequestRequest) ProtoMessage() {}
+
+func (x *CancelPendingRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelPendingRequestRequest.ProtoReflect.Descriptor instead.
+func (*CancelPendingRequestRequest) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CancelPendingRequestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CancelPendingRequestRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CancelPendingRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelPendingRequestResponse) Reset() {
+	*x = CancelPendingRequestResponse{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelPendingRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelPendingRequestResponse) ProtoMessage() {}
+
+func (x *CancelPendingRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelPendingRequestResponse.ProtoReflect.Descriptor instead.
+func (*CancelPendingRequestResponse) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+type SweepDestroyedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepDestroyedRequest) Reset() {
+	*x = SweepDestroyedRequest{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepDestroyedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepDestroyedRequest) ProtoMessage() {}
+
+func (x *SweepDestroyedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepDestroyedRequest.ProtoReflect.Descriptor instead.
+func (*SweepDestroyedRequest) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SweepDestroyedRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type SweepDestroyedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// scanned records were examined; deleted of them belonged to a
+	// destroyed generation.
+	Scanned int64 `protobuf:"varint,1,opt,name=scanned,proto3" json:"scanned,omitempty"`
+	Deleted int64 `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// pending lists destroyed generations left alone because their key
+	// still exists in Vault: destroy them again, then sweep again.
+	Pending       []uint32 `protobuf:"varint,3,rep,packed,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepDestroyedResponse) Reset() {
+	*x = SweepDestroyedResponse{}
+	mi := &file_jeton_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepDestroyedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepDestroyedResponse) ProtoMessage() {}
+
+func (x *SweepDestroyedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jeton_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepDestroyedResponse.ProtoReflect.Descriptor instead.
+func (*SweepDestroyedResponse) Descriptor() ([]byte, []int) {
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SweepDestroyedResponse) GetScanned() int64 {
+	if x != nil {
+		return x.Scanned
+	}
+	return 0
+}
+
+func (x *SweepDestroyedResponse) GetDeleted() int64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *SweepDestroyedResponse) GetPending() []uint32 {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
 type RewrapRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -527,7 +1131,7 @@ type RewrapRequest struct {
 
 func (x *RewrapRequest) Reset() {
 	*x = RewrapRequest{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[10]
+	mi := &file_jeton_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +1143,7 @@ func (x *RewrapRequest) String() string {
 func (*RewrapRequest) ProtoMessage() {}
 
 func (x *RewrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[10]
+	mi := &file_jeton_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,20 +1156,23 @@ func (x *RewrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapRequest.ProtoReflect.Descriptor instead.
 func (*RewrapRequest) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type RewrapResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Done          int64                  `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"`
-	Total         int64                  `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Done  int64                  `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"`
+	Total int64                  `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// upgraded counts the keys stored before keys were bound to their
+	// identity, now bound.
+	Upgraded      int64 `protobuf:"varint,3,opt,name=upgraded,proto3" json:"upgraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RewrapResponse) Reset() {
 	*x = RewrapResponse{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[11]
+	mi := &file_jeton_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +1184,7 @@ func (x *RewrapResponse) String() string {
 func (*RewrapResponse) ProtoMessage() {}
 
 func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[11]
+	mi := &file_jeton_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +1197,7 @@ func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapResponse.ProtoReflect.Descriptor instead.
 func (*RewrapResponse) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RewrapResponse) GetDone() int64 {
@@ -607,6 +1214,13 @@ func (x *RewrapResponse) GetTotal() int64 {
 	return 0
 }
 
+func (x *RewrapResponse) GetUpgraded() int64 {
+	if x != nil {
+		return x.Upgraded
+	}
+	return 0
+}
+
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -615,7 +1229,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[12]
+	mi := &file_jeton_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +1241,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[12]
+	mi := &file_jeton_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +1254,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type StatsResponse struct {
@@ -656,7 +1270,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[13]
+	mi := &file_jeton_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +1282,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[13]
+	mi := &file_jeton_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +1295,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsResponse) GetTenants() []*TenantStats {
@@ -722,7 +1336,7 @@ type BudgetUsage struct {
 
 func (x *BudgetUsage) Reset() {
 	*x = BudgetUsage{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	mi := &file_jeton_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1348,7 @@ func (x *BudgetUsage) String() string {
 func (*BudgetUsage) ProtoMessage() {}
 
 func (x *BudgetUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[14]
+	mi := &file_jeton_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1361,7 @@ func (x *BudgetUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetUsage.ProtoReflect.Descriptor instead.
 func (*BudgetUsage) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BudgetUsage) GetIdentity() string {
@@ -798,7 +1412,7 @@ type TenantStats struct {
 
 func (x *TenantStats) Reset() {
 	*x = TenantStats{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[15]
+	mi := &file_jeton_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +1424,7 @@ func (x *TenantStats) String() string {
 func (*TenantStats) ProtoMessage() {}
 
 func (x *TenantStats) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[15]
+	mi := &file_jeton_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +1437,7 @@ func (x *TenantStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStats.ProtoReflect.Descriptor instead.
 func (*TenantStats) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TenantStats) GetTenant() string {
@@ -848,17 +1462,24 @@ func (x *TenantStats) GetGenerations() []*GenerationStats {
 }
 
 type GenerationStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Generation    uint32                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	Records       int64                  `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
-	Current       bool                   `protobuf:"varint,3,opt,name=current,proto3" json:"current,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation uint32                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// records counts the generation's records; those of a destroyed
+	// generation are unreadable and wait for SweepDestroyed.
+	Records   int64 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Current   bool  `protobuf:"varint,3,opt,name=current,proto3" json:"current,omitempty"`
+	Destroyed bool  `protobuf:"varint,4,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
+	// destroyed_at is when the generation was destroyed, if known.
+	DestroyedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=destroyed_at,json=destroyedAt,proto3" json:"destroyed_at,omitempty"`
+	// created is when the generation was made, if known.
+	Created       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created,proto3" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerationStats) Reset() {
 	*x = GenerationStats{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[16]
+	mi := &file_jeton_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1491,7 @@ func (x *GenerationStats) String() string {
 func (*GenerationStats) ProtoMessage() {}
 
 func (x *GenerationStats) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[16]
+	mi := &file_jeton_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1504,7 @@ func (x *GenerationStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationStats.ProtoReflect.Descriptor instead.
 func (*GenerationStats) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GenerationStats) GetGeneration() uint32 {
@@ -907,6 +1528,27 @@ func (x *GenerationStats) GetCurrent() bool {
 	return false
 }
 
+func (x *GenerationStats) GetDestroyed() bool {
+	if x != nil {
+		return x.Destroyed
+	}
+	return false
+}
+
+func (x *GenerationStats) GetDestroyedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DestroyedAt
+	}
+	return nil
+}
+
+func (x *GenerationStats) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
 type ReinstateIdentityRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
@@ -917,7 +1559,7 @@ type ReinstateIdentityRequest struct {
 
 func (x *ReinstateIdentityRequest) Reset() {
 	*x = ReinstateIdentityRequest{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[17]
+	mi := &file_jeton_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1571,7 @@ func (x *ReinstateIdentityRequest) String() string {
 func (*ReinstateIdentityRequest) ProtoMessage() {}
 
 func (x *ReinstateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[17]
+	mi := &file_jeton_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1584,7 @@ func (x *ReinstateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReinstateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*ReinstateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReinstateIdentityRequest) GetIdentity() string {
@@ -967,7 +1609,7 @@ type ReinstateIdentityResponse struct {
 
 func (x *ReinstateIdentityResponse) Reset() {
 	*x = ReinstateIdentityResponse{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[18]
+	mi := &file_jeton_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1621,7 @@ func (x *ReinstateIdentityResponse) String() string {
 func (*ReinstateIdentityResponse) ProtoMessage() {}
 
 func (x *ReinstateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[18]
+	mi := &file_jeton_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1634,7 @@ func (x *ReinstateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReinstateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*ReinstateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type MintCanaryRequest struct {
@@ -1007,7 +1649,7 @@ type MintCanaryRequest struct {
 
 func (x *MintCanaryRequest) Reset() {
 	*x = MintCanaryRequest{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[19]
+	mi := &file_jeton_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1661,7 @@ func (x *MintCanaryRequest) String() string {
 func (*MintCanaryRequest) ProtoMessage() {}
 
 func (x *MintCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[19]
+	mi := &file_jeton_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1674,7 @@ func (x *MintCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintCanaryRequest.ProtoReflect.Descriptor instead.
 func (*MintCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MintCanaryRequest) GetTenant() string {
@@ -1065,7 +1707,7 @@ type MintCanaryResponse struct {
 
 func (x *MintCanaryResponse) Reset() {
 	*x = MintCanaryResponse{}
-	mi := &file_jeton_v1_admin_proto_msgTypes[20]
+	mi := &file_jeton_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1719,7 @@ func (x *MintCanaryResponse) String() string {
 func (*MintCanaryResponse) ProtoMessage() {}
 
 func (x *MintCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jeton_v1_admin_proto_msgTypes[20]
+	mi := &file_jeton_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1732,7 @@ func (x *MintCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintCanaryResponse.ProtoReflect.Descriptor instead.
 func (*MintCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_jeton_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MintCanaryResponse) GetToken() string {
@@ -1104,7 +1746,7 @@ var File_jeton_v1_admin_proto protoreflect.FileDescriptor
 
 const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14jeton/v1/admin.proto\x12\bjeton.v1\"D\n" +
+	"\x14jeton/v1/admin.proto\x12\bjeton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
 	"\x12EraseTokensRequest\x12\x16\n" +
 	"\x06tokens\x18\x01 \x03(\tR\x06tokens\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"-\n" +
@@ -1120,9 +1762,11 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\x12PurgeTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
 	"\aconfirm\x18\x02 \x01(\tR\aconfirm\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"-\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"u\n" +
 	"\x13PurgeTenantResponse\x12\x16\n" +
-	"\x06erased\x18\x01 \x01(\x03R\x06erased\"1\n" +
+	"\x06erased\x18\x01 \x01(\x03R\x06erased\x122\n" +
+	"\arequest\x18\x02 \x01(\v2\x18.jeton.v1.PendingRequestR\arequest\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\"1\n" +
 	"\x17RotateGenerationRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\":\n" +
 	"\x18RotateGenerationResponse\x12\x1e\n" +
@@ -1135,12 +1779,50 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"generation\x18\x02 \x01(\rR\n" +
 	"generation\x12\x18\n" +
 	"\aconfirm\x18\x03 \x01(\tR\aconfirm\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1b\n" +
-	"\x19DestroyGenerationResponse\"\x0f\n" +
-	"\rRewrapRequest\":\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"c\n" +
+	"\x19DestroyGenerationResponse\x122\n" +
+	"\arequest\x18\x01 \x01(\v2\x18.jeton.v1.PendingRequestR\arequest\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\"\x80\x03\n" +
+	"\x0ePendingRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x06action\x18\x02 \x01(\x0e2\x17.jeton.v1.PendingActionR\x06action\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\rR\n" +
+	"generation\x12!\n" +
+	"\frequested_by\x18\x05 \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x124\n" +
+	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aexpires\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12-\n" +
+	"\x12approvals_required\x18\t \x01(\rR\x11approvalsRequired\x12\x1f\n" +
+	"\vapproved_by\x18\n" +
+	" \x03(\tR\n" +
+	"approvedBy\"\x1c\n" +
+	"\x1aListPendingRequestsRequest\"S\n" +
+	"\x1bListPendingRequestsResponse\x124\n" +
+	"\brequests\x18\x01 \x03(\v2\x18.jeton.v1.PendingRequestR\brequests\"F\n" +
+	"\x1cApprovePendingRequestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x7f\n" +
+	"\x1dApprovePendingRequestResponse\x122\n" +
+	"\arequest\x18\x01 \x01(\v2\x18.jeton.v1.PendingRequestR\arequest\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\x12\x16\n" +
+	"\x06erased\x18\x03 \x01(\x03R\x06erased\"E\n" +
+	"\x1bCancelPendingRequestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1e\n" +
+	"\x1cCancelPendingRequestResponse\"/\n" +
+	"\x15SweepDestroyedRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"f\n" +
+	"\x16SweepDestroyedResponse\x12\x18\n" +
+	"\ascanned\x18\x01 \x01(\x03R\ascanned\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x03R\adeleted\x12\x18\n" +
+	"\apending\x18\x03 \x03(\rR\apending\"\x0f\n" +
+	"\rRewrapRequest\"V\n" +
 	"\x0eRewrapResponse\x12\x12\n" +
 	"\x04done\x18\x01 \x01(\x03R\x04done\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x03R\x05total\"\x0e\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x1a\n" +
+	"\bupgraded\x18\x03 \x01(\x03R\bupgraded\"\x0e\n" +
 	"\fStatsRequest\"\xa4\x01\n" +
 	"\rStatsResponse\x12/\n" +
 	"\atenants\x18\x01 \x03(\v2\x15.jeton.v1.TenantStatsR\atenants\x121\n" +
@@ -1158,13 +1840,16 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\vgenerations\x18\x03 \x03(\v2\x19.jeton.v1.GenerationStatsR\vgenerations\x1aA\n" +
 	"\x13RecordsByClassEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xf8\x01\n" +
 	"\x0fGenerationStats\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\rR\n" +
 	"generation\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x03R\arecords\x12\x18\n" +
-	"\acurrent\x18\x03 \x01(\bR\acurrent\"N\n" +
+	"\acurrent\x18\x03 \x01(\bR\acurrent\x12\x1c\n" +
+	"\tdestroyed\x18\x04 \x01(\bR\tdestroyed\x12=\n" +
+	"\fdestroyed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vdestroyedAt\x124\n" +
+	"\acreated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"N\n" +
 	"\x18ReinstateIdentityRequest\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1b\n" +
@@ -1175,13 +1860,21 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"fieldClass\x12\x18\n" +
 	"\asuspend\x18\x03 \x01(\bR\asuspend\"*\n" +
 	"\x12MintCanaryResponse\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token2\xc7\x05\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token*w\n" +
+	"\rPendingAction\x12\x1e\n" +
+	"\x1aPENDING_ACTION_UNSPECIFIED\x10\x00\x12%\n" +
+	"!PENDING_ACTION_DESTROY_GENERATION\x10\x01\x12\x1f\n" +
+	"\x1bPENDING_ACTION_PURGE_TENANT\x10\x022\xd3\b\n" +
 	"\x05Admin\x12J\n" +
 	"\vEraseTokens\x12\x1c.jeton.v1.EraseTokensRequest\x1a\x1d.jeton.v1.EraseTokensResponse\x12M\n" +
 	"\fEraseSubject\x12\x1d.jeton.v1.EraseSubjectRequest\x1a\x1e.jeton.v1.EraseSubjectResponse\x12J\n" +
 	"\vPurgeTenant\x12\x1c.jeton.v1.PurgeTenantRequest\x1a\x1d.jeton.v1.PurgeTenantResponse\x12Y\n" +
 	"\x10RotateGeneration\x12!.jeton.v1.RotateGenerationRequest\x1a\".jeton.v1.RotateGenerationResponse\x12\\\n" +
-	"\x11DestroyGeneration\x12\".jeton.v1.DestroyGenerationRequest\x1a#.jeton.v1.DestroyGenerationResponse\x12=\n" +
+	"\x11DestroyGeneration\x12\".jeton.v1.DestroyGenerationRequest\x1a#.jeton.v1.DestroyGenerationResponse\x12b\n" +
+	"\x13ListPendingRequests\x12$.jeton.v1.ListPendingRequestsRequest\x1a%.jeton.v1.ListPendingRequestsResponse\x12h\n" +
+	"\x15ApprovePendingRequest\x12&.jeton.v1.ApprovePendingRequestRequest\x1a'.jeton.v1.ApprovePendingRequestResponse\x12e\n" +
+	"\x14CancelPendingRequest\x12%.jeton.v1.CancelPendingRequestRequest\x1a&.jeton.v1.CancelPendingRequestResponse\x12U\n" +
+	"\x0eSweepDestroyed\x12\x1f.jeton.v1.SweepDestroyedRequest\x1a .jeton.v1.SweepDestroyedResponse0\x01\x12=\n" +
 	"\x06Rewrap\x12\x17.jeton.v1.RewrapRequest\x1a\x18.jeton.v1.RewrapResponse0\x01\x128\n" +
 	"\x05Stats\x12\x16.jeton.v1.StatsRequest\x1a\x17.jeton.v1.StatsResponse\x12\\\n" +
 	"\x11ReinstateIdentity\x12\".jeton.v1.ReinstateIdentityRequest\x1a#.jeton.v1.ReinstateIdentityResponse\x12G\n" +
@@ -1200,59 +1893,88 @@ func file_jeton_v1_admin_proto_rawDescGZIP() []byte {
 	return file_jeton_v1_admin_proto_rawDescData
 }
 
-var file_jeton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_jeton_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_jeton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_jeton_v1_admin_proto_goTypes = []any{
-	(*EraseTokensRequest)(nil),        // 0: jeton.v1.EraseTokensRequest
-	(*EraseTokensResponse)(nil),       // 1: jeton.v1.EraseTokensResponse
-	(*EraseSubjectRequest)(nil),       // 2: jeton.v1.EraseSubjectRequest
-	(*EraseSubjectResponse)(nil),      // 3: jeton.v1.EraseSubjectResponse
-	(*PurgeTenantRequest)(nil),        // 4: jeton.v1.PurgeTenantRequest
-	(*PurgeTenantResponse)(nil),       // 5: jeton.v1.PurgeTenantResponse
-	(*RotateGenerationRequest)(nil),   // 6: jeton.v1.RotateGenerationRequest
-	(*RotateGenerationResponse)(nil),  // 7: jeton.v1.RotateGenerationResponse
-	(*DestroyGenerationRequest)(nil),  // 8: jeton.v1.DestroyGenerationRequest
-	(*DestroyGenerationResponse)(nil), // 9: jeton.v1.DestroyGenerationResponse
-	(*RewrapRequest)(nil),             // 10: jeton.v1.RewrapRequest
-	(*RewrapResponse)(nil),            // 11: jeton.v1.RewrapResponse
-	(*StatsRequest)(nil),              // 12: jeton.v1.StatsRequest
-	(*StatsResponse)(nil),             // 13: jeton.v1.StatsResponse
-	(*BudgetUsage)(nil),               // 14: jeton.v1.BudgetUsage
-	(*TenantStats)(nil),               // 15: jeton.v1.TenantStats
-	(*GenerationStats)(nil),           // 16: jeton.v1.GenerationStats
-	(*ReinstateIdentityRequest)(nil),  // 17: jeton.v1.ReinstateIdentityRequest
-	(*ReinstateIdentityResponse)(nil), // 18: jeton.v1.ReinstateIdentityResponse
-	(*MintCanaryRequest)(nil),         // 19: jeton.v1.MintCanaryRequest
-	(*MintCanaryResponse)(nil),        // 20: jeton.v1.MintCanaryResponse
-	nil,                               // 21: jeton.v1.TenantStats.RecordsByClassEntry
+	(PendingAction)(0),                    // 0: jeton.v1.PendingAction
+	(*EraseTokensRequest)(nil),            // 1: jeton.v1.EraseTokensRequest
+	(*EraseTokensResponse)(nil),           // 2: jeton.v1.EraseTokensResponse
+	(*EraseSubjectRequest)(nil),           // 3: jeton.v1.EraseSubjectRequest
+	(*EraseSubjectResponse)(nil),          // 4: jeton.v1.EraseSubjectResponse
+	(*PurgeTenantRequest)(nil),            // 5: jeton.v1.PurgeTenantRequest
+	(*PurgeTenantResponse)(nil),           // 6: jeton.v1.PurgeTenantResponse
+	(*RotateGenerationRequest)(nil),       // 7: jeton.v1.RotateGenerationRequest
+	(*RotateGenerationResponse)(nil),      // 8: jeton.v1.RotateGenerationResponse
+	(*DestroyGenerationRequest)(nil),      // 9: jeton.v1.DestroyGenerationRequest
+	(*DestroyGenerationResponse)(nil),     // 10: jeton.v1.DestroyGenerationResponse
+	(*PendingRequest)(nil),                // 11: jeton.v1.PendingRequest
+	(*ListPendingRequestsRequest)(nil),    // 12: jeton.v1.ListPendingRequestsRequest
+	(*ListPendingRequestsResponse)(nil),   // 13: jeton.v1.ListPendingRequestsResponse
+	(*ApprovePendingRequestRequest)(nil),  // 14: jeton.v1.ApprovePendingRequestRequest
+	(*ApprovePendingRequestResponse)(nil), // 15: jeton.v1.ApprovePendingRequestResponse
+	(*CancelPendingRequestRequest)(nil),   // 16: jeton.v1.CancelPendingRequestRequest
+	(*CancelPendingRequestResponse)(nil),  // 17: jeton.v1.CancelPendingRequestResponse
+	(*SweepDestroyedRequest)(nil),         // 18: jeton.v1.SweepDestroyedRequest
+	(*SweepDestroyedResponse)(nil),        // 19: jeton.v1.SweepDestroyedResponse
+	(*RewrapRequest)(nil),                 // 20: jeton.v1.RewrapRequest
+	(*RewrapResponse)(nil),                // 21: jeton.v1.RewrapResponse
+	(*StatsRequest)(nil),                  // 22: jeton.v1.StatsRequest
+	(*StatsResponse)(nil),                 // 23: jeton.v1.StatsResponse
+	(*BudgetUsage)(nil),                   // 24: jeton.v1.BudgetUsage
+	(*TenantStats)(nil),                   // 25: jeton.v1.TenantStats
+	(*GenerationStats)(nil),               // 26: jeton.v1.GenerationStats
+	(*ReinstateIdentityRequest)(nil),      // 27: jeton.v1.ReinstateIdentityRequest
+	(*ReinstateIdentityResponse)(nil),     // 28: jeton.v1.ReinstateIdentityResponse
+	(*MintCanaryRequest)(nil),             // 29: jeton.v1.MintCanaryRequest
+	(*MintCanaryResponse)(nil),            // 30: jeton.v1.MintCanaryResponse
+	nil,                                   // 31: jeton.v1.TenantStats.RecordsByClassEntry
+	(*timestamppb.Timestamp)(nil),         // 32: google.protobuf.Timestamp
 }
 var file_jeton_v1_admin_proto_depIdxs = []int32{
-	15, // 0: jeton.v1.StatsResponse.tenants:type_name -> jeton.v1.TenantStats
-	14, // 1: jeton.v1.StatsResponse.budgets:type_name -> jeton.v1.BudgetUsage
-	21, // 2: jeton.v1.TenantStats.records_by_class:type_name -> jeton.v1.TenantStats.RecordsByClassEntry
-	16, // 3: jeton.v1.TenantStats.generations:type_name -> jeton.v1.GenerationStats
-	0,  // 4: jeton.v1.Admin.EraseTokens:input_type -> jeton.v1.EraseTokensRequest
-	2,  // 5: jeton.v1.Admin.EraseSubject:input_type -> jeton.v1.EraseSubjectRequest
-	4,  // 6: jeton.v1.Admin.PurgeTenant:input_type -> jeton.v1.PurgeTenantRequest
-	6,  // 7: jeton.v1.Admin.RotateGeneration:input_type -> jeton.v1.RotateGenerationRequest
-	8,  // 8: jeton.v1.Admin.DestroyGeneration:input_type -> jeton.v1.DestroyGenerationRequest
-	10, // 9: jeton.v1.Admin.Rewrap:input_type -> jeton.v1.RewrapRequest
-	12, // 10: jeton.v1.Admin.Stats:input_type -> jeton.v1.StatsRequest
-	17, // 11: jeton.v1.Admin.ReinstateIdentity:input_type -> jeton.v1.ReinstateIdentityRequest
-	19, // 12: jeton.v1.Admin.MintCanary:input_type -> jeton.v1.MintCanaryRequest
-	1,  // 13: jeton.v1.Admin.EraseTokens:output_type -> jeton.v1.EraseTokensResponse
-	3,  // 14: jeton.v1.Admin.EraseSubject:output_type -> jeton.v1.EraseSubjectResponse
-	5,  // 15: jeton.v1.Admin.PurgeTenant:output_type -> jeton.v1.PurgeTenantResponse
-	7,  // 16: jeton.v1.Admin.RotateGeneration:output_type -> jeton.v1.RotateGenerationResponse
-	9,  // 17: jeton.v1.Admin.DestroyGeneration:output_type -> jeton.v1.DestroyGenerationResponse
-	11, // 18: jeton.v1.Admin.Rewrap:output_type -> jeton.v1.RewrapResponse
-	13, // 19: jeton.v1.Admin.Stats:output_type -> jeton.v1.StatsResponse
-	18, // 20: jeton.v1.Admin.ReinstateIdentity:output_type -> jeton.v1.ReinstateIdentityResponse
-	20, // 21: jeton.v1.Admin.MintCanary:output_type -> jeton.v1.MintCanaryResponse
-	13, // [13:22] is the sub-list for method output_type
-	4,  // [4:13] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	11, // 0: jeton.v1.PurgeTenantResponse.request:type_name -> jeton.v1.PendingRequest
+	11, // 1: jeton.v1.DestroyGenerationResponse.request:type_name -> jeton.v1.PendingRequest
+	0,  // 2: jeton.v1.PendingRequest.action:type_name -> jeton.v1.PendingAction
+	32, // 3: jeton.v1.PendingRequest.created:type_name -> google.protobuf.Timestamp
+	32, // 4: jeton.v1.PendingRequest.expires:type_name -> google.protobuf.Timestamp
+	11, // 5: jeton.v1.ListPendingRequestsResponse.requests:type_name -> jeton.v1.PendingRequest
+	11, // 6: jeton.v1.ApprovePendingRequestResponse.request:type_name -> jeton.v1.PendingRequest
+	25, // 7: jeton.v1.StatsResponse.tenants:type_name -> jeton.v1.TenantStats
+	24, // 8: jeton.v1.StatsResponse.budgets:type_name -> jeton.v1.BudgetUsage
+	31, // 9: jeton.v1.TenantStats.records_by_class:type_name -> jeton.v1.TenantStats.RecordsByClassEntry
+	26, // 10: jeton.v1.TenantStats.generations:type_name -> jeton.v1.GenerationStats
+	32, // 11: jeton.v1.GenerationStats.destroyed_at:type_name -> google.protobuf.Timestamp
+	32, // 12: jeton.v1.GenerationStats.created:type_name -> google.protobuf.Timestamp
+	1,  // 13: jeton.v1.Admin.EraseTokens:input_type -> jeton.v1.EraseTokensRequest
+	3,  // 14: jeton.v1.Admin.EraseSubject:input_type -> jeton.v1.EraseSubjectRequest
+	5,  // 15: jeton.v1.Admin.PurgeTenant:input_type -> jeton.v1.PurgeTenantRequest
+	7,  // 16: jeton.v1.Admin.RotateGeneration:input_type -> jeton.v1.RotateGenerationRequest
+	9,  // 17: jeton.v1.Admin.DestroyGeneration:input_type -> jeton.v1.DestroyGenerationRequest
+	12, // 18: jeton.v1.Admin.ListPendingRequests:input_type -> jeton.v1.ListPendingRequestsRequest
+	14, // 19: jeton.v1.Admin.ApprovePendingRequest:input_type -> jeton.v1.ApprovePendingRequestRequest
+	16, // 20: jeton.v1.Admin.CancelPendingRequest:input_type -> jeton.v1.CancelPendingRequestRequest
+	18, // 21: jeton.v1.Admin.SweepDestroyed:input_type -> jeton.v1.SweepDestroyedRequest
+	20, // 22: jeton.v1.Admin.Rewrap:input_type -> jeton.v1.RewrapRequest
+	22, // 23: jeton.v1.Admin.Stats:input_type -> jeton.v1.StatsRequest
+	27, // 24: jeton.v1.Admin.ReinstateIdentity:input_type -> jeton.v1.ReinstateIdentityRequest
+	29, // 25: jeton.v1.Admin.MintCanary:input_type -> jeton.v1.MintCanaryRequest
+	2,  // 26: jeton.v1.Admin.EraseTokens:output_type -> jeton.v1.EraseTokensResponse
+	4,  // 27: jeton.v1.Admin.EraseSubject:output_type -> jeton.v1.EraseSubjectResponse
+	6,  // 28: jeton.v1.Admin.PurgeTenant:output_type -> jeton.v1.PurgeTenantResponse
+	8,  // 29: jeton.v1.Admin.RotateGeneration:output_type -> jeton.v1.RotateGenerationResponse
+	10, // 30: jeton.v1.Admin.DestroyGeneration:output_type -> jeton.v1.DestroyGenerationResponse
+	13, // 31: jeton.v1.Admin.ListPendingRequests:output_type -> jeton.v1.ListPendingRequestsResponse
+	15, // 32: jeton.v1.Admin.ApprovePendingRequest:output_type -> jeton.v1.ApprovePendingRequestResponse
+	17, // 33: jeton.v1.Admin.CancelPendingRequest:output_type -> jeton.v1.CancelPendingRequestResponse
+	19, // 34: jeton.v1.Admin.SweepDestroyed:output_type -> jeton.v1.SweepDestroyedResponse
+	21, // 35: jeton.v1.Admin.Rewrap:output_type -> jeton.v1.RewrapResponse
+	23, // 36: jeton.v1.Admin.Stats:output_type -> jeton.v1.StatsResponse
+	28, // 37: jeton.v1.Admin.ReinstateIdentity:output_type -> jeton.v1.ReinstateIdentityResponse
+	30, // 38: jeton.v1.Admin.MintCanary:output_type -> jeton.v1.MintCanaryResponse
+	26, // [26:39] is the sub-list for method output_type
+	13, // [13:26] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_jeton_v1_admin_proto_init() }
@@ -1265,13 +1987,14 @@ func file_jeton_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jeton_v1_admin_proto_rawDesc), len(file_jeton_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   22,
+			NumEnums:      1,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_jeton_v1_admin_proto_goTypes,
 		DependencyIndexes: file_jeton_v1_admin_proto_depIdxs,
+		EnumInfos:         file_jeton_v1_admin_proto_enumTypes,
 		MessageInfos:      file_jeton_v1_admin_proto_msgTypes,
 	}.Build()
 	File_jeton_v1_admin_proto = out.File

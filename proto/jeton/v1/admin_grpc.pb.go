@@ -19,15 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_EraseTokens_FullMethodName       = "/jeton.v1.Admin/EraseTokens"
-	Admin_EraseSubject_FullMethodName      = "/jeton.v1.Admin/EraseSubject"
-	Admin_PurgeTenant_FullMethodName       = "/jeton.v1.Admin/PurgeTenant"
-	Admin_RotateGeneration_FullMethodName  = "/jeton.v1.Admin/RotateGeneration"
-	Admin_DestroyGeneration_FullMethodName = "/jeton.v1.Admin/DestroyGeneration"
-	Admin_Rewrap_FullMethodName            = "/jeton.v1.Admin/Rewrap"
-	Admin_Stats_FullMethodName             = "/jeton.v1.Admin/Stats"
-	Admin_ReinstateIdentity_FullMethodName = "/jeton.v1.Admin/ReinstateIdentity"
-	Admin_MintCanary_FullMethodName        = "/jeton.v1.Admin/MintCanary"
+	Admin_EraseTokens_FullMethodName           = "/jeton.v1.Admin/EraseTokens"
+	Admin_EraseSubject_FullMethodName          = "/jeton.v1.Admin/EraseSubject"
+	Admin_PurgeTenant_FullMethodName           = "/jeton.v1.Admin/PurgeTenant"
+	Admin_RotateGeneration_FullMethodName      = "/jeton.v1.Admin/RotateGeneration"
+	Admin_DestroyGeneration_FullMethodName     = "/jeton.v1.Admin/DestroyGeneration"
+	Admin_ListPendingRequests_FullMethodName   = "/jeton.v1.Admin/ListPendingRequests"
+	Admin_ApprovePendingRequest_FullMethodName = "/jeton.v1.Admin/ApprovePendingRequest"
+	Admin_CancelPendingRequest_FullMethodName  = "/jeton.v1.Admin/CancelPendingRequest"
+	Admin_SweepDestroyed_FullMethodName        = "/jeton.v1.Admin/SweepDestroyed"
+	Admin_Rewrap_FullMethodName                = "/jeton.v1.Admin/Rewrap"
+	Admin_Stats_FullMethodName                 = "/jeton.v1.Admin/Stats"
+	Admin_ReinstateIdentity_FullMethodName     = "/jeton.v1.Admin/ReinstateIdentity"
+	Admin_MintCanary_FullMethodName            = "/jeton.v1.Admin/MintCanary"
 )
 
 // AdminClient is the client API for Admin service.
@@ -41,12 +45,27 @@ type AdminClient interface {
 	EraseTokens(ctx context.Context, in *EraseTokensRequest, opts ...grpc.CallOption) (*EraseTokensResponse, error)
 	// EraseSubject deletes every record indexed under a data subject.
 	EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error)
-	// PurgeTenant deletes every record and key of a tenant.
+	// PurgeTenant requests that every record and key of a tenant be
+	// deleted. Under dual control it takes effect only once other
+	// custodians approve the pending request it returns.
 	PurgeTenant(ctx context.Context, in *PurgeTenantRequest, opts ...grpc.CallOption) (*PurgeTenantResponse, error)
 	// RotateGeneration starts a new data-key generation for a tenant.
 	RotateGeneration(ctx context.Context, in *RotateGenerationRequest, opts ...grpc.CallOption) (*RotateGenerationResponse, error)
-	// DestroyGeneration crypto-shreds a generation.
+	// DestroyGeneration requests that a generation be crypto-shredded. Under
+	// dual control it takes effect only once other custodians approve the
+	// pending request it returns.
 	DestroyGeneration(ctx context.Context, in *DestroyGenerationRequest, opts ...grpc.CallOption) (*DestroyGenerationResponse, error)
+	// ListPendingRequests lists the pending destroy and purge requests of
+	// the caller's tenants.
+	ListPendingRequests(ctx context.Context, in *ListPendingRequestsRequest, opts ...grpc.CallOption) (*ListPendingRequestsResponse, error)
+	// ApprovePendingRequest approves a pending request of another custodian;
+	// the approval that completes the count carries it out.
+	ApprovePendingRequest(ctx context.Context, in *ApprovePendingRequestRequest, opts ...grpc.CallOption) (*ApprovePendingRequestResponse, error)
+	// CancelPendingRequest withdraws or rejects a pending request.
+	CancelPendingRequest(ctx context.Context, in *CancelPendingRequestRequest, opts ...grpc.CallOption) (*CancelPendingRequestResponse, error)
+	// SweepDestroyed deletes the records of a tenant's destroyed
+	// generations, reporting progress.
+	SweepDestroyed(ctx context.Context, in *SweepDestroyedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SweepDestroyedResponse], error)
 	// Rewrap re-wraps every stored data key under the newest KEK version.
 	Rewrap(ctx context.Context, in *RewrapRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RewrapResponse], error)
 	// Stats reports counts, never values.
@@ -115,9 +134,58 @@ func (c *adminClient) DestroyGeneration(ctx context.Context, in *DestroyGenerati
 	return out, nil
 }
 
+func (c *adminClient) ListPendingRequests(ctx context.Context, in *ListPendingRequestsRequest, opts ...grpc.CallOption) (*ListPendingRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPendingRequestsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListPendingRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ApprovePendingRequest(ctx context.Context, in *ApprovePendingRequestRequest, opts ...grpc.CallOption) (*ApprovePendingRequestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApprovePendingRequestResponse)
+	err := c.cc.Invoke(ctx, Admin_ApprovePendingRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) CancelPendingRequest(ctx context.Context, in *CancelPendingRequestRequest, opts ...grpc.CallOption) (*CancelPendingRequestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelPendingRequestResponse)
+	err := c.cc.Invoke(ctx, Admin_CancelPendingRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SweepDestroyed(ctx context.Context, in *SweepDestroyedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SweepDestroyedResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_SweepDestroyed_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SweepDestroyedRequest, SweepDestroyedResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SweepDestroyedClient = grpc.ServerStreamingClient[SweepDestroyedResponse]
+
 func (c *adminClient) Rewrap(ctx context.Context, in *RewrapRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RewrapResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_Rewrap_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[1], Admin_Rewrap_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -175,12 +243,27 @@ type AdminServer interface {
 	EraseTokens(context.Context, *EraseTokensRequest) (*EraseTokensResponse, error)
 	// EraseSubject deletes every record indexed under a data subject.
 	EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error)
-	// PurgeTenant deletes every record and key of a tenant.
+	// PurgeTenant requests that every record and key of a tenant be
+	// deleted. Under dual control it takes effect only once other
+	// custodians approve the pending request it returns.
 	PurgeTenant(context.Context, *PurgeTenantRequest) (*PurgeTenantResponse, error)
 	// RotateGeneration starts a new data-key generation for a tenant.
 	RotateGeneration(context.Context, *RotateGenerationRequest) (*RotateGenerationResponse, error)
-	// DestroyGeneration crypto-shreds a generation.
+	// DestroyGeneration requests that a generation be crypto-shredded. Under
+	// dual control it takes effect only once other custodians approve the
+	// pending request it returns.
 	DestroyGeneration(context.Context, *DestroyGenerationRequest) (*DestroyGenerationResponse, error)
+	// ListPendingRequests lists the pending destroy and purge requests of
+	// the caller's tenants.
+	ListPendingRequests(context.Context, *ListPendingRequestsRequest) (*ListPendingRequestsResponse, error)
+	// ApprovePendingRequest approves a pending request of another custodian;
+	// the approval that completes the count carries it out.
+	ApprovePendingRequest(context.Context, *ApprovePendingRequestRequest) (*ApprovePendingRequestResponse, error)
+	// CancelPendingRequest withdraws or rejects a pending request.
+	CancelPendingRequest(context.Context, *CancelPendingRequestRequest) (*CancelPendingRequestResponse, error)
+	// SweepDestroyed deletes the records of a tenant's destroyed
+	// generations, reporting progress.
+	SweepDestroyed(*SweepDestroyedRequest, grpc.ServerStreamingServer[SweepDestroyedResponse]) error
 	// Rewrap re-wraps every stored data key under the newest KEK version.
 	Rewrap(*RewrapRequest, grpc.ServerStreamingServer[RewrapResponse]) error
 	// Stats reports counts, never values.
@@ -213,6 +296,18 @@ func (UnimplementedAdminServer) RotateGeneration(context.Context, *RotateGenerat
 }
 func (UnimplementedAdminServer) DestroyGeneration(context.Context, *DestroyGenerationRequest) (*DestroyGenerationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DestroyGeneration not implemented")
+}
+func (UnimplementedAdminServer) ListPendingRequests(context.Context, *ListPendingRequestsRequest) (*ListPendingRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPendingRequests not implemented")
+}
+func (UnimplementedAdminServer) ApprovePendingRequest(context.Context, *ApprovePendingRequestRequest) (*ApprovePendingRequestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApprovePendingRequest not implemented")
+}
+func (UnimplementedAdminServer) CancelPendingRequest(context.Context, *CancelPendingRequestRequest) (*CancelPendingRequestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelPendingRequest not implemented")
+}
+func (UnimplementedAdminServer) SweepDestroyed(*SweepDestroyedRequest, grpc.ServerStreamingServer[SweepDestroyedResponse]) error {
+	return status.Error(codes.Unimplemented, "method SweepDestroyed not implemented")
 }
 func (UnimplementedAdminServer) Rewrap(*RewrapRequest, grpc.ServerStreamingServer[RewrapResponse]) error {
 	return status.Error(codes.Unimplemented, "method Rewrap not implemented")
@@ -337,6 +432,71 @@ func _Admin_DestroyGeneration_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListPendingRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPendingRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListPendingRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListPendingRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListPendingRequests(ctx, req.(*ListPendingRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ApprovePendingRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApprovePendingRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ApprovePendingRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ApprovePendingRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ApprovePendingRequest(ctx, req.(*ApprovePendingRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_CancelPendingRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelPendingRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CancelPendingRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CancelPendingRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CancelPendingRequest(ctx, req.(*CancelPendingRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SweepDestroyed_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SweepDestroyedRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).SweepDestroyed(m, &grpc.GenericServerStream[SweepDestroyedRequest, SweepDestroyedResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SweepDestroyedServer = grpc.ServerStreamingServer[SweepDestroyedResponse]
+
 func _Admin_Rewrap_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(RewrapRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -430,6 +590,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_DestroyGeneration_Handler,
 		},
 		{
+			MethodName: "ListPendingRequests",
+			Handler:    _Admin_ListPendingRequests_Handler,
+		},
+		{
+			MethodName: "ApprovePendingRequest",
+			Handler:    _Admin_ApprovePendingRequest_Handler,
+		},
+		{
+			MethodName: "CancelPendingRequest",
+			Handler:    _Admin_CancelPendingRequest_Handler,
+		},
+		{
 			MethodName: "Stats",
 			Handler:    _Admin_Stats_Handler,
 		},
@@ -443,6 +615,11 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SweepDestroyed",
+			Handler:       _Admin_SweepDestroyed_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "Rewrap",
 			Handler:       _Admin_Rewrap_Handler,
