@@ -55,7 +55,12 @@ lint: $(TOOLS)/staticcheck
 testenv:
 	bash integration/testenv/install.sh
 
+# BENCH_PKGS are the packages with Go benchmarks (found afresh each run).
+BENCH_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' --exclude-dir=.tools --exclude-dir=.git '^func Benchmark' .)))
+
 # test runs every test: unit, fuzz seeds, integration against real Redis and
-# Vault, fault and load tests.
+# Vault, fault and load tests (including a short smoke run of the `make
+# bench` harness); then every Go benchmark once, so none can rot.
 test: tools checkgenerate lint testenv
 	go test -count=1 -timeout 40m ./...
+	go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
