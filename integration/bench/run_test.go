@@ -51,14 +51,14 @@ type workload struct {
 
 // sample is one workload's measurement in one round.
 type sample struct {
-	calls, okItems          int
+	calls, okItems           int
 	failedCalls, failedItems int
-	firstErr                string
-	elapsed                 time.Duration
-	lat                     []time.Duration // sorted
-	cpu                     time.Duration
-	rssPeak                 int
-	redis                   redisCounters // the change over the measurement
+	firstErr                 string
+	elapsed                  time.Duration
+	lat                      []time.Duration // sorted
+	cpu                      time.Duration
+	rssPeak                  int
+	redis                    redisCounters // the change over the measurement
 }
 
 func (s sample) itemsPerSec() float64 { return float64(s.okItems) / s.elapsed.Seconds() }
