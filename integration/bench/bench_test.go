@@ -117,7 +117,7 @@ func TestBench(t *testing.T) {
 		setup: []string{
 			fmt.Sprintf("jetond: the built binary on a production configuration: mutual TLS 1.3 on both listeners (all calls to a listener share one connection), "+
 				"audit log on (a Detokenize answers once its record is on disk), Redis and Vault backends, log level info (JSON), pprof %s", onOff(prof != "")),
-			"Redis: AOF on, appendfsync everysec, with a pass under appendfsync always; no RDB snapshots. Keys a workload creates are deleted after it",
+			"Redis: AOF on, appendfsync everysec, with a pass under appendfsync always; no RDB snapshots, no automatic AOF rewrite. Keys a workload creates are deleted after it",
 			"Vault: Transit on file storage; the encryption baselines use an aes256-gcm96 key of their own, with the root token",
 			"Budgets: " + budgetNote,
 			fmt.Sprintf("Records: jeton's measured %d B key and %d B value; the raw Redis baselines store values of that size under keys of that length, with the same TTL (%s)",

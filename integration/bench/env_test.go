@@ -134,6 +134,13 @@ func deploy(t *testing.T, pprof bool) *deployment {
 	// measure Redis rather than waiting for a connection.
 	d.rdb = redis.NewClient(&redis.Options{Addr: d.redis.Addr, PoolSize: 128, MinIdleConns: 64})
 	t.Cleanup(func() { _ = d.rdb.Close() })
+	// The benchmark writes and deletes millions of keys, so the AOF grows
+	// far faster than the data and Redis would fork a rewrite every few
+	// seconds, each landing in whichever measurement is running. A
+	// production AOF grows with its data, and rewrites are rare.
+	if err := d.rdb.ConfigSet(context.Background(), "auto-aof-rewrite-percentage", "0").Err(); err != nil {
+		t.Fatalf("turning off automatic AOF rewrites: %v", err)
+	}
 
 	d.vault = testenv.StartVault(t)
 	ctx, cancel := context.WithTimeout(context.Background(), readyLimit)
