@@ -50,7 +50,7 @@ func TestBench(t *testing.T) {
 	loadBefore := loadAvg()
 
 	d := deploy(t, prof != "")
-	f := prepare(t, d, pool)
+	f := prepare(t, d, pool, *fullRun)
 	ws := workloads(d, f)
 	ctx := context.Background()
 	setFsync := func(always bool) {
@@ -117,11 +117,12 @@ func TestBench(t *testing.T) {
 		setup: []string{
 			fmt.Sprintf("jetond: the built binary on a production configuration: mutual TLS 1.3 on both listeners (all calls to a listener share one connection), "+
 				"audit log on (a Detokenize answers once its record is on disk), Redis and Vault backends, log level info (JSON), pprof %s", onOff(prof != "")),
-			"Redis: AOF on, appendfsync everysec, with a pass under appendfsync always; no RDB snapshots, no automatic AOF rewrite. Keys a workload creates are deleted after it",
+			"Redis: AOF on, appendfsync everysec, with a pass under appendfsync always; no RDB snapshots, no automatic AOF rewrite. Keys a workload creates are deleted after it; " +
+				"the key tables are sized once (2^20 slots) so that none grows or shrinks during a measurement, and a measurement stops at 350,000 items",
 			"Vault: Transit on file storage; the encryption baselines use an aes256-gcm96 key of their own, with the root token",
 			"Budgets: " + budgetNote,
 			fmt.Sprintf("Records: jeton's measured %d B key and %d B value; the raw Redis baselines store values of that size under keys of that length, with the same TTL (%s)",
-				f.recordKeyLen, f.recordValueLen, retention),
+				f.recordKeyLen, f.recordValueLen, fmt.Sprintf("%.0fh", retention.Hours())),
 			"Items: classes name, email, address and text in turn (values of 16 to 45 bytes); batched items carry a data-subject id, one per four items. " +
 				"Every Tokenize that says so sends an idempotency key, and unary ones always do, as the client library does. Detokenize reads a pool of " +
 				fmt.Sprint(len(f.tokens)) + " tokens with a purpose and a case reference",
@@ -202,7 +203,7 @@ func onOff(on bool) string {
 	return "off"
 }
 
-// command is how this run was asked for.
+// command says, in markdown, how this run was asked for.
 func command() string {
 	args := []string{"-jeton.bench"}
 	flag.Visit(func(f *flag.Flag) {
@@ -212,9 +213,9 @@ func command() string {
 		}
 	})
 	if !*fullRun {
-		return "go test ./integration/bench (smoke run)"
+		return "`go test ./integration/bench` (a smoke run)"
 	}
-	return "make bench (go test ./integration/bench -run '^TestBench$' -args " + strings.Join(args, " ") + ")"
+	return "`make bench`, which runs `go test ./integration/bench -run '^TestBench$' -args " + strings.Join(args, " ") + "`"
 }
 
 // machine describes the machine and the software under test.

@@ -52,8 +52,9 @@ func fakeValue(class string, n int) string {
 }
 
 // prepare creates both tenants' keys, measures jeton's record size, stores
-// pool records for the reads, and notes the keyspace.
-func prepare(t *testing.T, d *deployment, pool int) *fixtures {
+// pool records for the reads, sizes Redis's key tables if asked to, and
+// notes the keyspace.
+func prepare(t *testing.T, d *deployment, pool int, presizeTables bool) *fixtures {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -125,8 +126,63 @@ func prepare(t *testing.T, d *deployment, pool int) *fixtures {
 		copy(in, f.vaultField)
 		f.vaultBatch[n] = map[string]any{"batch_input": in}
 	}
+	if presizeTables {
+		f.presize(ctx, t, d.rdb)
+	}
 	f.keep = scanAll(ctx, t, d.rdb)
 	return f
+}
+
+// Key-table sizing; see presize.
+const (
+	tableSlots = 1 << 20
+	// tableFloor keeps each table at least 10% full, the fill below which
+	// Redis shrinks it.
+	tableFloor = tableSlots/10 + 5000
+)
+
+// presize grows Redis's two key tables (all keys, and keys with a TTL) to
+// tableSlots slots and keeps enough keys that Redis never shrinks them,
+// so no measurement sees a table double or halve: a step of 8 or 16 MB
+// that would otherwise land in whichever workload crossed a power of two,
+// or, as a shrink after the previous workload's keys were deleted, be
+// subtracted from the next one's memory. maxItems keeps every workload
+// below the size that would grow them again. The slots a workload's keys
+// would need are counted instead at 8 bytes per key and table (see
+// sample.bytesPerValue): what a table sized exactly to its keys costs.
+func (f *fixtures) presize(ctx context.Context, t *testing.T, rdb *redis.Client) {
+	t.Helper()
+	store := func(prefix string, from, to int64) {
+		for lo := from; lo < to; lo += 10000 {
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i := lo; i < min(lo+10000, to); i++ {
+					p.Set(ctx, f.rawKey(prefix, i), "x", retention)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("sizing Redis's key tables: %v", err)
+			}
+		}
+	}
+	n, err := rdb.DBSize(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store("bench:floor:", 0, max(0, tableFloor-n))
+	// Past half the slots, the tables double to tableSlots.
+	store("bench:grow:", 0, tableSlots/2+1)
+	for lo := int64(0); lo < tableSlots/2+1; lo += 10000 {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := lo; i < min(lo+10000, tableSlots/2+1); i++ {
+				p.Del(ctx, f.rawKey("bench:grow:", i))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // tokenize sends n batch items through jetond and returns their tokens.

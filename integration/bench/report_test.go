@@ -191,7 +191,7 @@ func render(info runInfo, rs []result) string {
 		title = "Run"
 	}
 	fmt.Fprintf(&b, "## %s, %s\n\n", title, info.started.UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "- Command: `%s`\n", info.command)
+	fmt.Fprintf(&b, "- Command: %s\n", info.command)
 	for _, l := range info.machine {
 		fmt.Fprintf(&b, "- %s\n", l)
 	}
@@ -258,9 +258,12 @@ func render(info runInfo, rs []result) string {
 Columns: medians over rounds, except errors (summed) and peak RSS (the highest). Server CPU is
 jetond's user and system time (from /proc/<pid>/stat) per item served, health checks included;
 † marks the benchmark process's own CPU, for the tokenizer in process. Redis B/value is the growth
-of INFO used_memory, client and AOF buffers excluded, per value stored. Redis main thread time is used_cpu_{user,sys}_main_thread
-(commands, network I/O and, under appendfsync always, the fsync); commands per call are from INFO
-commandstats. Rows marked "baseline" do not involve jeton.
+of INFO used_memory (client and AOF buffers excluded) per value stored, plus 8 B per new key in
+each of Redis's two key tables: the tables are sized once before the run so that no workload
+grows or shrinks them, and a table sized to its keys needs one 8-byte slot per key (up to two
+as it fills). Redis main thread time is used_cpu_{user,sys}_main_thread (commands, network I/O
+and, under appendfsync always, the fsync); commands per call are from INFO commandstats. Rows
+marked "baseline" do not involve jeton.
 `)
 	return b.String()
 }

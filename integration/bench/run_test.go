@@ -16,9 +16,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Bounds of one measurement besides its duration.
+// Bounds of one measurement besides its duration. maxItems also keeps
+// the keys a workload adds within the key tables presize made.
 const (
 	maxCalls    = 5_000_000
+	maxItems    = 350_000
 	callTimeout = 30 * time.Second
 )
 
@@ -77,8 +79,11 @@ func (s sample) pct(p float64) time.Duration {
 func (s sample) cpuPerItem() float64 {
 	return float64(s.cpu.Microseconds()) / float64(max(s.okItems, 1))
 }
+
+// bytesPerValue is the growth of Redis's memory per value stored, with
+// one 8-byte slot per new key in each key table (see presize).
 func (s sample) bytesPerValue() float64 {
-	return float64(s.redis.usedMemory) / float64(max(s.okItems, 1))
+	return float64(s.redis.usedMemory+8*(s.redis.keys+s.redis.expires)) / float64(max(s.okItems, 1))
 }
 func (s sample) redisMainPerCall() float64 {
 	return float64(s.redis.mainCPU.Microseconds()) / float64(max(s.calls, 1))
@@ -88,7 +93,8 @@ func (s sample) redisCmdsPerCall() float64 {
 }
 
 // runLoad calls w.call from w.conc goroutines until dur has passed (or
-// maxCalls calls were made) and collects what the calls returned.
+// maxCalls calls or maxItems items were sent) and collects what the calls
+// returned.
 func runLoad(w workload, dur time.Duration) sample {
 	ctx, cancel := context.WithTimeout(context.Background(), dur+callTimeout)
 	defer cancel()
@@ -103,7 +109,7 @@ func runLoad(w workload, dur time.Duration) sample {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
 				n := int(seq.Add(1)) - 1
-				if n >= maxCalls {
+				if n >= maxCalls || n*w.perCall >= maxItems {
 					return
 				}
 				t0 := time.Now()
@@ -198,6 +204,8 @@ func (d *deployment) measure(w workload, dur time.Duration, profDir string) (sam
 		calls:       after.calls - before.calls,
 		usec:        after.usec - before.usec,
 		aofRewrites: after.aofRewrites - before.aofRewrites,
+		keys:        after.keys - before.keys,
+		expires:     after.expires - before.expires,
 	}
 	for _, err := range profErrs {
 		if err != nil {

@@ -23,10 +23,12 @@ type redisCounters struct {
 	// calls and usec sum INFO commandstats over every command but INFO.
 	calls, usec int64
 	aofRewrites int64
+	// keys and expires count db0's keys, and those with a TTL.
+	keys, expires int64
 }
 
 func readRedis(ctx context.Context, c *redis.Client) (redisCounters, error) {
-	info, err := c.InfoMap(ctx, "memory", "cpu", "commandstats", "persistence").Result()
+	info, err := c.InfoMap(ctx, "memory", "cpu", "commandstats", "persistence", "keyspace").Result()
 	if err != nil {
 		return redisCounters{}, fmt.Errorf("redis INFO: %w", err)
 	}
@@ -40,6 +42,16 @@ func readRedis(ctx context.Context, c *redis.Client) (redisCounters, error) {
 	r.usedMemory = int64(num("Memory", "used_memory") - num("Memory", "mem_clients_normal") - num("Memory", "mem_aof_buffer"))
 	r.mainCPU = time.Duration((num("CPU", "used_cpu_sys_main_thread") + num("CPU", "used_cpu_user_main_thread")) * float64(time.Second))
 	r.aofRewrites = int64(num("Persistence", "aof_rewrites"))
+	for _, f := range strings.Split(info["Keyspace"]["db0"], ",") {
+		k, val, _ := strings.Cut(f, "=")
+		n, _ := strconv.ParseInt(val, 10, 64)
+		switch k {
+		case "keys":
+			r.keys = n
+		case "expires":
+			r.expires = n
+		}
+	}
 	for name, v := range info["Commandstats"] {
 		if name == "cmdstat_info" {
 			continue

@@ -200,7 +200,7 @@ func workloads(d *deployment, f *fixtures) []workload {
 		}
 		for _, c := range []int{4, 8} {
 			for _, idem := range []bool{true, false} {
-				name := fmt.Sprintf("Tokenize %d items", n)
+				name := "Tokenize " + fmtInt(float64(n)) + " items"
 				if idem {
 					name += ", idempotency key"
 				}
