@@ -53,6 +53,7 @@ func TestBench(t *testing.T) {
 	f := prepare(t, d, pool, *fullRun)
 	ws := workloads(d, f)
 	ctx := context.Background()
+	fmt.Printf("bench: set up in %s\n", time.Since(started).Round(time.Second))
 	setFsync := func(always bool) {
 		policy := map[bool]string{false: "everysec", true: "always"}[always]
 		if err := d.rdb.ConfigSet(ctx, "appendfsync", policy).Err(); err != nil {
@@ -100,8 +101,8 @@ func TestBench(t *testing.T) {
 			if err := f.clean(ctx, d.rdb); err != nil {
 				t.Fatal(err)
 			}
-			fmt.Printf("bench: round %d/%d  %-62s c=%-3d %12s items/s  p50 %8s  errors %d\n",
-				r+1, nRounds, w.name, w.conc, fmtInt(s.itemsPerSec()), fmtDur(s.pct(0.5)), s.failedCalls)
+			fmt.Printf("bench: %5s round %d/%d  %-62s c=%-3d %12s items/s  p50 %8s  errors %d\n",
+				time.Since(started).Round(time.Second), r+1, nRounds, w.name, w.conc, fmtInt(s.itemsPerSec()), fmtDur(s.pct(0.5)), s.failedCalls)
 		}
 		setFsync(false)
 	}
@@ -118,7 +119,7 @@ func TestBench(t *testing.T) {
 			fmt.Sprintf("jetond: the built binary on a production configuration: mutual TLS 1.3 on both listeners (all calls to a listener share one connection), "+
 				"audit log on (a Detokenize answers once its record is on disk), Redis and Vault backends, log level info (JSON), pprof %s", onOff(prof != "")),
 			"Redis: AOF on, appendfsync everysec, with a pass under appendfsync always; no RDB snapshots, no automatic AOF rewrite. Keys a workload creates are deleted after it; " +
-				"the key tables are sized once (2^20 slots) so that none grows or shrinks during a measurement, and a measurement stops at 350,000 items",
+				"the key tables are sized once (2^19 slots) so that none grows or shrinks during a measurement, and a measurement stops at 200,000 items",
 			"Vault: Transit on file storage; the encryption baselines use an aes256-gcm96 key of their own, with the root token",
 			"Budgets: " + budgetNote,
 			fmt.Sprintf("Records: jeton's measured %d B key and %d B value; the raw Redis baselines store values of that size under keys of that length, with the same TTL (%s)",

@@ -135,7 +135,7 @@ func prepare(t *testing.T, d *deployment, pool int, presizeTables bool) *fixture
 
 // Key-table sizing; see presize.
 const (
-	tableSlots = 1 << 20
+	tableSlots = 1 << 19
 	// tableFloor keeps each table at least 10% full, the fill below which
 	// Redis shrinks it.
 	tableFloor = tableSlots/10 + 5000
@@ -143,11 +143,13 @@ const (
 
 // presize grows Redis's two key tables (all keys, and keys with a TTL) to
 // tableSlots slots and keeps enough keys that Redis never shrinks them,
-// so no measurement sees a table double or halve: a step of 8 or 16 MB
+// so no measurement sees a table double or halve: a step of megabytes
 // that would otherwise land in whichever workload crossed a power of two,
 // or, as a shrink after the previous workload's keys were deleted, be
 // subtracted from the next one's memory. maxItems keeps every workload
-// below the size that would grow them again. The slots a workload's keys
+// below the size that would grow them again: at most 2.25 keys per item
+// (a record, an idempotency entry, a quarter of a subject index) on top
+// of tableFloor. The slots a workload's keys
 // would need are counted instead at 8 bytes per key and table (see
 // sample.bytesPerValue): what a table sized exactly to its keys costs.
 func (f *fixtures) presize(ctx context.Context, t *testing.T, rdb *redis.Client) {
@@ -250,7 +252,7 @@ func (f *fixtures) clean(ctx context.Context, rdb *redis.Client) error {
 	var doomed []string
 	var cursor uint64
 	for {
-		keys, next, err := rdb.Scan(ctx, cursor, "*", 1000).Result()
+		keys, next, err := rdb.Scan(ctx, cursor, "*", 10000).Result()
 		if err != nil {
 			return err
 		}
@@ -263,18 +265,19 @@ func (f *fixtures) clean(ctx context.Context, rdb *redis.Client) error {
 			break
 		}
 	}
-	for lo := 0; lo < len(doomed); lo += 1000 {
-		if err := rdb.Del(ctx, doomed[lo:min(lo+1000, len(doomed))]...).Err(); err != nil {
-			return err
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for lo := 0; lo < len(doomed); lo += 1000 {
+			p.Del(ctx, doomed[lo:min(lo+1000, len(doomed))]...)
 		}
-	}
-	return nil
+		return nil
+	})
+	return err
 }
 
 func scanAll(ctx context.Context, t *testing.T, rdb *redis.Client) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
-	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, "*", 10000).Iterator()
 	for iter.Next(ctx) {
 		out[iter.Val()] = true
 	}

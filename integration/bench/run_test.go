@@ -20,7 +20,7 @@ import (
 // the keys a workload adds within the key tables presize made.
 const (
 	maxCalls    = 5_000_000
-	maxItems    = 350_000
+	maxItems    = 200_000
 	callTimeout = 30 * time.Second
 )
 
