@@ -12,7 +12,7 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOBIN := $(TOOLS)
 
-.PHONY: run test tools generate checkgenerate lint testenv build
+.PHONY: run test tools generate checkgenerate lint testenv build bench
 
 # run starts jetond in dev mode: in-memory store, ephemeral keys, generated
 # certificates in .jeton-dev/, listeners on 127.0.0.1:7443 and :7444.
@@ -55,7 +55,30 @@ lint: $(TOOLS)/staticcheck
 testenv:
 	bash integration/testenv/install.sh
 
+# BENCH_PKGS are the packages with Go benchmarks (found afresh each run).
+BENCH_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' --exclude-dir=.tools --exclude-dir=.git '^func Benchmark' .)))
+
 # test runs every test: unit, fuzz seeds, integration against real Redis and
-# Vault, fault and load tests.
+# Vault, fault and load tests (including a short smoke run of the `make
+# bench` harness); then every Go benchmark once, so none can rot.
 test: tools checkgenerate lint testenv
 	go test -count=1 -timeout 40m ./...
+	go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
+
+# bench is the end-to-end benchmark, under 5 minutes: its own Redis, Vault
+# and jetond (production configuration) on loopback, jeton's calls
+# interleaved with their baselines over BENCH_ROUNDS rounds. It prints the
+# table and adds the run to BENCHMARKS.md. BENCH_PROFILE=dir also saves
+# jetond's CPU and allocation profiles of each workload (last round);
+# BENCH_TITLE names the run, BENCH_NOTE adds a remark.
+BENCH_ROUNDS   ?= 3
+BENCH_DURATION ?= 1.5s
+BENCH_PROFILE  ?=
+BENCH_TITLE    ?=
+BENCH_NOTE     ?=
+
+bench: testenv
+	go test -count=1 -timeout 15m -run '^TestBench$$' -v ./integration/bench -args -jeton.bench \
+		-jeton.bench.rounds=$(BENCH_ROUNDS) -jeton.bench.duration=$(BENCH_DURATION) \
+		-jeton.bench.out=$(CURDIR)/BENCHMARKS.md -jeton.bench.title="$(BENCH_TITLE)" -jeton.bench.note="$(BENCH_NOTE)" \
+		$(if $(BENCH_PROFILE),-jeton.bench.profile=$(abspath $(BENCH_PROFILE)))

@@ -132,6 +132,11 @@ type AuditCheckpointConfig struct {
 type MetricsConfig struct {
 	// Addr is host:port; 127.0.0.1:9090 when empty.
 	Addr string `yaml:"addr"`
+	// Pprof serves Go's profiler under /debug/pprof/ on this listener, to
+	// see where CPU time and allocations go under load. Off by default,
+	// and refused unless Addr is a loopback address: profiles show the
+	// code's internals and cost CPU to take.
+	Pprof bool `yaml:"pprof"`
 }
 
 // RotationConfig schedules new data-key generations: every tenant of the
@@ -264,6 +269,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rotation.Every < 0 || c.Rotation.Check < 0 {
 		return errors.New("rotation.every and rotation.check must not be negative")
+	}
+	if err := c.Metrics.validate(); err != nil {
+		return err
 	}
 	if c.Health.Interval < 0 {
 		return errors.New("health.interval must not be negative")

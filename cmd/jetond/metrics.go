@@ -51,6 +51,7 @@ func newObservability() (*observability, error) {
 // its own listener, apart from the mTLS gRPC listeners.
 type metricsListener struct {
 	lis  net.Listener
+	mux  *http.ServeMux
 	http *http.Server
 }
 
@@ -79,7 +80,7 @@ func listenMetrics(addr string, o *observability, srv *server.Server, log *slog.
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	m := &metricsListener{lis: lis, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	m := &metricsListener{lis: lis, mux: mux, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	log.Info("metrics listening", "addr", lis.Addr().String())
 	return m, nil
 }

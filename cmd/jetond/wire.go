@@ -128,6 +128,12 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Metrics.Pprof {
+		if err := ml.enablePprof(log); err != nil {
+			_ = ml.lis.Close()
+			return nil, err
+		}
+	}
 	ml.serve(log)
 	closers = append(closers, ml.close)
 	closers = append(closers, startRotation(tok, func() []string { return srv.Policy().Tenants() },

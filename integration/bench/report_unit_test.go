@@ -1,0 +1,120 @@
+package bench_test
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []float64
+		want float64
+	}{
+		{"one", []float64{3}, 3},
+		{"odd, unsorted", []float64{5, 1, 3}, 3},
+		{"even", []float64{4, 1, 3, 2}, 2.5},
+	}
+	for _, tt := range tests {
+		if got := median(tt.in); got != tt.want {
+			t.Errorf("%s: median(%v) = %v, want %v", tt.name, tt.in, got, tt.want)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing is not NaN")
+	}
+	in := []float64{3, 1, 2}
+	median(in)
+	if in[0] != 3 {
+		t.Error("median sorted its argument in place")
+	}
+}
+
+func TestPercentileNearestRank(t *testing.T) {
+	var s sample
+	for i := 1; i <= 1000; i++ {
+		s.lat = append(s.lat, time.Duration(i)*time.Millisecond)
+	}
+	tests := []struct {
+		p    float64
+		want time.Duration
+	}{
+		{0.50, 500 * time.Millisecond},
+		{0.99, 990 * time.Millisecond},
+		{0.999, 999 * time.Millisecond},
+		{1, 1000 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := s.pct(tt.p); got != tt.want {
+			t.Errorf("pct(%v) = %v, want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := (sample{lat: []time.Duration{7}}).pct(0.999); got != 7 {
+		t.Errorf("pct of one sample = %v", got)
+	}
+	if got := (sample{}).pct(0.5); got != 0 {
+		t.Errorf("pct of no sample = %v", got)
+	}
+}
+
+func TestFormats(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{fmtInt(1234567.4), "1,234,567"},
+		{fmtInt(999), "999"},
+		{fmtInt(-12345), "-12,345"},
+		{fmtInt(math.NaN()), "—"},
+		{fmtFloat(0.1234), "0.12"},
+		{fmtFloat(0.01234), "0.012"},
+		{fmtFloat(12.34), "12.3"},
+		{fmtFloat(1234.5), "1,235"},
+		{fmtDur(850 * time.Microsecond), "850 µs"},
+		{fmtDur(12340 * time.Microsecond), "12.3 ms"},
+		{fmtDur(250 * time.Millisecond), "250 ms"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+// Each run goes on top of the list, under the header, and earlier runs
+// stay.
+func TestAddRunKeepsEarlierRuns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	if err := addRun(path, "## First run\n\nfigures one\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := addRun(path, "## Second run\n\nfigures two\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	header, second, first := strings.Index(s, "# jeton benchmarks"), strings.Index(s, "## Second run"), strings.Index(s, "## First run")
+	if header != 0 || second < 0 || first < 0 || !(header < second && second < first) {
+		t.Fatalf("want the header, then the second run, then the first:\n%s", s)
+	}
+	if !strings.Contains(s, "figures two\n\n## First run") || !strings.HasSuffix(s, "figures one\n") {
+		t.Fatalf("runs are not separated by one blank line:\n%q", s)
+	}
+
+	// A file without the marker keeps what it has and gains the marker.
+	other := filepath.Join(t.TempDir(), "other.md")
+	if err := os.WriteFile(other, []byte("# Notes\n\nkept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := addRun(other, "## Run\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(other)
+	if want := "# Notes\n\nkept\n\n" + runsMarker + "\n\n## Run\n"; string(b) != want {
+		t.Fatalf("got %q, want %q", b, want)
+	}
+}

@@ -1,0 +1,117 @@
+package tokenizer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strconv"
+	"testing"
+)
+
+// Micro-benchmarks of the per-item steps of Tokenize and Reveal, each as
+// the service calls it (pooled keyed states, v2 envelopes). They report
+// allocations because allocation, not arithmetic, is what GC turns into
+// CPU under load. `make test` runs each once so they cannot rot;
+// `go test -run '^$' -bench . ./tokenizer/` measures them.
+
+// benchKeys returns a tenant's keys built from fixed bytes, as the keyring
+// would hold them, and a DEK.
+func benchKeys() (*tenantKeys, *macKey) {
+	root := newMACKey(bytes.Repeat([]byte{0x42}, 32))
+	tk := &tenantKeys{
+		name:  "acme",
+		index: newMACKey(root.expand32(nil, "jeton/v1/index")),
+		idem:  root.expand32(nil, "jeton/v1/idempotency"),
+	}
+	return tk, newMACKey(bytes.Repeat([]byte{0x17}, 32))
+}
+
+// benchToken returns the n-th token of a fixed sequence.
+func benchToken(n int) Token {
+	tok := Token{Class: "name", Tenant: "acme", Version: tokenVersion1}
+	binary.BigEndian.PutUint64(tok.Payload[:], uint64(n))
+	return tok
+}
+
+const benchValue = "Fake Person 0000001" // the size of a short name
+
+// BenchmarkMintText measures a random token's text form: what minting
+// costs beyond the batch's one read of randomness.
+func BenchmarkMintText(b *testing.B) {
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		if s := benchToken(n).String(); len(s) == 0 {
+			b.Fatal("empty token")
+		}
+	}
+}
+
+// BenchmarkRecordName measures naming a record: a keyed hash of the token
+// under the tenant's index key, as every Tokenize and Reveal item does.
+func BenchmarkRecordName(b *testing.B) {
+	tk, _ := benchKeys()
+	text := benchToken(1).String()
+	b.ReportAllocs()
+	for b.Loop() {
+		if recordName(tk, text) == "" {
+			b.Fatal("empty name")
+		}
+	}
+}
+
+// BenchmarkSeal measures sealing one record: the per-token key
+// derivation, a new AES-GCM, and the encryption.
+func BenchmarkSeal(b *testing.B) {
+	_, dek := benchKeys()
+	tok := benchToken(1)
+	text := tok.String()
+	nonce := make([]byte, nonceSize)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for b.Loop() {
+		if _, err := sealRecordMAC(dek, nonce, 1, 0, tok, text, benchValue); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOpen measures opening one record, as Reveal does per token.
+func BenchmarkOpen(b *testing.B) {
+	_, dek := benchKeys()
+	tok := benchToken(1)
+	text := tok.String()
+	blob, err := sealRecordMAC(dek, make([]byte, nonceSize), 1, 0, tok, text, benchValue)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for b.Loop() {
+		if v, err := openRecordMAC(dek, tok, text, blob); err != nil || v != benchValue {
+			b.Fatalf("open: %v", err)
+		}
+	}
+}
+
+// BenchmarkIdempotencyEntry measures what an idempotency key adds per
+// random item: naming its entry, deriving its sealing key, and sealing the
+// token in it.
+func BenchmarkIdempotencyEntry(b *testing.B) {
+	tk, _ := benchKeys()
+	text := benchToken(1).String()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		name, key := idemEntry(tk, "caller\x00key-"+strconv.Itoa(i%16), i, "name", benchValue, "")
+		if _, err := sealSmall(benchZeros{}, key, name, []byte(text)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchZeros keeps nonces off crypto/rand: they do not matter here.
+type benchZeros struct{}
+
+func (benchZeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
