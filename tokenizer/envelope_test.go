@@ -306,15 +306,3 @@ func FuzzOpenEnvelope(f *testing.F) {
 		_, _ = openSmall(fx.dek, "x", blob)
 	})
 }
-
-func BenchmarkSealRecord(b *testing.B) {
-	f := loadEnvelopeVector(b)
-	dek := newMACKey(f.dek)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(f.v.Value)))
-	for b.Loop() {
-		if _, err := sealRecordMAC(dek, f.nonce, 1, 0, f.tok, f.v.Token, f.v.Value); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

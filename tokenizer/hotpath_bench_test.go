@@ -88,7 +88,7 @@ func BenchmarkOpen(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchValue)))
 	for b.Loop() {
-		if v, err := openRecordMAC(dek, tok, text, blob); err != nil || v != benchValue {
+		if v, _, err := openRecordMAC(dek, tok, text, blob); err != nil || v != benchValue {
 			b.Fatalf("open: %v", err)
 		}
 	}
