@@ -22,7 +22,7 @@ import (
 // and MintCanary are never retried: a retry after a lost reply would
 // rotate twice or mint a second canary.
 
-func (c *Client) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.conn) }
+func (c *Custodian) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.conn) }
 
 // EraseTokens erases the records behind tokens and returns how many
 // existed. Tokens of tenants the caller does not administer, and unknown
@@ -30,7 +30,7 @@ func (c *Client) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.c
 // (ErrInvalidArgument) before anything is erased. Inputs longer than the
 // batch size are sent in chunks; when one fails, the earlier ones stay
 // erased and the count so far is returned with the error.
-func (c *Client) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
+func (c *Custodian) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
 	var erased int64
 	for start := 0; start < len(tokens); start += c.batchSize {
 		part := tokens[start:min(start+c.batchSize, len(tokens))]
@@ -45,7 +45,7 @@ func (c *Client) EraseTokens(ctx context.Context, tokens []string, reason string
 
 // EraseSubject erases every record of tenant indexed under the data
 // subject and returns how many existed.
-func (c *Client) EraseSubject(ctx context.Context, tenant, subject, reason string) (int64, error) {
+func (c *Custodian) EraseSubject(ctx context.Context, tenant, subject, reason string) (int64, error) {
 	resp, err := c.admin().EraseSubject(ctx, &jetonv1.EraseSubjectRequest{Tenant: tenant, SubjectId: subject, Reason: reason})
 	if err != nil {
 		return 0, callError(err)
@@ -55,7 +55,7 @@ func (c *Client) EraseSubject(ctx context.Context, tenant, subject, reason strin
 
 // PurgeTenant crypto-shreds and deletes every record and key of tenant and
 // returns how many records existed. confirm must repeat the tenant name.
-func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (int64, error) {
+func (c *Custodian) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (int64, error) {
 	resp, err := c.admin().PurgeTenant(ctx, &jetonv1.PurgeTenantRequest{Tenant: tenant, Confirm: confirm, Reason: reason})
 	if err != nil {
 		return 0, callError(err)
@@ -65,7 +65,7 @@ func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string
 
 // RotateGeneration starts a new data-key generation for tenant and returns
 // its number.
-func (c *Client) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
+func (c *Custodian) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
 	resp, err := c.admin().RotateGeneration(ctx, &jetonv1.RotateGenerationRequest{Tenant: tenant}, retry.Disable())
 	if err != nil {
 		return 0, callError(err)
@@ -82,7 +82,7 @@ func DestroyConfirmation(tenant string, generation uint32) string {
 // it becomes unrecoverable, backups included. confirm must equal
 // DestroyConfirmation(tenant, generation); the server refuses the current
 // generation (ErrInvalidArgument).
-func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) error {
+func (c *Custodian) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) error {
 	_, err := c.admin().DestroyGeneration(ctx, &jetonv1.DestroyGenerationRequest{
 		Tenant: tenant, Generation: generation, Confirm: confirm, Reason: reason,
 	})
@@ -93,7 +93,7 @@ func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generatio
 // calling progress (if not nil) as the server reports it, and returns the
 // last report. Rewrap can take long: the client's default timeout does
 // not apply, only ctx's deadline.
-func (c *Client) Rewrap(ctx context.Context, progress func(done, total int64)) (done, total int64, err error) {
+func (c *Custodian) Rewrap(ctx context.Context, progress func(done, total int64)) (done, total int64, err error) {
 	st, err := c.admin().Rewrap(ctx, &jetonv1.RewrapRequest{})
 	if err != nil {
 		return 0, 0, callError(err)
@@ -155,7 +155,7 @@ type GenerationStats struct {
 }
 
 // Stats returns record counts for the tenants the caller administers.
-func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+func (c *Custodian) Stats(ctx context.Context) (*Stats, error) {
 	resp, err := c.admin().Stats(ctx, &jetonv1.StatsRequest{})
 	if err != nil {
 		return nil, callError(err)
@@ -179,7 +179,7 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 
 // ReinstateIdentity lifts the suspension of identity. A custodian cannot
 // reinstate itself.
-func (c *Client) ReinstateIdentity(ctx context.Context, identity, reason string) error {
+func (c *Custodian) ReinstateIdentity(ctx context.Context, identity, reason string) error {
 	_, err := c.admin().ReinstateIdentity(ctx, &jetonv1.ReinstateIdentityRequest{Identity: identity, Reason: reason})
 	return callError(err)
 }
@@ -187,7 +187,7 @@ func (c *Client) ReinstateIdentity(ctx context.Context, identity, reason string)
 // MintCanary creates a canary token of class in tenant: it looks like any
 // other token, and revealing it raises an alert (and, with suspend, also
 // suspends the revealing identity). The token is returned only here.
-func (c *Client) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
+func (c *Custodian) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
 	resp, err := c.admin().MintCanary(ctx, &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}, retry.Disable())
 	if err != nil {
 		return "", callError(err)
