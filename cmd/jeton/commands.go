@@ -42,6 +42,7 @@ type command struct {
 // commands lists the subcommands; add new ones here.
 var commands = map[string]command{
 	"tokenize":   {"turn values into tokens", runTokenize},
+	"csv":        {"tokenize or reveal the personal columns of a CSV file (csv tokenize, csv detokenize)", runCSV},
 	"detokenize": {"reveal the values behind tokens (TTP network only)", runDetokenize},
 	"audit":      {"verify the audit log (audit verify DIR)", runAudit},
 	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
@@ -106,6 +107,16 @@ const (
 // dial checks the connection flags and returns a client. The error is a
 // usage error: it names the missing flag or the unusable file.
 func (c *conn) dial() (*client.Client, error) {
+	opts, err := c.options()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(c.addr, opts...)
+}
+
+// options checks the connection flags and returns the client options
+// they make. The error is a usage error.
+func (c *conn) options() ([]client.Option, error) {
 	var missing []string
 	for _, f := range []struct{ flag, envName, val string }{
 		{"--addr", "JETON_ADDR", c.addr},
@@ -131,7 +142,7 @@ func (c *conn) dial() (*client.Client, error) {
 		}
 		opts = append(opts, client.WithTimeout(d))
 	}
-	return client.New(c.addr, opts...)
+	return opts, nil
 }
 
 // parse parses args with fs, allowing flags after arguments
