@@ -16,6 +16,12 @@ const exitTampered = 1
 
 // runAudit runs "jeton audit verify".
 func runAudit(args []string, e *env) int {
+	if helpArg(args) {
+		fmt.Fprint(e.stdout, "Usage: jeton audit verify [--key-file F] [--head PATH] [--partial] FILE... | DIR\n\n"+
+			"Verifies jetond's audit log: every record's MAC and the hash chain across\n"+
+			"files, and the log's end against its HEAD. Run \"jeton audit verify -h\" for flags.\n")
+		return exitOK
+	}
 	if len(args) == 0 || args[0] != "verify" {
 		e.errorf("usage: jeton audit verify [--key-file F] [--head PATH] [--partial] FILE... | DIR")
 		return exitUsage

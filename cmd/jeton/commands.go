@@ -48,6 +48,13 @@ var commands = map[string]command{
 	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
 	"bench":      {"measure unary Tokenize against a health-check baseline (loopback only)", runBench},
 	"admin":      {"custodian operations: erase, purge, rotate, destroy, rewrap, stats (TTP network only)", runAdmin},
+	"version":    {"print the version and build information", runVersion},
+}
+
+// helpArg reports whether args ask for help: what every command answers
+// with its usage on stdout and exit status 0.
+func helpArg(args []string) bool {
+	return len(args) > 0 && slices.Contains([]string{"help", "-h", "-help", "--help"}, args[0])
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -71,7 +78,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, "Usage: jeton <command> [flags] [arguments]\n\nCommands:\n")
+	fmt.Fprint(w, "Usage: jeton <command> [flags] [arguments]\n\n"+
+		"jeton is the command line of jeton, the tokenization service: sponsors tokenize\n"+
+		"personal values, TTP systems reveal them for a stated purpose, custodians manage\n"+
+		"keys and erasure, operators verify the audit log.\n\nCommands:\n")
 	names := make([]string, 0, len(commands))
 	for name := range commands {
 		names = append(names, name)
@@ -81,6 +91,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprint(w, "  help         show this help\n\nRun \"jeton <command> -h\" for a command's flags.\n")
+	fmt.Fprint(w, "Connection flags have environment defaults: JETON_ADDR, JETON_CACERT, JETON_CERT,\nJETON_KEY, JETON_TIMEOUT.\n")
 }
 
 // conn holds the flags every command that calls jeton shares. Each has an

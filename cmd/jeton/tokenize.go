@@ -25,10 +25,10 @@ Flags:
 
 func runTokenize(args []string, e *env) int {
 	fs := flag.NewFlagSet("tokenize", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), tokenizeUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), tokenizeUsage); fs.PrintDefaults(); printClasses(fs.Output()) }
 	var c conn
 	c.register(fs, e.getenv)
-	class := fs.String("class", "", "field class of the values, e.g. email (required)")
+	class := fs.String("class", "", "field class of the values, e.g. email (required; see Classes below)")
 	subject := fs.String("subject", "", "data subject ID, for erasure by subject")
 	asJSON := fs.Bool("json", false, `print JSON lines: {"token":...} or {"error":{"code":...,"message":...}}`)
 	args, code, ok := parse(fs, args, e)
