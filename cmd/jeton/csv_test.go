@@ -345,3 +345,25 @@ func TestCSVProgress(t *testing.T) {
 		t.Errorf("stdout %q", out.String())
 	}
 }
+
+// The plain commands keep what was done before a failed chunk, and name
+// where they stopped by position.
+func TestPlainCommandsKeepPartialOutput(t *testing.T) {
+	addr, files, s := startStub(t, nil)
+	s.before = func(n int, _ any) error {
+		if n == 2 {
+			return status.Error(codes.PermissionDenied, "class not permitted")
+		}
+		return nil
+	}
+	var in strings.Builder
+	for i := range 1500 {
+		fmt.Fprintf(&in, "guest%04d@example.org\n", i)
+	}
+	got := jeton(t, environFor(addr, files), in.String(), "tokenize", "--class", "email")
+	if got.code != exitRPC || strings.Count(got.stdout, "\n") != 1000 || !strings.HasPrefix(got.stdout, "tk-guest0000@example.org\n") ||
+		!strings.Contains(got.stderr, "stopped after line 1000") {
+		t.Fatalf("exit %d, %d lines out, stderr %q; want the first chunk's 1000 tokens and where it stopped", got.code, strings.Count(got.stdout, "\n"), got.stderr)
+	}
+	checkNoValues(t, got.stderr, "guest")
+}

@@ -44,7 +44,12 @@ func runTokenize(args []string, e *env) int {
 		e.errorf("tokenize: %v", err)
 		return exitUsage
 	}
-	cl, err := c.dial()
+	opts, err := c.options()
+	if err != nil {
+		e.errorf("tokenize: %v", err)
+		return exitUsage
+	}
+	cl, err := client.NewSponsor(c.addr, opts...)
 	if err != nil {
 		e.errorf("tokenize: %v", err)
 		return exitUsage
@@ -55,10 +60,7 @@ func runTokenize(args []string, e *env) int {
 	for i, v := range values {
 		items[i] = client.Item{Class: *class, Value: v, Subject: *subject}
 	}
-	results, err := cl.Tokenize(context.Background(), items)
-	if err != nil {
-		return callFailed(e, "tokenize", err)
-	}
+	results, callErr := cl.Tokenize(context.Background(), items)
 
 	out := bufio.NewWriter(e.stdout)
 	defer out.Flush()
@@ -82,6 +84,15 @@ func runTokenize(args []string, e *env) int {
 			// An empty line keeps the output aligned with the input.
 			fmt.Fprintln(out, r.Token)
 		}
+	}
+	if callErr != nil {
+		// The results before the failed chunk are printed above: they
+		// were processed and must not be lost.
+		out.Flush()
+		if len(results) > 0 {
+			e.errorf("%s: stopped after %s; the rest were not processed", "tokenize", name(len(results)))
+		}
+		return callFailed(e, "tokenize", callErr)
 	}
 	return status
 }
