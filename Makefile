@@ -12,7 +12,7 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOBIN := $(TOOLS)
 
-.PHONY: run test tools generate checkgenerate lint testenv build
+.PHONY: run test tools generate checkgenerate lint testenv build node-deps
 
 # run starts jetond in dev mode: in-memory store, ephemeral keys, generated
 # certificates in .jeton-dev/, listeners on 127.0.0.1:7443 and :7444.
@@ -55,7 +55,12 @@ lint: $(TOOLS)/staticcheck
 testenv:
 	bash integration/testenv/install.sh
 
+# node-deps installs the Node.js example client's packages, at the exact
+# versions of its lockfile, from the npm registry.
+node-deps:
+	cd examples/node && npm ci --no-audit --no-fund
+
 # test runs every test: unit, fuzz seeds, integration against real Redis and
-# Vault, fault and load tests.
-test: tools checkgenerate lint testenv
+# Vault, fault and load tests, and the Node.js client against jetond.
+test: tools checkgenerate lint testenv node-deps
 	go test -count=1 -timeout 40m ./...
