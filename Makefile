@@ -12,7 +12,7 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOBIN := $(TOOLS)
 
-.PHONY: run test tools generate checkgenerate lint testenv build bench
+.PHONY: run test tools generate checkgenerate lint testenv build bench node-deps
 
 # run starts jetond in dev mode: in-memory store, ephemeral keys, generated
 # certificates in .jeton-dev/, listeners on 127.0.0.1:7443 and :7444.
@@ -55,13 +55,19 @@ lint: $(TOOLS)/staticcheck
 testenv:
 	bash integration/testenv/install.sh
 
+# node-deps installs the Node.js example client's packages, at the exact
+# versions of its lockfile, from the npm registry.
+node-deps:
+	cd examples/node && npm ci --no-audit --no-fund
+
 # BENCH_PKGS are the packages with Go benchmarks (found afresh each run).
 BENCH_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' --exclude-dir=.tools --exclude-dir=.git '^func Benchmark' .)))
 
 # test runs every test: unit, fuzz seeds, integration against real Redis and
 # Vault, fault and load tests (including a short smoke run of the `make
-# bench` harness); then every Go benchmark once, so none can rot.
-test: tools checkgenerate lint testenv
+# bench` harness) and the Node.js client against jetond; then every Go
+# benchmark once, so none can rot.
+test: tools checkgenerate lint testenv node-deps
 	go test -count=1 -timeout 40m ./...
 	go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
 

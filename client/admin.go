@@ -30,7 +30,7 @@ import (
 // enough other custodians of the tenant approve them (ApproveRequest).
 // PendingRequests lists them; CancelRequest withdraws or rejects one.
 
-func (c *Client) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.conn) }
+func (c *Custodian) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.conn) }
 
 // EraseTokens erases the records behind tokens and returns how many
 // existed. Tokens of tenants the caller does not administer, and unknown
@@ -38,7 +38,7 @@ func (c *Client) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(c.c
 // (ErrInvalidArgument) before anything is erased. Inputs longer than the
 // batch size are sent in chunks; when one fails, the earlier ones stay
 // erased and the count so far is returned with the error.
-func (c *Client) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
+func (c *Custodian) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
 	var erased int64
 	for start := 0; start < len(tokens); start += c.batchSize {
 		part := tokens[start:min(start+c.batchSize, len(tokens))]
@@ -53,7 +53,7 @@ func (c *Client) EraseTokens(ctx context.Context, tokens []string, reason string
 
 // EraseSubject erases every record of tenant indexed under the data
 // subject and returns how many existed.
-func (c *Client) EraseSubject(ctx context.Context, tenant, subject, reason string) (int64, error) {
+func (c *Custodian) EraseSubject(ctx context.Context, tenant, subject, reason string) (int64, error) {
 	resp, err := c.admin().EraseSubject(ctx, &jetonv1.EraseSubjectRequest{Tenant: tenant, SubjectId: subject, Reason: reason})
 	if err != nil {
 		return 0, callError(err)
@@ -111,7 +111,7 @@ func pendingFrom(r *jetonv1.PendingRequest, done bool, erased int64) *PendingReq
 // pending request; Done is true, with the count of records that existed
 // in Erased, only when the tenant's policy lets one custodian act alone
 // (dev mode).
-func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (*PendingRequest, error) {
+func (c *Custodian) PurgeTenant(ctx context.Context, tenant, confirm, reason string) (*PendingRequest, error) {
 	resp, err := c.admin().PurgeTenant(ctx, &jetonv1.PurgeTenantRequest{Tenant: tenant, Confirm: confirm, Reason: reason}, retry.Disable())
 	if err != nil {
 		return nil, callError(err)
@@ -121,7 +121,7 @@ func (c *Client) PurgeTenant(ctx context.Context, tenant, confirm, reason string
 
 // RotateGeneration starts a new data-key generation for tenant and returns
 // its number.
-func (c *Client) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
+func (c *Custodian) RotateGeneration(ctx context.Context, tenant string) (uint32, error) {
 	resp, err := c.admin().RotateGeneration(ctx, &jetonv1.RotateGenerationRequest{Tenant: tenant}, retry.Disable())
 	if err != nil {
 		return 0, callError(err)
@@ -142,7 +142,7 @@ func DestroyConfirmation(tenant string, generation uint32) string {
 // pending request, which other custodians approve with ApproveRequest;
 // Done is true only when the tenant's policy lets one custodian act alone
 // (dev mode).
-func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) (*PendingRequest, error) {
+func (c *Custodian) DestroyGeneration(ctx context.Context, tenant string, generation uint32, confirm, reason string) (*PendingRequest, error) {
 	resp, err := c.admin().DestroyGeneration(ctx, &jetonv1.DestroyGenerationRequest{
 		Tenant: tenant, Generation: generation, Confirm: confirm, Reason: reason,
 	}, retry.Disable())
@@ -154,7 +154,7 @@ func (c *Client) DestroyGeneration(ctx context.Context, tenant string, generatio
 
 // PendingRequests lists the pending destroy and purge requests of the
 // caller's tenants, oldest first.
-func (c *Client) PendingRequests(ctx context.Context) ([]*PendingRequest, error) {
+func (c *Custodian) PendingRequests(ctx context.Context) ([]*PendingRequest, error) {
 	resp, err := c.admin().ListPendingRequests(ctx, &jetonv1.ListPendingRequestsRequest{})
 	if err != nil {
 		return nil, callError(err)
@@ -171,7 +171,7 @@ func (c *Client) PendingRequests(ctx context.Context) ([]*PendingRequest, error)
 // the result has Done set (and Erased for a purge). The requester cannot
 // approve its own request, and an expired one is refused
 // (ErrPermissionDenied, ErrInvalidArgument).
-func (c *Client) ApproveRequest(ctx context.Context, id, reason string) (*PendingRequest, error) {
+func (c *Custodian) ApproveRequest(ctx context.Context, id, reason string) (*PendingRequest, error) {
 	resp, err := c.admin().ApprovePendingRequest(ctx, &jetonv1.ApprovePendingRequestRequest{Id: id, Reason: reason}, retry.Disable())
 	if err != nil {
 		return nil, callError(err)
@@ -181,7 +181,7 @@ func (c *Client) ApproveRequest(ctx context.Context, id, reason string) (*Pendin
 
 // CancelRequest withdraws (its requester) or rejects (another custodian
 // of the tenant) a pending request.
-func (c *Client) CancelRequest(ctx context.Context, id, reason string) error {
+func (c *Custodian) CancelRequest(ctx context.Context, id, reason string) error {
 	_, err := c.admin().CancelPendingRequest(ctx, &jetonv1.CancelPendingRequestRequest{Id: id, Reason: reason}, retry.Disable())
 	return callError(err)
 }
@@ -200,7 +200,7 @@ type SweepProgress struct {
 // calling progress (if not nil) after each batch, and returns the last
 // report. The server bounds its rate; only ctx's deadline applies. A
 // sweep cut short is finished by running it again.
-func (c *Client) SweepDestroyed(ctx context.Context, tenant string, progress func(SweepProgress)) (SweepProgress, error) {
+func (c *Custodian) SweepDestroyed(ctx context.Context, tenant string, progress func(SweepProgress)) (SweepProgress, error) {
 	var last SweepProgress
 	st, err := c.admin().SweepDestroyed(ctx, &jetonv1.SweepDestroyedRequest{Tenant: tenant})
 	if err != nil {
@@ -225,7 +225,7 @@ func (c *Client) SweepDestroyed(ctx context.Context, tenant string, progress fun
 // calling progress (if not nil) as the server reports it, and returns the
 // last report. Rewrap can take long: the client's default timeout does
 // not apply, only ctx's deadline.
-func (c *Client) Rewrap(ctx context.Context, progress func(done, total int64)) (done, total int64, err error) {
+func (c *Custodian) Rewrap(ctx context.Context, progress func(done, total int64)) (done, total int64, err error) {
 	st, err := c.admin().Rewrap(ctx, &jetonv1.RewrapRequest{})
 	if err != nil {
 		return 0, 0, callError(err)
@@ -295,7 +295,7 @@ type GenerationStats struct {
 }
 
 // Stats returns record counts for the tenants the caller administers.
-func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+func (c *Custodian) Stats(ctx context.Context) (*Stats, error) {
 	resp, err := c.admin().Stats(ctx, &jetonv1.StatsRequest{})
 	if err != nil {
 		return nil, callError(err)
@@ -326,7 +326,7 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 
 // ReinstateIdentity lifts the suspension of identity. A custodian cannot
 // reinstate itself.
-func (c *Client) ReinstateIdentity(ctx context.Context, identity, reason string) error {
+func (c *Custodian) ReinstateIdentity(ctx context.Context, identity, reason string) error {
 	_, err := c.admin().ReinstateIdentity(ctx, &jetonv1.ReinstateIdentityRequest{Identity: identity, Reason: reason})
 	return callError(err)
 }
@@ -334,7 +334,7 @@ func (c *Client) ReinstateIdentity(ctx context.Context, identity, reason string)
 // MintCanary creates a canary token of class in tenant: it looks like any
 // other token, and revealing it raises an alert (and, with suspend, also
 // suspends the revealing identity). The token is returned only here.
-func (c *Client) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
+func (c *Custodian) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
 	resp, err := c.admin().MintCanary(ctx, &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}, retry.Disable())
 	if err != nil {
 		return "", callError(err)

@@ -387,8 +387,8 @@ func TestTLS(t *testing.T) {
 		{"server limited to TLS 1.2", tls12, client.WithTLSFiles(p.caFile, app[0], app[1]), client.ErrUnavailable},
 		{"caller config allowing TLS 1.2 is raised to 1.3", tls12, client.WithTLSConfig(appConfig()), client.ErrUnavailable},
 		{"wrong CA", nil, client.WithTLSFiles(other.caFile, otherApp[0], otherApp[1]), client.ErrUnavailable},
-		{"right CA but unknown client cert", nil, client.WithTLSFiles(p.caFile, otherApp[0], otherApp[1]), client.ErrUnavailable},
-		{"no client cert", nil, client.WithTLSConfig(&tls.Config{RootCAs: p.pool}), client.ErrUnavailable},
+		{"right CA but unknown client cert", nil, client.WithTLSFiles(p.caFile, otherApp[0], otherApp[1]), client.ErrCertificateNotAccepted},
+		{"no client cert", nil, client.WithTLSConfig(&tls.Config{RootCAs: p.pool}), client.ErrCertificateNotAccepted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

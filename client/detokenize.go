@@ -28,21 +28,22 @@ type RevealResult struct {
 // reveal to a case in the audit log. A failed item is reported in its
 // result; the returned error is for a failed call, as an *Error.
 //
-// Inputs longer than the batch size are sent in chunks. When a chunk fails,
-// Detokenize returns no results, although earlier chunks have been revealed
-// and audited.
-func (c *Client) Detokenize(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
+// Inputs longer than the batch size are sent in chunks, one after the
+// other. When a chunk fails, Detokenize returns the results of the chunks
+// before it together with the error (they were revealed and audited), and
+// len(results) says how many there are.
+func (c *Revealer) Detokenize(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
 	return c.reveal(ctx, tokens, purpose, func(ctx context.Context, part []string) ([]*jetonv1.RevealResult, error) {
-		resp, err := c.revealer.Detokenize(ctx, &jetonv1.DetokenizeRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
+		resp, err := jetonv1.NewDetokenizerClient(c.conn).Detokenize(ctx, &jetonv1.DetokenizeRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
 		return resp.GetResults(), err
 	})
 }
 
 // Mask is Detokenize restricted to masked forms, whatever the caller's
 // policy allows.
-func (c *Client) Mask(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
+func (c *Revealer) Mask(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
 	return c.reveal(ctx, tokens, purpose, func(ctx context.Context, part []string) ([]*jetonv1.RevealResult, error) {
-		resp, err := c.revealer.Mask(ctx, &jetonv1.MaskRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
+		resp, err := jetonv1.NewDetokenizerClient(c.conn).Mask(ctx, &jetonv1.MaskRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
 		return resp.GetResults(), err
 	})
 }
@@ -50,7 +51,7 @@ func (c *Client) Mask(ctx context.Context, tokens []string, purpose, caseRef str
 // DetokenizeValue reveals a single token. A failed item is returned as its
 // *ItemError. The value may be a masked form if that is all the caller's
 // policy allows; use Detokenize to tell.
-func (c *Client) DetokenizeValue(ctx context.Context, token, purpose, caseRef string) (string, error) {
+func (c *Revealer) DetokenizeValue(ctx context.Context, token, purpose, caseRef string) (string, error) {
 	res, err := c.Detokenize(ctx, []string{token}, purpose, caseRef)
 	if err != nil {
 		return "", err
@@ -61,7 +62,7 @@ func (c *Client) DetokenizeValue(ctx context.Context, token, purpose, caseRef st
 	return res[0].Value, nil
 }
 
-func (c *Client) reveal(ctx context.Context, tokens []string, purpose string, call func(context.Context, []string) ([]*jetonv1.RevealResult, error)) ([]RevealResult, error) {
+func (c *Revealer) reveal(ctx context.Context, tokens []string, purpose string, call func(context.Context, []string) ([]*jetonv1.RevealResult, error)) ([]RevealResult, error) {
 	// Checked here too, so that a missing purpose costs no round trip and
 	// no audit record.
 	if purpose == "" {
@@ -75,10 +76,10 @@ func (c *Client) reveal(ctx context.Context, tokens []string, purpose string, ca
 		part := tokens[start:min(start+c.batchSize, len(tokens))]
 		got, err := call(ctx, part)
 		if err != nil {
-			return nil, callError(err)
+			return partial(results), callError(err)
 		}
 		if len(got) != len(part) {
-			return nil, &Error{Code: codes.Internal, Message: fmt.Sprintf("server returned %d results for %d tokens", len(got), len(part))}
+			return partial(results), &Error{Code: codes.Internal, Message: fmt.Sprintf("server returned %d results for %d tokens", len(got), len(part))}
 		}
 		for i, r := range got {
 			res := RevealResult{Token: part[i], Class: r.GetFieldClass(), Masked: r.GetMasked()}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,6 +29,12 @@ var (
 	ErrResourceExhausted = errors.New("client: resource exhausted")
 	// ErrUnauthenticated: the server did not accept the caller's identity.
 	ErrUnauthenticated = errors.New("client: unauthenticated")
+	// ErrCertificateNotAccepted: the server refused the client certificate
+	// in the TLS handshake: issued by a CA the listener does not trust
+	// (e.g. a sponsor certificate on the trusted listener), expired, or
+	// absent. It is never retried; errors.Is(err, ErrUnauthenticated)
+	// holds too.
+	ErrCertificateNotAccepted = errors.New("client: " + msgCertNotAccepted)
 )
 
 var sentinels = map[codes.Code]error{
@@ -53,6 +60,8 @@ func codeIs(code codes.Code, target error) bool {
 type Error struct {
 	Code    codes.Code
 	Message string
+	// status is the server's full status, details included.
+	status *status.Status
 }
 
 // Error returns the code and the server's message.
@@ -61,10 +70,21 @@ func (e *Error) Error() string {
 }
 
 // Is reports whether target is the sentinel for e.Code.
-func (e *Error) Is(target error) bool { return codeIs(e.Code, target) }
+func (e *Error) Is(target error) bool {
+	if target == ErrCertificateNotAccepted {
+		return e.Code == codes.Unauthenticated && strings.HasPrefix(e.Message, msgCertNotAccepted)
+	}
+	return codeIs(e.Code, target)
+}
 
-// GRPCStatus lets status.Code and status.FromError see through an *Error.
-func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+// GRPCStatus lets status.Code and status.FromError see through an *Error,
+// with the details the server attached (e.g. google.rpc.RetryInfo).
+func (e *Error) GRPCStatus() *status.Status {
+	if e.status != nil {
+		return e.status
+	}
+	return status.New(e.Code, e.Message)
+}
 
 // ItemError is the failure of one item in a batch; the other items may have
 // succeeded. Index is the item's position in the slice the caller passed,
@@ -99,5 +119,15 @@ func callError(err error) error {
 			st = status.New(codes.Canceled, err.Error())
 		}
 	}
-	return &Error{Code: st.Code(), Message: st.Message()}
+	return &Error{Code: st.Code(), Message: st.Message(), status: st}
+}
+
+// partial is what a call that failed part way returns beside its error:
+// the results of the chunks already done, or nil when there are none, so
+// that a caller can tell "nothing came back" by res == nil.
+func partial[T any](done []T) []T {
+	if len(done) == 0 {
+		return nil
+	}
+	return done
 }

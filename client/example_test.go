@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/jeton-dev/jeton/client"
@@ -107,4 +108,70 @@ func ExampleClient_DetokenizeValue() {
 	// Output:
 	// anne@example.org
 	// sponsor can reveal: false
+}
+
+// A sponsor application tokenizes its records in place: tagged fields are
+// replaced by their tokens, in one batched call for all the records.
+func ExampleSponsor_TokenizeStructs() {
+	env, stop := startExampleServer()
+	defer stop()
+	sponsor, err := client.NewSponsor(env.publicAddr, client.WithTLSFiles(env.caFile, env.sponsorCert, env.sponsorKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sponsor.Close()
+
+	type Guest struct {
+		ID    string `jeton:",subject"` // erasable together, by this ID
+		Email string `jeton:"email"`
+		Phone string `jeton:"phone,omitempty"`
+		Name  string `jeton:"name"`
+		Role  string // not personal: left alone
+	}
+	guests := []Guest{
+		{ID: "guest-0001", Email: "anne@example.org", Phone: "+33 6 00 00 00 01", Name: "Anne Example", Role: "press"},
+		{ID: "guest-0002", Email: "bob@example.org", Name: "Bob Example", Role: "official"},
+	}
+	if err := sponsor.TokenizeStructs(context.Background(), guests); err != nil {
+		log.Fatal(err) // do not store the records
+	}
+	for _, g := range guests {
+		fmt.Println(g.ID, strings.HasPrefix(g.Email, "tok_email_"), strings.HasPrefix(g.Name, "tok_name_"), g.Phone != "", g.Role)
+	}
+	// Output:
+	// guest-0001 true true true press
+	// guest-0002 true true false official
+}
+
+// A state system reveals a record's tagged fields in place, stating why.
+func ExampleRevealer_DetokenizeStruct() {
+	env, stop := startExampleServer()
+	defer stop()
+	ctx := context.Background()
+	sponsor, err := client.NewSponsor(env.publicAddr, client.WithTLSFiles(env.caFile, env.sponsorCert, env.sponsorKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sponsor.Close()
+
+	type Guest struct {
+		Email string `jeton:"email"`
+		Name  string `jeton:"name"`
+	}
+	g := Guest{Email: "anne@example.org", Name: "Anne Example"}
+	if err := sponsor.TokenizeStruct(ctx, &g); err != nil {
+		log.Fatal(err)
+	}
+	// g now holds tokens only: this is what the sponsor stores.
+
+	vetting, err := client.NewRevealer(env.trustedAddr, client.WithTLSFiles(env.caFile, env.ttpCert, env.ttpKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer vetting.Close()
+	if err := vetting.DetokenizeStruct(ctx, &g, "vetting", "case-2031-0042"); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(g.Email, "/", g.Name)
+	// Output: anne@example.org / Anne Example
 }

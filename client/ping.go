@@ -11,7 +11,7 @@ import (
 // returns ErrUnavailable when the server is down or reports NOT_SERVING
 // (a backend it depends on is down), and is cheap enough for readiness
 // checks.
-func (c *Client) Ping(ctx context.Context) error {
+func (c *core) Ping(ctx context.Context) error {
 	res, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		return callError(err)

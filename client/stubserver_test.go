@@ -238,7 +238,7 @@ func (s *stub) lookup(token string) (stored, bool) {
 	return v, ok
 }
 
-var stubClasses = map[string]bool{"email": true, "name": true, "passport": true}
+var stubClasses = map[string]bool{"email": true, "name": true, "passport": true, "address": true}
 
 func (s *stub) Tokenize(_ context.Context, req *jetonv1.TokenizeRequest) (*jetonv1.TokenizeResponse, error) {
 	s.mu.Lock()

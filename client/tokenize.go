@@ -39,10 +39,11 @@ type TokenResult struct {
 //
 // Each call gets a random idempotency key, so the retries of WithRetry return
 // the same tokens instead of making a second set. Inputs longer than the
-// batch size are sent in chunks, each with its own key derived from the
-// call's. When a chunk fails, Tokenize returns no results, although earlier
-// chunks have been tokenized on the server.
-func (c *Client) Tokenize(ctx context.Context, items []Item) ([]TokenResult, error) {
+// batch size are sent in chunks, one after the other, each with its own key
+// derived from the call's. When a chunk fails, Tokenize returns the results
+// of the chunks before it together with the error: those items are
+// tokenized and stored, and len(results) says how many there are.
+func (c *Sponsor) Tokenize(ctx context.Context, items []Item) ([]TokenResult, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
@@ -50,6 +51,27 @@ func (c *Client) Tokenize(ctx context.Context, items []Item) ([]TokenResult, err
 	if err != nil {
 		return nil, err
 	}
+	return c.tokenize(ctx, key, items)
+}
+
+// TokenizeKeyed is Tokenize under the caller's own idempotency key, for
+// work that must survive the caller's own crash: sending the same items
+// under the same key again, even from a new process, returns the same
+// tokens instead of minting a second set. The server scopes keys to the
+// caller's identity and remembers them for 24 hours. Use a key with at
+// least 128 random bits per job, and never reuse one for other items.
+func (c *Sponsor) TokenizeKeyed(ctx context.Context, key string, items []Item) ([]TokenResult, error) {
+	if key == "" {
+		return nil, fmt.Errorf("client: TokenizeKeyed: key is empty: %w", ErrInvalidArgument)
+	}
+	if len(items) == 0 {
+		return nil, nil
+	}
+	return c.tokenize(ctx, key, items)
+}
+
+func (c *Sponsor) tokenize(ctx context.Context, key string, items []Item) ([]TokenResult, error) {
+	tc := jetonv1.NewTokenizerClient(c.conn)
 	results := make([]TokenResult, 0, len(items))
 	for chunk, start := 0, 0; start < len(items); chunk, start = chunk+1, start+c.batchSize {
 		part := items[start:min(start+c.batchSize, len(items))]
@@ -65,12 +87,12 @@ func (c *Client) Tokenize(ctx context.Context, items []Item) ([]TokenResult, err
 				ClientRef:  it.Ref,
 			}
 		}
-		resp, err := c.tokenizer.Tokenize(ctx, req)
+		resp, err := tc.Tokenize(ctx, req)
 		if err != nil {
-			return nil, callError(err)
+			return partial(results), callError(err)
 		}
 		if got := len(resp.GetResults()); got != len(part) {
-			return nil, &Error{Code: codes.Internal, Message: fmt.Sprintf("server returned %d results for %d items", got, len(part))}
+			return partial(results), &Error{Code: codes.Internal, Message: fmt.Sprintf("server returned %d results for %d items", got, len(part))}
 		}
 		for i, r := range resp.GetResults() {
 			// Results are positional, so the caller's Ref is taken from the
@@ -89,7 +111,7 @@ func (c *Client) Tokenize(ctx context.Context, items []Item) ([]TokenResult, err
 
 // TokenizeValue tokenizes a single value of the given class. A failed item
 // is returned as its *ItemError.
-func (c *Client) TokenizeValue(ctx context.Context, class, value string) (string, error) {
+func (c *Sponsor) TokenizeValue(ctx context.Context, class, value string) (string, error) {
 	res, err := c.Tokenize(ctx, []Item{{Class: class, Value: value}})
 	if err != nil {
 		return "", err

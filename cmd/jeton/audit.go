@@ -26,6 +26,15 @@ const auditUsage = `usage:
 
 // runAudit runs "jeton audit verify|archive|public-key|checkpoint".
 func runAudit(args []string, e *env) int {
+	if helpArg(args) {
+		fmt.Fprint(e.stdout, "Usage: jeton audit verify|archive|public-key|checkpoint ...\n\n"+
+			"Checks and maintains jetond's audit log. verify checks the hash chain and the\n"+
+			"replica's signed checkpoint with the public key only; archive sets a broken\n"+
+			"log aside so jetond starts a new chain that names the old one; public-key and\n"+
+			"checkpoint export what an offline verifier needs. Run \"jeton audit verify -h\"\n"+
+			"for the flags of each.\n\n"+auditUsage+"\n")
+		return exitOK
+	}
 	if len(args) == 0 {
 		e.errorf("%s", auditUsage)
 		return exitUsage

@@ -42,11 +42,19 @@ type command struct {
 // commands lists the subcommands; add new ones here.
 var commands = map[string]command{
 	"tokenize":   {"turn values into tokens", runTokenize},
+	"csv":        {"tokenize or reveal the personal columns of a CSV file (csv tokenize, csv detokenize)", runCSV},
 	"detokenize": {"reveal the values behind tokens (TTP network only)", runDetokenize},
 	"audit":      {"verify the audit log with the public key (audit verify), or archive it (audit archive)", runAudit},
 	"vault":      {"prepare Vault: Transit KEK and policies (vault setup)", runVault},
 	"bench":      {"measure unary Tokenize against a health-check baseline (loopback only)", runBench},
 	"admin":      {"custodian operations: erase, purge, rotate, destroy, rewrap, stats (TTP network only)", runAdmin},
+	"version":    {"print the version and build information", runVersion},
+}
+
+// helpArg reports whether args ask for help: what every command answers
+// with its usage on stdout and exit status 0.
+func helpArg(args []string) bool {
+	return len(args) > 0 && slices.Contains([]string{"help", "-h", "-help", "--help"}, args[0])
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -70,7 +78,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, "Usage: jeton <command> [flags] [arguments]\n\nCommands:\n")
+	fmt.Fprint(w, "Usage: jeton <command> [flags] [arguments]\n\n"+
+		"jeton is the command line of jeton, the tokenization service: sponsors tokenize\n"+
+		"personal values, TTP systems reveal them for a stated purpose, custodians manage\n"+
+		"keys and erasure, operators verify the audit log.\n\nCommands:\n")
 	names := make([]string, 0, len(commands))
 	for name := range commands {
 		names = append(names, name)
@@ -80,6 +91,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprint(w, "  help         show this help\n\nRun \"jeton <command> -h\" for a command's flags.\n")
+	fmt.Fprint(w, "Connection flags have environment defaults: JETON_ADDR, JETON_CACERT, JETON_CERT,\nJETON_KEY, JETON_TIMEOUT.\n")
 }
 
 // conn holds the flags every command that calls jeton shares. Each has an
@@ -106,6 +118,16 @@ const (
 // dial checks the connection flags and returns a client. The error is a
 // usage error: it names the missing flag or the unusable file.
 func (c *conn) dial() (*client.Client, error) {
+	opts, err := c.options()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(c.addr, opts...)
+}
+
+// options checks the connection flags and returns the client options
+// they make. The error is a usage error.
+func (c *conn) options() ([]client.Option, error) {
 	var missing []string
 	for _, f := range []struct{ flag, envName, val string }{
 		{"--addr", "JETON_ADDR", c.addr},
@@ -131,7 +153,7 @@ func (c *conn) dial() (*client.Client, error) {
 		}
 		opts = append(opts, client.WithTimeout(d))
 	}
-	return client.New(c.addr, opts...)
+	return opts, nil
 }
 
 // parse parses args with fs, allowing flags after arguments

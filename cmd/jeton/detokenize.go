@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+
+	"github.com/jeton-dev/jeton/client"
 )
 
 const detokenizeUsage = `Usage: jeton detokenize --purpose PURPOSE [--case-ref REF] [--mask] [--json] [TOKEN...]
@@ -49,7 +51,12 @@ func runDetokenize(args []string, e *env) int {
 		e.errorf("detokenize: %v", err)
 		return exitUsage
 	}
-	cl, err := c.dial()
+	opts, err := c.options()
+	if err != nil {
+		e.errorf("detokenize: %v", err)
+		return exitUsage
+	}
+	cl, err := client.NewRevealer(c.addr, opts...)
 	if err != nil {
 		e.errorf("detokenize: %v", err)
 		return exitUsage
@@ -60,10 +67,7 @@ func runDetokenize(args []string, e *env) int {
 	if *mask {
 		reveal = cl.Mask
 	}
-	results, err := reveal(context.Background(), tokens, *purpose, *caseRef)
-	if err != nil {
-		return callFailed(e, "detokenize", err)
-	}
+	results, callErr := reveal(context.Background(), tokens, *purpose, *caseRef)
 
 	out := bufio.NewWriter(e.stdout)
 	defer out.Flush()
@@ -91,6 +95,15 @@ func runDetokenize(args []string, e *env) int {
 		default:
 			fmt.Fprintln(out, r.Value)
 		}
+	}
+	if callErr != nil {
+		// The results before the failed chunk are printed above: they
+		// were processed and must not be lost.
+		out.Flush()
+		if len(results) > 0 {
+			e.errorf("%s: stopped after %s; the rest were not processed", "detokenize", name(len(results)))
+		}
+		return callFailed(e, "detokenize", callErr)
 	}
 	return status
 }

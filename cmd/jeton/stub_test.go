@@ -70,6 +70,9 @@ type stub struct {
 	jetonv1.UnimplementedTokenizerServer
 	jetonv1.UnimplementedDetokenizerServer
 	fail error
+	// before, when set, runs first on every call with the call's number
+	// (1-based); an error it returns is the call's result.
+	before func(n int, req any) error
 
 	mu    sync.Mutex
 	calls int
@@ -78,9 +81,15 @@ type stub struct {
 
 func (s *stub) record(req any) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.calls++
 	s.last = req
+	n, before := s.calls, s.before
+	s.mu.Unlock()
+	if before != nil {
+		if err := before(n, req); err != nil {
+			return err
+		}
+	}
 	return s.fail
 }
 

@@ -25,10 +25,10 @@ Flags:
 
 func runTokenize(args []string, e *env) int {
 	fs := flag.NewFlagSet("tokenize", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), tokenizeUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), tokenizeUsage); fs.PrintDefaults(); printClasses(fs.Output()) }
 	var c conn
 	c.register(fs, e.getenv)
-	class := fs.String("class", "", "field class of the values, e.g. email (required)")
+	class := fs.String("class", "", "field class of the values, e.g. email (required; see Classes below)")
 	subject := fs.String("subject", "", "data subject ID, for erasure by subject")
 	asJSON := fs.Bool("json", false, `print JSON lines: {"token":...} or {"error":{"code":...,"message":...}}`)
 	args, code, ok := parse(fs, args, e)
@@ -44,7 +44,12 @@ func runTokenize(args []string, e *env) int {
 		e.errorf("tokenize: %v", err)
 		return exitUsage
 	}
-	cl, err := c.dial()
+	opts, err := c.options()
+	if err != nil {
+		e.errorf("tokenize: %v", err)
+		return exitUsage
+	}
+	cl, err := client.NewSponsor(c.addr, opts...)
 	if err != nil {
 		e.errorf("tokenize: %v", err)
 		return exitUsage
@@ -55,10 +60,7 @@ func runTokenize(args []string, e *env) int {
 	for i, v := range values {
 		items[i] = client.Item{Class: *class, Value: v, Subject: *subject}
 	}
-	results, err := cl.Tokenize(context.Background(), items)
-	if err != nil {
-		return callFailed(e, "tokenize", err)
-	}
+	results, callErr := cl.Tokenize(context.Background(), items)
 
 	out := bufio.NewWriter(e.stdout)
 	defer out.Flush()
@@ -82,6 +84,15 @@ func runTokenize(args []string, e *env) int {
 			// An empty line keeps the output aligned with the input.
 			fmt.Fprintln(out, r.Token)
 		}
+	}
+	if callErr != nil {
+		// The results before the failed chunk are printed above: they
+		// were processed and must not be lost.
+		out.Flush()
+		if len(results) > 0 {
+			e.errorf("%s: stopped after %s; the rest were not processed", "tokenize", name(len(results)))
+		}
+		return callFailed(e, "tokenize", callErr)
 	}
 	return status
 }

@@ -18,20 +18,42 @@ import (
 // custodian policies and, optionally, jetond's AppRole. It runs with a
 // custodian's or administrator's token from the standard VAULT_*
 // variables, never with jetond's.
+const vaultUsage = `Usage: jeton vault setup [--mount transit] [--key jeton-kek] [--approle --secret-id-file FILE] [--print-policies]
+
+Prepares a fresh Vault for jeton, idempotently: the Transit mount, the KEK
+(aes256-gcm96, exportable=false, allow_plaintext_backup=false), the
+jeton-jetond and jeton-custodian policies and, with --approle, jetond's
+AppRole. Run it with a custodian's or administrator's token: VAULT_ADDR,
+VAULT_TOKEN, VAULT_CACERT and the other standard VAULT_* variables apply.
+The AppRole secret_id is written to a file, never printed.
+
+Exit status: 0 done, 2 usage error, 3 Vault refused or failed.
+
+Flags:
+`
+
 func runVault(args []string, e *env) int {
+	if helpArg(args) {
+		fmt.Fprint(e.stdout, vaultUsage)
+		return exitOK
+	}
 	if len(args) == 0 || args[0] != "setup" {
 		e.errorf("usage: jeton vault setup [--mount transit] [--key jeton-kek] [--approle --secret-id-file FILE] [--print-policies]")
 		return exitUsage
 	}
 	fs := flag.NewFlagSet("vault setup", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), vaultUsage); fs.PrintDefaults() }
 	mount := fs.String("mount", vaultkeys.DefaultMount, "Transit mount path")
 	key := fs.String("key", vaultkeys.DefaultKey, "KEK name")
 	appRole := fs.Bool("approle", false, "enable AppRole and create jetond's role")
 	secretFile := fs.String("secret-id-file", "", "with --approle: write jetond's secret_id to this `file` (mode 0600)")
 	printPolicies := fs.Bool("print-policies", false, "print the policies' HCL and exit, without contacting Vault")
 	timeout := fs.Duration("timeout", time.Minute, "deadline for the whole setup")
-	if err := fs.Parse(args[1:]); err != nil {
+	if rest, code, ok := parse(fs, args[1:], e); !ok {
+		return code
+	} else if len(rest) > 0 {
+		e.errorf("vault setup: takes no arguments")
 		return exitUsage
 	}
 	if *printPolicies {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -199,11 +200,22 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, decodeError(err, nil))
+	}
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("config %s is empty: it needs at least public, trusted, redis, policy_file and audit (see jetond.example.yaml)", path)
+	}
+	paths := map[int]string{}
+	if err := checkKeys(doc.Content[0], reflect.TypeFor[Config](), "", paths); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, decodeError(err, paths))
 	}
 	for _, o := range envOverrides {
 		if v := getenv(o.name); v != "" {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jeton-dev/jeton/server"
@@ -77,7 +79,19 @@ const devWarning = `
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 `
 
-func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) {
+func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (_ *app, err error) {
+	// Before anything is written: a second dev jetond on the same
+	// directory would regenerate the certificates and the audit key and
+	// wipe the audit log of the one running.
+	unlock, err := lockDevDir(o.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
 	log, err := newLogger(stderr, "info", "text")
 	if err != nil {
 		return nil, err
@@ -170,7 +184,7 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		return nil, err
 	}
 	ml.serve(log)
-	a := &app{srv: srv, tok: tok, log: log, closers: []func() error{alog.Close, ml.close}}
+	a := &app{srv: srv, tok: tok, log: log, closers: []func() error{unlock, alog.Close, ml.close}}
 	a.reload = func() error {
 		p, err := server.LoadPolicy(policyPath, classes)
 		if err != nil {
@@ -189,6 +203,32 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		printDevCommands(w, o.dir, bundle, srv.PublicAddr().String(), srv.TrustedAddr().String())
 	}
 	return a, nil
+}
+
+// lockDevDir takes an exclusive lock on dir/jetond.lock, held until
+// unlock or the process ends (the kernel drops it even on kill -9), and
+// refuses a directory another jetond holds.
+func lockDevDir(dir string) (unlock func() error, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "jetond.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("dev directory %s is in use by a running jetond (pid %s); stop it first, or give another --dev-dir (and free --public-addr, --trusted-addr, --metrics-addr)", dir, strings.TrimSpace(string(owner)))
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		fmt.Fprintf(f, "%d\n", os.Getpid())
+	}
+	return f.Close, nil
 }
 
 func classNames(tok *tokenizer.Tokenizer) []string {

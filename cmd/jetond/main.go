@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -56,11 +57,36 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	configPath := fs.String("config", "", "production configuration file (YAML)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
 	auditKeyOut := fs.String("audit-key-out", "", "with --config: write the key of the audit log's token hashes (hex, mode 0600) to `file`, for an investigator who searches the log by token, then exit; verifying the log needs no key")
+	checkConfig := fs.String("check-config", "", "validate the configuration `file`, its policy and every file they name, without contacting Redis or Vault, then exit")
+	version := fs.Bool("version", false, "print the version and build information, then exit")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), jetondUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "jetond: unexpected argument %q; see jetond --help\n", fs.Arg(0))
+		return 2
+	}
+	if *version {
+		printBuildInfo(stdout)
+		return 0
+	}
+	if *checkConfig != "" {
+		if *dev || *configPath != "" {
+			fmt.Fprintln(stderr, "jetond: --check-config FILE goes alone")
+			return 2
+		}
+		return runCheckConfig(*checkConfig, getenv, stdout, stderr)
 	}
 	if *dev == (*configPath != "") {
 		fmt.Fprintln(stderr, "jetond: give exactly one of --dev or --config FILE")
+		return 2
+	}
+	if err := refuseInapplicable(fs, *dev); err != nil {
+		fmt.Fprintf(stderr, "jetond: %v\n", err)
 		return 2
 	}
 	if *auditKeyOut != "" {
@@ -121,6 +147,64 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return 0
 		}
 	}
+}
+
+const jetondUsage = `Usage: jetond --dev [--dev-dir DIR] [--public-addr A] [--trusted-addr A] [--metrics-addr A]
+       jetond --config FILE [--drain-timeout D]
+       jetond --config FILE --audit-key-out FILE
+       jetond --check-config FILE
+       jetond --version
+
+jetond is the jeton tokenization server. Sponsor applications tokenize on its
+public listener; TTP systems reveal and custodians administer on its trusted
+listener, over mutual TLS, with every reveal audited before it is answered.
+
+--dev runs with embedded defaults and nothing installed: an in-memory store,
+an ephemeral key, generated certificates in --dev-dir, and it prints commands
+to try. Never put real personal data in it.
+
+--config runs the production shape from one YAML file (see
+jetond.example.yaml), with JETON_* environment overrides; Vault is reached
+through the standard VAULT_* variables. Local files are checked first, then
+Redis and Vault; jetond refuses to start when any is wrong.
+
+Signals: SIGTERM and SIGINT drain in-flight calls and flush the audit log;
+SIGHUP reloads the TLS material and the policy.
+
+Flags:
+`
+
+// devOnlyFlags apply to --dev only.
+var devOnlyFlags = []string{"dev-dir", "public-addr", "trusted-addr", "metrics-addr"}
+
+// refuseInapplicable refuses flags that the chosen mode would ignore.
+func refuseInapplicable(fs *flag.FlagSet, dev bool) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case err != nil:
+		case !dev && slices.Contains(devOnlyFlags, f.Name):
+			err = fmt.Errorf("--%s applies to --dev only; with --config, set it in the file (or its JETON_* variable)", f.Name)
+		}
+	})
+	return err
+}
+
+// runCheckConfig validates a configuration and everything it names,
+// without contacting a backend.
+func runCheckConfig(path string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := LoadConfig(path, getenv)
+	if err == nil {
+		if err = checkLocal(cfg); err != nil {
+			err = fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "jetond: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "config %s is valid: its policy and every file it names were checked; Redis and Vault were not contacted\n", path)
+	return 0
 }
 
 func shutdown(a *app, drain time.Duration) {

@@ -36,6 +36,10 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	if err != nil {
 		return nil, err
 	}
+	// Local files first: a wrong path fails now, not after the backends.
+	if err := checkLocal(cfg); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	log, err := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return nil, err
