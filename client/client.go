@@ -21,9 +21,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
@@ -67,14 +65,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 	// attempts of a call together, retries and backoff included.
 	interceptors := []grpc.UnaryClientInterceptor{defaultDeadline(o.timeout)}
 	if o.retries > 0 {
-		interceptors = append(interceptors, retry.UnaryClientInterceptor(
-			// The interceptor counts attempts, the first one included.
-			retry.WithMax(o.retries+1),
-			retry.WithBackoff(retry.BackoffExponentialWithJitter(o.backoff, 0.2)),
-			// Only UNAVAILABLE: RESOURCE_EXHAUSTED means a budget or rate
-			// limit, which retrying makes worse.
-			retry.WithCodes(codes.Unavailable),
-		))
+		interceptors = append(interceptors, retryInterceptor(o.retries, o.backoff))
 	}
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(o.tls)),

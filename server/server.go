@@ -107,6 +107,7 @@ type Server struct {
 	ready         readiness
 	budgets       *budget.Limiter
 	alerts        *alerts
+	oracleKey     lazyKey
 
 	public, trusted *grpc.Server
 	health          *health.Server
@@ -176,6 +177,9 @@ func New(cfg Config) (*Server, error) {
 		s.now = time.Now
 	}
 	if err := s.initGuard(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Policy.CheckOracles(cfg.Tokenizer.Classes()); err != nil {
 		return nil, err
 	}
 	s.pol.Store(cfg.Policy)
@@ -275,10 +279,15 @@ func (s *Server) Stop(ctx context.Context) {
 }
 
 // SetPolicy swaps the policy; calls already authorised finish under the old
-// one.
-func (s *Server) SetPolicy(p *Policy) {
+// one. A policy that CheckOracles refuses is not applied: the old one
+// stays, and the error says why.
+func (s *Server) SetPolicy(p *Policy) error {
+	if err := p.CheckOracles(s.tok.Classes()); err != nil {
+		return err
+	}
 	s.warnUnbounded(p)
 	s.pol.Store(p)
+	return nil
 }
 
 // warnUnbounded says loudly which identities may reveal without a budget.

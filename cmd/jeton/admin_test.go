@@ -33,6 +33,7 @@ identities:
 roles:
   sponsor:
     tokenize: ["*"]
+    budget: {distinct: 1000000}
   reader:
     reveal: {"*": full}
     purposes: [support]
@@ -170,6 +171,7 @@ func TestAdminCommands(t *testing.T) {
 	}{
 		{"stats", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 4 current\n" +
 			"tenant demo class email records 1\ntenant demo class name records 3\n" +
+			"budget spiffe://jeton.dev/sponsor/demo distinct 0 of 1000000 refusals 0\n" +
 			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
 		{"not a custodian", reader, "", []string{"stats"}, exitRPC, "", nil, "jeton: admin stats: client: PermissionDenied: identity may not administer"},
 		{"erase tokens from args", custodian, "", []string{"erase-tokens", "--reason", "ticket-1", toks[2]}, exitOK, "1\n", nil, ""},
@@ -192,6 +194,7 @@ func TestAdminCommands(t *testing.T) {
 		// The canary is the only record left.
 		{"purge", custodian, "", []string{"purge-tenant", "--tenant", "demo", "--confirm", "demo", "--reason", "ticket-4"}, exitOK, "1\n", nil, ""},
 		{"stats after purge", custodian, "", []string{"stats"}, exitOK, "tenant demo generations 0\n" +
+			"budget spiffe://jeton.dev/sponsor/demo distinct 0 of 1000000 refusals 0\n" +
 			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
 		{"unknown subcommand", custodian, "", []string{"erase-everything"}, exitUsage, "", nil, `unknown subcommand "erase-everything"`},
 	}
@@ -269,7 +272,8 @@ func TestAdminStatsJSON(t *testing.T) {
 	if len(st.Tenants) == 1 && (len(st.Tenants[0].RecordsByClass) != 1 || st.Tenants[0].RecordsByClass["name"] != 2) {
 		t.Errorf("records by class = %v; want name: 2", st.Tenants[0].RecordsByClass)
 	}
-	if len(st.Budgets) != 1 || st.Budgets[0].Identity != "spiffe://jeton.dev/ttp/demo" || st.Budgets[0].DistinctLimit != 100 {
-		t.Errorf("budgets = %+v; want the reader's, limit 100", st.Budgets)
+	// The sponsor's budget of distinct deterministic values comes first.
+	if len(st.Budgets) != 2 || st.Budgets[1].Identity != "spiffe://jeton.dev/ttp/demo" || st.Budgets[1].DistinctLimit != 100 {
+		t.Errorf("budgets = %+v; want the sponsor's and the reader's, limit 100", st.Budgets)
 	}
 }

@@ -40,8 +40,10 @@ identities:
 roles:
   sponsor-app:
     tokenize: ["*"]
-    # Deterministic classes are an oracle: bound how fast they are used.
-    budget: {max_batch: 10000, rate: 1000, burst: 10000}
+    # Deterministic classes are an oracle: bound how fast they are used
+    # and how many distinct values a day may be tried; going over
+    # suspends the identity until a custodian reinstates it.
+    budget: {max_batch: 10000, rate: 1000, burst: 10000, distinct: 100000, window: 24h, suspend_after: 1}
   ttp-reader:
     reveal: {"*": full}
     purposes: [support, vetting]
@@ -164,8 +166,7 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		if err := tru.Reload(); err != nil {
 			return err
 		}
-		srv.SetPolicy(p)
-		return nil
+		return srv.SetPolicy(p)
 	}
 	a.ready = func(w io.Writer) {
 		printDevCommands(w, o.dir, bundle, srv.PublicAddr().String(), srv.TrustedAddr().String())

@@ -122,8 +122,7 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		if err := errors.Join(pub.Reload(), tru.Reload()); err != nil {
 			return err
 		}
-		srv.SetPolicy(p)
-		return nil
+		return srv.SetPolicy(p)
 	}
 	return a, nil
 }
