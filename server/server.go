@@ -240,18 +240,33 @@ func (s *Server) Start() {
 // Err delivers a listener's fatal serve error.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
-// SetServing sets both listeners' health status.
+// SetServing sets both listeners' health status. Each listener's health
+// service lists the services it serves, and only those: the public one
+// never names the Detokenizer or Admin.
 func (s *Server) SetServing(ok bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, h := range []*health.Server{s.health, s.trustedHealth} {
-		h.SetServingStatus("", st)
-		h.SetServingStatus(jetonv1.Tokenizer_ServiceDesc.ServiceName, st)
-		h.SetServingStatus(jetonv1.Detokenizer_ServiceDesc.ServiceName, st)
+	for _, l := range []struct {
+		h        *health.Server
+		services []string
+	}{
+		{s.health, publicServices},
+		{s.trustedHealth, trustedServices},
+	} {
+		l.h.SetServingStatus("", st)
+		for _, name := range l.services {
+			l.h.SetServingStatus(name, st)
+		}
 	}
 }
+
+// The services each listener serves, as its health service lists them.
+var (
+	publicServices  = []string{jetonv1.Tokenizer_ServiceDesc.ServiceName}
+	trustedServices = []string{jetonv1.Detokenizer_ServiceDesc.ServiceName, jetonv1.Admin_ServiceDesc.ServiceName}
+)
 
 // Stop stops accepting calls and drains the in-flight ones; when ctx ends
 // first, it cuts the remaining ones off.
@@ -331,8 +346,25 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 			c.Service != "grpc.reflection.v1.ServerReflection" &&
 			c.Service != "grpc.reflection.v1alpha.ServerReflection"
 	})
+	unary := []grpc.UnaryServerInterceptor{
+		s.grpcMetrics.UnaryServerInterceptor(),
+		recovery.UnaryServerInterceptor(recoveryOpt),
+		requestIDUnary,
+		logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
+	}
+	if listener == "trusted" {
+		// Before everything that can refuse a reveal: decoding, auth and
+		// the validator.
+		unary = append(unary, s.auditRefusals)
+	}
+	unary = append(unary,
+		refuseUndecodable,
+		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), open),
+		validator.UnaryServerInterceptor(),
+	)
 	return []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(t.Config())),
+		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Bound what one connection can hold open, and make connections
 		// end, so that reloaded TLS material and a removed client CA apply
 		// to every caller within MaxConnectionAge.
@@ -343,19 +375,13 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 		// handler has: the audit log is closed after Stop, and a handler
 		// still appending to it would have its reveal refused.
 		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(
-			s.grpcMetrics.UnaryServerInterceptor(),
-			recovery.UnaryServerInterceptor(recoveryOpt),
-			requestIDUnary,
-			logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
-			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), open),
-			validator.UnaryServerInterceptor(),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
 			s.grpcMetrics.StreamServerInterceptor(),
 			recovery.StreamServerInterceptor(recoveryOpt),
 			requestIDStream,
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
+			refuseUndecodableStream,
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), open),
 			validator.StreamServerInterceptor(),
 		),

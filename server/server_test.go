@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -176,6 +177,13 @@ type envOpts struct {
 	// auditor is behind the server; an in-memory memAudit (env.audit) if
 	// nil.
 	auditor server.Auditor
+	// checks are the readiness checks, probed every checkInterval.
+	checks        []server.Check
+	checkInterval time.Duration
+	// registry receives the server's metrics; a private one if nil.
+	registry *prometheus.Registry
+	// tune adjusts the config before New.
+	tune func(*server.Config)
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -222,12 +230,20 @@ func startEnv(t testing.TB, o envOpts) *env {
 	if o.auditor != nil {
 		auditor, a = o.auditor, nil
 	}
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		Tokenizer: tok, Policy: pol, Audit: auditor,
 		Logger:  slog.New(slog.NewJSONHandler(lockedWriter{}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
 		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: allowed},
-	})
+		Checks:  o.checks, CheckInterval: o.checkInterval,
+	}
+	if o.registry != nil {
+		cfg.Registry = o.registry
+	}
+	if o.tune != nil {
+		o.tune(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

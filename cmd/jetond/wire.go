@@ -94,7 +94,10 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		Registry: obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
 		Checks: []server.Check{
 			{Name: server.BackendRedis, Probe: store.Ping},
-			{Name: server.BackendVault, Probe: km.Check},
+			// Vault is not on the per-item path: while it is down, the
+			// tenants whose keys are loaded are still served, so it takes
+			// readiness down only for a replica that has none loaded.
+			{Name: server.BackendVault, Probe: km.Check, ServesWithout: func() bool { return len(tok.LoadedTenants()) > 0 }},
 			{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }},
 		},
 	})
