@@ -110,11 +110,14 @@ type Server struct {
 	oracleKey     lazyKey
 
 	public, trusted *grpc.Server
-	health          *health.Server
-	trustedHealth   *health.Server
-	lis             [2]net.Listener
-	wg              sync.WaitGroup
-	serveErr        chan error
+	// publicTLS and trustedTLS are the listeners' material; their client
+	// CAs are the sponsor's and the TTP's, to which identities are bound.
+	publicTLS, trustedTLS *ReloadableTLS
+	health                *health.Server
+	trustedHealth         *health.Server
+	lis                   [2]net.Listener
+	wg                    sync.WaitGroup
+	serveErr              chan error
 }
 
 // New validates cfg and builds the server; Start binds it.
@@ -184,6 +187,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.pol.Store(cfg.Policy)
 	s.warnUnbounded(cfg.Policy)
+	s.publicTLS, s.trustedTLS = cfg.Public.TLS, cfg.Trusted.TLS
+	s.publicTLS.setLogger(s.log)
+	s.trustedTLS.setLogger(s.log)
+	if n := s.publicTLS.shared(s.trustedTLS); n > 0 {
+		s.log.Warn("client CA certificates trusted by both listeners authenticate no identity: each must be the sponsor's or the TTP's", "shared", n)
+	}
 
 	s.health = health.NewServer()
 	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public")...)
@@ -392,10 +401,20 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 // the trusted listener, an identity with no trusted-side right (a sponsor
 // identity, whatever CA signed it) is refused.
 func (s *Server) authFunc(trusted bool) auth.AuthFunc {
+	mine := s.publicTLS
+	if trusted {
+		mine = s.trustedTLS
+	}
 	return func(ctx context.Context) (context.Context, error) {
 		id, ok := certIdentity(ctx)
 		if !ok {
 			return nil, status.Error(codes.Unauthenticated, "a verified client certificate is required")
+		}
+		chains := verifiedChains(ctx)
+		// A connection opened before its certificate was revoked.
+		if mine.revoked(chains) {
+			s.log.WarnContext(ctx, "revoked certificate refused", "identity", id, "peer", peerAddr(ctx))
+			return nil, status.Error(codes.Unauthenticated, "client certificate revoked")
 		}
 		p, ok := s.policy().Principal(id)
 		if !ok {
@@ -404,6 +423,17 @@ func (s *Server) authFunc(trusted bool) auth.AuthFunc {
 		}
 		if trusted && !p.Trusted() || !trusted && !p.Tokenizes() {
 			s.log.WarnContext(ctx, "identity refused on this listener", "identity", id, "trusted", trusted)
+			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
+		}
+		// The identity's certificate must come from the CA the policy
+		// binds it to: a name is only as good as the authority that
+		// issued it.
+		ca, other := s.publicTLS, s.trustedTLS
+		if p.CA == CATTP {
+			ca, other = other, ca
+		}
+		if !ca.anchoredIn(chains, other) {
+			s.log.WarnContext(ctx, "identity refused: its certificate is not from the CA the policy names", "identity", id, "ca", p.CA, "peer", peerAddr(ctx))
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		return withPrincipal(ctx, p), nil

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -129,6 +130,10 @@ identities:
   - id: spiffe://jeton.dev/ttp/email-only
     tenants: [demo]
     roles: [email-reader]
+  - id: spiffe://jeton.dev/sponsor/ttp-issued
+    tenants: [demo]
+    roles: [sponsor-app]
+    ca: ttp
 roles:
   sponsor-app:
     tokenize: ["*"]
@@ -161,11 +166,13 @@ purposes:
 `
 
 type env struct {
-	srv    *server.Server
-	bundle *devpki.Bundle
-	audit  *memAudit
-	dir    string
-	tok    *tokenizer.Tokenizer
+	srv *server.Server
+	// pubTLS and truTLS are the listeners' TLS material, to reload.
+	pubTLS, truTLS *server.ReloadableTLS
+	bundle         *devpki.Bundle
+	audit          *memAudit
+	dir            string
+	tok            *tokenizer.Tokenizer
 }
 
 type envOpts struct {
@@ -183,7 +190,10 @@ type envOpts struct {
 	// registry receives the server's metrics; a private one if nil.
 	registry *prometheus.Registry
 	// tune adjusts the config before New.
-	tune func(*server.Config)
+	tune func(*server.Config, *devpki.Bundle)
+	// crls, when set, gives each listener an empty CRL of its client CA,
+	// in dir/sponsor.crl and dir/ttp.crl, for a test to fill and reload.
+	crls bool
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -213,11 +223,22 @@ func startEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.SponsorCA})
+	pubFiles := server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.SponsorCA}
+	truFiles := server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.TTPCA}
+	if o.crls {
+		pubFiles.CRLs, truFiles.CRLs = []string{filepath.Join(dir, "sponsor.crl")}, []string{filepath.Join(dir, "ttp.crl")}
+		if err := b.SponsorAuthority.WriteCRL(pubFiles.CRLs[0], 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.TTPAuthority.WriteCRL(truFiles.CRLs[0], 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := server.LoadTLS(pubFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tru, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.TTPCA})
+	tru, err := server.LoadTLS(truFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +262,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		cfg.Registry = o.registry
 	}
 	if o.tune != nil {
-		o.tune(&cfg)
+		o.tune(&cfg, b)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -253,7 +274,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		defer cancel()
 		srv.Stop(ctx)
 	})
-	return &env{srv: srv, bundle: b, audit: a, dir: dir, tok: tok}
+	return &env{srv: srv, bundle: b, audit: a, dir: dir, tok: tok, pubTLS: cfg.Public.TLS, truTLS: cfg.Trusted.TLS}
 }
 
 // dial connects to addr presenting the given client certificate files;
