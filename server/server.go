@@ -44,6 +44,14 @@ import (
 const (
 	maxConcurrentStreams = 64
 	maxConnectionAge     = 30 * time.Minute
+	// The server pings a connection idle for keepaliveTime and closes it
+	// when no answer comes within keepaliveTimeout.
+	keepaliveTime    = 2 * time.Minute
+	keepaliveTimeout = 20 * time.Second
+	// keepaliveMinTime is the fastest a client may ping. It is part of
+	// the contract with the client library, whose keepalive is 30s with
+	// a 10s timeout: keep it at or below 30s.
+	keepaliveMinTime = 10 * time.Second
 )
 
 // DefaultMaxBatch bounds the items of one call when the config sets none.
@@ -57,6 +65,9 @@ type Listener struct {
 	// Allowed lists the source networks that may connect. Empty allows any
 	// source; the trusted listener requires at least one.
 	Allowed []netip.Prefix
+	// Conns bounds the connections clients hold, before and after they
+	// authenticate; zero fields take their defaults.
+	Conns ConnLimits
 }
 
 // Config configures a Server. It is validated once by New.
@@ -145,6 +156,14 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: config: checks[%d] needs a name and a probe", i)
 		}
 	}
+	for _, l := range []struct {
+		name string
+		l    Listener
+	}{{"public", cfg.Public}, {"trusted", cfg.Trusted}} {
+		if err := l.l.Conns.Validate(); err != nil {
+			return nil, fmt.Errorf("server: config: %s.%w", l.name, err)
+		}
+	}
 	s := &Server{
 		tok: cfg.Tokenizer, audit: cfg.Audit, log: cfg.Logger, maxBatch: cfg.MaxBatch, now: cfg.Now,
 		serveErr: make(chan error, 2),
@@ -194,13 +213,20 @@ func New(cfg Config) (*Server, error) {
 		s.log.Warn("client CA certificates trusted by both listeners authenticate no identity: each must be the sponsor's or the TTP's", "shared", n)
 	}
 
+	cm, err := newConnMetrics(s.registry)
+	if err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	pubLimits, truLimits := cfg.Public.Conns.withDefaults(), cfg.Trusted.Conns.withDefaults()
+	pubLog, truLog := newSampledLog(s.log), newSampledLog(s.log)
+
 	s.health = health.NewServer()
-	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public")...)
+	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public", pubLimits, cm, pubLog)...)
 	jetonv1.RegisterTokenizerServer(s.public, &tokenizerService{s: s})
 	healthpb.RegisterHealthServer(s.public, s.health)
 
 	s.trustedHealth = health.NewServer()
-	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted")...)
+	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted", truLimits, cm, truLog)...)
 	jetonv1.RegisterDetokenizerServer(s.trusted, &detokenizerService{s: s})
 	jetonv1.RegisterAdminServer(s.trusted, &adminService{s: s})
 	healthpb.RegisterHealthServer(s.trusted, s.trustedHealth)
@@ -209,19 +235,21 @@ func New(cfg Config) (*Server, error) {
 	s.grpcMetrics.InitializeMetrics(s.public)
 	s.grpcMetrics.InitializeMetrics(s.trusted)
 
-	var err error
-	if s.lis[0], err = net.Listen("tcp", cfg.Public.Addr); err != nil {
+	pl, err := net.Listen("tcp", cfg.Public.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("server: public listener: %w", err)
 	}
+	var pubAllowed []netip.Prefix
 	if len(cfg.Public.Allowed) > 0 {
-		s.lis[0] = &allowlistListener{Listener: s.lis[0], allowed: cfg.Public.Allowed, log: s.log}
+		pubAllowed = cfg.Public.Allowed
 	}
-	t, err := net.Listen("tcp", cfg.Trusted.Addr)
+	s.lis[0] = newGuardedListener(pl, "public", pubAllowed, pubLimits, cm, pubLog)
+	tl, err := net.Listen("tcp", cfg.Trusted.Addr)
 	if err != nil {
-		s.lis[0].Close()
+		pl.Close()
 		return nil, fmt.Errorf("server: trusted listener: %w", err)
 	}
-	s.lis[1] = &allowlistListener{Listener: t, allowed: cfg.Trusted.Allowed, log: s.log}
+	s.lis[1] = newGuardedListener(tl, "trusted", cfg.Trusted.Allowed, truLimits, cm, truLog)
 	return s, nil
 }
 
@@ -330,7 +358,7 @@ func (s *Server) Policy() *Policy { return s.pol.Load() }
 // metrics (so that calls refused by any later step, or that panic, are
 // counted too), recovery, request id (so that the logs carry it), logging,
 // auth (skipped for health and reflection), validation.
-func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerOption {
+func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits, cm *connMetrics, log *sampledLog) []grpc.ServerOption {
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		// The panic value may hold request data: log only that it happened.
 		s.log.ErrorContext(ctx, "panic recovered", "listener", listener)
@@ -372,14 +400,25 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 		validator.UnaryServerInterceptor(),
 	)
 	return []grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(t.Config())),
+		grpc.Creds(countingCreds{TransportCredentials: credentials.NewTLS(t.Config()), name: listener, m: cm, log: log}),
+		// Before authentication a client holds a slot of the listener
+		// (guardedListener) for this long at most: the TLS handshake and
+		// the HTTP/2 preface must be done by then.
+		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Bound what one connection can hold open, and make connections
 		// end, so that reloaded TLS material and a removed client CA apply
 		// to every caller within MaxConnectionAge.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Pings find dead peers, whose slots would otherwise stay taken.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
+			Time: keepaliveTime, Timeout: keepaliveTimeout,
+		}),
+		// Clients may ping every MinTime, even between calls: the Go
+		// client pings every 30s (10s timeout). A client pinging faster
+		// is sent GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		// Stop, even after the drain times out, returns only once every
 		// handler has: the audit log is closed after Stop, and a handler
 		// still appending to it would have its reveal refused.
