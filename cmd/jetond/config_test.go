@@ -56,6 +56,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"no audit dir", "dir: /var/lib/jeton/audit", `dir: ""`, "audit.dir"},
 		{"unknown field", "max_batch: 10000", "max_batches: 10000", "max_batches"},
 		{"bad level", "level: info", "level: loud", "log.level"},
+		{"per-source cap over the listener's", "max: 1024, max_per_source: 64", "max: 1024, max_per_source: 4096", "trusted.connections.max_per_source"},
+		{"negative handshake timeout", "max_per_source: 256, handshake_timeout: 5s", "max_per_source: 256, handshake_timeout: -1s", "public.connections.handshake_timeout"},
 		{"approle without secret", "secret_id_file: /run/secrets/jetond-secret-id", `secret_id_file: ""`, "vault.approle.secret_id_file"},
 	}
 	for _, tt := range tests {

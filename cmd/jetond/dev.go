@@ -134,10 +134,12 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (*app, error) 
 		return nil, err
 	}
 
+	var pubConns, truConns server.ConnLimits
+	fitConnections(&pubConns, &truConns, log)
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log,
-		Public: server.Listener{Addr: o.publicAddr, TLS: pub},
-		Trusted: server.Listener{Addr: o.trustedAddr, TLS: tru,
+		Public: server.Listener{Addr: o.publicAddr, TLS: pub, Conns: pubConns},
+		Trusted: server.Listener{Addr: o.trustedAddr, TLS: tru, Conns: truConns,
 			Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		Registry: obs.reg, Metrics: obs.metrics,
 		// The in-memory store and in-process keys cannot fail; the audit

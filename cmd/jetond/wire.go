@@ -72,6 +72,8 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	}
 	pubAllowed, _ := parseCIDRs(cfg.Public.AllowedCIDRs)
 	truAllowed, _ := parseCIDRs(cfg.Trusted.AllowedCIDRs)
+	pubConns, truConns := cfg.Public.Connections, cfg.Trusted.Connections
+	fitConnections(&pubConns, &truConns, log)
 
 	kctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	auditKey, err := tok.DeriveKey(kctx, "audit")
@@ -89,8 +91,8 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
 		// Budgets and suspensions live in Redis so every replica enforces one.
 		Budgets:  budget.NewRedis(rc, budget.Config{}),
-		Public:   server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
-		Trusted:  server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
+		Public:   server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed, Conns: pubConns},
+		Trusted:  server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed, Conns: truConns},
 		Registry: obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
 		Checks: []server.Check{
 			{Name: server.BackendRedis, Probe: store.Ping},
