@@ -56,6 +56,8 @@ testenv:
 	bash integration/testenv/install.sh
 
 # test runs every test: unit, fuzz seeds, integration against real Redis and
-# Vault, fault and load tests.
+# Vault, fault and load tests. It holds the ports `make run` uses while the
+# tests run, so a test that binds one of them fails here as it would while
+# `make run` is up: tests bind free ports only.
 test: tools checkgenerate lint testenv
-	go test -count=1 -timeout 40m ./...
+	go run ./internal/holdports -- go test -count=1 -timeout 40m ./...
