@@ -48,11 +48,13 @@ const (
 	// when no answer comes within keepaliveTimeout.
 	keepaliveTime    = 2 * time.Minute
 	keepaliveTimeout = 20 * time.Second
-	// keepaliveMinTime is the fastest a client may ping. It is part of
-	// the contract with the client library, whose keepalive is 30s with
-	// a 10s timeout: keep it at or below 30s.
-	keepaliveMinTime = 10 * time.Second
 )
+
+// keepalivePolicy is what the server asks of clients' pings: no faster
+// than every 10s, between calls too. It is part of the contract with the
+// client library, whose keepalive is 30s with a 10s timeout; a client
+// pinging faster is sent GOAWAY.
+var keepalivePolicy = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
 
 // DefaultMaxBatch bounds the items of one call when the config sets none.
 const DefaultMaxBatch = 10000
@@ -415,10 +417,7 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits
 			MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 			Time: keepaliveTime, Timeout: keepaliveTimeout,
 		}),
-		// Clients may ping every MinTime, even between calls: the Go
-		// client pings every 30s (10s timeout). A client pinging faster
-		// is sent GOAWAY.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
 		// Stop, even after the drain times out, returns only once every
 		// handler has: the audit log is closed after Stop, and a handler
 		// still appending to it would have its reveal refused.
