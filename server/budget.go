@@ -25,6 +25,11 @@ const (
 // counts in memory, which bounds this replica only: production wiring
 // passes the Redis one so that every replica shares one budget.
 func (s *Server) initGuard(cfg Config) error {
+	for _, c := range cfg.Tokenizer.Classes() {
+		if c.Kind == tokenizer.KindDeterministic {
+			s.detClasses = append(s.detClasses, c.Name)
+		}
+	}
 	s.budgets = cfg.Budgets
 	if s.budgets == nil {
 		s.budgets = budget.NewMemory(budget.Config{Now: s.now})
@@ -84,8 +89,8 @@ func (s *Server) admitTokenize(ctx context.Context, p *Principal, tenant string,
 
 // mayOracle reports whether p may tokenize some deterministic class.
 func (s *Server) mayOracle(p *Principal) bool {
-	for _, c := range s.tok.Classes() {
-		if c.Kind == tokenizer.KindDeterministic && p.CanTokenize(c.Name) {
+	for _, c := range s.detClasses {
+		if p.CanTokenize(c) {
 			return true
 		}
 	}

@@ -121,6 +121,7 @@ type Server struct {
 	budgets       *budget.Limiter
 	alerts        *alerts
 	oracleKey     lazyKey
+	detClasses    []string // the deterministic classes' names
 
 	public, trusted *grpc.Server
 	// publicTLS and trustedTLS are the listeners' material; their client
