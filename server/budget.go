@@ -30,6 +30,9 @@ func (s *Server) initGuard(cfg Config) error {
 			s.detClasses = append(s.detClasses, c.Name)
 		}
 	}
+	if len(cfg.OracleKey) > 0 {
+		s.oracleKey.key = cfg.OracleKey
+	}
 	s.budgets = cfg.Budgets
 	if s.budgets == nil {
 		s.budgets = budget.NewMemory(budget.Config{Now: s.now})
@@ -97,10 +100,11 @@ func (s *Server) mayOracle(p *Principal) bool {
 	return false
 }
 
-// oracleKeyLabel derives the key of the distinct-values budget's hashes.
+// OracleKeyLabel is the tokenizer.DeriveKey label of the key that names
+// deterministic values in the sponsors' distinct budgets (Config.OracleKey).
 // It is a key of its own, not the audit key, which verifiers may hold: a
 // hash of a value must not be confirmable by guessing without it.
-const oracleKeyLabel = "oracle-budget"
+const OracleKeyLabel = "oracle-budget"
 
 // valueHash names a deterministic value in the budget: a MAC of tenant,
 // class and normalised value under a key derived from the key hierarchy,
@@ -118,8 +122,10 @@ func (s *Server) valueHash(ctx context.Context, tenant, class, norm string) (str
 	return hex.EncodeToString(m.Sum(nil)[:16]), nil
 }
 
-// lazyKey derives a key on first use and keeps it; a failure is retried
-// at the next use.
+// lazyKey is Config.OracleKey, or derived on first use and kept; a
+// failure is retried at the next use. jetond derives it at start-up, so
+// that a Vault outage later never stops deterministic tokenization of
+// tenants whose keys are loaded.
 type lazyKey struct {
 	mu  sync.Mutex
 	key []byte
@@ -129,7 +135,7 @@ func (k *lazyKey) get(ctx context.Context, tok *tokenizer.Tokenizer) ([]byte, er
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.key == nil {
-		key, err := tok.DeriveKey(ctx, oracleKeyLabel)
+		key, err := tok.DeriveKey(ctx, OracleKeyLabel)
 		if err != nil {
 			return nil, errors.Join(tokenizer.ErrUnavailable, err)
 		}

@@ -171,7 +171,7 @@ func (s *sampledLog) warn(msg string, args ...any) {
 type guardedListener struct {
 	net.Listener
 	name      string
-	allowed   []netip.Prefix // nil: any source
+	allowed   []netip.Prefix // empty: any source
 	max       int
 	perSource int
 	m         *connMetrics
@@ -190,6 +190,9 @@ func newGuardedListener(l net.Listener, name string, allowed []netip.Prefix, lim
 func (l *guardedListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err // stopping
+		}
 		if err != nil {
 			// Out of descriptors, say: gRPC backs off and tries again.
 			l.m.refused.WithLabelValues(l.name, refusedAcceptError).Inc()
@@ -201,7 +204,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		switch {
 		case !ok:
 			reason = refusedNotAllowed
-		case l.allowed != nil && !allowed(src.Addr(), l.allowed):
+		case len(l.allowed) > 0 && !allowed(src.Addr(), l.allowed):
 			reason = refusedNotAllowed
 		default:
 			reason = l.take(src)

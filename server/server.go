@@ -97,6 +97,11 @@ type Config struct {
 	Checks []Check
 	// CheckInterval is how often Checks run; DefaultCheckInterval if zero.
 	CheckInterval time.Duration
+	// OracleKey names deterministic values in the sponsors' distinct
+	// budgets: derive it with tokenizer.DeriveKey(ctx, OracleKeyLabel),
+	// like every replica. Nil: derived on first use, which then needs the
+	// KeyManager.
+	OracleKey []byte
 	// Budgets enforces the policy's reveal budgets and suspensions. Give
 	// every replica the Redis one (budget.NewRedis) so they share one
 	// budget; nil counts in memory, for this replica only.
@@ -242,11 +247,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: public listener: %w", err)
 	}
-	var pubAllowed []netip.Prefix
-	if len(cfg.Public.Allowed) > 0 {
-		pubAllowed = cfg.Public.Allowed
-	}
-	s.lis[0] = newGuardedListener(pl, "public", pubAllowed, pubLimits, cm, pubLog)
+	s.lis[0] = newGuardedListener(pl, "public", cfg.Public.Allowed, pubLimits, cm, pubLog)
 	tl, err := net.Listen("tcp", cfg.Trusted.Addr)
 	if err != nil {
 		pl.Close()
@@ -360,7 +361,9 @@ func (s *Server) Policy() *Policy { return s.pol.Load() }
 // serverOptions builds one listener's interceptor chain, outermost first:
 // metrics (so that calls refused by any later step, or that panic, are
 // counted too), recovery, request id (so that the logs carry it), logging,
-// auth (skipped for health and reflection), validation.
+// on the trusted listener the audit of refused reveals, the refusal of
+// requests that did not decode, auth (skipped for health and reflection),
+// validation.
 func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits, cm *connMetrics, log *sampledLog) []grpc.ServerOption {
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		// The panic value may hold request data: log only that it happened.

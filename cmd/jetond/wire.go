@@ -77,9 +77,13 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 
 	kctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	auditKey, err := tok.DeriveKey(kctx, "audit")
+	var oracleKey []byte
+	if err == nil {
+		oracleKey, err = tok.DeriveKey(kctx, server.OracleKeyLabel)
+	}
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("deriving the audit key: %w", err)
+		return nil, fmt.Errorf("deriving the audit and oracle-budget keys: %w", err)
 	}
 	alog, err := audit.Open(audit.Config{Dir: cfg.Audit.Dir, Key: auditKey, MaxFileBytes: cfg.Audit.MaxFileBytes, Logger: log})
 	if err != nil {
@@ -88,7 +92,7 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	closers = append(closers, alog.Close)
 
 	srv, err := server.New(server.Config{
-		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
+		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch, OracleKey: oracleKey,
 		// Budgets and suspensions live in Redis so every replica enforces one.
 		Budgets:  budget.NewRedis(rc, budget.Config{}),
 		Public:   server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed, Conns: pubConns},
