@@ -33,7 +33,7 @@ const (
 	floodNofile = 4096
 )
 
-// Environment of TestFloodHelper, the test binary run as a flooding
+// Environment of TestFloodProcess, the test binary run as a flooding
 // process.
 const (
 	envFloodAddr    = "JETON_TEST_FLOOD_ADDR"
@@ -41,13 +41,13 @@ const (
 	envFloodConns   = "JETON_TEST_FLOOD_CONNS"
 )
 
-// TestFloodHelper is not a test: run by TestIdleFloodLeavesServiceUp in a
+// TestFloodProcess is not a test: run by TestIdleFloodLeavesServiceUp in a
 // child process, it opens connections to $JETON_TEST_FLOOD_ADDR from the
 // loopback sources in $JETON_TEST_FLOOD_SOURCES, in turn, holds them
 // without a byte, prints how many it made, and waits for stdin to close.
 // Several processes share the flood, so no descriptor limit of one of
 // them (this machine's hard limit may be 20,000) caps it.
-func TestFloodHelper(t *testing.T) {
+func TestFloodProcess(t *testing.T) {
 	addr := os.Getenv(envFloodAddr)
 	if addr == "" {
 		t.Skip("run by TestIdleFloodLeavesServiceUp")
@@ -109,7 +109,7 @@ func flood(t *testing.T, addr string, sources []string, n int) {
 	var children []child
 	for done := 0; done < n; done += per {
 		k := min(per, n-done)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestFloodHelper$")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFloodProcess$")
 		cmd.Env = append(os.Environ(), envFloodAddr+"="+addr, envFloodSources+"="+strings.Join(sources, ","), envFloodConns+"="+strconv.Itoa(k))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stdin, err := cmd.StdinPipe()

@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// TestBindHelper is not a test: run by TestHeldPortFailsABindingTest, it
+// TestBindProcess is not a test: run by TestHeldPortFailsABindingTest, it
 // binds $HOLDPORTS_TEST_ADDR as a careless test would.
-func TestBindHelper(t *testing.T) {
+func TestBindProcess(t *testing.T) {
 	addr := os.Getenv("HOLDPORTS_TEST_ADDR")
 	if addr == "" {
 		t.Skip("run by TestHeldPortFailsABindingTest")
@@ -50,7 +50,7 @@ func TestHeldPortFailsABindingTest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("HOLDPORTS_TEST_ADDR", tt.bind)
 			var stderr bytes.Buffer
-			got := run([]string{held}, []string{os.Args[0], "-test.run=^TestBindHelper$"}, &stderr)
+			got := run([]string{held}, []string{os.Args[0], "-test.run=^TestBindProcess$"}, &stderr)
 			if got != tt.want {
 				t.Fatalf("exit status %d, want %d; stderr:\n%s", got, tt.want, stderr.String())
 			}
