@@ -66,9 +66,11 @@ BENCH_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' --exclude-dir=.
 # test runs every test: unit, fuzz seeds, integration against real Redis and
 # Vault, fault and load tests (including a short smoke run of the `make
 # bench` harness) and the Node.js client against jetond; then every Go
-# benchmark once, so none can rot.
+# benchmark once, so none can rot. It holds the ports `make run` uses while
+# the tests run, so a test that binds one of them fails here as it would
+# while `make run` is up: tests bind free ports only.
 test: tools checkgenerate lint testenv node-deps
-	go test -count=1 -timeout 40m ./...
+	go run ./internal/holdports -- go test -count=1 -timeout 40m ./...
 	go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
 
 # bench is the end-to-end benchmark, under 5 minutes: its own Redis, Vault

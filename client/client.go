@@ -36,9 +36,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -100,14 +98,7 @@ func dial(target string, opts []Option) (*core, error) {
 	// certificate is never retried.
 	interceptors := []grpc.UnaryClientInterceptor{defaultDeadline(o.timeout)}
 	if o.retries > 0 {
-		interceptors = append(interceptors, retry.UnaryClientInterceptor(
-			// The interceptor counts attempts, the first one included.
-			retry.WithMax(o.retries+1),
-			retry.WithBackoff(retry.BackoffExponentialWithJitter(o.backoff, 0.2)),
-			// Only UNAVAILABLE: RESOURCE_EXHAUSTED means a budget or rate
-			// limit, which retrying makes worse.
-			retry.WithCodes(codes.Unavailable),
-		))
+		interceptors = append(interceptors, retryInterceptor(o.retries, o.backoff))
 	}
 	interceptors = append(interceptors, creds.interceptor)
 	dialOpts := []grpc.DialOption{

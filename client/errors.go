@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -25,7 +27,8 @@ var (
 	// ErrUnavailable: the server or one of its backends cannot be reached,
 	// TLS handshakes that fail included. Retrying later may work.
 	ErrUnavailable = errors.New("client: unavailable")
-	// ErrResourceExhausted: a budget or rate limit was reached.
+	// ErrResourceExhausted: a budget or rate limit was reached. When
+	// waiting helps, RetryAfter says how long.
 	ErrResourceExhausted = errors.New("client: resource exhausted")
 	// ErrUnauthenticated: the server did not accept the caller's identity.
 	ErrUnauthenticated = errors.New("client: unauthenticated")
@@ -60,7 +63,8 @@ func codeIs(code codes.Code, target error) bool {
 type Error struct {
 	Code    codes.Code
 	Message string
-	// status is the server's full status, details included.
+	// status is the server's, details included; nil for errors built
+	// here.
 	status *status.Status
 }
 
@@ -78,13 +82,37 @@ func (e *Error) Is(target error) bool {
 }
 
 // GRPCStatus lets status.Code and status.FromError see through an *Error,
-// with the details the server attached (e.g. google.rpc.RetryInfo).
+// with the server's error details.
 func (e *Error) GRPCStatus() *status.Status {
 	if e.status != nil {
 		return e.status
 	}
 	return status.New(e.Code, e.Message)
 }
+
+// RetryAfter returns how long the server asked the caller to wait before
+// sending the same call again (google.rpc.RetryInfo), and whether it
+// asked. jeton asks when a call went over a rate limit; a call refused
+// for a batch size or a distinct budget has no delay, since waiting alone
+// does not help. Pace on it: the client's own retries (WithRetry) do.
+// err may be an *Error, or any error carrying a gRPC status.
+func RetryAfter(err error) (time.Duration, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.OK {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().IsValid() {
+			if d := ri.GetRetryDelay().AsDuration(); d >= 0 {
+				return d, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// codeOf returns the gRPC code of err.
+func codeOf(err error) codes.Code { return status.Code(err) }
 
 // ItemError is the failure of one item in a batch; the other items may have
 // succeeded. Index is the item's position in the slice the caller passed,

@@ -30,7 +30,7 @@ identities:
   - {id: "` + devpki.SponsorID + `", tenants: [demo], roles: [sponsor-app]}
   - {id: "` + devpki.TTPID + `", tenants: [demo], roles: [vetting]}
 roles:
-  sponsor-app: {tokenize: ["*"]}
+  sponsor-app: {tokenize: ["*"], budget: {distinct: 1000000}}
   vetting: {reveal: {"*": full}, purposes: [vetting]}
 purposes:
   - {code: vetting, description: background check, classes: ["*"], case_ref_required: true}

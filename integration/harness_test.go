@@ -277,7 +277,7 @@ func policyYAML(tenants []string) string {
 	fmt.Fprintf(&b, "  - {id: %q, tenants: [%s], roles: [reveal]}\n", devpki.TTPID, all)
 	fmt.Fprintf(&b, "  - {id: %q, tenants: [%s], roles: [custodian]}\n", devpki.CustodianID, all)
 	b.WriteString(`roles:
-  sponsor: {tokenize: ["*"]}
+  sponsor: {tokenize: ["*"], budget: {distinct: 1000000}}
   reveal: {reveal: {"*": full}, purposes: [integration-test]}
   custodian: {admin: true}
 purposes:

@@ -169,10 +169,10 @@ func TestPurposeRules(t *testing.T) {
 				if out != nil {
 					t.Fatal("a refused call returned results")
 				}
-				// A request malformed on its face is refused by the
-				// validator before the handler; the others are audited.
+				// Every refusal is audited, the validator's before the
+				// handler included.
 				recs := e.audit.records()
-				if tt.req.Purpose != "" && (len(recs) != before+1 || recs[len(recs)-1].Outcome != "failed") {
+				if len(recs) != before+1 || recs[len(recs)-1].Outcome != "failed" {
 					t.Error("the refused call was not audited as failed")
 				}
 				return

@@ -23,7 +23,7 @@ const (
 // one series per identity and would outlive the event in every scrape.
 //
 //	jeton_alerts_total{kind}
-//	jeton_budget_refusals_total{limit}
+//	jeton_budget_refusals_total{op,limit}   op is reveal or tokenize
 //	jeton_canary_reveals_total
 //	jeton_suspensions_total
 type alerts struct {
@@ -43,15 +43,15 @@ func newAlerts(reg prometheus.Registerer, log *slog.Logger) (*alerts, error) {
 		}, []string{"kind"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jeton_budget_refusals_total",
-			Help: "Reveal calls refused for going over a budget, per limit (max_batch, rate, distinct).",
-		}, []string{"limit"}),
+			Help: "Calls refused for going over a budget, per operation (reveal, or tokenize of deterministic classes) and limit (max_batch, rate, distinct).",
+		}, []string{"op", "limit"}),
 		canaryReveals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jeton_canary_reveals_total",
 			Help: "Canary records looked up by a Detokenize or Mask call.",
 		}),
 		suspensions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jeton_suspensions_total",
-			Help: "Identities suspended, by a budget or a canary.",
+			Help: "Identities suspended, by an exhausted distinct budget or a canary.",
 		}),
 	}
 	for _, c := range []prometheus.Collector{a.total, a.refusals, a.canaryReveals, a.suspensions} {
@@ -64,8 +64,10 @@ func newAlerts(reg prometheus.Registerer, log *slog.Logger) (*alerts, error) {
 	for _, k := range []string{AlertBudgetExceeded, AlertCanaryRevealed, AlertIdentitySuspended, AlertIdentityReinstated} {
 		a.total.WithLabelValues(k)
 	}
-	for _, l := range []string{"max_batch", "rate", "distinct"} {
-		a.refusals.WithLabelValues(l)
+	for _, op := range []string{opReveal, opTokenize} {
+		for _, l := range []string{"max_batch", "rate", "distinct"} {
+			a.refusals.WithLabelValues(op, l)
+		}
 	}
 	return a, nil
 }

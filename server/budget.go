@@ -2,12 +2,22 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"sync"
 
 	"github.com/jeton-dev/jeton/server/audit"
 	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// The operations a budget bounds, as named in refusals and metrics.
+const (
+	opReveal   = "reveal"
+	opTokenize = "tokenize"
 )
 
 // initGuard sets up budgets and alerts; New calls it once the logger,
@@ -15,6 +25,14 @@ import (
 // counts in memory, which bounds this replica only: production wiring
 // passes the Redis one so that every replica shares one budget.
 func (s *Server) initGuard(cfg Config) error {
+	for _, c := range cfg.Tokenizer.Classes() {
+		if c.Kind == tokenizer.KindDeterministic {
+			s.detClasses = append(s.detClasses, c.Name)
+		}
+	}
+	if len(cfg.OracleKey) > 0 {
+		s.oracleKey.key = cfg.OracleKey
+	}
 	s.budgets = cfg.Budgets
 	if s.budgets == nil {
 		s.budgets = budget.NewMemory(budget.Config{Now: s.now})
@@ -34,57 +52,130 @@ func (s *Server) initGuard(cfg Config) error {
 // through it, budget or not, because it is also where a suspension is
 // enforced.
 func (s *Server) admit(ctx context.Context, p *Principal, method string, items int, lookups []string) error {
-	err := s.budgets.Reserve(ctx, budget.Request{Identity: p.ID, Limits: p.Budget, Items: items, Lookups: lookups})
+	return s.reserve(ctx, p, opReveal, method, budget.Request{Identity: p.ID, Limits: p.Budget, Items: items, Lookups: lookups})
+}
+
+// admitTokenize bounds how a sponsor can use deterministic classes as an
+// oracle ("is this phone number tokenized, and as what?"): the items of
+// deterministic classes spend the identity's budget, items per call and
+// rate, and each distinct value (a keyed hash of tenant, class and
+// normalised value) spends its distinct budget, shared across replicas
+// like a revealer's. Random items are no oracle and cost nothing. An
+// identity that may tokenize a deterministic class is checked on every
+// call, so that a suspension stops all its tokenizing; the others never
+// touch the limiter. CheckOracles makes sure every such identity has a
+// distinct budget.
+func (s *Server) admitTokenize(ctx context.Context, p *Principal, tenant string, items []tokenizer.Item) error {
+	if !s.mayOracle(p) {
+		return nil
+	}
+	var lookups []string
+	n := 0
+	for _, it := range items {
+		c, ok := s.tok.Class(it.Class)
+		if !ok || c.Kind != tokenizer.KindDeterministic {
+			continue
+		}
+		n++
+		norm, err := c.NormalizeValue(it.Value)
+		if err != nil {
+			continue // refused per item, no token: no answer to learn from
+		}
+		h, err := s.valueHash(ctx, tenant, c.Name, norm)
+		if err != nil {
+			return err
+		}
+		lookups = append(lookups, h)
+	}
+	return s.reserve(ctx, p, opTokenize, "Tokenize", budget.Request{Identity: p.ID, Limits: p.Budget, Items: n, Lookups: lookups, Cost: n})
+}
+
+// mayOracle reports whether p may tokenize some deterministic class.
+func (s *Server) mayOracle(p *Principal) bool {
+	for _, c := range s.detClasses {
+		if p.CanTokenize(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// OracleKeyLabel is the tokenizer.DeriveKey label of the key that names
+// deterministic values in the sponsors' distinct budgets (Config.OracleKey).
+// It is a key of its own, not the audit key, which verifiers may hold: a
+// hash of a value must not be confirmable by guessing without it.
+const OracleKeyLabel = "oracle-budget"
+
+// valueHash names a deterministic value in the budget: a MAC of tenant,
+// class and normalised value under a key derived from the key hierarchy,
+// so that Redis holds no value and nothing that confirms a guess.
+func (s *Server) valueHash(ctx context.Context, tenant, class, norm string) (string, error) {
+	key, err := s.oracleKey.get(ctx, s.tok)
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, key)
+	for _, part := range []string{tenant, class, norm} {
+		m.Write([]byte(part))
+		m.Write([]byte{0})
+	}
+	return hex.EncodeToString(m.Sum(nil)[:16]), nil
+}
+
+// lazyKey is Config.OracleKey, or derived on first use and kept; a
+// failure is retried at the next use. jetond derives it at start-up, so
+// that a Vault outage later never stops deterministic tokenization of
+// tenants whose keys are loaded.
+type lazyKey struct {
+	mu  sync.Mutex
+	key []byte
+}
+
+func (k *lazyKey) get(ctx context.Context, tok *tokenizer.Tokenizer) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.key == nil {
+		key, err := tok.DeriveKey(ctx, OracleKeyLabel)
+		if err != nil {
+			return nil, errors.Join(tokenizer.ErrUnavailable, err)
+		}
+		k.key = key
+	}
+	return k.key, nil
+}
+
+// reserve asks the limiter, and reports what it decided: a distinct
+// refusal raises an alert, a suspension another; rate and batch refusals
+// are counted but raise nothing, since a client that goes too fast is
+// told how long to wait, not treated as an extraction. The error it
+// returns is a refusal that toStatus turns into the caller's answer.
+func (s *Server) reserve(ctx context.Context, p *Principal, op, method string, req budget.Request) error {
+	err := s.budgets.Reserve(ctx, req)
 	var ex *budget.ExceededError
 	switch {
 	case err == nil:
+		return nil
 	case errors.As(err, &ex):
-		s.alerts.refusals.WithLabelValues(string(ex.Limit)).Inc()
-		s.alerts.raise(ctx, slog.LevelWarn, AlertBudgetExceeded, p.ID, "limit", string(ex.Limit), "method", method)
+		s.alerts.refusals.WithLabelValues(op, string(ex.Limit)).Inc()
+		if ex.Limit == budget.LimitDistinct {
+			s.alerts.raise(ctx, slog.LevelWarn, AlertBudgetExceeded, p.ID, "limit", string(ex.Limit), "method", method)
+		} else {
+			s.log.DebugContext(ctx, "call refused by a rate or batch limit", "identity", p.ID, "method", method,
+				"limit", string(ex.Limit), "retry_after", ex.RetryAfter)
+		}
 		if ex.Suspended {
 			s.suspendedNow(ctx, p.ID, "budget:"+string(ex.Limit))
 		}
+		return refusal{op: op, maxBatch: req.Limits.MaxBatch, err: err}
 	case errors.Is(err, budget.ErrSuspended):
 		s.log.WarnContext(ctx, "suspended identity refused", "identity", p.ID, "method", method)
+		return refusal{op: op, err: err}
 	default:
-		// Fail closed: no check, no reveal.
+		// Fail closed: no check, no reveal and no deterministic token.
 		s.metrics.count(ctx, BackendRedis, err)
-		s.log.ErrorContext(ctx, "budget check failed; reveal refused", "identity", p.ID, "method", method, "error", err)
+		s.log.ErrorContext(ctx, "budget check failed; call refused", "identity", p.ID, "method", method, "error", err)
+		return err
 	}
-	return err
-}
-
-// admitDeterministic bounds how fast a sponsor can use deterministic
-// classes as an oracle ("is this phone number tokenized, and as what?"):
-// the items of deterministic classes spend the identity's budget rate and
-// batch cap, in a bucket of their own. Random items are no oracle and cost
-// nothing. An identity without a budget is bounded by MaxBatch only.
-func (s *Server) admitDeterministic(ctx context.Context, p *Principal, items []tokenizer.Item) error {
-	if p.Budget.Rate == 0 && p.Budget.MaxBatch == 0 {
-		return nil
-	}
-	n := 0
-	for _, it := range items {
-		if c, ok := s.tok.Class(it.Class); ok && c.Kind == tokenizer.KindDeterministic {
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	lim := budget.Limits{MaxBatch: p.Budget.MaxBatch, Rate: p.Budget.Rate, Burst: p.Budget.Burst}
-	err := s.budgets.Reserve(ctx, budget.Request{Identity: "tokenize-deterministic\x00" + p.ID, Limits: lim, Items: n, Cost: n})
-	var ex *budget.ExceededError
-	switch {
-	case err == nil:
-	case errors.As(err, &ex):
-		s.alerts.refusals.WithLabelValues(string(ex.Limit)).Inc()
-		s.alerts.raise(ctx, slog.LevelWarn, AlertBudgetExceeded, p.ID, "limit", string(ex.Limit), "method", "Tokenize")
-	default:
-		s.metrics.count(ctx, BackendRedis, err)
-		s.log.ErrorContext(ctx, "budget check failed; tokenize refused", "identity", p.ID, "error", err)
-	}
-	return err
 }
 
 // suspendedNow reports a suspension that just took effect.

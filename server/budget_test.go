@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -53,6 +55,7 @@ identities:
 roles:
   sponsor-app:
     tokenize: ["*"]
+    budget: {distinct: 100000}
   reader:
     reveal: {"*": full}
     purposes: [support]
@@ -152,9 +155,15 @@ type guardEnv struct {
 }
 
 type guardOpts struct {
-	budget   string // the reader role's budget, YAML flow mapping
-	replicas int
-	redis    bool // share a real Redis; else one memory limiter for all
+	budget string // the reader role's budget, YAML flow mapping
+	policy string // the policy, with BUDGET for the reader's budget; budgetPolicy if empty
+	// classes are the tokenizer's; tokenizer.DefaultClasses() if nil.
+	classes []tokenizer.Class
+	// realClock leaves the servers and limiters on the wall clock (and
+	// Redis's), for clients that really wait.
+	realClock bool
+	replicas  int
+	redis     bool // share a real Redis; else one memory limiter for all
 }
 
 func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
@@ -173,15 +182,23 @@ func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
 		clock: &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 		store: &countingStore{Store: memstore.New()},
 	}
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: e.store})
+	classes := o.classes
+	if classes == nil {
+		classes = tokenizer.DefaultClasses()
+	}
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: e.store})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var classes []string
+	var classNames []string
 	for _, c := range tok.Classes() {
-		classes = append(classes, c.Name)
+		classNames = append(classNames, c.Name)
 	}
-	pol, err := server.ParsePolicy([]byte(strings.Replace(budgetPolicy, "BUDGET", o.budget, 1)), classes)
+	polText := o.policy
+	if polText == "" {
+		polText = budgetPolicy
+	}
+	pol, err := server.ParsePolicy([]byte(strings.Replace(polText, "BUDGET", o.budget, 1)), classNames)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,11 +210,15 @@ func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	now := e.clock.Now
+	if o.realClock {
+		now = nil
+	}
 	var shared *budget.Limiter
 	if o.redis {
 		e.redis = testenv.StartRedis(t)
 	} else {
-		shared = budget.NewMemory(budget.Config{Now: e.clock.Now})
+		shared = budget.NewMemory(budget.Config{Now: now})
 	}
 	for range max(o.replicas, 1) {
 		lim := shared
@@ -205,11 +226,11 @@ func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
 			// Each replica its own client, as separate processes would have.
 			c := redis.NewClient(&redis.Options{Addr: e.redis.Addr, MaxRetries: -1, DialTimeout: time.Second})
 			t.Cleanup(func() { c.Close() })
-			lim = budget.NewRedis(c, budget.Config{Now: e.clock.Now})
+			lim = budget.NewRedis(c, budget.Config{Now: now})
 		}
 		r := &replica{reg: prometheus.NewRegistry(), audit: keyedAudit{&memAudit{}}}
 		r.srv, err = server.New(server.Config{
-			Tokenizer: tok, Policy: pol, Audit: r.audit, Budgets: lim, Registry: r.reg, Now: e.clock.Now,
+			Tokenizer: tok, Policy: pol, Audit: r.audit, Budgets: lim, Registry: r.reg, Now: now,
 			Logger:  slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
 			Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
@@ -359,13 +380,16 @@ func TestBulkExtractionAcrossReplicas(t *testing.T) {
 	if status.Code(lastErr) != codes.ResourceExhausted {
 		t.Fatalf("cut-off call: got %v, want ResourceExhausted", lastErr)
 	}
-	// The second refusal, on the other replica, suspends.
+	if msg := status.Convert(lastErr).Message(); msg != "reveal budget of distinct records exhausted for this window" {
+		t.Fatalf("cut-off call says %q, want the distinct budget named", msg)
+	}
+	// The second refusal, on the other replica, suspends, and says so.
 	res, err := detok(ttp[1], toks[30:40])
-	wantRefused(t, "second refusal", res, err, codes.ResourceExhausted, "reveal budget exceeded")
+	wantRefused(t, "second refusal", res, err, codes.PermissionDenied, "identity suspended; a custodian must reinstate it")
 	for i, cc := range ttp {
 		// Even records already read, which cost no distinct budget.
 		res, err := detok(cc, toks[:1])
-		wantRefused(t, "suspended identity on replica "+string(rune('A'+i)), res, err, codes.PermissionDenied, "identity suspended")
+		wantRefused(t, "suspended identity on replica "+string(rune('A'+i)), res, err, codes.PermissionDenied, "identity suspended; a custodian must reinstate it")
 	}
 	if got := e.logs.alerts(t, server.AlertBudgetExceeded); len(got) != 2 || got[0]["identity"] != devpki.TTPID || got[0]["limit"] != "distinct" {
 		t.Fatalf("budget alerts = %v, want 2 naming the identity and the distinct limit", got)
@@ -415,7 +439,7 @@ func TestBulkExtractionAcrossReplicas(t *testing.T) {
 		}
 	}
 	res, err = detok(ttp[1], toks[40:50])
-	wantRefused(t, "new records before the window slid", res, err, codes.ResourceExhausted, "reveal budget exceeded")
+	wantRefused(t, "new records before the window slid", res, err, codes.ResourceExhausted, "reveal budget of distinct records exhausted for this window")
 	e.clock.Advance(time.Hour + time.Second)
 	res, err = detok(ttp[1], toks[40:50])
 	if err != nil || values(res) != 10 {
@@ -473,8 +497,9 @@ func TestSweepOfRandomTokens(t *testing.T) {
 			getsAtTrip = e.store.gets.Load()
 		}
 	}
-	if refused != 3 || suspended != 92 {
-		t.Fatalf("%d calls refused for budget and %d as suspended, want 3 and 92", refused, suspended)
+	// The third refusal is the one that suspends, and says so.
+	if refused != 2 || suspended != 93 {
+		t.Fatalf("%d calls refused for budget and %d as suspended, want 2 and 93", refused, suspended)
 	}
 	if g := e.store.gets.Load(); g != getsAtTrip {
 		t.Fatalf("refused calls did %d store lookups, want none", g-getsAtTrip)
@@ -499,12 +524,15 @@ func TestRateAndBatchLimits(t *testing.T) {
 	cc := e.conn(t, 0, devpki.TTPID)
 
 	res, err := detok(cc, toks[:6])
-	wantRefused(t, "6 items under max_batch 5", res, err, codes.ResourceExhausted, "reveal budget exceeded")
+	wantRefused(t, "6 items under max_batch 5", res, err, codes.ResourceExhausted, "reveal budget: too many items in one call for this identity; at most 5")
 	if res, err = detok(cc, toks[:5]); err != nil || values(res) != 5 {
 		t.Fatalf("5 items: %v, %d values", err, values(res))
 	}
 	res, err = detok(cc, toks[5:7])
-	wantRefused(t, "2 items with 1 token left", res, err, codes.ResourceExhausted, "reveal budget exceeded")
+	wantRefused(t, "2 items with 1 token left", res, err, codes.ResourceExhausted, "reveal rate limit reached; retry after 500ms")
+	if d, ok := retryDelay(err); !ok || d != 500*time.Millisecond {
+		t.Fatalf("the rate refusal's RetryInfo = %v, %v; want 500ms (one token at 2/s)", d, ok)
+	}
 	if res, err = detok(cc, toks[5:6]); err != nil || values(res) != 1 {
 		t.Fatalf("the last token of the burst: %v", err)
 	}
@@ -513,7 +541,7 @@ func TestRateAndBatchLimits(t *testing.T) {
 		t.Fatalf("after a second's refill: %v", err)
 	}
 	res, err = detok(cc, toks[:1])
-	wantRefused(t, "an empty bucket", res, err, codes.ResourceExhausted, "reveal budget exceeded")
+	wantRefused(t, "an empty bucket", res, err, codes.ResourceExhausted, "reveal rate limit reached; retry after 500ms")
 	for _, l := range []string{"max_batch", "rate"} {
 		if n := e.counter(t, "jeton_budget_refusals_total", "limit", l); n == 0 {
 			t.Errorf("jeton_budget_refusals_total{limit=%s} = 0", l)
@@ -522,7 +550,7 @@ func TestRateAndBatchLimits(t *testing.T) {
 	// Malformed tokens cost nothing, but the call's size still counts.
 	e.clock.Advance(time.Hour)
 	res, err = detok(cc, []string{"x", "y", "z", "w", "v", "u"})
-	wantRefused(t, "6 malformed items", res, err, codes.ResourceExhausted, "reveal budget exceeded")
+	wantRefused(t, "6 malformed items", res, err, codes.ResourceExhausted, "reveal budget: too many items in one call for this identity; at most 5")
 }
 
 // TestBudgetStoreDownFailsClosed: with the budget's Redis killed, a reveal
@@ -628,7 +656,7 @@ func TestCanaryReveal(t *testing.T) {
 		t.Fatalf("jeton_suspensions_total = %v, want 1", n)
 	}
 	res, err = detok(ttp, []string{real})
-	wantRefused(t, "after the suspending canary", res, err, codes.PermissionDenied, "identity suspended")
+	wantRefused(t, "after the suspending canary", res, err, codes.PermissionDenied, "identity suspended; a custodian must reinstate it")
 	if ev := e.logs.alerts(t, server.AlertIdentitySuspended); len(ev) != 1 || ev[0]["identity"] != devpki.TTPID || ev[0]["reason"] != "canary" {
 		t.Fatalf("suspension alerts = %v", ev)
 	}
@@ -642,7 +670,9 @@ func TestCanaryReveal(t *testing.T) {
 }
 
 // TestPolicyBudgets: budget settings are validated with the field named,
-// and an identity's budget is the widest of its roles'.
+// and an identity's budget is never looser than any of its roles', bound
+// by bound: the example of the report, 1,000 per 24h and 10 per minute,
+// stays both and never becomes 1,000 per minute.
 func TestPolicyBudgets(t *testing.T) {
 	classes := []string{"name"}
 	for _, tt := range []struct{ budget, field string }{
@@ -655,18 +685,67 @@ func TestPolicyBudgets(t *testing.T) {
 			t.Errorf("budget %s: got %v, want an error naming %s", tt.budget, err, tt.field)
 		}
 	}
-	two := strings.Replace(budgetPolicy, "roles: [reader]", "roles: [reader, free-reader, wide]", 1)
-	two = strings.Replace(two, "  custodian:\n", "  wide:\n    budget: {max_batch: 50, distinct: 10, window: 1h}\n  custodian:\n", 1)
-	pol, err := server.ParsePolicy([]byte(strings.Replace(two, "BUDGET", "{max_batch: 20, rate: 5, burst: 60, distinct: 500, window: 24h}", 1)), classes)
+	merged := func(t *testing.T, reader, other string) budget.Limits {
+		t.Helper()
+		pol := strings.Replace(budgetPolicy, "roles: [reader]", "roles: [reader, free-reader, other]", 1)
+		pol = strings.Replace(pol, "  custodian:\n", "  other:\n    budget: "+other+"\n  custodian:\n", 1)
+		p, err := server.ParsePolicy([]byte(strings.Replace(pol, "BUDGET", reader, 1)), classes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, _ := p.Principal(devpki.TTPID)
+		return pr.Budget
+	}
+	t.Run("the example of the report", func(t *testing.T) {
+		got := merged(t, "{distinct: 1000, window: 24h}", "{distinct: 10, window: 1m}")
+		want := budget.Limits{Distinct: 1000, Window: 24 * time.Hour, Also: []budget.Bound{{Distinct: 10, Window: time.Minute}}}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("merged budget = %+v, want %+v: both bounds, never 1,000 per minute", got, want)
+		}
+	})
+	t.Run("the tightest of each bound", func(t *testing.T) {
+		got := merged(t, "{max_batch: 20, rate: 5, burst: 60, distinct: 500, window: 24h, suspend_after: 3}",
+			"{max_batch: 50, rate: 50, burst: 100, distinct: 10, window: 1h, suspend_after: 1}")
+		want := budget.Limits{MaxBatch: 20, Rate: 5, Burst: 60, Distinct: 500, Window: 24 * time.Hour,
+			Also: []budget.Bound{{Distinct: 10, Window: time.Hour}}, SuspendAfter: 1}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("merged budget = %+v, want %+v", got, want)
+		}
+	})
+	pol, err := server.ParsePolicy([]byte(strings.Replace(budgetPolicy, "BUDGET", "{distinct: 5}", 1)), classes)
 	if err != nil {
 		t.Fatal(err)
-	}
-	p, _ := pol.Principal(devpki.TTPID)
-	want := budget.Limits{MaxBatch: 50, Rate: 5, Burst: 60, Distinct: 500, Window: time.Hour}
-	if p.Budget != want {
-		t.Fatalf("merged budget = %+v, want %+v", p.Budget, want)
 	}
 	if f, _ := pol.Principal("spiffe://jeton.dev/ttp/free"); !f.Budget.IsZero() {
 		t.Fatalf("an identity without a budget got %+v", f.Budget)
 	}
+}
+
+// TestMergedBudgetEnforced: an identity whose roles allow 1,000 records a
+// day and 10 a minute is refused the 11th record within a minute.
+func TestMergedBudgetEnforced(t *testing.T) {
+	pol := strings.Replace(budgetPolicy, "roles: [reader]", "roles: [reader, slow]", 1)
+	pol = strings.Replace(pol, "  custodian:\n", "  slow:\n    budget: {distinct: 10, window: 1m}\n  custodian:\n", 1)
+	e := startGuardEnv(t, guardOpts{budget: "{distinct: 1000, window: 24h}", policy: pol})
+	toks := e.fakeTokens(t, 11)
+	cc := e.conn(t, 0, devpki.TTPID)
+	if res, err := detok(cc, toks[:10]); err != nil || values(res) != 10 {
+		t.Fatalf("10 records in a minute: %v", err)
+	}
+	res, err := detok(cc, toks[10:])
+	wantRefused(t, "an 11th record within the minute", res, err, codes.ResourceExhausted, "reveal budget of distinct records exhausted for this window")
+	e.clock.Advance(time.Minute)
+	if res, err := detok(cc, toks[10:]); err != nil || values(res) != 1 {
+		t.Fatalf("the 11th record a minute later: %v", err)
+	}
+}
+
+// retryDelay returns the RetryInfo delay of a status error.
+func retryDelay(err error) (time.Duration, bool) {
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
 }

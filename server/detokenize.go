@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server/audit"
@@ -51,7 +52,8 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	if !ok || !p.MayUsePurpose(purpose) {
 		return refuse(denied("purpose not permitted for this identity"))
 	}
-	if pr.CaseRefRequired && caseRef == "" {
+	if pr.CaseRefRequired && strings.TrimSpace(caseRef) == "" {
+		// A space or a tab is no reference to a case.
 		return refuse(invalid("case reference is required for this purpose"))
 	}
 	if len(texts) > s.maxBatch {
@@ -128,6 +130,7 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	}
 
 	// No value leaves before its audit record is durable.
+	markAudited(ctx)
 	rec := audit.Record{
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Items: items, Outcome: "ok",
@@ -148,6 +151,7 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 // auditFailure records a reveal that failed as a whole, best effort: the
 // caller gets no value either way.
 func (s *Server) auditFailure(ctx context.Context, p *Principal, method, purpose, caseRef string, cause error) {
+	markAudited(ctx)
 	rec := audit.Record{
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Outcome: "failed", Detail: toStatus(cause).Code().String(),

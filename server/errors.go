@@ -3,9 +3,15 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/jeton-dev/jeton/server/budget"
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -18,9 +24,70 @@ const (
 	msgUnavailable = "a backend is unavailable; retry later"
 	msgInternal    = "internal error"
 	msgBadToken    = "malformed token"
-	msgBudget      = "reveal budget exceeded"
-	msgSuspended   = "identity suspended"
+	msgBudget      = "budget exceeded"
+	msgSuspended   = "identity suspended; a custodian must reinstate it"
 )
+
+// refusal is a call a budget refused, for the operation op (opReveal or
+// opTokenize). err is budget.ErrSuspended or a *budget.ExceededError.
+type refusal struct {
+	op       string
+	maxBatch int
+	err      error
+}
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
+
+// status tells the caller what happened and what to do: a suspended
+// identity, including on the call that suspended it, is PERMISSION_DENIED
+// and says so; a rate refusal carries google.rpc.RetryInfo with the delay
+// after which the same call fits; a batch or distinct refusal carries
+// google.rpc.QuotaFailure naming the limit, and no delay, since waiting
+// alone does not help (a smaller batch does, or the window sliding).
+func (r refusal) status() *status.Status {
+	var ex *budget.ExceededError
+	if !errors.As(r.err, &ex) || ex.Suspended {
+		return status.New(codes.PermissionDenied, msgSuspended)
+	}
+	what := "reveal"
+	if r.op == opTokenize {
+		what = "deterministic tokenization"
+	}
+	var (
+		st     *status.Status
+		detail protoadapt.MessageV1
+	)
+	switch ex.Limit {
+	case budget.LimitRate:
+		if ex.RetryAfter <= 0 {
+			st = status.New(codes.ResourceExhausted, what+" rate limit: this call is larger than the burst and is never admitted; send smaller calls")
+			detail = quota(ex.Limit, "the call costs more than the burst")
+			break
+		}
+		d := ex.RetryAfter.Round(time.Millisecond)
+		st = status.New(codes.ResourceExhausted, fmt.Sprintf("%s rate limit reached; retry after %v", what, d))
+		detail = &errdetails.RetryInfo{RetryDelay: durationpb.New(d)}
+	case budget.LimitMaxBatch:
+		st = status.New(codes.ResourceExhausted, what+" budget: too many items in one call for this identity; at most "+strconv.Itoa(r.maxBatch))
+		detail = quota(ex.Limit, "at most "+strconv.Itoa(r.maxBatch)+" items per call")
+	default:
+		unit := "records"
+		if r.op == opTokenize {
+			unit = "values of deterministic classes"
+		}
+		st = status.New(codes.ResourceExhausted, what+" budget of distinct "+unit+" exhausted for this window")
+		detail = quota(ex.Limit, "distinct "+unit+" per window")
+	}
+	if withDetail, err := st.WithDetails(detail); err == nil {
+		st = withDetail
+	}
+	return st
+}
+
+func quota(l budget.Limit, desc string) *errdetails.QuotaFailure {
+	return &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: string(l), Description: desc}}}
+}
 
 // denied is a policy refusal of a whole call, shown to the caller as is.
 type denied string
@@ -37,9 +104,12 @@ func (e invalid) Error() string { return string(e) }
 func toStatus(err error) *status.Status {
 	var d denied
 	var inv invalid
+	var ref refusal
 	switch {
 	case err == nil:
 		return status.New(codes.OK, "")
+	case errors.As(err, &ref):
+		return ref.status()
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, "call canceled")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -20,6 +20,12 @@ type Check struct {
 	// return when ctx ends; its error text is logged, so it must hold no
 	// value.
 	Probe func(ctx context.Context) error
+	// ServesWithout, when set, is asked while Probe fails: true means the
+	// replica still serves without the dependency (Vault: the tenants
+	// whose keys are loaded), so readiness stays up and the failure shows
+	// as the dependency's own state only: Degraded, and the
+	// jeton_dependency_up metric. Nil: a failure takes readiness down.
+	ServesWithout func() bool
 }
 
 // readiness is the prober's view of the dependencies.
@@ -28,6 +34,7 @@ type readiness struct {
 	started  bool
 	stopping bool
 	failing  []string // names of failing checks, in config order
+	degraded []string // failing checks the replica serves without
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -49,6 +56,16 @@ func (s *Server) Ready() (bool, []string) {
 		return false, slices.Clone(r.failing)
 	}
 	return true, nil
+}
+
+// Degraded names the dependencies that are down while the replica still
+// serves without them (see Check.ServesWithout), e.g. "vault" while the
+// tenants whose keys are loaded are served. Names only, like Ready's.
+func (s *Server) Degraded() []string {
+	r := &s.ready
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.degraded)
 }
 
 // startProber runs the checks now and then every interval until
@@ -106,18 +123,40 @@ func (s *Server) probe(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // stopping: the results say nothing about the dependencies
 	}
-	var failing []string
+	var failing, degraded []string
 	for i, err := range errs {
-		if err != nil {
-			failing = append(failing, s.checks[i].Name)
-			s.metrics.BackendError(s.checks[i].Name)
+		c := s.checks[i]
+		s.metrics.dependencyUp(c.Name, err == nil)
+		if err == nil {
+			continue
+		}
+		s.metrics.BackendError(c.Name)
+		if c.ServesWithout != nil && c.ServesWithout() {
+			degraded = append(degraded, c.Name)
+		} else {
+			failing = append(failing, c.Name)
 		}
 	}
 
 	r := &s.ready
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.stopping || slices.Equal(failing, r.failing) {
+	if r.stopping {
+		return
+	}
+	if !slices.Equal(degraded, r.degraded) {
+		for i, err := range errs {
+			if err != nil && slices.Contains(degraded, s.checks[i].Name) && !slices.Contains(r.degraded, s.checks[i].Name) {
+				s.log.Warn("degraded: a dependency is down; still serving what does not need it",
+					"check", s.checks[i].Name, "error", err.Error())
+			}
+		}
+		if len(degraded) == 0 {
+			s.log.Info("no longer degraded: every tolerated dependency is back")
+		}
+		r.degraded = degraded
+	}
+	if slices.Equal(failing, r.failing) {
 		return
 	}
 	r.failing = failing
@@ -128,7 +167,7 @@ func (s *Server) probe(ctx context.Context) {
 		return
 	}
 	for i, err := range errs {
-		if err != nil {
+		if err != nil && slices.Contains(failing, s.checks[i].Name) {
 			s.log.Warn("not ready: a dependency is down; health is NOT_SERVING",
 				"check", s.checks[i].Name, "error", err.Error())
 		}

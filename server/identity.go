@@ -12,15 +12,25 @@ import (
 // certIdentity names the caller of a verified mTLS connection: the leaf
 // certificate's first URI SAN (e.g. a SPIFFE ID), else its subject CN.
 func certIdentity(ctx context.Context) (string, bool) {
+	chains := verifiedChains(ctx)
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return "", false
+	}
+	return leafIdentity(chains[0][0])
+}
+
+// verifiedChains returns the chains the handshake verified the caller's
+// certificate by, leaf first, anchor last.
+func verifiedChains(ctx context.Context) [][]*x509.Certificate {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", false
+		return nil
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return "", false
+	if !ok {
+		return nil
 	}
-	return leafIdentity(info.State.VerifiedChains[0][0])
+	return info.State.VerifiedChains
 }
 
 // A CN that looks like a URI is refused: URI identities (SPIFFE IDs) must

@@ -27,6 +27,7 @@ const (
 //	jeton_audit_append_seconds               histogram
 //	jeton_backend_errors_total{backend}      redis, vault or audit
 //	jeton_dek_cache_total{result}            hit or miss
+//	jeton_dependency_up{dependency}          1 or 0, per readiness check
 //
 // Every label value is configuration (a class name) or a fixed word; none
 // ever comes from a value, a token, a subject, an identity or a case
@@ -38,6 +39,7 @@ type Metrics struct {
 	auditAppend   prometheus.Histogram
 	backendErrors *prometheus.CounterVec
 	dekCache      *prometheus.CounterVec
+	depUp         *prometheus.GaugeVec
 }
 
 // NewMetrics registers jeton's series on reg. Build them before the
@@ -71,8 +73,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "jeton_dek_cache_total",
 			Help: "Data-key lookups, per result: hit (served from memory) or miss (unwrapped by the key manager).",
 		}, []string{"result"}),
+		depUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jeton_dependency_up",
+			Help: "Whether a dependency answered its last readiness probe (1) or not (0), per dependency (redis, vault, audit). Vault down with readiness up means the tenants whose keys are loaded are still served.",
+		}, []string{"dependency"}),
 	}
-	for _, c := range []prometheus.Collector{m.tokenized, m.revealed, m.auditAppend, m.backendErrors, m.dekCache} {
+	for _, c := range []prometheus.Collector{m.tokenized, m.revealed, m.auditAppend, m.backendErrors, m.dekCache, m.depUp} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: metrics: %w", err)
 		}
@@ -118,6 +124,18 @@ func (m *Metrics) BackendError(backend string) {
 		return
 	}
 	m.backendErrors.WithLabelValues(backend).Inc()
+}
+
+// dependencyUp records the outcome of a readiness probe.
+func (m *Metrics) dependencyUp(name string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.depUp.WithLabelValues(name).Set(v)
 }
 
 // countTokenized counts the minted tokens of one Tokenize call. A result

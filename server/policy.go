@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 
@@ -31,9 +32,13 @@ const (
 //	  - id: spiffe://event.example/sponsor/accreditation
 //	    tenants: [acme]
 //	    roles: [sponsor-app]
+//	    ca: sponsor                 # the default for an identity that tokenizes
 //	roles:
 //	  sponsor-app:
 //	    tokenize: ["*"]
+//	    # Deterministic classes are an oracle: a role that may tokenize one
+//	    # needs a budget of distinct values per window (distinct, window).
+//	    budget: {max_batch: 1000, rate: 500, burst: 5000, distinct: 50000, window: 24h, suspend_after: 1}
 //	  vetting:
 //	    reveal: {name: full, birthdate: full, "*": masked}
 //	    purposes: [vetting]
@@ -55,12 +60,25 @@ type PolicyFile struct {
 }
 
 // IdentityRule binds a certificate identity (URI SAN, else CN) to tenants
-// and roles.
+// and roles, and to the CA its certificate must come from.
 type IdentityRule struct {
 	ID      string   `yaml:"id"`
 	Tenants []string `yaml:"tenants"`
 	Roles   []string `yaml:"roles"`
+	// CA names the authority that must have issued the identity's
+	// certificate: CASponsor (the public listener's client CA) or CATTP
+	// (the trusted listener's). Empty means the one of its side: sponsor
+	// for an identity that tokenizes, TTP for one that reveals or
+	// administers. A revealing or administering identity cannot name the
+	// sponsor's CA.
+	CA string `yaml:"ca"`
 }
+
+// The certificate authorities an identity can be bound to.
+const (
+	CASponsor = "sponsor"
+	CATTP     = "ttp"
+)
 
 // RoleRule is what a role may do. "*" stands for every class.
 type RoleRule struct {
@@ -68,8 +86,13 @@ type RoleRule struct {
 	Reveal   map[string]Reveal `yaml:"reveal"`
 	Purposes []string          `yaml:"purposes"`
 	Admin    bool              `yaml:"admin"`
-	// Budget bounds what the role's identities can reveal; see
-	// budget.Limits. Nil bounds nothing but the server's MaxBatch.
+	// Budget bounds what the role's identities can extract; see
+	// budget.Limits. For a role that reveals it counts tokens looked up
+	// and distinct records; for a role that tokenizes, the items of
+	// deterministic classes and their distinct values, because
+	// tokenizing guesses of a deterministic class is extraction too. Nil
+	// bounds nothing but the server's MaxBatch, and is refused for a role
+	// that may tokenize a deterministic class (see CheckOracles).
 	Budget *budget.Limits `yaml:"budget"`
 }
 
@@ -86,6 +109,7 @@ type Policy struct {
 	principals map[string]*Principal
 	purposes   map[string]PurposeRule
 	dual       DualControlRule
+	roles      map[string]RoleRule
 }
 
 // Principal is what one identity may do, resolved from its roles.
@@ -96,10 +120,14 @@ type Principal struct {
 	reveal   map[string]Reveal // class -> level; "*" for all
 	purposes map[string]bool
 	Admin    bool
-	// Budget merges the budgets of p's roles: each bound is the widest
-	// that any role sets, as with reveal levels, and a bound no role sets
-	// is absent. An identity's budget is thus the loosest of its roles',
-	// never looser than all of them.
+	// CA is the authority p's certificate must come from: CASponsor or
+	// CATTP.
+	CA string
+	// Budget merges the budgets of p's roles with budget.Merge: each
+	// bound is the tightest that any role sets, per window for distinct
+	// bounds, and a bound no role sets is absent. Unlike reveal levels,
+	// where the widest grant wins, a budget is never looser than any of
+	// the roles that set it.
 	Budget budget.Limits
 }
 
@@ -195,7 +223,7 @@ func ParsePolicy(b []byte, classes []string) (*Policy, error) {
 // side, never both, so that no sponsor identity can ever reveal a value.
 func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 	knownClass := func(c string) bool { return c == "*" || slices.Contains(classes, c) }
-	pol := &Policy{principals: map[string]*Principal{}, purposes: map[string]PurposeRule{}}
+	pol := &Policy{principals: map[string]*Principal{}, purposes: map[string]PurposeRule{}, roles: f.Roles}
 	var err error
 	if pol.dual, err = f.DualControl.resolve(); err != nil {
 		return nil, err
@@ -280,7 +308,7 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 			}
 			p.Admin = p.Admin || r.Admin
 			if r.Budget != nil {
-				p.Budget = widerBudget(p.Budget, *r.Budget)
+				p.Budget = budget.Merge(p.Budget, *r.Budget)
 			}
 		}
 		if err := p.Budget.Validate(); err != nil {
@@ -301,6 +329,18 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 		if len(p.reveal) > 0 && len(p.Tenants) == 0 {
 			return nil, fmt.Errorf("server: policy: identities[%d].tenants must name the tenants it may reveal", i)
 		}
+		switch {
+		case id.CA == "" && p.Trusted():
+			p.CA = CATTP
+		case id.CA == "":
+			p.CA = CASponsor
+		case id.CA == CASponsor && p.Trusted():
+			return nil, fmt.Errorf("server: policy: identities[%d].ca: %s reveals or administers, so its certificate must come from the %q CA, never the sponsor's", i, id.ID, CATTP)
+		case id.CA == CASponsor, id.CA == CATTP:
+			p.CA = id.CA
+		default:
+			return nil, fmt.Errorf("server: policy: identities[%d].ca %q must be %q or %q", i, id.CA, CASponsor, CATTP)
+		}
 		pol.principals[id.ID] = p
 	}
 	if len(pol.principals) == 0 {
@@ -309,17 +349,25 @@ func NewPolicy(f PolicyFile, classes []string) (*Policy, error) {
 	return pol, nil
 }
 
-// widerBudget merges two roles' budgets bound by bound, keeping the wider
-// of those set; zero means "not set" in both. A shorter window is the
-// wider grant: records leave it sooner.
-func widerBudget(a, b budget.Limits) budget.Limits {
-	a.MaxBatch = max(a.MaxBatch, b.MaxBatch)
-	a.Rate = max(a.Rate, b.Rate)
-	a.Burst = max(a.Burst, b.Burst)
-	a.Distinct = max(a.Distinct, b.Distinct)
-	if a.Window == 0 || b.Window != 0 && b.Window < a.Window {
-		a.Window = b.Window
+// CheckOracles refuses a policy that lets a role tokenize a deterministic
+// class without a distinct budget: equal values give equal tokens, so
+// tokenizing guesses and comparing the tokens with one already held
+// recovers the value, and only a budget of distinct values per window
+// bounds how many guesses a sponsor gets. The error names the role and
+// the class. classes are the configured classes.
+func (pol *Policy) CheckOracles(classes []tokenizer.Class) error {
+	for _, name := range slices.Sorted(maps.Keys(pol.roles)) {
+		r := pol.roles[name]
+		if r.Budget != nil && r.Budget.Distinct > 0 {
+			continue
+		}
+		for _, c := range classes {
+			if c.Kind != tokenizer.KindDeterministic || !slices.Contains(r.Tokenize, c.Name) && !slices.Contains(r.Tokenize, "*") {
+				continue
+			}
+			return fmt.Errorf("server: policy: roles.%s may tokenize the deterministic class %s but its budget sets no distinct: "+
+				"tokenizing guesses would recover values without bound; set budget.distinct (values per window)", name, c.Name)
+		}
 	}
-	a.SuspendAfter = max(a.SuspendAfter, b.SuspendAfter)
-	return a
+	return nil
 }

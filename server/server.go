@@ -45,7 +45,17 @@ import (
 const (
 	maxConcurrentStreams = 64
 	maxConnectionAge     = 30 * time.Minute
+	// The server pings a connection idle for keepaliveTime and closes it
+	// when no answer comes within keepaliveTimeout.
+	keepaliveTime    = 2 * time.Minute
+	keepaliveTimeout = 20 * time.Second
 )
+
+// keepalivePolicy is what the server asks of clients' pings: no faster
+// than every 10s, between calls too. It is part of the contract with the
+// client library, whose keepalive is 30s with a 10s timeout; a client
+// pinging faster is sent GOAWAY.
+var keepalivePolicy = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
 
 // DefaultMaxBatch bounds the items of one call when the config sets none.
 const DefaultMaxBatch = 10000
@@ -58,6 +68,9 @@ type Listener struct {
 	// Allowed lists the source networks that may connect. Empty allows any
 	// source; the trusted listener requires at least one.
 	Allowed []netip.Prefix
+	// Conns bounds the connections clients hold, before and after they
+	// authenticate; zero fields take their defaults.
+	Conns ConnLimits
 }
 
 // Config configures a Server. It is validated once by New.
@@ -85,6 +98,11 @@ type Config struct {
 	Checks []Check
 	// CheckInterval is how often Checks run; DefaultCheckInterval if zero.
 	CheckInterval time.Duration
+	// OracleKey names deterministic values in the sponsors' distinct
+	// budgets: derive it with tokenizer.DeriveKey(ctx, OracleKeyLabel),
+	// like every replica. Nil: derived on first use, which then needs the
+	// KeyManager.
+	OracleKey []byte
 	// Budgets enforces the policy's reveal budgets and suspensions. Give
 	// every replica the Redis one (budget.NewRedis) so they share one
 	// budget; nil counts in memory, for this replica only.
@@ -118,13 +136,18 @@ type Server struct {
 	budgets       *budget.Limiter
 	alerts        *alerts
 	dual          dualControl
+	oracleKey     lazyKey
+	detClasses    []string // the deterministic classes' names
 
 	public, trusted *grpc.Server
-	health          *health.Server
-	trustedHealth   *health.Server
-	lis             [2]net.Listener
-	wg              sync.WaitGroup
-	serveErr        chan error
+	// publicTLS and trustedTLS are the listeners' material; their client
+	// CAs are the sponsor's and the TTP's, to which identities are bound.
+	publicTLS, trustedTLS *ReloadableTLS
+	health                *health.Server
+	trustedHealth         *health.Server
+	lis                   [2]net.Listener
+	wg                    sync.WaitGroup
+	serveErr              chan error
 }
 
 // New validates cfg and builds the server; Start binds it.
@@ -150,6 +173,14 @@ func New(cfg Config) (*Server, error) {
 	for i, c := range cfg.Checks {
 		if c.Name == "" || c.Probe == nil {
 			return nil, fmt.Errorf("server: config: checks[%d] needs a name and a probe", i)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		l    Listener
+	}{{"public", cfg.Public}, {"trusted", cfg.Trusted}} {
+		if err := l.l.Conns.Validate(); err != nil {
+			return nil, fmt.Errorf("server: config: %s.%w", l.name, err)
 		}
 	}
 	s := &Server{
@@ -192,16 +223,32 @@ func New(cfg Config) (*Server, error) {
 	if err := s.initDualControl(cfg); err != nil {
 		return nil, err
 	}
+	if err := cfg.Policy.CheckOracles(cfg.Tokenizer.Classes()); err != nil {
+		return nil, err
+	}
 	s.pol.Store(cfg.Policy)
 	s.warnUnbounded(cfg.Policy)
+	s.publicTLS, s.trustedTLS = cfg.Public.TLS, cfg.Trusted.TLS
+	s.publicTLS.setLogger(s.log)
+	s.trustedTLS.setLogger(s.log)
+	if n := s.publicTLS.shared(s.trustedTLS); n > 0 {
+		s.log.Warn("client CA certificates trusted by both listeners authenticate no identity: each must be the sponsor's or the TTP's", "shared", n)
+	}
+
+	cm, err := newConnMetrics(s.registry)
+	if err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	pubLimits, truLimits := cfg.Public.Conns.withDefaults(), cfg.Trusted.Conns.withDefaults()
+	pubLog, truLog := newSampledLog(s.log), newSampledLog(s.log)
 
 	s.health = health.NewServer()
-	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public")...)
+	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public", pubLimits, cm, pubLog)...)
 	jetonv1.RegisterTokenizerServer(s.public, &tokenizerService{s: s})
 	healthpb.RegisterHealthServer(s.public, s.health)
 
 	s.trustedHealth = health.NewServer()
-	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted")...)
+	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted", truLimits, cm, truLog)...)
 	jetonv1.RegisterDetokenizerServer(s.trusted, &detokenizerService{s: s})
 	jetonv1.RegisterAdminServer(s.trusted, &adminService{s: s})
 	healthpb.RegisterHealthServer(s.trusted, s.trustedHealth)
@@ -210,19 +257,17 @@ func New(cfg Config) (*Server, error) {
 	s.grpcMetrics.InitializeMetrics(s.public)
 	s.grpcMetrics.InitializeMetrics(s.trusted)
 
-	var err error
-	if s.lis[0], err = net.Listen("tcp", cfg.Public.Addr); err != nil {
+	pl, err := net.Listen("tcp", cfg.Public.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("server: public listener: %w", err)
 	}
-	if len(cfg.Public.Allowed) > 0 {
-		s.lis[0] = &allowlistListener{Listener: s.lis[0], allowed: cfg.Public.Allowed, log: s.log}
-	}
-	t, err := net.Listen("tcp", cfg.Trusted.Addr)
+	s.lis[0] = newGuardedListener(pl, "public", cfg.Public.Allowed, pubLimits, cm, pubLog)
+	tl, err := net.Listen("tcp", cfg.Trusted.Addr)
 	if err != nil {
-		s.lis[0].Close()
+		pl.Close()
 		return nil, fmt.Errorf("server: trusted listener: %w", err)
 	}
-	s.lis[1] = &allowlistListener{Listener: t, allowed: cfg.Trusted.Allowed, log: s.log}
+	s.lis[1] = newGuardedListener(tl, "trusted", cfg.Trusted.Allowed, truLimits, cm, truLog)
 	return s, nil
 }
 
@@ -250,18 +295,33 @@ func (s *Server) Start() {
 // Err delivers a listener's fatal serve error.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
-// SetServing sets both listeners' health status.
+// SetServing sets both listeners' health status. Each listener's health
+// service lists the services it serves, and only those: the public one
+// never names the Detokenizer or Admin.
 func (s *Server) SetServing(ok bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, h := range []*health.Server{s.health, s.trustedHealth} {
-		h.SetServingStatus("", st)
-		h.SetServingStatus(jetonv1.Tokenizer_ServiceDesc.ServiceName, st)
-		h.SetServingStatus(jetonv1.Detokenizer_ServiceDesc.ServiceName, st)
+	for _, l := range []struct {
+		h        *health.Server
+		services []string
+	}{
+		{s.health, publicServices},
+		{s.trustedHealth, trustedServices},
+	} {
+		l.h.SetServingStatus("", st)
+		for _, name := range l.services {
+			l.h.SetServingStatus(name, st)
+		}
 	}
 }
+
+// The services each listener serves, as its health service lists them.
+var (
+	publicServices  = []string{jetonv1.Tokenizer_ServiceDesc.ServiceName}
+	trustedServices = []string{jetonv1.Detokenizer_ServiceDesc.ServiceName, jetonv1.Admin_ServiceDesc.ServiceName}
+)
 
 // Stop stops accepting calls and drains the in-flight ones; when ctx ends
 // first, it cuts the remaining ones off.
@@ -290,11 +350,16 @@ func (s *Server) Stop(ctx context.Context) {
 }
 
 // SetPolicy swaps the policy; calls already authorised finish under the old
-// one.
-func (s *Server) SetPolicy(p *Policy) {
+// one. A policy that CheckOracles refuses is not applied: the old one
+// stays, and the error says why.
+func (s *Server) SetPolicy(p *Policy) error {
+	if err := p.CheckOracles(s.tok.Classes()); err != nil {
+		return err
+	}
 	s.warnUnbounded(p)
 	s.warnDualControl(p)
 	s.pol.Store(p)
+	return nil
 }
 
 // warnUnbounded says loudly which identities may reveal without a budget.
@@ -312,8 +377,10 @@ func (s *Server) Policy() *Policy { return s.pol.Load() }
 // serverOptions builds one listener's interceptor chain, outermost first:
 // metrics (so that calls refused by any later step, or that panic, are
 // counted too), recovery, request id (so that the logs carry it), logging,
-// auth (skipped for health and reflection), validation.
-func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerOption {
+// on the trusted listener the audit of refused reveals, the refusal of
+// requests that did not decode, auth (skipped for health and reflection),
+// validation.
+func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits, cm *connMetrics, log *sampledLog) []grpc.ServerOption {
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		// The panic value may hold request data: log only that it happened.
 		s.log.ErrorContext(ctx, "panic recovered", "listener", listener)
@@ -338,31 +405,50 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 			c.Service != "grpc.reflection.v1.ServerReflection" &&
 			c.Service != "grpc.reflection.v1alpha.ServerReflection"
 	})
+	unary := []grpc.UnaryServerInterceptor{
+		s.grpcMetrics.UnaryServerInterceptor(),
+		recovery.UnaryServerInterceptor(recoveryOpt),
+		requestIDUnary,
+		logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
+	}
+	if listener == "trusted" {
+		// Before everything that can refuse a reveal: decoding, auth and
+		// the validator.
+		unary = append(unary, s.auditRefusals)
+	}
+	unary = append(unary,
+		refuseUndecodable,
+		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), open),
+		validator.UnaryServerInterceptor(),
+	)
 	return []grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(t.Config())),
+		grpc.Creds(countingCreds{TransportCredentials: credentials.NewTLS(t.Config()), name: listener, m: cm, log: log}),
+		// Before authentication a client holds a slot of the listener
+		// (guardedListener) for this long at most: the TLS handshake and
+		// the HTTP/2 preface must be done by then.
+		grpc.ConnectionTimeout(lim.HandshakeTimeout),
+		grpc.ForceServerCodecV2(newLenientCodec()),
 		// Bound what one connection can hold open, and make connections
 		// end, so that reloaded TLS material and a removed client CA apply
 		// to every caller within MaxConnectionAge.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Pings find dead peers, whose slots would otherwise stay taken.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
+			Time: keepaliveTime, Timeout: keepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
 		// Stop, even after the drain times out, returns only once every
 		// handler has: the audit log is closed after Stop, and a handler
 		// still appending to it would have its reveal refused.
 		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(
-			s.grpcMetrics.UnaryServerInterceptor(),
-			recovery.UnaryServerInterceptor(recoveryOpt),
-			requestIDUnary,
-			logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
-			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), open),
-			validator.UnaryServerInterceptor(),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
 			s.grpcMetrics.StreamServerInterceptor(),
 			recovery.StreamServerInterceptor(recoveryOpt),
 			requestIDStream,
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
+			refuseUndecodableStream,
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), open),
 			validator.StreamServerInterceptor(),
 		),
@@ -373,10 +459,20 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 // the trusted listener, an identity with no trusted-side right (a sponsor
 // identity, whatever CA signed it) is refused.
 func (s *Server) authFunc(trusted bool) auth.AuthFunc {
+	mine := s.publicTLS
+	if trusted {
+		mine = s.trustedTLS
+	}
 	return func(ctx context.Context) (context.Context, error) {
 		id, ok := certIdentity(ctx)
 		if !ok {
 			return nil, status.Error(codes.Unauthenticated, "a verified client certificate is required")
+		}
+		chains := verifiedChains(ctx)
+		// A connection opened before its certificate was revoked.
+		if mine.revoked(chains) {
+			s.log.WarnContext(ctx, "revoked certificate refused", "identity", id, "peer", peerAddr(ctx))
+			return nil, status.Error(codes.Unauthenticated, "client certificate revoked")
 		}
 		p, ok := s.policy().Principal(id)
 		if !ok {
@@ -385,6 +481,17 @@ func (s *Server) authFunc(trusted bool) auth.AuthFunc {
 		}
 		if trusted && !p.Trusted() || !trusted && !p.Tokenizes() {
 			s.log.WarnContext(ctx, "identity refused on this listener", "identity", id, "trusted", trusted)
+			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
+		}
+		// The identity's certificate must come from the CA the policy
+		// binds it to: a name is only as good as the authority that
+		// issued it.
+		ca, other := s.publicTLS, s.trustedTLS
+		if p.CA == CATTP {
+			ca, other = other, ca
+		}
+		if !ca.anchoredIn(chains, other) {
+			s.log.WarnContext(ctx, "identity refused: its certificate is not from the CA the policy names", "identity", id, "ca", p.CA, "peer", peerAddr(ctx))
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		return withPrincipal(ctx, p), nil

@@ -34,7 +34,7 @@ func (ts *tokenizerService) Tokenize(ctx context.Context, req *jetonv1.TokenizeR
 		}
 		allowed = append(allowed, items[i])
 	}
-	if err := ts.s.admitDeterministic(ctx, p, allowed); err != nil {
+	if err := ts.s.admitTokenize(ctx, p, p.Tenants[0], allowed); err != nil {
 		return nil, rpcError(err)
 	}
 	// The idempotency key is scoped to the caller, so two callers can never

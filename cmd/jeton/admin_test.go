@@ -37,6 +37,7 @@ identities:
 roles:
   sponsor:
     tokenize: ["*"]
+    budget: {distinct: 1000000}
   reader:
     reveal: {"*": full}
     purposes: [support]
@@ -198,6 +199,7 @@ func TestAdminCommands(t *testing.T) {
 	}{
 		{"stats", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 4 current\n" +
 			"tenant demo class email records 1\ntenant demo class name records 3\n" +
+			"budget spiffe://jeton.dev/sponsor/demo distinct 0 of 1000000 refusals 0\n" +
 			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
 		{"not a custodian", reader, "", []string{"stats"}, exitRPC, "", nil, "jeton: admin stats: client: PermissionDenied: identity may not administer"},
 		{"erase tokens from args", custodian, "", []string{"erase-tokens", "--reason", "ticket-1", toks[2]}, exitOK, "1\n", nil, ""},
@@ -223,6 +225,7 @@ func TestAdminCommands(t *testing.T) {
 		// the only record left.
 		{"stats with pending requests", custodian, "", []string{"stats"}, exitOK, "tenant demo generation 1 records 0\n" +
 			"tenant demo generation 2 records 1 current\ntenant demo class name records 1\n" +
+			"budget spiffe://jeton.dev/sponsor/demo distinct 0 of 1000000 refusals 0\n" +
 			"budget spiffe://jeton.dev/ttp/demo distinct 0 of 100 refusals 0\n", nil, ""},
 		{"approve without id", custodian, "", []string{"approve", "--reason", "r"}, exitUsage, "", nil, "--id is required"},
 		{"unknown subcommand", custodian, "", []string{"erase-everything"}, exitUsage, "", nil, `unknown subcommand "erase-everything"`},
@@ -368,7 +371,8 @@ func TestAdminStatsJSON(t *testing.T) {
 	if len(st.Tenants) == 1 && (len(st.Tenants[0].RecordsByClass) != 1 || st.Tenants[0].RecordsByClass["name"] != 2) {
 		t.Errorf("records by class = %v; want name: 2", st.Tenants[0].RecordsByClass)
 	}
-	if len(st.Budgets) != 1 || st.Budgets[0].Identity != "spiffe://jeton.dev/ttp/demo" || st.Budgets[0].DistinctLimit != 100 {
-		t.Errorf("budgets = %+v; want the reader's, limit 100", st.Budgets)
+	// The sponsor's budget of distinct deterministic values comes first.
+	if len(st.Budgets) != 2 || st.Budgets[1].Identity != "spiffe://jeton.dev/ttp/demo" || st.Budgets[1].DistinctLimit != 100 {
+		t.Errorf("budgets = %+v; want the sponsor's and the reader's, limit 100", st.Budgets)
 	}
 }

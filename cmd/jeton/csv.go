@@ -858,7 +858,7 @@ func (p *pipeline) call(ctx context.Context, b *csvBatch) {
 			return
 		}
 		err := p.send(ctx, b)
-		d, paced := retryAfter(err)
+		d, paced := client.RetryAfter(err)
 		switch {
 		case err == nil:
 			p.pace.release(true)

@@ -42,6 +42,11 @@ type ListenerConfig struct {
 	Addr         string          `yaml:"addr"`
 	TLS          server.TLSFiles `yaml:"tls"`
 	AllowedCIDRs []string        `yaml:"allowed_cidrs"`
+	// Connections bounds what clients hold before and after they
+	// authenticate: caps per listener and per source, and the handshake
+	// deadline. Zero fields take the defaults; jetond lowers the caps to
+	// fit its file descriptor limit.
+	Connections server.ConnLimits `yaml:"connections"`
 }
 
 // RedisConfig selects a single node, Sentinel (master_name) or a Cluster
@@ -244,6 +249,9 @@ func (c *Config) Validate() error {
 		}
 		if _, err := parseCIDRs(l.l.AllowedCIDRs); err != nil {
 			return fmt.Errorf("%s.allowed_cidrs: %w", l.name, err)
+		}
+		if err := l.l.Connections.Validate(); err != nil {
+			return fmt.Errorf("%s.%w", l.name, err)
 		}
 	}
 	if len(c.Trusted.AllowedCIDRs) == 0 {

@@ -27,7 +27,13 @@ func TestExampleConfigAndPolicyAreValid(t *testing.T) {
 	for _, cl := range classes {
 		names = append(names, cl.Name)
 	}
-	if _, err := server.LoadPolicy("policy.example.yaml", names); err != nil {
+	pol, err := server.LoadPolicy("policy.example.yaml", names)
+	if err != nil {
+		t.Fatalf("example policy: %v", err)
+	}
+	// The example's classes include deterministic ones: every role that
+	// may tokenize them has a distinct budget.
+	if err := pol.CheckOracles(classes); err != nil {
 		t.Fatalf("example policy: %v", err)
 	}
 }
@@ -54,6 +60,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"negative checkpoint interval", "every: 10s", "every: -1s", "audit.checkpoint"},
 		{"unknown field", "max_batch: 10000", "max_batches: 10000", "max_batches"},
 		{"bad level", "level: info", "level: loud", "log.level"},
+		{"per-source cap over the listener's", "max: 1024, max_per_source: 64", "max: 1024, max_per_source: 4096", "trusted.connections.max_per_source"},
+		{"negative handshake timeout", "max_per_source: 256, handshake_timeout: 5s", "max_per_source: 256, handshake_timeout: -1s", "public.connections.handshake_timeout"},
 		{"approle without secret", "secret_id_file: /run/secrets/jetond-secret-id", `secret_id_file: ""`, "vault.approle.secret_id_file"},
 	}
 	for _, tt := range tests {

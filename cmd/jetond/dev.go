@@ -46,8 +46,10 @@ identities:
 roles:
   sponsor-app:
     tokenize: ["*"]
-    # Deterministic classes are an oracle: bound how fast they are used.
-    budget: {max_batch: 10000, rate: 1000, burst: 10000}
+    # Deterministic classes are an oracle: bound how fast they are used
+    # and how many distinct values a day may be tried; going over
+    # suspends the identity until a custodian reinstates it.
+    budget: {max_batch: 10000, rate: 1000, burst: 10000, distinct: 100000, window: 24h, suspend_after: 1}
   ttp-reader:
     reveal: {"*": full}
     purposes: [support, vetting]
@@ -162,10 +164,12 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (_ *app, err e
 		return nil, err
 	}
 
+	var pubConns, truConns server.ConnLimits
+	fitConnections(&pubConns, &truConns, log)
 	srv, err := server.New(server.Config{
 		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log,
-		Public: server.Listener{Addr: o.publicAddr, TLS: pub},
-		Trusted: server.Listener{Addr: o.trustedAddr, TLS: tru,
+		Public: server.Listener{Addr: o.publicAddr, TLS: pub, Conns: pubConns},
+		Trusted: server.Listener{Addr: o.trustedAddr, TLS: tru, Conns: truConns,
 			Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		Registry: obs.reg, Metrics: obs.metrics,
 		// Dev mode only: one custodian may destroy or purge alone.
@@ -196,8 +200,7 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (_ *app, err e
 		if err := tru.Reload(); err != nil {
 			return err
 		}
-		srv.SetPolicy(p)
-		return nil
+		return srv.SetPolicy(p)
 	}
 	a.ready = func(w io.Writer) {
 		printDevCommands(w, o.dir, bundle, srv.PublicAddr().String(), srv.TrustedAddr().String())

@@ -48,8 +48,8 @@ func TestDevModeCommandsWorkAsPrinted(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--dev", "--dev-dir", devDir, "--public-addr", "127.0.0.1:0", "--trusted-addr", "127.0.0.1:0",
-		"--metrics-addr", "127.0.0.1:0")
+	// Free ports only: `make run` may hold the defaults meanwhile.
+	cmd := exec.CommandContext(ctx, bin, "--dev", "--dev-dir", devDir, "--public-addr", "127.0.0.1:0", "--trusted-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -78,6 +78,11 @@ func listenMetrics(addr string, o *observability, srv *server.Server, log *slog.
 			fmt.Fprintf(w, "not ready: %s\n", strings.Join(reasons, ", "))
 			return
 		}
+		if d := srv.Degraded(); len(d) > 0 {
+			// Still ready: what the replica holds is served without them.
+			fmt.Fprintf(w, "ready (degraded: %s down)\n", strings.Join(d, ", "))
+			return
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	m := &metricsListener{lis: lis, mux: mux, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}

@@ -239,7 +239,7 @@ func prodPolicy(withVetting bool) string {
   - {id: %q, tenants: [demo], roles: [sponsor-app]}
   - {id: %q, tenants: [demo], roles: [ttp-reader]}
 roles:
-  sponsor-app: {tokenize: ["*"]}
+  sponsor-app: {tokenize: ["*"], budget: {distinct: 1000000}}
   ttp-reader: {reveal: {"*": full}, purposes: %s}
 purposes:
   - {code: support, description: answering a data subject, classes: ["*"]}

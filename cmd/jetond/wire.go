@@ -78,12 +78,18 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	}
 	pubAllowed, _ := parseCIDRs(cfg.Public.AllowedCIDRs)
 	truAllowed, _ := parseCIDRs(cfg.Trusted.AllowedCIDRs)
+	pubConns, truConns := cfg.Public.Connections, cfg.Trusted.Connections
+	fitConnections(&pubConns, &truConns, log)
 
 	kctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	auditKey, err := tok.DeriveKey(kctx, "audit")
+	var oracleKey []byte
+	if err == nil {
+		oracleKey, err = tok.DeriveKey(kctx, server.OracleKeyLabel)
+	}
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("deriving the audit key: %w", err)
+		return nil, fmt.Errorf("deriving the audit and oracle-budget keys: %w", err)
 	}
 	// Pending dual-control requests live in Redis beside the data, MACed
 	// under a key of the service's key hierarchy, so any replica can
@@ -108,16 +114,19 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 	}
 
 	srv, err := server.New(server.Config{
-		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch,
+		Tokenizer: tok, Policy: pol, Audit: alog, Logger: log, MaxBatch: cfg.MaxBatch, OracleKey: oracleKey,
 		// Budgets and suspensions live in Redis so every replica enforces one.
 		Budgets:   budget.NewRedis(rc, budget.Config{}),
 		Approvals: approvals,
-		Public:    server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed},
-		Trusted:   server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed},
+		Public:    server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed, Conns: pubConns},
+		Trusted:   server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed, Conns: truConns},
 		Registry:  obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
 		Checks: []server.Check{
 			{Name: server.BackendRedis, Probe: store.Ping},
-			{Name: server.BackendVault, Probe: km.Check},
+			// Vault is not on the per-item path: while it is down, the
+			// tenants whose keys are loaded are still served, so it takes
+			// readiness down only for a replica that has none loaded.
+			{Name: server.BackendVault, Probe: km.Check, ServesWithout: func() bool { return len(tok.LoadedTenants()) > 0 }},
 			{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }},
 		},
 	})
@@ -151,8 +160,7 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		if err := errors.Join(pub.Reload(), tru.Reload()); err != nil {
 			return err
 		}
-		srv.SetPolicy(p)
-		return nil
+		return srv.SetPolicy(p)
 	}
 	return a, nil
 }

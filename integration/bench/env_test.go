@@ -82,7 +82,7 @@ func tokenizerClasses() []tokenizer.Class {
 
 // budgetNote says, in the output, why no budget refuses a call.
 const budgetNote = "budgets on (the Redis budget script runs on every Detokenize and every deterministic Tokenize) but set far above the load: " +
-	"sponsor rate and burst 1e9; reveal rate and burst 1e9, distinct 1e9 per 24h, max_batch 10,000"
+	"sponsor rate and burst 1e9, deterministic distinct values 1e9 per 24h; reveal rate and burst 1e9, distinct 1e9 per 24h, max_batch 10,000"
 
 func policyYAML() string {
 	return fmt.Sprintf(`identities:
@@ -91,7 +91,7 @@ func policyYAML() string {
 roles:
   sponsor:
     tokenize: ["*"]
-    budget: {max_batch: 10000, rate: 1000000000, burst: 1000000000}
+    budget: {max_batch: 10000, rate: 1000000000, burst: 1000000000, distinct: 1000000000, window: 24h}
   reveal:
     reveal: {"*": full}
     purposes: [%s]

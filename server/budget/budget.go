@@ -1,7 +1,8 @@
-// Package budget bounds how much a trusted identity can reveal: items per
-// call, a token-bucket rate of items, and a budget of distinct records per
-// sliding window. Past a configurable number of refusals it suspends the
-// identity until a custodian reinstates it.
+// Package budget bounds how much an identity can extract: items per call,
+// a token-bucket rate of items, and budgets of distinct records (or, for
+// deterministic tokenization, distinct values) per sliding window. Past a
+// configurable number of distinct-budget refusals it suspends the identity
+// until a custodian reinstates it.
 //
 // The Redis Limiter keeps every counter in Redis and decides each call in a
 // single Lua script (EVALSHA), so any number of jetond replicas sharing one
@@ -13,22 +14,37 @@
 //
 // The distinct budget is exact. Each identity has a sorted set of the
 // records it looked up, scored by time; one script trims entries older
-// than the window, counts the members a call would add and, only if the
-// total stays within the budget, adds them. There is no estimation error:
+// than the longest window, counts per window the members a call would add
+// and, only if every bound holds, adds them. There is no estimation error:
 // the number of distinct records admitted per window never exceeds the
 // budget, and at saturation it equals it. A HyperLogLog would bound memory
 // to 12 KiB per window bucket but miss by about 0.81% (one standard error)
 // and could only slide in bucket steps; with budgets in the thousands the
 // exact set costs about 100 bytes per member and is the better trade.
 //
-// Records are named by the keyed token hash of the audit log, never a
-// token: Redis learns nothing it could reverse. A lookup of an unknown or
-// refused token counts like a reveal, so guessing tokens spends the same
-// budget as reading them.
+// Records are named by a keyed hash (the audit log's token hash for
+// reveals, a keyed hash of the normalised value for deterministic
+// tokenization), never a token or a value: Redis learns nothing it could
+// reverse. A lookup of an unknown or refused token counts like a reveal,
+// so guessing tokens spends the same budget as reading them.
 //
 // The window slides: a record counts from its latest lookup until one
 // window later. Reading a record again within the window costs rate but no
 // distinct budget.
+//
+// # Several windows
+//
+// Limits may hold several distinct bounds, each over its own window (see
+// Merge): 1,000 records per 24h and 10 per minute are both enforced, over
+// one sorted set trimmed to the longest window.
+//
+// # What suspends
+//
+// Only the signals of extraction suspend: a distinct budget exhausted
+// SuspendAfter times within the refusal window (and, outside this
+// package, a canary revealed). A rate or batch refusal never counts
+// towards a suspension: a client that retries too fast is slowed down,
+// not locked out. A rate refusal says how long to wait (RetryAfter).
 //
 // # Order and failure
 //
@@ -39,9 +55,9 @@
 // nothing.
 //
 // Usage reads an identity's counters for Admin.Stats without changing
-// them: the distinct records within the window (ZCOUNT over the scores
-// after now - window, the set Reserve would count), the refusal count
-// and the suspension.
+// them: the distinct records within the longest window (ZCOUNT over the
+// scores after now - window, the set Reserve would count), the refusal
+// count and the suspension.
 //
 // # Key layout
 //
@@ -49,17 +65,19 @@
 // hash in a Redis Cluster hash tag so one script touches one slot:
 //
 //	jeton:b:{<h>}:rate      hash: tokens, ts (the token bucket)
-//	jeton:b:{<h>}:seen      sorted set: token hash -> ms of latest lookup
-//	jeton:b:{<h>}:refusals  refusals since the first one of this window
+//	jeton:b:{<h>}:seen      sorted set: record hash -> ms of latest lookup
+//	jeton:b:{<h>}:refusals  distinct refusals since the first one of this window
 //	jeton:susp:{<h>}        hash: identity, reason, at (ms); present = suspended
 package budget
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -95,14 +113,25 @@ var (
 type ExceededError struct {
 	Limit Limit
 	// Suspended is set when this refusal was the one that suspended the
-	// identity.
+	// identity. Only distinct refusals ever suspend.
 	Suspended bool
+	// RetryAfter, when positive, is how long until the same call would fit
+	// the rate limit: set for rate refusals of a call no larger than the
+	// burst. Zero means waiting alone does not help.
+	RetryAfter time.Duration
 }
 
 func (e *ExceededError) Error() string { return "budget: " + string(e.Limit) + " limit exceeded" }
 
 // Is makes errors.Is(err, ErrExceeded) true.
 func (e *ExceededError) Is(target error) bool { return target == ErrExceeded }
+
+// Bound is one distinct bound: at most Distinct records per sliding
+// Window (DefaultWindow if zero).
+type Bound struct {
+	Distinct int
+	Window   time.Duration
+}
 
 // Limits are one identity's bounds. A zero field means no bound of that
 // kind.
@@ -119,13 +148,20 @@ type Limits struct {
 	// Window is the sliding window of Distinct and of SuspendAfter;
 	// DefaultWindow if zero.
 	Window time.Duration `yaml:"window"`
-	// SuspendAfter suspends the identity at its SuspendAfter-th refusal
-	// within one Window, counted from the first.
+	// SuspendAfter suspends the identity at its SuspendAfter-th distinct
+	// refusal within one Window, counted from the first. Rate and batch
+	// refusals never count.
 	SuspendAfter int `yaml:"suspend_after"`
+	// Also are further distinct bounds, each over a window of its own,
+	// shorter than Window. Merge sets them; a policy file cannot.
+	Also []Bound `yaml:"-"`
 }
 
 // IsZero reports whether l bounds nothing.
-func (l Limits) IsZero() bool { return l == Limits{} }
+func (l Limits) IsZero() bool {
+	return l.MaxBatch == 0 && l.Rate == 0 && l.Burst == 0 && l.Distinct == 0 &&
+		l.Window == 0 && l.SuspendAfter == 0 && len(l.Also) == 0
+}
 
 // Validate checks l; its errors name the bad field.
 func (l Limits) Validate() error {
@@ -151,6 +187,11 @@ func (l Limits) Validate() error {
 	case l.SuspendAfter < 0:
 		return errors.New("budget: suspend_after must not be negative")
 	}
+	for _, b := range l.Also {
+		if b.Distinct <= 0 || b.Window < time.Millisecond {
+			return errors.New("budget: every further distinct bound needs a positive distinct and a window of at least 1ms")
+		}
+	}
 	return nil
 }
 
@@ -159,6 +200,100 @@ func (l Limits) window() time.Duration {
 		return DefaultWindow
 	}
 	return l.Window
+}
+
+// bounds returns every distinct bound of l, windows defaulted, longest
+// window first.
+func (l Limits) bounds() []Bound {
+	var out []Bound
+	if l.Distinct > 0 {
+		out = append(out, Bound{Distinct: l.Distinct, Window: l.window()})
+	}
+	for _, b := range l.Also {
+		if b.Window == 0 {
+			b.Window = DefaultWindow
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b Bound) int { return cmp.Compare(b.Window, a.Window) })
+	return out
+}
+
+// refusalWindow is how long distinct refusals are counted towards
+// SuspendAfter, and how long the lookups are kept: the longest window.
+func (l Limits) refusalWindow() time.Duration {
+	w := l.window()
+	for _, b := range l.bounds() {
+		w = max(w, b.Window)
+	}
+	return w
+}
+
+// Merge returns limits that are never looser than a or b, bound by bound,
+// for an identity that holds the roles of both:
+//
+//   - max_batch, rate, burst and suspend_after: the smaller of the two
+//     where both are set, the one that is set where only one is (a bound
+//     nobody sets is absent). A token bucket with a smaller rate and a
+//     smaller burst admits less, at every moment, than either bucket.
+//   - distinct bounds are kept per window: for each window the smaller
+//     budget, and every window is enforced. 1,000 per 24h merged with 10
+//     per minute is both, never 1,000 per minute. A bound implied by a
+//     tighter one over a longer window is dropped.
+//
+// The merge is commutative and associative, so the order of roles does
+// not matter.
+func Merge(a, b Limits) Limits {
+	out := Limits{
+		MaxBatch:     tightest(a.MaxBatch, b.MaxBatch),
+		Rate:         tightest(a.Rate, b.Rate),
+		Burst:        tightest(a.Burst, b.Burst),
+		SuspendAfter: tightest(a.SuspendAfter, b.SuspendAfter),
+	}
+	// A batch larger than the merged burst could never be admitted.
+	if out.Rate > 0 && out.MaxBatch > out.Burst {
+		out.MaxBatch = out.Burst
+	}
+	byWindow := map[time.Duration]int{}
+	for _, bd := range append(a.bounds(), b.bounds()...) {
+		byWindow[bd.Window] = tightest(byWindow[bd.Window], bd.Distinct)
+	}
+	var bounds []Bound
+	for w, d := range byWindow {
+		bounds = append(bounds, Bound{Distinct: d, Window: w})
+	}
+	slices.SortFunc(bounds, func(x, y Bound) int { return cmp.Compare(y.Window, x.Window) })
+	// Longest window first: a bound over a shorter window that allows as
+	// many records as one over a longer window says nothing more.
+	var kept []Bound
+	for _, bd := range bounds {
+		if len(kept) > 0 && kept[len(kept)-1].Distinct <= bd.Distinct {
+			continue
+		}
+		kept = append(kept, bd)
+	}
+	if len(kept) > 0 {
+		out.Distinct, out.Window, out.Also = kept[0].Distinct, kept[0].Window, kept[1:]
+		if len(out.Also) == 0 {
+			out.Also = nil
+		}
+	} else {
+		// No distinct bound: the window only times the refusal count,
+		// and the longer one remembers refusals longer.
+		out.Window = max(a.Window, b.Window)
+	}
+	return out
+}
+
+// tightest is the smaller of two bounds where zero means "not set".
+func tightest[T int | float64](a, b T) T {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // Request is one call to admit.
@@ -201,7 +336,7 @@ type backend interface {
 	usage(ctx context.Context, key string, window, now int64) (Usage, error)
 }
 
-// Limiter admits or refuses reveal calls. It is safe for concurrent use.
+// Limiter admits or refuses calls. It is safe for concurrent use.
 type Limiter struct {
 	b   backend
 	now func() time.Time
@@ -209,9 +344,9 @@ type Limiter struct {
 
 // Reserve admits req or refuses it whole. It returns nil when the call may
 // go ahead; ErrSuspended when the identity is suspended; an *ExceededError
-// when the call would go over a limit (and nothing is counted but the
-// refusal); ErrUnavailable, wrapped, when the store fails; or the context's
-// error.
+// when the call would go over a limit (and nothing is counted but a
+// distinct refusal); ErrUnavailable, wrapped, when the store fails; or the
+// context's error.
 func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 	if err := req.Limits.Validate(); err != nil {
 		return err
@@ -249,16 +384,17 @@ func (l *Limiter) Suspended(ctx context.Context) ([]string, error) {
 // It holds counts, never a token hash.
 type Usage struct {
 	// Distinct is the number of distinct records the identity looked up
-	// within the window ending now: the count its distinct budget is
-	// checked against. Lookups are recorded only while a distinct budget
-	// is set.
+	// within the longest window ending now: the count its main distinct
+	// budget is checked against. Lookups are recorded only while a
+	// distinct budget is set.
 	Distinct int
-	// DistinctLimit is the distinct budget of the limits asked about; zero
-	// means none.
+	// DistinctLimit is the distinct budget of the longest window of the
+	// limits asked about; zero means none.
 	DistinctLimit int
-	// Refusals counts the identity's refused calls since the first refusal
-	// of the current refusal window; zero once that window has passed or
-	// the identity was reinstated, and reset when a refusal suspends it.
+	// Refusals counts the identity's distinct refusals since the first
+	// one of the current refusal window; zero once that window has passed
+	// or the identity was reinstated, and reset when a refusal suspends
+	// it.
 	Refusals int
 	// Suspended is set while the identity is suspended.
 	Suspended bool
@@ -271,11 +407,17 @@ func (l *Limiter) Usage(ctx context.Context, identity string, limits Limits) (Us
 	if err := limits.Validate(); err != nil {
 		return Usage{}, err
 	}
-	u, err := l.b.usage(ctx, Key(identity), limits.window().Milliseconds(), l.nowMS())
+	window := limits.refusalWindow()
+	if bs := limits.bounds(); len(bs) > 0 {
+		window = bs[0].Window
+	}
+	u, err := l.b.usage(ctx, Key(identity), window.Milliseconds(), l.nowMS())
 	if err != nil {
 		return Usage{}, err
 	}
-	u.DistinctLimit = limits.Distinct
+	if bs := limits.bounds(); len(bs) > 0 {
+		u.DistinctLimit = bs[0].Distinct
+	}
 	return u, nil
 }
 
@@ -293,6 +435,14 @@ func (l *Limiter) nowMS() int64 {
 func Key(identity string) string {
 	sum := sha256.Sum256([]byte(identity))
 	return hex.EncodeToString(sum[:16])
+}
+
+// retryAfter converts the milliseconds a backend computed.
+func retryAfter(ms int64) time.Duration {
+	if ms <= 0 {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 func unavailable(err error) error {

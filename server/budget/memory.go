@@ -51,9 +51,10 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 		return ErrSuspended
 	}
 	l := req.Limits
-	window := l.window().Milliseconds()
+	bounds := l.bounds()
 	cost := float64(req.cost())
 	var limit Limit
+	var retry time.Duration
 	if l.MaxBatch > 0 && req.Items > l.MaxBatch {
 		limit = LimitMaxBatch
 	}
@@ -64,27 +65,41 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 		}
 		if cost > tokens {
 			limit = LimitRate
+			if cost <= float64(l.Burst) {
+				retry = retryAfter(int64(math.Ceil((cost - tokens) * 1000 / l.Rate)))
+			}
 		}
 	}
-	if limit == "" && l.Distinct > 0 {
+	if limit == "" && len(bounds) > 0 {
 		for h, at := range s.seen {
-			if at <= now-window {
+			if at <= now-bounds[0].Window.Milliseconds() {
 				delete(s.seen, h)
 			}
 		}
-		fresh := 0
-		for _, h := range uniq {
-			if _, ok := s.seen[h]; !ok {
-				fresh++
+		for _, b := range bounds {
+			since := now - b.Window.Milliseconds()
+			n := 0
+			for _, at := range s.seen {
+				if at > since {
+					n++
+				}
+			}
+			for _, h := range uniq {
+				if at, ok := s.seen[h]; !ok || at <= since {
+					n++
+				}
+			}
+			if n > b.Distinct {
+				limit = LimitDistinct
+				break
 			}
 		}
-		if len(s.seen)+fresh > l.Distinct {
-			limit = LimitDistinct
-		}
 	}
-	if limit != "" {
+	switch limit {
+	case "":
+	case LimitDistinct:
 		if s.refusals == 0 || now >= s.refUntil {
-			s.refusals, s.refUntil = 0, now+window
+			s.refusals, s.refUntil = 0, now+l.refusalWindow().Milliseconds()
 		}
 		s.refusals++
 		if l.SuspendAfter > 0 && s.refusals >= l.SuspendAfter {
@@ -93,11 +108,14 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 			return &ExceededError{Limit: limit, Suspended: true}
 		}
 		return &ExceededError{Limit: limit}
+	default:
+		// A client going too fast is slowed down, never suspended.
+		return &ExceededError{Limit: limit, RetryAfter: retry}
 	}
-	if l.Rate > 0 {
+	if l.Rate > 0 && cost > 0 {
 		s.tokens, s.ts = tokens-cost, now
 	}
-	if l.Distinct > 0 {
+	if len(bounds) > 0 {
 		for _, h := range uniq {
 			s.seen[h] = now
 		}

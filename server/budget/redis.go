@@ -16,11 +16,12 @@ import (
 //
 //	KEYS: susp, rate, seen, refusals
 //	ARGV: now_ms (-1: use TIME), identity, items, max_batch, rate (items/s),
-//	      burst, distinct, window_ms, suspend_after, cost (rate tokens),
-//	      then the keyed token hashes, duplicates removed (only when
-//	      distinct is set)
+//	      burst, suspend_after, cost (rate tokens), refusal_window_ms, nb,
+//	      then nb pairs (distinct, window_ms), longest window first, then
+//	      the keyed hashes, duplicates removed (only when nb > 0)
 //
-// It returns {"ok"}, {"suspended"} or {"exceeded", limit, suspended_now}.
+// It returns {"ok"}, {"suspended"} or {"exceeded", limit, suspended_now,
+// retry_ms}; retry_ms is how long until the call fits the rate, or -1.
 var reserveScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -35,13 +36,14 @@ local items = tonumber(ARGV[3])
 local maxBatch = tonumber(ARGV[4])
 local rate = tonumber(ARGV[5])
 local burst = tonumber(ARGV[6])
-local distinct = tonumber(ARGV[7])
-local window = tonumber(ARGV[8])
-local suspendAfter = tonumber(ARGV[9])
-local cost = tonumber(ARGV[10])
-local first = 11
+local suspendAfter = tonumber(ARGV[7])
+local cost = tonumber(ARGV[8])
+local refusalWindow = tonumber(ARGV[9])
+local nb = tonumber(ARGV[10])
+local first = 11 + 2 * nb
 
 local limit = nil
+local retry = -1
 if maxBatch > 0 and items > maxBatch then
   limit = 'max_batch'
 end
@@ -57,41 +59,59 @@ if not limit and rate > 0 then
   end
   if cost > tokens then
     limit = 'rate'
+    if cost <= burst then
+      retry = math.ceil((cost - tokens) * 1000 / rate)
+    end
   end
 end
 
-if not limit and distinct > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  local fresh = 0
+if not limit and nb > 0 then
+  -- The first bound has the longest window: nothing older counts.
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[12]))
+  local scores = {}
   for i = first, #ARGV do
-    if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
-      fresh = fresh + 1
-    end
+    scores[#scores + 1] = redis.call('ZSCORE', KEYS[3], ARGV[i])
   end
-  if redis.call('ZCARD', KEYS[3]) + fresh > distinct then
-    limit = 'distinct'
+  for b = 0, nb - 1 do
+    local distinct = tonumber(ARGV[11 + 2 * b])
+    local since = now - tonumber(ARGV[12 + 2 * b])
+    local fresh = 0
+    for j = 1, #scores do
+      if (not scores[j]) or tonumber(scores[j]) <= since then
+        fresh = fresh + 1
+      end
+    end
+    if redis.call('ZCOUNT', KEYS[3], '(' .. since, '+inf') + fresh > distinct then
+      limit = 'distinct'
+      break
+    end
   end
 end
 
 if limit then
+  -- Only an exhausted distinct budget is a sign of extraction; a rate or
+  -- batch refusal is a client going too fast, and never suspends.
+  if limit ~= 'distinct' then
+    return {'exceeded', limit, 0, retry}
+  end
   local n = redis.call('INCR', KEYS[4])
   if n == 1 then
-    redis.call('PEXPIRE', KEYS[4], window)
+    redis.call('PEXPIRE', KEYS[4], refusalWindow)
   end
   if suspendAfter > 0 and n >= suspendAfter then
     redis.call('HSET', KEYS[1], 'identity', identity, 'reason', 'budget:' .. limit, 'at', now)
     redis.call('DEL', KEYS[4])
-    return {'exceeded', limit, 1}
+    return {'exceeded', limit, 1, -1}
   end
-  return {'exceeded', limit, 0}
+  return {'exceeded', limit, 0, -1}
 end
 
-if rate > 0 then
+if rate > 0 and cost > 0 then
   redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - cost), 'ts', now)
   -- Once full again the bucket is as good as absent.
   redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
 end
-if distinct > 0 and #ARGV >= first then
+if nb > 0 and #ARGV >= first then
   -- In chunks: unpack of a whole batch would overflow Lua's stack.
   local i = first
   while i <= #ARGV do
@@ -103,7 +123,7 @@ if distinct > 0 and #ARGV >= first then
     redis.call('ZADD', KEYS[3], unpack(args))
     i = i + 500
   end
-  redis.call('PEXPIRE', KEYS[3], window)
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[12]))
 end
 return {'ok'}
 `)
@@ -161,11 +181,15 @@ type redisBackend struct{ c redis.UniversalClient }
 
 func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error {
 	l := req.Limits
-	args := make([]any, 0, 10+len(uniq))
+	bounds := l.bounds()
+	args := make([]any, 0, 10+2*len(bounds)+len(uniq))
 	args = append(args, now, req.Identity, req.Items, l.MaxBatch,
-		strconv.FormatFloat(l.Rate, 'f', -1, 64), l.Burst, l.Distinct,
-		l.window().Milliseconds(), l.SuspendAfter, req.cost())
-	if l.Distinct > 0 {
+		strconv.FormatFloat(l.Rate, 'f', -1, 64), l.Burst, l.SuspendAfter, req.cost(),
+		l.refusalWindow().Milliseconds(), len(bounds))
+	for _, b := range bounds {
+		args = append(args, b.Distinct, b.Window.Milliseconds())
+	}
+	if len(bounds) > 0 {
 		for _, h := range uniq {
 			args = append(args, h)
 		}
@@ -180,10 +204,11 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 		return nil
 	case len(res) == 1 && res[0] == "suspended":
 		return ErrSuspended
-	case len(res) == 3 && res[0] == "exceeded":
+	case len(res) == 4 && res[0] == "exceeded":
 		lim, _ := res[1].(string)
 		n, _ := res[2].(int64)
-		return &ExceededError{Limit: Limit(lim), Suspended: n == 1}
+		ms, _ := res[3].(int64)
+		return &ExceededError{Limit: Limit(lim), Suspended: n == 1, RetryAfter: retryAfter(ms)}
 	}
 	return fmt.Errorf("%w: unexpected script reply", ErrUnavailable)
 }
