@@ -33,6 +33,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
@@ -57,6 +58,9 @@ type Listener struct {
 	// Allowed lists the source networks that may connect. Empty allows any
 	// source; the trusted listener requires at least one.
 	Allowed []netip.Prefix
+	// StatsHandler, when not nil, sees every call on this listener, outside
+	// all interceptors: cmd/jetond gives it the tracing handler.
+	StatsHandler stats.Handler
 }
 
 // Config configures a Server. It is validated once by New.
@@ -182,12 +186,12 @@ func New(cfg Config) (*Server, error) {
 	s.warnUnbounded(cfg.Policy)
 
 	s.health = health.NewServer()
-	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public")...)
+	s.public = grpc.NewServer(withStats(s.serverOptions(cfg.Public.TLS, "public"), cfg.Public.StatsHandler)...)
 	jetonv1.RegisterTokenizerServer(s.public, &tokenizerService{s: s})
 	healthpb.RegisterHealthServer(s.public, s.health)
 
 	s.trustedHealth = health.NewServer()
-	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted")...)
+	s.trusted = grpc.NewServer(withStats(s.serverOptions(cfg.Trusted.TLS, "trusted"), cfg.Trusted.StatsHandler)...)
 	jetonv1.RegisterDetokenizerServer(s.trusted, &detokenizerService{s: s})
 	jetonv1.RegisterAdminServer(s.trusted, &adminService{s: s})
 	healthpb.RegisterHealthServer(s.trusted, s.trustedHealth)
@@ -351,6 +355,13 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string) []grpc.ServerO
 			validator.StreamServerInterceptor(),
 		),
 	}
+}
+
+func withStats(opts []grpc.ServerOption, h stats.Handler) []grpc.ServerOption {
+	if h == nil {
+		return opts
+	}
+	return append(opts, grpc.StatsHandler(h))
 }
 
 // authFunc resolves the caller's certificate identity to a principal. On
