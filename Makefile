@@ -7,12 +7,18 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.3
 STATICCHECK_VERSION        := v0.8.2
+HELM_VERSION               := v3.22.0
+
+# make image: the image's tag and the platforms built (e.g.
+# IMAGE_PLATFORMS=linux/amd64,linux/arm64).
+IMAGE_TAG       ?= dev
+IMAGE_PLATFORMS ?= linux/$(shell go env GOARCH)
 
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOBIN := $(TOOLS)
 
-.PHONY: run test tools generate checkgenerate lint testenv build bench node-deps
+.PHONY: run test tools generate checkgenerate lint testenv build bench node-deps image helm deploytest
 
 # run starts jetond in dev mode: in-memory store, ephemeral keys, generated
 # certificates in .jeton-dev/, listeners on 127.0.0.1:7443 and :7444.
@@ -32,8 +38,12 @@ $(TOOLS)/grpcurl:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 $(TOOLS)/staticcheck:
 	go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+# helm is built from source; the first build takes a few minutes.
+$(TOOLS)/helm:
+	go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+helm: $(TOOLS)/helm
 
-tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/grpcurl $(TOOLS)/staticcheck
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/grpcurl $(TOOLS)/staticcheck $(TOOLS)/helm
 
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	buf lint proto
@@ -49,6 +59,7 @@ lint: $(TOOLS)/staticcheck
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	go vet ./...
 	staticcheck ./...
+	cd deploy && go vet ./... && staticcheck ./...
 
 # testenv installs redis-server and builds the Vault server the integration
 # tests start on loopback.
@@ -63,13 +74,29 @@ node-deps:
 # BENCH_PKGS are the packages with Go benchmarks (found afresh each run).
 BENCH_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' --exclude-dir=.tools --exclude-dir=.git '^func Benchmark' .)))
 
+# image builds jetond's container image with no container daemon and no
+# base image to pull (deploy/image): bin/image/oci is an OCI layout of every
+# platform (crane push / skopeo copy --all oci:bin/image/oci ...), and
+# bin/image/jetond.tar a docker-archive of the first (docker/podman load).
+# Ships the build machine's CA bundle (Debian's ca-certificates).
+image:
+	cd deploy && go run ./cmd/mkimage -src .. -out ../bin/image -tag jetond:$(IMAGE_TAG) -platform $(IMAGE_PLATFORMS)
+
+# deploytest checks the image make image built, and the Helm chart: helm
+# lint, helm template, every object decoded strictly into the Kubernetes
+# API types. deploy/ is its own module, so importing jeton never pulls in
+# Kubernetes or go-containerregistry.
+deploytest: image $(TOOLS)/helm
+	cd deploy && JETON_IMAGE_LAYOUT=$(CURDIR)/bin/image/oci HELM=$(TOOLS)/helm go test -count=1 ./...
+
 # test runs every test: unit, fuzz seeds, integration against real Redis and
 # Vault, fault and load tests (including a short smoke run of the `make
-# bench` harness) and the Node.js client against jetond; then every Go
-# benchmark once, so none can rot. It holds the ports `make run` uses while
-# the tests run, so a test that binds one of them fails here as it would
-# while `make run` is up: tests bind free ports only.
-test: tools checkgenerate lint testenv node-deps
+# bench` harness), the Node.js client against jetond, the image and the
+# Helm chart; then every Go benchmark once, so none can rot. It holds the
+# ports `make run` uses while the tests run, so a test that binds one of
+# them fails here as it would while `make run` is up: tests bind free ports
+# only.
+test: tools checkgenerate lint testenv node-deps deploytest
 	go run ./internal/holdports -- go test -count=1 -timeout 40m ./...
 	go test -count=1 -timeout 10m -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
 

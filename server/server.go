@@ -33,6 +33,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
@@ -71,6 +72,9 @@ type Listener struct {
 	// Conns bounds the connections clients hold, before and after they
 	// authenticate; zero fields take their defaults.
 	Conns ConnLimits
+	// StatsHandler, when not nil, sees every call on this listener, outside
+	// all interceptors: cmd/jetond gives it the tracing handler.
+	StatsHandler stats.Handler
 }
 
 // Config configures a Server. It is validated once by New.
@@ -243,12 +247,12 @@ func New(cfg Config) (*Server, error) {
 	pubLog, truLog := newSampledLog(s.log), newSampledLog(s.log)
 
 	s.health = health.NewServer()
-	s.public = grpc.NewServer(s.serverOptions(cfg.Public.TLS, "public", pubLimits, cm, pubLog)...)
+	s.public = grpc.NewServer(withStats(s.serverOptions(cfg.Public.TLS, "public", pubLimits, cm, pubLog), cfg.Public.StatsHandler)...)
 	jetonv1.RegisterTokenizerServer(s.public, &tokenizerService{s: s})
 	healthpb.RegisterHealthServer(s.public, s.health)
 
 	s.trustedHealth = health.NewServer()
-	s.trusted = grpc.NewServer(s.serverOptions(cfg.Trusted.TLS, "trusted", truLimits, cm, truLog)...)
+	s.trusted = grpc.NewServer(withStats(s.serverOptions(cfg.Trusted.TLS, "trusted", truLimits, cm, truLog), cfg.Trusted.StatsHandler)...)
 	jetonv1.RegisterDetokenizerServer(s.trusted, &detokenizerService{s: s})
 	jetonv1.RegisterAdminServer(s.trusted, &adminService{s: s})
 	healthpb.RegisterHealthServer(s.trusted, s.trustedHealth)
@@ -453,6 +457,13 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits
 			validator.StreamServerInterceptor(),
 		),
 	}
+}
+
+func withStats(opts []grpc.ServerOption, h stats.Handler) []grpc.ServerOption {
+	if h == nil {
+		return opts
+	}
+	return append(opts, grpc.StatsHandler(h))
 }
 
 // authFunc resolves the caller's certificate identity to a principal. On

@@ -35,6 +35,9 @@ type Config struct {
 	Rotation   RotationConfig `yaml:"rotation"`
 	// KeyRefresh bounds how stale a replica's view of key generations is.
 	KeyRefresh time.Duration `yaml:"key_refresh"`
+	// Tracing exports OpenTelemetry spans by OTLP; off when absent. See
+	// TracingConfig in tracing.go.
+	Tracing TracingConfig `yaml:"tracing"`
 }
 
 // ListenerConfig is one listener.
@@ -295,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Health.Interval < 0 {
 		return errors.New("health.interval must not be negative")
+	}
+	if err := c.Tracing.validate(); err != nil {
+		return err
 	}
 	if _, err := c.classes(); err != nil {
 		return fmt.Errorf("classes: %w", err)

@@ -14,6 +14,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 	"github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/approval"
@@ -31,7 +32,13 @@ const startupTimeout = 10 * time.Second
 // wireConfig builds jetond from a production configuration file. It
 // refuses to start when Redis or Vault cannot be reached, or when the KEK
 // is exportable or allows a plaintext backup.
-func wireConfig(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) (a *app, err error) {
+func wireConfig(ctx context.Context, path string, getenv func(string) string, stderr io.Writer) (*app, error) {
+	return wireConfigSpans(ctx, path, getenv, stderr, nil)
+}
+
+// wireConfigSpans is wireConfig with the span exporter given: tests pass an
+// in-memory one; nil builds the OTLP exporter the config asks for, if any.
+func wireConfigSpans(ctx context.Context, path string, getenv func(string) string, stderr io.Writer, spans sdktrace.SpanExporter) (a *app, err error) {
 	cfg, err := LoadConfig(path, getenv)
 	if err != nil {
 		return nil, err
@@ -57,7 +64,15 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		}
 	}()
 
-	b, err := openBackends(ctx, cfg, log, obs.metrics)
+	tr, err := newTracing(ctx, cfg.Tracing, getenv, spans, log)
+	if err != nil {
+		return nil, err
+	}
+	// Registered first, so it runs last: spans of the drained calls and of
+	// the shutdown itself are flushed.
+	closers = append(closers, tr.shutdown)
+
+	b, err := openBackends(ctx, cfg, log, obs.metrics, tr)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +133,8 @@ func wireConfig(ctx context.Context, path string, getenv func(string) string, st
 		// Budgets and suspensions live in Redis so every replica enforces one.
 		Budgets:   budget.NewRedis(rc, budget.Config{}),
 		Approvals: approvals,
-		Public:    server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed, Conns: pubConns},
-		Trusted:   server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed, Conns: truConns},
+		Public:    server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed, Conns: pubConns, StatsHandler: tr.grpcHandler(true)},
+		Trusted:   server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed, Conns: truConns, StatsHandler: tr.grpcHandler(false)},
 		Registry:  obs.reg, Metrics: obs.metrics, CheckInterval: cfg.Health.Interval,
 		Checks: []server.Check{
 			{Name: server.BackendRedis, Probe: store.Ping},
@@ -202,7 +217,7 @@ type backends struct {
 
 // openBackends connects to Redis and Vault and checks both, so jetond
 // refuses to start rather than serve without them.
-func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *server.Metrics) (_ *backends, err error) {
+func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *server.Metrics, tr *tracing) (_ *backends, err error) {
 	b := &backends{}
 	defer func() {
 		if err != nil {
@@ -229,6 +244,9 @@ func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *s
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	b.closers = append(b.closers, rc.Close)
+	if err := tr.instrumentRedis(rc); err != nil {
+		return nil, fmt.Errorf("redis: tracing: %w", err)
+	}
 	store := redisstore.New(rc)
 	pctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	err = store.Ping(pctx)
@@ -239,10 +257,12 @@ func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *s
 
 	// Vault: address, token and TLS come from the standard VAULT_*
 	// variables, read by the Vault client itself.
-	vc, err := vault.NewClient(vault.DefaultConfig())
+	vcfg := vault.DefaultConfig()
+	vc, err := vault.NewClient(vcfg)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
+	tr.instrumentVault(vcfg)
 	var ar *vaultkeys.AppRole
 	if cfg.Vault.AppRole.RoleID != "" {
 		ar = &vaultkeys.AppRole{MountPath: cfg.Vault.AppRole.Mount, RoleID: cfg.Vault.AppRole.RoleID, SecretIDFile: cfg.Vault.AppRole.SecretIDFile}
@@ -308,7 +328,7 @@ func exportAuditKey(ctx context.Context, configPath, path string, getenv func(st
 	if err != nil {
 		return err
 	}
-	b, err := openBackends(ctx, cfg, log, nil)
+	b, err := openBackends(ctx, cfg, log, nil, nil)
 	if err != nil {
 		return err
 	}
