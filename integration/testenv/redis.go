@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,4 +164,17 @@ func (r *Redis) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections and
+// answers nothing, as a hung or partitioned node does, until Resume.
+func (r *Redis) Pause() {
+	r.t.Helper()
+	r.p.sendSignal(syscall.SIGSTOP)
+}
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume() {
+	r.t.Helper()
+	r.p.sendSignal(syscall.SIGCONT)
 }
