@@ -138,6 +138,26 @@ type jetondOpts struct {
 	// Tenants get one sponsor identity each, spiffe://jeton.test/sponsor/<t>;
 	// the TTP and custodian identities may read them all. ["acme"] if nil.
 	Tenants []string
+
+	// PKI is shared by the replicas of one deployment, so one client
+	// certificate works on all of them; nil generates one for this jetond.
+	PKI *devpki.Bundle
+	// VaultAddr is VAULT_ADDR; Vault.Addr when empty.
+	VaultAddr string
+	// MasterName is redis.master_name: RedisAddrs are then sentinels.
+	MasterName string
+	// MinReplicaAcks and ReplicaAckTimeout are redis.min_replica_acks and
+	// redis.replica_ack_timeout.
+	MinReplicaAcks    int
+	ReplicaAckTimeout time.Duration
+	// RedisTimeout is redis.timeout; 2s when zero.
+	RedisTimeout time.Duration
+	// KeyRefresh is key_refresh; jetond's default when zero.
+	KeyRefresh time.Duration
+	// HealthInterval is health.interval; jetond's default when zero.
+	HealthInterval time.Duration
+	// AuditDir is audit.dir; a directory of its own when empty.
+	AuditDir string
 }
 
 // jetond is a jetond process, restartable with the same configuration,
@@ -153,6 +173,10 @@ type jetond struct {
 	sponsor map[string][2]string // tenant -> cert, key
 
 	PublicAddr, TrustedAddr string
+	// MetricsAddr serves /metrics, /healthz and /readyz over HTTP.
+	MetricsAddr string
+	// AuditDir is the replica's own audit directory.
+	AuditDir string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -183,9 +207,21 @@ func newJetond(t testing.TB, o jetondOpts) *jetond {
 		o.VaultKey = vaultkeys.DefaultKey
 	}
 	dir := t.TempDir()
-	pki, err := devpki.Generate(filepath.Join(dir, "pki"))
-	if err != nil {
-		t.Fatal(err)
+	pki := o.PKI
+	if pki == nil {
+		var err error
+		if pki, err = devpki.Generate(filepath.Join(dir, "pki")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.AuditDir == "" {
+		o.AuditDir = filepath.Join(dir, "audit")
+	}
+	if o.VaultAddr == "" {
+		o.VaultAddr = o.Vault.Addr
+	}
+	if o.RedisTimeout == 0 {
+		o.RedisTimeout = 2 * time.Second
 	}
 	h := &jetond{
 		opts: o, dir: dir, pki: pki,
@@ -194,13 +230,15 @@ func newJetond(t testing.TB, o jetondOpts) *jetond {
 		sponsor:     map[string][2]string{},
 		PublicAddr:  freeAddr(t),
 		TrustedAddr: freeAddr(t),
+		MetricsAddr: freeAddr(t),
+		AuditDir:    o.AuditDir,
 	}
 	for _, tn := range o.Tenants {
 		leaf, err := pki.SponsorAuthority.Issue(devpki.LeafOptions{CommonName: "sponsor-" + tn, URI: sponsorID(tn)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cert, key, err := leaf.Write(filepath.Join(dir, "pki"), "sponsor-"+tn)
+		cert, key, err := leaf.Write(dir, "sponsor-"+tn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,8 +247,8 @@ func newJetond(t testing.TB, o jetondOpts) *jetond {
 	writeFile(t, filepath.Join(dir, "policy.yaml"), policyYAML(o.Tenants))
 
 	var approle string
-	h.env = append(envWithout(os.Environ(), "VAULT_", "JETON_"), "HOME="+dir, "VAULT_ADDR="+o.Vault.Addr,
-		"JETON_METRICS_ADDR="+freeAddr(t)) // the default port would collide
+	h.env = append(envWithout(os.Environ(), "VAULT_", "JETON_"), "HOME="+dir, "VAULT_ADDR="+o.VaultAddr,
+		"JETON_METRICS_ADDR="+h.MetricsAddr) // the default port would collide
 	if o.Token != "" {
 		h.env = append(h.env, "VAULT_TOKEN="+o.Token)
 	} else {
@@ -225,6 +263,19 @@ func newJetond(t testing.TB, o jetondOpts) *jetond {
 	for _, a := range o.RedisAddrs {
 		addrs = append(addrs, fmt.Sprintf("%q", a))
 	}
+	var extra, redisExtra strings.Builder
+	if o.KeyRefresh > 0 {
+		fmt.Fprintf(&extra, "key_refresh: %s\n", o.KeyRefresh)
+	}
+	if o.HealthInterval > 0 {
+		fmt.Fprintf(&extra, "health:\n  interval: %s\n", o.HealthInterval)
+	}
+	if o.MasterName != "" {
+		fmt.Fprintf(&redisExtra, "  master_name: %q\n", o.MasterName)
+	}
+	if o.MinReplicaAcks > 0 {
+		fmt.Fprintf(&redisExtra, "  min_replica_acks: %d\n  replica_ack_timeout: %s\n", o.MinReplicaAcks, o.ReplicaAckTimeout)
+	}
 	cfg := fmt.Sprintf(`public:
   addr: %q
   tls: {cert: %q, key: %q, client_ca: %q}
@@ -235,8 +286,8 @@ trusted:
 max_batch: 10000
 redis:
   addrs: [%s]
-  timeout: 2s
-vault:
+  timeout: %s
+%svault:
   mount: transit
   key: %q%s
 policy_file: %q
@@ -245,10 +296,10 @@ audit:
 log:
   level: debug
   format: json
-`, h.PublicAddr, pki.ServerCert, pki.ServerKey, pki.SponsorCA,
+%s`, h.PublicAddr, pki.ServerCert, pki.ServerKey, pki.SponsorCA,
 		h.TrustedAddr, pki.ServerCert, pki.ServerKey, pki.TTPCA,
-		strings.Join(addrs, ", "), o.VaultKey, approle,
-		filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "audit"))
+		strings.Join(addrs, ", "), o.RedisTimeout, redisExtra.String(), o.VaultKey, approle,
+		filepath.Join(dir, "policy.yaml"), o.AuditDir, extra.String())
 	writeFile(t, h.cfgPath, cfg)
 
 	// Registered after t.TempDir: runs before the files are removed.
@@ -265,6 +316,13 @@ log:
 
 func sponsorID(tenant string) string { return "spiffe://jeton.test/sponsor/" + tenant }
 
+// limitedID is a TTP identity with a small budget of distinct records,
+// limitedDistinct an hour.
+const (
+	limitedID       = "spiffe://jeton.test/ttp/limited"
+	limitedDistinct = 20
+)
+
 // policyYAML gives each tenant a sponsor identity, and the TTP identity
 // full reveal of every class of every tenant.
 func policyYAML(tenants []string) string {
@@ -276,8 +334,10 @@ func policyYAML(tenants []string) string {
 	all := strings.Join(tenants, ", ")
 	fmt.Fprintf(&b, "  - {id: %q, tenants: [%s], roles: [reveal]}\n", devpki.TTPID, all)
 	fmt.Fprintf(&b, "  - {id: %q, tenants: [%s], roles: [custodian]}\n", devpki.CustodianID, all)
-	b.WriteString(`roles:
-  sponsor: {tokenize: ["*"]}
+	fmt.Fprintf(&b, "  - {id: %q, tenants: [%s], roles: [limited]}\n", limitedID, all)
+	fmt.Fprintf(&b, "roles:\n  limited:\n    reveal: {\"*\": full}\n    purposes: [integration-test]\n"+
+		"    budget: {max_batch: 100, rate: 1000, burst: 1000, distinct: %d, window: 1h, suspend_after: 2}\n", limitedDistinct)
+	b.WriteString(`  sponsor: {tokenize: ["*"]}
   reveal: {reveal: {"*": full}, purposes: [integration-test]}
   custodian: {admin: true}
 purposes:

@@ -50,6 +50,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"no audit dir", "dir: /var/lib/jeton/audit", `dir: ""`, "audit.dir"},
 		{"unknown field", "max_batch: 10000", "max_batches: 10000", "max_batches"},
 		{"bad level", "level: info", "level: loud", "log.level"},
+		{"negative replica acks", "min_replica_acks: 1", "min_replica_acks: -1", "redis.min_replica_acks"},
+		{"replica acks without timeout", "replica_ack_timeout: 500ms", "replica_ack_timeout: 0s", "redis.replica_ack_timeout"},
 		{"approle without secret", "secret_id_file: /run/secrets/jetond-secret-id", `secret_id_file: ""`, "vault.approle.secret_id_file"},
 	}
 	for _, tt := range tests {

@@ -70,9 +70,19 @@ func TestClusterReplicaTakesOver(t *testing.T) {
 	if now := cl.MasterFor(t, "k1"); now == victim {
 		t.Fatal("the killed master still serves its slots")
 	}
-	for i := range 100 {
-		if got, err := c.Get(ctx, fmt.Sprintf("k%d", i)).Result(); err != nil || got != "v" {
+	// The client learns the new layout from its failed calls; a bounded
+	// wait, then every key must be there.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < 100; {
+		got, err := c.Get(ctx, fmt.Sprintf("k%d", i)).Result()
+		switch {
+		case err == nil && got == "v":
+			i++
+		case err == nil || time.Now().After(deadline):
 			t.Fatalf("GET k%d after the failover = %q, %v", i, got, err)
+		default:
+			c.ReloadState(ctx) // as redisstore does after a failed call
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }

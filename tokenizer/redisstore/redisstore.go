@@ -324,7 +324,7 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 	}
 	m, err := s.c.SMembers(ctx, key).Result()
 	if err != nil {
-		return nil, wrap(ctx, err)
+		return nil, s.failed(ctx, err)
 	}
 	return m, nil
 }
@@ -345,17 +345,29 @@ func (s *Store) pipeline(ctx context.Context, n int, queue func(redis.Pipeliner)
 	queue(p)
 	cmds, err := p.Exec(ctx)
 	if err != nil && err != redis.Nil {
-		return nil, wrap(ctx, err)
+		return nil, s.failed(ctx, err)
 	}
 	for _, c := range cmds {
 		if err := c.Err(); err != nil && err != redis.Nil {
-			return nil, wrap(ctx, err)
+			return nil, s.failed(ctx, err)
 		}
 	}
 	if len(cmds) != n {
 		return nil, fmt.Errorf("redisstore: pipeline returned %d results for %d commands", len(cmds), n)
 	}
 	return cmds, nil
+}
+
+// failed wraps err and, on Redis Cluster, has the client reload the
+// cluster's layout in the background. go-redis learns a new layout from
+// MOVED replies and otherwise only every minute; a master that died never
+// answers MOVED, so without this every call to its slots would fail for up
+// to a minute after a replica took over.
+func (s *Store) failed(ctx context.Context, err error) error {
+	if cc, ok := s.c.(*redis.ClusterClient); ok && ctx.Err() == nil {
+		cc.ReloadState(ctx)
+	}
+	return wrap(ctx, err)
 }
 
 // wrap prefixes err with the package name and, when ctx is done, makes it
