@@ -52,11 +52,17 @@ func writes(prefix string) []struct {
 	}{
 		{"Put", func(ctx context.Context, s *redisstore.Store) error { return s.Put(ctx, e("put")) }},
 		{"PutNew", func(ctx context.Context, s *redisstore.Store) error { _, err := s.PutNew(ctx, e("new")); return err }},
-		{"PutExisting", func(ctx context.Context, s *redisstore.Store) error { _, err := s.PutExisting(ctx, e("put")); return err }},
+		{"PutExisting", func(ctx context.Context, s *redisstore.Store) error {
+			_, err := s.PutExisting(ctx, e("put"))
+			return err
+		}},
 		{"AddToSet", func(ctx context.Context, s *redisstore.Store) error {
 			return s.AddToSet(ctx, prefix+"set", []string{"a", "b"}, 0)
 		}},
-		{"Delete", func(ctx context.Context, s *redisstore.Store) error { _, err := s.Delete(ctx, []string{prefix + "new"}); return err }},
+		{"Delete", func(ctx context.Context, s *redisstore.Store) error {
+			_, err := s.Delete(ctx, []string{prefix + "new"})
+			return err
+		}},
 	}
 }
 
