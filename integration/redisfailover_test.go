@@ -13,14 +13,29 @@ import (
 
 // Redis failover under load. Replication is asynchronous, so the worst
 // case for an acknowledged token is a replica that lags when its master
-// dies. The tests make that case happen rather than hope for it: the
-// failing master's replicas are stopped (SIGSTOP) while the load runs,
-// then the master is killed (SIGKILL) and the replicas resumed, and one of
-// them is promoted. With redis.min_replica_acks, the writes made while the
-// replicas lagged were never acknowledged (the calls failed UNAVAILABLE),
-// so no acknowledged token may be lost. Without it, what was acknowledged
-// only by the dead master is gone: the test reports how much, it does not
-// assert it.
+// dies. The tests make that case happen rather than hope for it (on
+// loopback a replica is otherwise never more than a moment behind): the
+// failing master's replicas are paused (SIGSTOP) and the master drops its
+// links to them, so for a second what it takes reaches no replica; then
+// the master is killed (SIGKILL), the replicas resume, and one of them is
+// promoted. With redis.min_replica_acks, the writes of that second were
+// never acknowledged (the calls failed UNAVAILABLE), so no acknowledged
+// token may be lost. Without it, what only the dead master held is gone:
+// the test reports how much, it does not assert it.
+
+// lagThenKill pauses replicas, cuts master's links to them, lets the load
+// run for a second, kills master and resumes the replicas.
+func lagThenKill(t *testing.T, master *testenv.Redis, replicas ...*testenv.Redis) {
+	for _, r := range replicas {
+		r.Pause()
+	}
+	master.DropReplicas(t)
+	time.Sleep(time.Second)
+	master.Kill()
+	for _, r := range replicas {
+		r.Resume()
+	}
+}
 
 // failoverLoad is the outcome of a load run across a failover.
 type failoverLoad struct {
@@ -171,12 +186,14 @@ func TestRedisClusterFailoverUnderLoad(t *testing.T) {
 				MinReplicaAcks: tc.acks, ReplicaAckTimeout: 500 * time.Millisecond})
 			pid := h.Pid()
 			master, replica := cl.Nodes[0], cl.Nodes[3] // StartRedisCluster pairs them so
-			l := loadAcrossFailover(t, h, func() {
-				replica.Pause()
-				time.Sleep(time.Second) // writes go on while the replica lags
-				master.Kill()
-				replica.Resume()
-			}, func() { cl.WaitHealthy(t) })
+			l := loadAcrossFailover(t, h, func() { lagThenKill(t, master, replica) }, func() {
+				cl.WaitHealthy(t)
+				// The promoted replica has no replica of its own until the
+				// old master comes back as one; with min_replica_acks its
+				// slots take no write before that.
+				master.Start()
+				testenv.WaitReplicas(t, replica, 1)
+			})
 			n := lost(t, h, l.acked)
 			report(t, tc.name, pid, h.Pid(), l, n)
 			if h.Pid() != pid {
@@ -195,7 +212,8 @@ func TestRedisClusterFailoverUnderLoad(t *testing.T) {
 // TestRedisSentinelFailoverUnderLoad is the same scenario on one master
 // with two replicas watched by three Sentinels, jetond reaching Redis
 // through the Sentinels (redis.master_name). Both replicas lag when the
-// master dies, so a missing acknowledgement cannot hide behind the other.
+// master dies, so a missing acknowledgement cannot hide behind the other;
+// the Sentinels then make the other replica follow the promoted one.
 func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 	v := startVaultEnv(t, false)
 	for _, tc := range []struct {
@@ -208,16 +226,7 @@ func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 			h := startJetond(t, jetondOpts{RedisAddrs: s.Addrs, MasterName: s.MasterName, Vault: v, Token: v.token(t, "jeton-jetond"),
 				MinReplicaAcks: tc.acks, ReplicaAckTimeout: 500 * time.Millisecond})
 			pid := h.Pid()
-			l := loadAcrossFailover(t, h, func() {
-				for _, r := range rep.Replicas {
-					r.Pause()
-				}
-				time.Sleep(time.Second)
-				rep.Master.Kill()
-				for _, r := range rep.Replicas {
-					r.Resume()
-				}
-			}, func() {
+			l := loadAcrossFailover(t, h, func() { lagThenKill(t, rep.Master, rep.Replicas...) }, func() {
 				eventually(t, "a replica promoted by the Sentinels", func() error {
 					addr, err := s.MasterAddr(context.Background())
 					if err == nil && addr == rep.Master.Addr {

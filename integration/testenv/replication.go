@@ -153,3 +153,16 @@ func (s *Sentinels) MasterAddr(ctx context.Context) (string, error) {
 	}
 	return "", fmt.Errorf("testenv: no sentinel names a master: %v", last)
 }
+
+// DropReplicas closes the master's connections to its replicas (CLIENT
+// KILL TYPE replica). With the replicas paused they cannot reconnect, so
+// what the master takes from then on reaches no replica: the worst case of
+// asynchronous replication, made on purpose.
+func (r *Redis) DropReplicas(t testing.TB) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer c.Close()
+	if err := c.ClientKillByFilter(context.Background(), "TYPE", "replica").Err(); err != nil {
+		t.Fatalf("testenv: CLIENT KILL TYPE replica on %s: %v", r.Addr, err)
+	}
+}

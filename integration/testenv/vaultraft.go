@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,3 +230,10 @@ func (v *Vault) Restart() {
 		return nil
 	})
 }
+
+// Pause stops the node with SIGSTOP: it answers nothing, to its peers
+// included, as a partitioned node does, until Resume.
+func (v *Vault) Pause() { v.p.sendSignal(syscall.SIGSTOP) }
+
+// Resume continues a paused node (SIGCONT).
+func (v *Vault) Resume() { v.p.sendSignal(syscall.SIGCONT) }
