@@ -12,7 +12,7 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOBIN := $(TOOLS)
 
-.PHONY: run test tools generate checkgenerate lint testenv build
+.PHONY: run test tools generate checkgenerate lint testenv build soak
 
 # run starts jetond in dev mode: in-memory store, ephemeral keys, generated
 # certificates in .jeton-dev/, listeners on 127.0.0.1:7443 and :7444.
@@ -59,3 +59,10 @@ testenv:
 # Vault, fault and load tests.
 test: tools checkgenerate lint testenv
 	go test -count=1 -timeout 40m ./...
+
+# soak runs the long reliability test, not part of test: SOAK_DURATION of
+# mixed load over three jetond replicas, Redis Cluster with replicas and
+# Vault, one fault a minute (see RELIABILITY.md).
+SOAK_DURATION ?= 10m
+soak: testenv
+	JETON_SOAK_DURATION=$(SOAK_DURATION) go test -count=1 -timeout 60m -run '^TestSoak$$' -v ./integration/

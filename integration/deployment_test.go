@@ -81,7 +81,7 @@ func issueTTP(t testing.TB, pki *devpki.Bundle, dir, name, uri string) [2]string
 // replicas (a "dns:///" target naming them all would do the same in
 // production). The server name checked is "localhost", which the test
 // server certificate carries.
-func (d *deployment) roundRobin(t testing.TB, addrs []string, cert, key string) *client.Client {
+func (d *deployment) roundRobin(t testing.TB, addrs []string, cert, key string, opts ...client.Option) *client.Client {
 	t.Helper()
 	r := manual.NewBuilderWithScheme("jetontest")
 	var state resolver.State
@@ -89,15 +89,15 @@ func (d *deployment) roundRobin(t testing.TB, addrs []string, cert, key string) 
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(state)
-	c, err := client.New("jetontest:///replicas",
+	c, err := client.New("jetontest:///replicas", append([]client.Option{
 		client.WithTLSFiles(d.pki.ServerCA, cert, key),
 		client.WithBatchSize(10000),
-		client.WithTimeout(30*time.Second),
+		client.WithTimeout(30 * time.Second),
 		client.WithDialOptions(
 			grpc.WithResolvers(r),
 			grpc.WithAuthority("localhost"),
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
-		))
+		)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

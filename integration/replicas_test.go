@@ -199,7 +199,7 @@ func tryDetokenizeWith(c *client.Client, its []item) error {
 			return fmt.Errorf("item %d: %w", i, r.Err)
 		}
 		if r.Value != its[i].Value {
-			return fmt.Errorf("item %d: wrong value", i)
+			return fmt.Errorf("%w: item %d", errPartial, i)
 		}
 	}
 	return nil
