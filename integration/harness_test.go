@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -655,7 +656,8 @@ func checkNoValues(t testing.TB, path string) {
 		return
 	}
 	valuesMu.Lock()
-	vals := values[topTest(t)]
+	// A copy: load goroutines of a failed test may still be noting values.
+	vals := maps.Clone(values[topTest(t)])
 	valuesMu.Unlock()
 	hits := 0
 	for v := range vals {

@@ -39,8 +39,8 @@ func TestJetondKilledMidBatch(t *testing.T) {
 		reveals  int
 	)
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
 	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() })
 	for w := range 2 {
 		wg.Go(func() {
 			for n := 100_000 * (w + 1); ctx.Err() == nil; n += 500 {

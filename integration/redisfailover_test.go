@@ -63,8 +63,10 @@ func loadAcrossFailover(t *testing.T, h *jetond, fault func(), recovered func())
 		bad       error
 	)
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
 	var wg sync.WaitGroup
+	// Registered after jetond started: the load stops before jetond does,
+	// however the test ends.
+	t.Cleanup(func() { stop(); wg.Wait() })
 	for range workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {

@@ -76,6 +76,8 @@ func TestSoak(t *testing.T) {
 	}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	// Registered after the deployment: the load stops before jetond does.
+	t.Cleanup(func() { stopLoad(); wg.Wait() })
 	for w := range 2 {
 		wg.Go(func() {
 			for n := 10_000_000 * (w + 1); loadCtx.Err() == nil; n += 100 {

@@ -14,8 +14,9 @@ import (
 )
 
 // redisStartTimeout bounds the wait for a redis-server to answer PING,
-// including replaying its AOF after a restart.
-const redisStartTimeout = 10 * time.Second
+// including replaying its AOF after a restart, which takes a while for the
+// data a long fault test writes on a loaded machine.
+const redisStartTimeout = 60 * time.Second
 
 // Redis is a redis-server process owned by one test.
 type Redis struct {
