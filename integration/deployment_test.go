@@ -278,3 +278,16 @@ func auditRecords(t testing.TB, dir string) int {
 	}
 	return n
 }
+
+// TestCountValues: the leak check finds values anywhere in the output,
+// each counted once, whatever their lengths.
+func TestCountValues(t *testing.T) {
+	vals := map[string]bool{"anne@example.org": true, "Bob Test": true, "+33600000001": true, "absent": true}
+	out := []byte(`{"msg":"x","v":"anne@example.org"} Bob Test Bob Test` + "\n+33600000001")
+	if got := countValues(out, vals); got != 3 {
+		t.Fatalf("countValues = %d; want 3", got)
+	}
+	if got := countValues([]byte("nothing here"), vals); got != 0 {
+		t.Fatalf("countValues on clean output = %d; want 0", got)
+	}
+}
