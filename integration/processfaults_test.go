@@ -141,6 +141,7 @@ func TestAuditDiskFull(t *testing.T) {
 
 	filler := filepath.Join(mnt, "filler")
 	fill(t, filler)
+	full := time.Now()
 	toks := []string{its[0].Token, its[1].Token}
 	res, err := h.TTP(t).Detokenize(context.Background(), toks, purpose, caseRef)
 	wantUnavailable(t, "Detokenize with the audit disk full", res, err)
@@ -148,14 +149,17 @@ func TestAuditDiskFull(t *testing.T) {
 	if !strings.Contains(body, "audit") {
 		t.Errorf("/readyz with the audit disk full says %q; want it to name the audit log", body)
 	}
+	t.Logf("audit disk full: a reveal failed UNAVAILABLE, /readyz %q %s after the disk filled", body, time.Since(full).Round(time.Millisecond))
 	// Tokenize writes no audit record and keeps working.
 	tokenize(t, h, "acme", items(t, 100, 5))
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
+	freed := time.Now()
 	waitReadiness(t, h, 200)
 	eventually(t, "Detokenize once space is back", func() error { return tryDetokenize(t, h, its) })
+	t.Logf("space back: ready and revealing again %s after", time.Since(freed).Round(time.Millisecond))
 	if h.Pid() != pid {
 		t.Fatal("jetond was restarted")
 	}
