@@ -105,16 +105,46 @@ func TestSoak(t *testing.T) {
 		}
 	})
 
-	// Resource samples of the replicas that are never restarted.
+	// Resources of the replicas that are never restarted, sampled every
+	// 10 s. A single sample catches the garbage collector anywhere in its
+	// cycle, so windows of a minute are compared by their means.
 	steady := d.Replicas[:2]
-	type sampleAt struct{ goroutines, rss []float64 }
-	take := func() sampleAt {
-		var s sampleAt
-		for _, h := range steady {
-			s.goroutines = append(s.goroutines, metric(t, h, "go_goroutines"))
-			s.rss = append(s.rss, metric(t, h, "process_resident_memory_bytes"))
+	gauges := []string{"go_goroutines", "process_resident_memory_bytes", "go_memstats_heap_inuse_bytes"}
+	type sampleAt struct {
+		at     time.Duration
+		values [][]float64 // by replica, by gauge
+	}
+	var samples []sampleAt
+	start := time.Now()
+	var lastSample time.Time
+	tick := func() {
+		if time.Since(lastSample) < 10*time.Second {
+			return
 		}
-		return s
+		lastSample = time.Now()
+		s := sampleAt{at: time.Since(start)}
+		for _, h := range steady {
+			var vs []float64
+			for _, g := range gauges {
+				vs = append(vs, metric(t, h, g))
+			}
+			s.values = append(s.values, vs)
+		}
+		samples = append(samples, s)
+	}
+	// mean is gauge g of replica r averaged over the samples in [from, to).
+	mean := func(r, g int, from, to time.Duration) float64 {
+		sum, n := 0.0, 0
+		for _, s := range samples {
+			if s.at >= from && s.at < to {
+				sum += s.values[r][g]
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatalf("no sample between %s and %s", from, to)
+		}
+		return sum / float64(n)
 	}
 
 	faults := []struct {
@@ -156,16 +186,11 @@ func TestSoak(t *testing.T) {
 			}
 		}},
 	}
-	start := time.Now()
 	warmUp := dur / 5
-	var base sampleAt
-	baseTaken := false
 	for i := 0; time.Since(start) < dur; i++ {
 		next := start.Add(time.Duration(i+1) * time.Minute)
 		for time.Now().Before(next) && time.Since(start) < dur {
-			if !baseTaken && time.Since(start) >= warmUp {
-				base, baseTaken = take(), true
-			}
+			tick()
 			time.Sleep(time.Second)
 		}
 		if time.Since(start) >= dur {
@@ -183,27 +208,32 @@ func TestSoak(t *testing.T) {
 		t.Logf("fault %d at %s: %s, repaired in %s", i+1, began.Sub(start).Round(time.Second), f.name, time.Since(began).Round(time.Millisecond))
 	}
 	// A quiet end, so the last fault's errors and goroutines settle.
-	time.Sleep(soakGrace)
-	end := take()
+	for until := time.Now().Add(soakGrace); time.Now().Before(until); time.Sleep(time.Second) {
+		tick()
+	}
+	finish := time.Since(start)
 	stopLoad()
 	wg.Wait()
 
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("soak %s: %d calls, %d tokens acknowledged, expected errors in fault windows %v", dur, calls, tokens, expected)
-	for i := range steady {
-		t.Logf("replica %d: goroutines %.0f after warm-up, %.0f at the end; RSS %.1f MiB after warm-up, %.1f MiB at the end (%+.1f%%)",
-			i, base.goroutines[i], end.goroutines[i], base.rss[i]/(1<<20), end.rss[i]/(1<<20), 100*(end.rss[i]/base.rss[i]-1))
-	}
 	for _, u := range unexpected {
 		t.Errorf("unexpected: %s", u)
 	}
-	for i := range steady {
-		if end.goroutines[i] > base.goroutines[i]*1.2+10 {
-			t.Errorf("replica %d: goroutines grew from %.0f to %.0f", i, base.goroutines[i], end.goroutines[i])
+	// The minute after warm-up against the last minute.
+	for r := range steady {
+		base := func(g int) float64 { return mean(r, g, warmUp, warmUp+time.Minute) }
+		end := func(g int) float64 { return mean(r, g, finish-time.Minute, finish+time.Second) }
+		const mib = 1 << 20
+		t.Logf("replica %d, means of a minute after warm-up and of the last minute: goroutines %.1f and %.1f; "+
+			"RSS %.1f MiB and %.1f MiB (%+.1f%%); heap in use %.1f MiB and %.1f MiB",
+			r, base(0), end(0), base(1)/mib, end(1)/mib, 100*(end(1)/base(1)-1), base(2)/mib, end(2)/mib)
+		if end(0) > base(0)*1.2+10 {
+			t.Errorf("replica %d: goroutines grew from %.1f to %.1f", r, base(0), end(0))
 		}
-		if end.rss[i] > base.rss[i]*1.10 {
-			t.Errorf("replica %d: RSS grew %.1f%% after warm-up; want under 10%%", i, 100*(end.rss[i]/base.rss[i]-1))
+		if end(1) > base(1)*1.10 {
+			t.Errorf("replica %d: RSS grew %.1f%% after warm-up; want under 10%%", r, 100*(end(1)/base(1)-1))
 		}
 	}
 	n := lost(t, d.Replicas[0], sample)
