@@ -8,7 +8,8 @@
 // pipeline per node. A batch is not atomic, as tokenizer.Store allows.
 //
 // Durability is the server's: run Redis with appendonly yes and appendfsync
-// always if an acknowledged write must survive a crash.
+// always if an acknowledged write must survive a crash, and set
+// Config.MinReplicaAcks if it must survive a failover to a replica.
 package redisstore
 
 import (
