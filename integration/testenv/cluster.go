@@ -152,19 +152,32 @@ func (c *Cluster) WaitHealthy(t testing.TB) {
 			if err := clusterReady(ctx, cl, 0); err != nil {
 				return err
 			}
-			slots, err := cl.ClusterSlots(ctx).Result()
+			shards, err := cl.ClusterShards(ctx).Result()
 			if err != nil {
 				return err
 			}
-			for _, s := range slots {
-				if len(s.Nodes) == 0 || dead[s.Nodes[0].Addr] {
-					return fmt.Errorf("slots %d-%d have no running master", s.Start, s.End)
+			for _, sh := range shards {
+				if len(sh.Slots) == 0 {
+					continue
+				}
+				if m := shardMaster(sh); m == "" || dead[m] {
+					return fmt.Errorf("slots %d-%d have no running master", sh.Slots[0].Start, sh.Slots[0].End)
 				}
 			}
 			return nil
 		})
 		_ = cl.Close()
 	}
+}
+
+// shardMaster is the host:port of the shard's healthy master, or "".
+func shardMaster(sh redis.ClusterShard) string {
+	for _, n := range sh.Nodes {
+		if n.Role == "master" && n.Health == "online" {
+			return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+		}
+	}
+	return ""
 }
 
 // MasterFor returns the node that serves key now, as the first running
@@ -182,16 +195,18 @@ func (c *Cluster) MasterFor(t testing.TB, key string) *Redis {
 			_ = cl.Close()
 			continue
 		}
-		slots, err := cl.ClusterSlots(ctx).Result()
+		shards, err := cl.ClusterShards(ctx).Result()
 		_ = cl.Close()
 		if err != nil {
 			continue
 		}
-		for _, s := range slots {
-			if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-				for _, m := range c.nodes {
-					if m.Addr == s.Nodes[0].Addr {
-						return m
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if r.Start <= slot && slot <= r.End {
+					for _, m := range c.nodes {
+						if m.Addr == shardMaster(sh) {
+							return m
+						}
 					}
 				}
 			}
