@@ -228,6 +228,9 @@ func (c *Config) Validate() error {
 	if c.Redis.MinReplicaAcks > 0 && c.Redis.ReplicaAckTimeout <= 0 {
 		return errors.New("redis.replica_ack_timeout must be positive with redis.min_replica_acks")
 	}
+	if c.Redis.MinReplicaAcks > 0 && c.Redis.Timeout > 0 && c.Redis.ReplicaAckTimeout >= c.Redis.Timeout {
+		return errors.New("redis.replica_ack_timeout must be shorter than redis.timeout, or jetond gives up before Redis answers")
+	}
 	if (c.Redis.TLS.Cert == "") != (c.Redis.TLS.Key == "") {
 		return errors.New("redis.tls.cert and redis.tls.key go together")
 	}
