@@ -65,6 +65,13 @@ type RedisConfig struct {
 	DB       int           `yaml:"db"`
 	TLS      ClientTLS     `yaml:"tls"`
 	Timeout  time.Duration `yaml:"timeout"`
+	// MinReplicaAcks is how many replicas must acknowledge every write of
+	// records and keys (Redis WAIT) before a call succeeds; 0 waits for
+	// none, and a failover can then lose acknowledged tokens. A write too
+	// few replicas acknowledge within ReplicaAckTimeout fails the call with
+	// UNAVAILABLE.
+	MinReplicaAcks    int           `yaml:"min_replica_acks"`
+	ReplicaAckTimeout time.Duration `yaml:"replica_ack_timeout"`
 }
 
 // ClientTLS is TLS towards a backend. Empty CA means no TLS.
@@ -268,6 +275,15 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Redis.Addrs) == 0 {
 		return errors.New("redis.addrs must name at least one address")
+	}
+	if c.Redis.MinReplicaAcks < 0 {
+		return errors.New("redis.min_replica_acks must not be negative")
+	}
+	if c.Redis.MinReplicaAcks > 0 && c.Redis.ReplicaAckTimeout <= 0 {
+		return errors.New("redis.replica_ack_timeout must be positive with redis.min_replica_acks")
+	}
+	if c.Redis.MinReplicaAcks > 0 && c.Redis.Timeout > 0 && c.Redis.ReplicaAckTimeout >= c.Redis.Timeout {
+		return errors.New("redis.replica_ack_timeout must be shorter than redis.timeout, or jetond gives up before Redis answers")
 	}
 	if (c.Redis.TLS.Cert == "") != (c.Redis.TLS.Key == "") {
 		return errors.New("redis.tls.cert and redis.tls.key go together")
