@@ -150,6 +150,7 @@ type Server struct {
 	health                *health.Server
 	trustedHealth         *health.Server
 	lis                   [2]net.Listener
+	conns                 *connMetrics
 	wg                    sync.WaitGroup
 	serveErr              chan error
 }
@@ -243,6 +244,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
+	s.conns = cm
 	pubLimits, truLimits := cfg.Public.Conns.withDefaults(), cfg.Trusted.Conns.withDefaults()
 	pubLog, truLog := newSampledLog(s.log), newSampledLog(s.log)
 
@@ -436,9 +438,12 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits
 		// end, so that reloaded TLS material and a removed client CA apply
 		// to every caller within MaxConnectionAge.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
-		// Pings find dead peers, whose slots would otherwise stay taken.
+		// Pings find dead peers, whose slots would otherwise stay taken;
+		// an authenticated connection with no call for IdleTimeout gives
+		// its place back (a certificate the policy refuses included).
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
+			MaxConnectionIdle: lim.IdleTimeout,
+			MaxConnectionAge:  maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 			Time: keepaliveTime, Timeout: keepaliveTimeout,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),

@@ -25,6 +25,27 @@ const (
 	defaultDevMetricsAddr = "127.0.0.1:9464"
 )
 
+// The metrics listener's bounds. It serves plain HTTP to probes and
+// scrapers (the Helm chart binds it to every interface): at most
+// metricsConns.Max requests in progress and Handshaking connections
+// waiting for one, new or idle, the oldest of the most crowded source
+// giving its place to a newer one, so that a flood of idle connections
+// never locks out a prober. The timeouts bound how long a connection
+// waits. fitConnections keeps metricsDescriptors aside for it.
+var metricsConns = server.ConnLimits{Max: metricsMax, PerSource: 8, Handshaking: metricsWaiting, HandshakingPerSource: 8}
+
+const (
+	metricsMax         = 16
+	metricsWaiting     = 32
+	metricsDescriptors = metricsMax + metricsWaiting
+	// A request's headers must arrive within this, and the whole request
+	// (a GET, no body) within metricsReadTimeout.
+	metricsReadHeaderTimeout = 5 * time.Second
+	metricsReadTimeout       = 10 * time.Second
+	// An idle keep-alive connection is closed after this.
+	metricsIdleTimeout = 30 * time.Second
+)
+
 // observability is what the wiring shares between the tokenizer, the
 // server and the metrics listener.
 type observability struct {
@@ -85,7 +106,19 @@ func listenMetrics(addr string, o *observability, srv *server.Server, log *slog.
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	m := &metricsListener{lis: lis, mux: mux, http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsReadHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		// No WriteTimeout: a CPU profile (metrics.pprof) streams for as
+		// long as it was asked to run.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if srv != nil {
+		lis, hs.ConnState = srv.GuardHTTP(lis, "metrics", metricsConns)
+	}
+	m := &metricsListener{lis: lis, mux: mux, http: hs}
 	log.Info("metrics listening", "addr", lis.Addr().String())
 	return m, nil
 }
