@@ -97,8 +97,9 @@ type Config struct {
 	// share them with the tokenizer (as its Observer). Nil: New registers
 	// them on Registry.
 	Metrics *Metrics
-	// Checks are the dependencies that readiness reflects: while any
-	// fails, the health status is NOT_SERVING.
+	// Checks are the dependencies that readiness reflects: while one
+	// fails, the health status of the listeners it affects (see
+	// Check.Listener) is NOT_SERVING.
 	Checks []Check
 	// CheckInterval is how often Checks run; DefaultCheckInterval if zero.
 	CheckInterval time.Duration
@@ -151,6 +152,7 @@ type Server struct {
 	trustedHealth         *health.Server
 	lis                   [2]net.Listener
 	conns                 *connMetrics
+	listenerReady         *prometheus.GaugeVec
 	wg                    sync.WaitGroup
 	serveErr              chan error
 }
@@ -178,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 	for i, c := range cfg.Checks {
 		if c.Name == "" || c.Probe == nil {
 			return nil, fmt.Errorf("server: config: checks[%d] needs a name and a probe", i)
+		}
+		if c.Listener != "" && c.Listener != ListenerPublic && c.Listener != ListenerTrusted {
+			return nil, fmt.Errorf("server: config: checks[%d].listener must be %q, %q or empty", i, ListenerPublic, ListenerTrusted)
 		}
 	}
 	for _, l := range []struct {
@@ -245,6 +250,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
 	s.conns = cm
+	if s.listenerReady, err = newListenerReady(s.registry); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
 	pubLimits, truLimits := cfg.Public.Conns.withDefaults(), cfg.Trusted.Conns.withDefaults()
 	pubLog, truLog := newSampledLog(s.log), newSampledLog(s.log)
 
@@ -301,26 +309,33 @@ func (s *Server) Start() {
 // Err delivers a listener's fatal serve error.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
-// SetServing sets both listeners' health status. Each listener's health
+// SetServing sets both listeners' health status.
+func (s *Server) SetServing(ok bool) {
+	s.setServing(ListenerPublic, ok)
+	s.setServing(ListenerTrusted, ok)
+}
+
+// setServing sets one listener's health status. Each listener's health
 // service lists the services it serves, and only those: the public one
 // never names the Detokenizer or Admin.
-func (s *Server) SetServing(ok bool) {
+func (s *Server) setServing(listener string, ok bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, l := range []struct {
-		h        *health.Server
-		services []string
-	}{
-		{s.health, publicServices},
-		{s.trustedHealth, trustedServices},
-	} {
-		l.h.SetServingStatus("", st)
-		for _, name := range l.services {
-			l.h.SetServingStatus(name, st)
-		}
+	h, services := s.health, publicServices
+	if listener == ListenerTrusted {
+		h, services = s.trustedHealth, trustedServices
 	}
+	h.SetServingStatus("", st)
+	for _, name := range services {
+		h.SetServingStatus(name, st)
+	}
+	up := 0.0
+	if ok {
+		up = 1
+	}
+	s.listenerReady.WithLabelValues(listener).Set(up)
 }
 
 // The services each listener serves, as its health service lists them.
