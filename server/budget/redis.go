@@ -14,14 +14,16 @@ import (
 // reserveScript decides one call atomically. Redis runs one script at a
 // time, so every replica sees every other's admissions.
 //
-//	KEYS: susp, rate, seen, refusals
+//	KEYS: susp, rate, seen, refusals, refused
 //	ARGV: now_ms (-1: use TIME), identity, items, max_batch, rate (items/s),
 //	      burst, suspend_after, cost (rate tokens), refusal_window_ms, nb,
 //	      then nb pairs (distinct, window_ms), longest window first, then
 //	      the keyed hashes, duplicates removed (only when nb > 0)
 //
 // It returns {"ok"}, {"suspended"} or {"exceeded", limit, suspended_now,
-// retry_ms}; retry_ms is how long until the call fits the rate, or -1.
+// retry_ms[, repeat]}; retry_ms is how long until the call fits the rate,
+// or -1; repeat, 1 when present, marks a distinct refusal not counted
+// towards suspend_after (ExceededError.Repeat).
 var reserveScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -65,10 +67,10 @@ if not limit and rate > 0 then
   end
 end
 
+local scores = {}
 if not limit and nb > 0 then
   -- The first bound has the longest window: nothing older counts.
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[12]))
-  local scores = {}
   for i = first, #ARGV do
     scores[#scores + 1] = redis.call('ZSCORE', KEYS[3], ARGV[i])
   end
@@ -93,6 +95,31 @@ if limit then
   -- batch refusal is a client going too fast, and never suspends.
   if limit ~= 'distinct' then
     return {'exceeded', limit, 0, retry}
+  end
+  -- Retries are no sweep: a refusal counts towards suspend_after only if
+  -- it asks for a record neither read within the window nor in a refusal
+  -- counted within the refusal window (KEYS[5]: record -> ms).
+  if suspendAfter > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - refusalWindow)
+    local since = now - tonumber(ARGV[12])
+    local added, args = 0, {}
+    for j = 1, #scores do
+      if (not scores[j]) or tonumber(scores[j]) <= since then
+        args[#args + 1] = now
+        args[#args + 1] = ARGV[first + j - 1]
+        if #args >= 1000 then
+          added = added + redis.call('ZADD', KEYS[5], unpack(args))
+          args = {}
+        end
+      end
+    end
+    if #args > 0 then
+      added = added + redis.call('ZADD', KEYS[5], unpack(args))
+    end
+    redis.call('PEXPIRE', KEYS[5], refusalWindow)
+    if added == 0 then
+      return {'exceeded', limit, 0, -1, 1}
+    end
   end
   local n = redis.call('INCR', KEYS[4])
   if n == 1 then
@@ -169,6 +196,7 @@ func seenKey(k string) string { return "jeton:b:{" + k + "}:seen" }
 func refusalsKey(k string) string {
 	return "jeton:b:{" + k + "}:refusals"
 }
+func refusedKey(k string) string { return "jeton:b:{" + k + "}:refused" }
 
 // NewRedis returns a Limiter whose counters live in Redis, shared by every
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
@@ -194,7 +222,7 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 			args = append(args, h)
 		}
 	}
-	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key)}
+	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
 	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
 	if err != nil {
 		return unavailable(err)
@@ -204,11 +232,15 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 		return nil
 	case len(res) == 1 && res[0] == "suspended":
 		return ErrSuspended
-	case len(res) == 4 && res[0] == "exceeded":
+	case (len(res) == 4 || len(res) == 5) && res[0] == "exceeded":
 		lim, _ := res[1].(string)
 		n, _ := res[2].(int64)
 		ms, _ := res[3].(int64)
-		return &ExceededError{Limit: Limit(lim), Suspended: n == 1, RetryAfter: retryAfter(ms)}
+		ex := &ExceededError{Limit: Limit(lim), Suspended: n == 1, RetryAfter: retryAfter(ms)}
+		if len(res) == 5 {
+			ex.Repeat = res[4] == int64(1)
+		}
+		return ex
 	}
 	return fmt.Errorf("%w: unexpected script reply", ErrUnavailable)
 }
@@ -222,8 +254,8 @@ func (r *redisBackend) suspend(ctx context.Context, key, identity, reason string
 }
 
 func (r *redisBackend) reinstate(ctx context.Context, key string) (bool, error) {
-	// Both keys share a slot, so one DEL works on a cluster too.
-	if _, err := r.c.Del(ctx, refusalsKey(key)).Result(); err != nil {
+	// The keys share a slot, so one DEL works on a cluster too.
+	if _, err := r.c.Del(ctx, refusalsKey(key), refusedKey(key)).Result(); err != nil {
 		return false, unavailable(err)
 	}
 	n, err := r.c.Del(ctx, suspKey(key)).Result()
