@@ -76,7 +76,16 @@ func TestHandshakeEviction(t *testing.T) {
 		t.Fatalf("a third authenticated connection: %q, want %q", got, refusedListenerFull)
 	}
 	// An evicted handshake that completes anyway gets no place.
-	if got := l.authenticate(shaking[0]); got != evictedMeanwhile {
+	var gone *guardedConn
+	for _, c := range shaking {
+		if c.evicted.Load() {
+			gone = c
+		}
+	}
+	if gone == nil {
+		t.Fatal("three new connections into a full pool evicted none")
+	}
+	if got := l.authenticate(gone); got != evictedMeanwhile {
 		t.Fatalf("an evicted connection authenticated: %q", got)
 	}
 	c.Close()
