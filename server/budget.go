@@ -173,7 +173,11 @@ func (s *Server) reserve(ctx context.Context, p *Principal, op, method string, r
 		}
 		return refusal{op: op, maxBatch: req.Limits.MaxBatch, err: err}
 	case errors.Is(err, budget.ErrSuspended):
-		s.log.WarnContext(ctx, "suspended identity refused", "identity", p.ID, "method", method)
+		listener := ListenerTrusted
+		if op == opTokenize {
+			listener = ListenerPublic
+		}
+		s.warnRefused(ctx, listener, p.ID, "suspended identity refused", "method", method)
 		return refusal{op: op, err: err}
 	default:
 		// Fail closed: no check, no reveal and no deterministic token.

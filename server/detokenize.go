@@ -149,14 +149,13 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 }
 
 // auditFailure records a reveal that failed as a whole, best effort: the
-// caller gets no value either way.
+// caller gets no value either way. Past a bounded pace per identity,
+// method and code, refusals are counted into aggregate records
+// (auditRefusal).
 func (s *Server) auditFailure(ctx context.Context, p *Principal, method, purpose, caseRef string, cause error) {
 	markAudited(ctx)
-	rec := audit.Record{
+	s.auditRefusal(ctx, audit.Record{
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Outcome: "failed", Detail: toStatus(cause).Code().String(),
-	}
-	if err := s.audit.Append(context.WithoutCancel(ctx), rec); err != nil {
-		s.log.ErrorContext(ctx, "audit append failed", "method", method, "error", err)
-	}
+	})
 }

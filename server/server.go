@@ -151,6 +151,7 @@ type Server struct {
 	health                *health.Server
 	trustedHealth         *health.Server
 	lis                   [2]net.Listener
+	refusals              refusals
 	conns                 *connMetrics
 	listenerReady         *prometheus.GaugeVec
 	wg                    sync.WaitGroup
@@ -227,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.refusals.audit, s.refusals.log = newRefusalGate(s.now), newRefusalGate(s.now)
 	if err := s.initGuard(cfg); err != nil {
 		return nil, err
 	}
@@ -304,6 +306,7 @@ func (s *Server) Start() {
 	}
 	s.SetServing(true)
 	s.startProber()
+	s.startRefusalFlush()
 }
 
 // Err delivers a listener's fatal serve error.
@@ -368,6 +371,8 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	s.wg.Wait()
 	s.dual.stopSweeps()
+	// Every call has ended: the last aggregates of refusals are final.
+	s.stopRefusalFlush()
 }
 
 // SetPolicy swaps the policy; calls already authorised finish under the old
@@ -490,9 +495,9 @@ func withStats(opts []grpc.ServerOption, h stats.Handler) []grpc.ServerOption {
 // the trusted listener, an identity with no trusted-side right (a sponsor
 // identity, whatever CA signed it) is refused.
 func (s *Server) authFunc(trusted bool) auth.AuthFunc {
-	mine := s.publicTLS
+	listener, mine := ListenerPublic, s.publicTLS
 	if trusted {
-		mine = s.trustedTLS
+		listener, mine = ListenerTrusted, s.trustedTLS
 	}
 	return func(ctx context.Context) (context.Context, error) {
 		id, ok := certIdentity(ctx)
@@ -501,17 +506,18 @@ func (s *Server) authFunc(trusted bool) auth.AuthFunc {
 		}
 		chains := verifiedChains(ctx)
 		// A connection opened before its certificate was revoked.
+		// Refusals are logged at a bounded pace per identity (warnRefused).
 		if mine.revoked(chains) {
-			s.log.WarnContext(ctx, "revoked certificate refused", "identity", id, "peer", peerAddr(ctx))
+			s.warnRefused(ctx, listener, id, "revoked certificate refused")
 			return nil, status.Error(codes.Unauthenticated, "client certificate revoked")
 		}
 		p, ok := s.policy().Principal(id)
 		if !ok {
-			s.log.WarnContext(ctx, "unknown identity refused", "identity", id, "peer", peerAddr(ctx))
+			s.warnRefused(ctx, listener, id, "unknown identity refused")
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		if trusted && !p.Trusted() || !trusted && !p.Tokenizes() {
-			s.log.WarnContext(ctx, "identity refused on this listener", "identity", id, "trusted", trusted)
+			s.warnRefused(ctx, listener, id, "identity refused on this listener")
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		// The identity's certificate must come from the CA the policy
@@ -522,7 +528,7 @@ func (s *Server) authFunc(trusted bool) auth.AuthFunc {
 			ca, other = other, ca
 		}
 		if !ca.anchoredIn(chains, other) {
-			s.log.WarnContext(ctx, "identity refused: its certificate is not from the CA the policy names", "identity", id, "ca", p.CA, "peer", peerAddr(ctx))
+			s.warnRefused(ctx, listener, id, "identity refused: its certificate is not from the CA the policy names", "ca", p.CA)
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		return withPrincipal(ctx, p), nil
