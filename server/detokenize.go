@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"unicode"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server/audit"
@@ -52,8 +53,8 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	if !ok || !p.MayUsePurpose(purpose) {
 		return refuse(denied("purpose not permitted for this identity"))
 	}
-	if pr.CaseRefRequired && strings.TrimSpace(caseRef) == "" {
-		// A space or a tab is no reference to a case.
+	if pr.CaseRefRequired && blank(caseRef) {
+		// Spaces, tabs and invisible characters are no reference to a case.
 		return refuse(invalid("case reference is required for this purpose"))
 	}
 	if len(texts) > s.maxBatch {
@@ -158,4 +159,18 @@ func (s *Server) auditFailure(ctx context.Context, p *Principal, method, purpose
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Outcome: "failed", Detail: toStatus(cause).Code().String(),
 	})
+}
+
+// blank reports whether s shows nothing: every rune a space of any script
+// (U+00A0, U+2003, U+3000, ...), a format or control character (U+200B
+// zero-width space, U+FEFF, U+2060 word joiner, ...) or one of the letters
+// and symbols drawn as nothing (Hangul fillers, the blank Braille cell).
+func blank(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool {
+		switch r {
+		case '\u115f', '\u1160', '\u3164', '\uffa0', '\u2800':
+			return false
+		}
+		return unicode.IsGraphic(r) && !unicode.IsSpace(r)
+	}) < 0
 }
