@@ -39,6 +39,10 @@ const (
 	metricsMax         = 16
 	metricsWaiting     = 32
 	metricsDescriptors = metricsMax + metricsWaiting
+)
+
+// Variables only so that a test can shorten them.
+var (
 	// A request's headers must arrive within this, and the whole request
 	// (a GET, no body) within metricsReadTimeout.
 	metricsReadHeaderTimeout = 5 * time.Second
