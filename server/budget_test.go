@@ -553,6 +553,20 @@ func TestRateAndBatchLimits(t *testing.T) {
 
 	res, err := detok(cc, toks[:6])
 	wantRefused(t, "6 items under max_batch 5", res, err, codes.ResourceExhausted, "reveal budget: too many items in one call for this identity; at most 5")
+	// The bound as a number, for a client to split its call by.
+	var qv []int64
+	for _, d := range status.Convert(err).Details() {
+		if q, ok := d.(*errdetails.QuotaFailure); ok {
+			for _, v := range q.GetViolations() {
+				if v.GetQuotaId() == "max_batch" {
+					qv = append(qv, v.GetQuotaValue())
+				}
+			}
+		}
+	}
+	if len(qv) != 1 || qv[0] != 5 {
+		t.Fatalf("the max_batch refusal's QuotaFailure quota values = %v, want [5]", qv)
+	}
 	if res, err = detok(cc, toks[:5]); err != nil || values(res) != 5 {
 		t.Fatalf("5 items: %v, %d values", err, values(res))
 	}
