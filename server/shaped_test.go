@@ -30,6 +30,9 @@ func shapedClasses() []tokenizer.Class {
 			Shape: tokenizer.Shape{Kind: tokenizer.ShapeEmail}},
 		tokenizer.Class{Name: "mobile", Mask: "last3", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9", KeepSuffix: 2}},
 		tokenizer.Class{Name: "arrival", Mask: "all", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 15:04"}},
+		// home-email shares work-email's domain, so its tokens look alike:
+		// only the record tells which class a token is.
+		tokenizer.Class{Name: "home-email", Mask: "email", Shape: tokenizer.Shape{Kind: tokenizer.ShapeEmail}},
 	)
 }
 
@@ -40,14 +43,22 @@ var shapedValues = []*jetonv1.TokenizeItem{
 	{FieldClass: "arrival", Value: "2026-07-14 09:30"},
 }
 
-// shapedPolicy is testPolicy with a reader of two tenants.
-var shapedPolicy = strings.Replace(testPolicy, "identities:\n", `identities:
+// shapedPolicy is testPolicy with a reader and a custodian of two
+// tenants, and a reader of work-email only.
+var shapedPolicy = strings.Replace(strings.Replace(testPolicy, "identities:\n", `identities:
   - id: spiffe://jeton.dev/ttp/two-tenants
     tenants: [demo, other]
     roles: [reader]
   - id: spiffe://jeton.dev/ttp/two-custodian
     tenants: [demo, other]
     roles: [custodian]
+  - id: spiffe://jeton.dev/ttp/work-email-only
+    tenants: [demo]
+    roles: [work-email-reader]
+`, 1), "roles:\n", `roles:
+  work-email-reader:
+    reveal: {work-email: full}
+    purposes: [support]
 `, 1)
 
 // conn dials a listener as the given identity, issued by ca.
@@ -154,15 +165,19 @@ func neverIssued(t testing.TB) []string {
 // token's class, a purpose that does not cover it, another tenant's token,
 // and a tenant named that is not the caller's all get exactly the answer
 // of a well-formed token that was never issued. The audit log tells
-// denied from unknown.
+// denied from unknown, and a denied token costs no record lookup.
 func TestShapedRefusalsLookUnknown(t *testing.T) {
-	e := startEnv(t, envOpts{classes: shapedClasses(), policy: shapedPolicy})
+	store := &recordGets{Store: memstore.New()}
+	e := startEnv(t, envOpts{classes: shapedClasses(), policy: shapedPolicy, store: store})
 	for _, it := range shapedValues {
 		useValue(it.Value)
 	}
 	mine := shapedTokens(t, e.sponsorConn(t), shapedValues...)
 	theirs := shapedTokens(t, e.connAs(t, false, "spiffe://jeton.dev/sponsor/other"), shapedValues...)
 	unknown := neverIssued(t)
+	// A home-email token looks like a work-email one: a reader of
+	// work-email only gets it looked up, and the record's class refused.
+	home := shapedTokens(t, e.sponsorConn(t), &jetonv1.TokenizeItem{FieldClass: "home-email", Value: useValue("home.test@example.org")})[0]
 
 	reader, emailOnly := e.ttpConn(t), e.connAs(t, true, "spiffe://jeton.dev/ttp/email-only")
 	ref := detokenize(t, reader, &jetonv1.DetokenizeRequest{Tokens: unknown, Purpose: "support"})
@@ -173,6 +188,7 @@ func TestShapedRefusalsLookUnknown(t *testing.T) {
 		want string // audit outcome
 	}{
 		{"no right on the class", emailOnly, &jetonv1.DetokenizeRequest{Tokens: mine, Purpose: "support"}, audit.OutcomeDenied},
+		{"no right on the record's class", e.connAs(t, true, "spiffe://jeton.dev/ttp/work-email-only"), &jetonv1.DetokenizeRequest{Tokens: []string{home}, Purpose: "support"}, audit.OutcomeDenied},
 		{"purpose does not cover the class", reader, &jetonv1.DetokenizeRequest{Tokens: mine, Purpose: "vetting", CaseRef: "case-1"}, audit.OutcomeDenied},
 		{"another tenant's token", reader, &jetonv1.DetokenizeRequest{Tokens: theirs, Purpose: "support"}, audit.OutcomeNotFound},
 		{"a tenant that is not the caller's", reader, &jetonv1.DetokenizeRequest{Tokens: mine, Purpose: "support", Tenant: "other"}, audit.OutcomeDenied},
@@ -180,7 +196,11 @@ func TestShapedRefusalsLookUnknown(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			before := store.count()
 			got := detokenize(t, c.cc, c.req)
+			if c.want == audit.OutcomeDenied && c.req.Tokens[0] != home && store.count() != before {
+				t.Errorf("%d record lookups for tokens the caller may not see", store.count()-before)
+			}
 			for i, r := range got {
 				want := proto.Clone(ref[i]).(*jetonv1.RevealResult)
 				want.Token = r.Token
