@@ -185,7 +185,10 @@ func (as *adminService) EraseTokens(ctx context.Context, req *jetonv1.EraseToken
 			c.items = nil
 			return nil, c.refuse(invalid(fmt.Sprintf("token %d is malformed", i+1)))
 		}
-		c.items[i] = audit.Item{TokenHash: as.s.audit.TokenHash(tok.String()), Outcome: outcomeErase}
+		if tok.Shaped != "" {
+			text = tok.Shaped // canonical, as Detokenize hashes it
+		}
+		c.items[i] = audit.Item{TokenHash: as.s.audit.TokenHash(text), Outcome: outcomeErase}
 		if tok.Shaped != "" {
 			shaped, shapedIdx = append(shaped, tok), append(shapedIdx, i)
 			continue

@@ -89,7 +89,10 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 			items[i] = audit.Item{Outcome: audit.OutcomeInvalid}
 			continue
 		}
-		items[i].TokenHash = s.audit.TokenHash(tok.String()) // a shaped token's canonical form
+		if tok.Shaped != "" {
+			text = tok.Shaped // canonical: an email token's case is no part of it
+		}
+		items[i].TokenHash = s.audit.TokenHash(text)
 		if tok.Shaped != "" {
 			// A shaped token names neither tenant nor class: it is looked
 			// up in the caller's tenants, and opened only if its record's

@@ -131,8 +131,8 @@ func (c Class) RecordTTL(now time.Time) (time.Duration, error) {
 
 // NormalizeValue checks a value as sent (length, UTF-8, that it fits the
 // class's token shape and is not itself one of its tokens, the class's
-// normalisation) and returns its normalised form: the input of the class's deterministic
-// token and of its mask. The value itself, not this form, is what a record
+// normalisation) and returns its normalised form: the input of the class's
+// deterministic token and of its mask. The value itself, not this form, is what a record
 // stores and a reveal returns. The error is a UserError wrapping
 // ErrInvalidValue and never quotes v.
 func (c Class) NormalizeValue(v string) (string, error) {

@@ -398,3 +398,46 @@ func newSeeded(seed byte) io.Reader {
 	s[0] = seed
 	return rand.NewChaCha8(s)
 }
+
+// fullStore refuses every new record, as a store whose shaped domain is
+// full would.
+type fullStore struct{ tokenizer.Store }
+
+func (s fullStore) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
+	won := make([]bool, len(entries))
+	var rest []tokenizer.Entry
+	var at []int
+	for i, e := range entries {
+		if !strings.HasPrefix(e.Key, "jeton:r:") {
+			rest, at = append(rest, e), append(at, i)
+		}
+	}
+	got, err := s.Store.PutNew(ctx, rest)
+	for k, i := range at {
+		won[i] = got[k]
+	}
+	return won, err
+}
+
+// TestShapedDomainFull: a value that finds no free token fails alone, with
+// ErrShapeExhausted, and the rest of the batch is stored.
+func TestShapedDomainFull(t *testing.T) {
+	km, err := localkeys.New(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tz, err := tokenizer.New(tokenizer.Config{Classes: append(tokenizer.DefaultClasses(), shapedClasses()...), Keys: km, Store: fullStore{memstore.New()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := tz.Tokenize(context.Background(), "demo", []tokenizer.Item{{Class: "mobile", Value: "0600000001"}, {Class: "name", Value: "Anne Testperson"}}, "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, tokenizer.ErrShapeExhausted) || res[0].Token != "" {
+		t.Errorf("the shaped item: %v; want ErrShapeExhausted and no token", res[0].Err)
+	}
+	if res[1].Err != nil || reveal(t, tz, res[1].Token)[0].Value != "Anne Testperson" {
+		t.Errorf("the rest of the batch was not stored: %v", res[1].Err)
+	}
+}

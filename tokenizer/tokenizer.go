@@ -134,8 +134,9 @@ type Item struct {
 	Subject string
 }
 
-// Result is the outcome for one Item: a token, or an error that is a
-// UserError (bad class or value) and never quotes the value.
+// Result is the outcome for one Item: a token, or an error that never
+// quotes the value: a UserError (bad class or value), or ErrShapeExhausted
+// (no free token of the class's shape left for the value).
 type Result struct {
 	Token string
 	Err   error
