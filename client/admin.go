@@ -35,14 +35,16 @@ func (c *Custodian) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(
 // EraseTokens erases the records behind tokens and returns how many
 // existed. Tokens of tenants the caller does not administer, and unknown
 // tokens, are left alone and not counted. A malformed token fails the call
-// (ErrInvalidArgument) before anything is erased. Inputs longer than the
+// (ErrInvalidArgument) before anything is erased, and so does a
+// format-preserving token held by several of the caller's tenants
+// (ErrFailedPrecondition; see WithTenant). Inputs longer than the
 // batch size are sent in chunks; when one fails, the earlier ones stay
 // erased and the count so far is returned with the error.
 func (c *Custodian) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
 	var erased int64
 	for start := 0; start < len(tokens); start += c.batchSize {
 		part := tokens[start:min(start+c.batchSize, len(tokens))]
-		resp, err := c.admin().EraseTokens(ctx, &jetonv1.EraseTokensRequest{Tokens: part, Reason: reason})
+		resp, err := c.admin().EraseTokens(ctx, &jetonv1.EraseTokensRequest{Tokens: part, Reason: reason, Tenant: c.tenant})
 		if err != nil {
 			return erased, callError(err)
 		}

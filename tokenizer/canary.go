@@ -54,24 +54,32 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if err != nil {
 		return "", err
 	}
-	tok := Token{Class: c.Name, Tenant: tenant, Version: tokenVersion1}
-	if c.Kind == KindDeterministic {
-		// The same derivation as Tokenize, so the token is what tokenizing
-		// the fake value would give.
-		tok.Payload = deterministicPayload(cur.det, c.Name, n)
-	} else if _, err := io.ReadFull(t.rand, tok.Payload[:]); err != nil {
-		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
-	}
 	flags := FlagCanary
 	if suspend {
 		flags |= FlagCanarySuspend
 	}
-	text := tok.String()
-	var nonce [nonceSize]byte
-	if _, err := io.ReadFull(t.rand, nonce[:]); err != nil {
-		return "", fmt.Errorf("tokenizer: reading nonce: %w", err)
+	seal := func(tok Token) ([]byte, error) {
+		var nonce [nonceSize]byte
+		if _, err := io.ReadFull(t.rand, nonce[:]); err != nil {
+			return nil, fmt.Errorf("tokenizer: reading nonce: %w", err)
+		}
+		return sealRecordMAC(cur.dek, nonce[:], cur.gen, flags, tok, tok.String(), value)
 	}
-	blob, err := sealRecordMAC(cur.dek, nonce[:], cur.gen, flags, tok, text, value)
+	if c.Kind == KindRandom && c.shapeOf() != nil {
+		// Its record is its claim, as for any random shaped token.
+		return t.putNewShaped(ctx, tk, &c, value, ttl, seal)
+	}
+	var payload [tokenPayloadLen]byte
+	if c.Kind == KindDeterministic {
+		// The same derivation as Tokenize, so the token is what tokenizing
+		// the fake value would give.
+		payload = deterministicPayload(cur.det, c.Name, n)
+	} else if _, err := io.ReadFull(t.rand, payload[:]); err != nil {
+		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
+	}
+	tok := newToken(&c, tenant, payload)
+	text := tok.String()
+	blob, err := seal(tok)
 	if err != nil {
 		return "", err
 	}
@@ -89,6 +97,8 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 //	date       a date from 1950 to 1999
 //	passport   ZZ<7 digits>                      (ZZ is no issuing state)
 //	name       a given name and a family name from short fixed lists
+//	digits     random digits, as many as the shape's shortest value or 10
+//	date       a time from 1950 to 1999 in the shape's layout
 //	address    <number> rue des Canaris, 99<3 digits> Villefictive
 //	other      canary-<12 hex>
 //
@@ -102,6 +112,12 @@ func CanaryValue(rand io.Reader, c Class) (string, error) {
 		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
 	}
 	n := binary.BigEndian.Uint64(b[:])
+	switch sh := c.shapeOf().(type) {
+	case *digitsShape:
+		return sh.canaryValue(rand)
+	case *dateShape:
+		return sh.canaryValue(n)
+	}
 	has := func(step string) bool {
 		for _, s := range c.Normalize {
 			if s == step {

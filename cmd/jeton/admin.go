@@ -138,6 +138,7 @@ func noArgs(args []string) error {
 
 func adminEraseTokens(fs *flag.FlagSet) (func([]string) error, func(context.Context, *client.Client, []string, *env) error) {
 	reason := fs.String("reason", "", "why, e.g. a ticket number (required; audited)")
+	tenant := fs.String("tenant", "", "erase in this one of your tenants only; needed for a format-preserving token held by several of them")
 	return func([]string) error { return required(flagVal{"reason", *reason}) },
 		func(ctx context.Context, cl *client.Client, args []string, e *env) error {
 			tokens, _, err := inputs(args, e)
@@ -145,7 +146,7 @@ func adminEraseTokens(fs *flag.FlagSet) (func([]string) error, func(context.Cont
 				return err
 			}
 			tokens = slices.DeleteFunc(tokens, func(s string) bool { return strings.TrimSpace(s) == "" })
-			n, err := cl.EraseTokens(ctx, tokens, *reason)
+			n, err := cl.Custodian.InTenant(*tenant).EraseTokens(ctx, tokens, *reason)
 			if err != nil {
 				return err
 			}

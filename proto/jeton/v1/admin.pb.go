@@ -73,9 +73,14 @@ func (PendingAction) EnumDescriptor() ([]byte, []int) {
 }
 
 type EraseTokensRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tokens        []string               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tokens []string               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// tenant, when set, limits the erasure to one of the custodian's
+	// tenants. A format-preserving token that matches records in more than
+	// one of the custodian's tenants fails the call (FAILED_PRECONDITION)
+	// until the tenant is named.
+	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -120,6 +125,13 @@ func (x *EraseTokensRequest) GetTokens() []string {
 func (x *EraseTokensRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *EraseTokensRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
 	}
 	return ""
 }
@@ -1746,10 +1758,11 @@ var File_jeton_v1_admin_proto protoreflect.FileDescriptor
 
 const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14jeton/v1/admin.proto\x12\bjeton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
+	"\x14jeton/v1/admin.proto\x12\bjeton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n" +
 	"\x12EraseTokensRequest\x12\x16\n" +
 	"\x06tokens\x18\x01 \x03(\tR\x06tokens\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"-\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"-\n" +
 	"\x13EraseTokensResponse\x12\x16\n" +
 	"\x06erased\x18\x01 \x01(\x03R\x06erased\"d\n" +
 	"\x13EraseSubjectRequest\x12\x16\n" +
