@@ -1,0 +1,222 @@
+package tokenizer_test
+
+// What a Redis writer can do to the keyring by editing what it keeps in
+// the store: the current-generation pointer, a key blob's creation time,
+// destroyed markers, and the generation a record's header names. Each
+// test plays the attacker on the store directly.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+func (e *env) rawPut(t *testing.T, key string, val []byte) {
+	t.Helper()
+	if err := e.mem.Put(context.Background(), []tokenizer.Entry{{Key: key, Value: val}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) rawDel(t *testing.T, keys ...string) {
+	t.Helper()
+	if _, err := e.mem.Delete(context.Background(), keys); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pointer(gen uint32) []byte { return binary.BigEndian.AppendUint32([]byte{1}, gen) }
+
+// threeGenerations is a tenant "acme" with generations 1, 2 and 3, 3
+// current and every one old enough to destroy, and a token of each.
+func threeGenerations(t *testing.T) (*env, []string) {
+	t.Helper()
+	e := newEnv(t, withRefresh(testRefresh))
+	ctx := context.Background()
+	var toks []string
+	for g := 1; g <= 3; g++ {
+		if g > 1 {
+			if _, err := e.tz.RotateGeneration(ctx, "acme"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		toks = append(toks, tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Gen Person"}}, "")[0])
+	}
+	e.clock.Advance(2*testRefresh + time.Second)
+	return e, toks
+}
+
+// The stored pointer to the current generation never chooses it: a pointer
+// far beyond the generations that exist is refused (not walked, not
+// allocated for), and a deleted pointer is recovered from the generations
+// that exist, never by starting generation 1 again.
+func TestCurrentGenerationIsNotRedisChoice(t *testing.T) {
+	ctx := context.Background()
+	for _, huge := range []uint32{0xFFFFFFF0, 0xFFFFFFFF, tokenizer.MaxGenerations + 1, 4} {
+		t.Run(fmt.Sprintf("pointer at %d", huge), func(t *testing.T) {
+			e, toks := threeGenerations(t)
+			e.rawPut(t, "jeton:k:acme:current", pointer(huge))
+			cold := e.newTokenizer(t)
+			calls := map[string]error{}
+			_, calls["Generations"] = cold.Generations(ctx, "acme")
+			_, calls["Stats"] = cold.Stats(ctx, []string{"acme"})
+			_, calls["SweepDestroyed"] = cold.SweepDestroyed(ctx, "acme", tokenizer.SweepOptions{}, nil)
+			_, calls["Rewrap"] = cold.Rewrap(ctx, []string{"acme"}, nil)
+			_, calls["RotateGeneration"] = cold.RotateGeneration(ctx, "acme")
+			calls["DestroyGeneration"] = cold.DestroyGeneration(ctx, "acme", 1)
+			_, calls["Tokenize"] = cold.Tokenize(ctx, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")
+			for call, err := range calls {
+				if !errors.Is(err, tokenizer.ErrUnavailable) {
+					t.Errorf("%s with the pointer at %d: %v, want ErrUnavailable", call, huge, err)
+				}
+			}
+			if got := e.keys.destroyedKEKs(); len(got) != 0 {
+				t.Errorf("a destroy under a forged pointer destroyed %q", got)
+			}
+			// Put back, everything works again.
+			e.rawPut(t, "jeton:k:acme:current", pointer(3))
+			if r := revealOne(t, e.newTokenizer(t), toks[2]); r.Err != nil {
+				t.Fatalf("after the pointer is repaired: %v", r.Err)
+			}
+		})
+	}
+
+	t.Run("pointer deleted", func(t *testing.T) {
+		e, _ := threeGenerations(t)
+		e.rawDel(t, "jeton:k:acme:current")
+		cold := e.newTokenizer(t)
+		tok := tokenize(t, cold, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")[0]
+		if r := revealOne(t, cold, tok); r.Generation != 3 {
+			t.Fatalf("a cold replica with the pointer deleted sealed under generation %d, want 3", r.Generation)
+		}
+	})
+
+	t.Run("pointer, generation 1 and its marker deleted", func(t *testing.T) {
+		e, _ := threeGenerations(t)
+		if err := e.tz.DestroyGeneration(ctx, "acme", 1); err != nil {
+			t.Fatal(err)
+		}
+		e.rawDel(t, "jeton:k:acme:current", "jeton:k:acme:destroyed:1")
+		cold := e.newTokenizer(t)
+		tok := tokenize(t, cold, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")[0]
+		if r := revealOne(t, cold, tok); r.Generation != 3 {
+			t.Fatalf("sealed under generation %d, want 3", r.Generation)
+		}
+		if keks, _ := e.lk.KEKs(ctx, "acme-g1"); len(keks) != 0 {
+			t.Errorf("a destroyed generation's KEK was created again: %q", keks)
+		}
+	})
+
+	t.Run("every generation deleted, KEKs still in the key manager", func(t *testing.T) {
+		e, _ := threeGenerations(t)
+		e.rawDel(t, "jeton:k:acme:current", "jeton:k:acme:gen:1", "jeton:k:acme:gen:2", "jeton:k:acme:gen:3")
+		cold := e.newTokenizer(t)
+		if _, err := cold.Tokenize(ctx, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, ""); !errors.Is(err, tokenizer.ErrUnavailable) {
+			t.Fatalf("Tokenize over a keyring emptied in the store: %v, want ErrUnavailable", err)
+		}
+		if e.rawGet(t, "jeton:k:acme:gen:1") != nil {
+			t.Error("generation 1 was started again while the key manager holds the tenant's generations")
+		}
+	})
+
+	t.Run("at most MaxGenerations", func(t *testing.T) {
+		e, _ := threeGenerations(t)
+		last := uint32(tokenizer.MaxGenerations)
+		e.rawPut(t, "jeton:k:acme:destroyed:"+strconv.FormatUint(uint64(last), 10), []byte{1, 0, 0, 0, 0, 0, 0, 0, 0})
+		e.rawPut(t, "jeton:k:acme:current", pointer(last))
+		if _, err := e.tz.RotateGeneration(ctx, "acme"); !tokenizer.IsUserError(err) {
+			t.Fatalf("RotateGeneration past MaxGenerations: %v, want a UserError", err)
+		}
+	})
+}
+
+// A key blob's creation time is bound to the wrapped key: moving it back
+// to 1970 or into the future makes the blob fail to unwrap, so it can
+// neither open the guard that keeps a just-superseded generation from
+// being destroyed nor quietly stop scheduled rotation. A forged destroyed
+// marker after the current generation does not make the current one
+// destroyable either.
+func TestKeyBlobCreationTimeIsBound(t *testing.T) {
+	ctx := context.Background()
+	edit := func(t *testing.T, e *env, key string, created time.Time) {
+		t.Helper()
+		b := e.rawGet(t, key)
+		binary.BigEndian.PutUint64(b[1:9], uint64(created.Unix()))
+		e.rawPut(t, key, b)
+	}
+
+	t.Run("successor moved to 1970", func(t *testing.T) {
+		e := newEnv(t, withRefresh(testRefresh))
+		tok := tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")[0]
+		if _, err := e.tz.RotateGeneration(ctx, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		edit(t, e, "jeton:k:acme:gen:2", time.Unix(1, 0))
+		if err := e.newTokenizer(t).DestroyGeneration(ctx, "acme", 1); err == nil {
+			t.Fatal("generation 1 was destroyed right after it stopped being current")
+		}
+		if got := e.keys.destroyedKEKs(); len(got) != 0 {
+			t.Errorf("destroyed %q", got)
+		}
+		wantValue(t, revealOne(t, e.newTokenizer(t), tok), "Fake Person")
+	})
+
+	t.Run("current moved to the future", func(t *testing.T) {
+		e := newEnv(t, withRefresh(testRefresh))
+		tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")
+		const month = 30 * 24 * time.Hour
+		e.clock.Advance(2 * month)
+		edit(t, e, "jeton:k:acme:gen:1", e.clock.Now().Add(10*365*24*time.Hour))
+		rotated, _, err := e.newTokenizer(t).RotateIfOlder(ctx, "acme", month)
+		if rotated == false && err == nil {
+			t.Fatal("a creation time moved into the future quietly stopped scheduled rotation")
+		}
+		if err != nil && !errors.Is(err, tokenizer.ErrKeyMismatch) {
+			t.Fatalf("RotateIfOlder: %v, want a rotation or ErrKeyMismatch", err)
+		}
+	})
+
+	t.Run("forged destroyed marker after the current generation", func(t *testing.T) {
+		e, toks := threeGenerations(t)
+		e.rawPut(t, "jeton:k:acme:destroyed:4", []byte{1, 0, 0, 0, 0, 0, 0, 0, 0})
+		err := e.newTokenizer(t).DestroyGeneration(ctx, "acme", 3)
+		if err == nil {
+			t.Fatal("the real current generation was destroyed behind a forged marker")
+		}
+		if got := e.keys.destroyedKEKs(); len(got) != 0 {
+			t.Errorf("destroyed %q", got)
+		}
+		e.rawDel(t, "jeton:k:acme:destroyed:4")
+		wantValue(t, revealOne(t, e.newTokenizer(t), toks[2]), "Fake Gen Person")
+	})
+}
+
+// Records whose header names generations that do not exist add nothing
+// lasting to a replica's key cache, however many are revealed.
+func TestForgedRecordGenerationsDoNotGrowTheCache(t *testing.T) {
+	e := newEnv(t, withRefresh(testRefresh))
+	ctx := context.Background()
+	toks := tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")
+	name, err := tokenizer.RecordKey(ctx, e.tz, toks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := e.rawGet(t, name)
+	for g := uint32(2); g < 2000; g += 7 {
+		b := slices.Clone(blob)
+		binary.BigEndian.PutUint32(b[1:5], g) // the v3 header's generation
+		e.rawPut(t, name, b)
+		wantNotFound(t, revealOne(t, e.tz, toks[0]))
+		e.clock.Advance(time.Second)
+	}
+	if n := tokenizer.CachedGenerations(e.tz, "acme"); n > 1 {
+		t.Errorf("the key cache holds %d generations after reveals of forged headers; the tenant has 1", n)
+	}
+}
