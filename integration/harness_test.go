@@ -138,6 +138,9 @@ type jetondOpts struct {
 	// Tenants get one sponsor identity each, spiffe://jeton.test/sponsor/<t>;
 	// the TTP and custodian identities may read them all. ["acme"] if nil.
 	Tenants []string
+	// Classes, if set, is the YAML list of the config's field classes;
+	// the built-in ones if empty.
+	Classes string
 }
 
 // jetond is a jetond process, restartable with the same configuration,
@@ -249,6 +252,9 @@ log:
 		h.TrustedAddr, pki.ServerCert, pki.ServerKey, pki.TTPCA,
 		strings.Join(addrs, ", "), o.VaultKey, approle,
 		filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "audit"))
+	if o.Classes != "" {
+		cfg += "classes:\n" + o.Classes
+	}
 	writeFile(t, h.cfgPath, cfg)
 
 	// Registered after t.TempDir: runs before the files are removed.
