@@ -47,7 +47,7 @@ Subcommands:
                                                 prints "DONE/TOTAL" lines as it goes
   stats              [--json]                   record counts per tenant and generation
   reinstate          --identity ID --reason R   lift a suspension
-  mint-canary        --tenant T --class C [--suspend]
+  mint-canary        --tenant T --class C [--suspend] [--subject S]
                                                 mint a canary token; prints it
 
 Exit status: 0 done, 2 usage error, 3 the call failed.
