@@ -220,3 +220,41 @@ func TestForgedRecordGenerationsDoNotGrowTheCache(t *testing.T) {
 		t.Errorf("the key cache holds %d generations after reveals of forged headers; the tenant has 1", n)
 	}
 }
+
+// A warm replica asks the key manager again once per KeyRefresh: a
+// destroyed generation put back into the store (its wrapped key restored,
+// its marker deleted) stops opening on a replica that had it loaded. While
+// the key manager cannot be reached, the replica keeps serving what it
+// verified; once it answers "destroyed", the keys are dropped.
+func TestWarmReplicaAsksTheKeyManagerAgain(t *testing.T) {
+	e := newGenEnv(t)
+	ctx := context.Background()
+	warm := e.newTokenizer(t)
+	wantValue(t, revealOne(t, warm, e.t1), "Fake Gen One")
+
+	// The key manager down: past KeyRefresh the loaded generation is
+	// still served from memory.
+	e.keys.fail("Unwrap", true)
+	e.clock.Advance(testRefresh + time.Second)
+	wantValue(t, revealOne(t, warm, e.t1), "Fake Gen One")
+	e.keys.fail("Unwrap", false)
+
+	blob := e.rawGet(t, "jeton:k:acme:gen:1")
+	if err := e.tz.DestroyGeneration(ctx, "acme", 1); err != nil {
+		t.Fatal(err)
+	}
+	e.rawPut(t, "jeton:k:acme:gen:1", blob)
+	e.rawDel(t, "jeton:k:acme:destroyed:1")
+	before := e.keys.count("Unwrap")
+	wantValue(t, revealOne(t, warm, e.t1), "Fake Gen One") // within KeyRefresh: cached
+	if e.keys.count("Unwrap") != before {
+		t.Error("a generation checked less than KeyRefresh ago was unwrapped again: the key manager is on the per-item path")
+	}
+	e.clock.Advance(testRefresh + time.Second)
+	wantNotFound(t, revealOne(t, warm, e.t1))
+	gens, err := warm.Generations(ctx, "acme")
+	if err != nil || !gens[0].Destroyed {
+		t.Fatalf("Generations = %+v, %v; want generation 1 destroyed", gens, err)
+	}
+	wantValue(t, revealOne(t, warm, e.t2), "Fake Gen Two")
+}
