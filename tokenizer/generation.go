@@ -240,7 +240,8 @@ func (t *Tokenizer) superseded(ctx context.Context, tenant string, gen, cur uint
 		}
 		if !next.createdBound {
 			return &UserError{fmt.Errorf("tokenizer: generation %d of tenant %s was stored before creation times were "+
-				"authenticated; run a rewrap, then destroy generation %d", g, tenant, gen)}
+				"authenticated; run a rewrap, then destroy generation %d (after a rewrap, replicas see the "+
+				"rewrapped key within their key refresh interval)", g, tenant, gen)}
 		}
 		// Zero: made before generations kept a creation time, long ago.
 		if wait := next.created.Add(2 * t.keys.refresh).Sub(t.now()); !next.created.IsZero() && wait > 0 {
@@ -383,6 +384,11 @@ func (t *Tokenizer) rewrapOne(ctx context.Context, id keyID, marker string) (rew
 	stored, err := t.store.PutExisting(ctx, []Entry{{Key: id.storeName(), Value: re}})
 	if err != nil {
 		return 0, unavailable("store", err)
+	}
+	if tk := t.keys.cached(id.tenant); tk != nil && id.purpose == purposeDEK {
+		// This replica reads the new blob at its next use; others within
+		// KeyRefresh.
+		t.keys.evict(tk, id.gen)
 	}
 	switch {
 	case !stored[0]:

@@ -183,6 +183,44 @@ func TestKeyBlobCreationTimeIsBound(t *testing.T) {
 		}
 	})
 
+	// A successor stored by an earlier release (version 3: bound to its
+	// identity, not to its creation time) may carry an edited time: the
+	// destroy waits for a rewrap, which binds it.
+	t.Run("successor stored before creation times were bound", func(t *testing.T) {
+		e := newEnv(t, withRefresh(testRefresh))
+		tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Person"}}, "")
+		if _, err := e.tz.RotateGeneration(ctx, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(2*testRefresh + time.Second)
+		blob := e.rawGet(t, "jeton:k:acme:gen:2")
+		kek, ad := tokenizer.KeyIdentity("acme", 2, blob)
+		dek, err := e.lk.Unwrap(ctx, kek, wrappedOf(t, blob), ad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v3 := append([]byte{3}, blob[1:9]...)
+		_, adV3 := tokenizer.KeyIdentity("acme", 2, append(slices.Clone(v3), "placeholder"...))
+		wrapped, err := e.lk.Wrap(ctx, kek, dek, adV3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.rawPut(t, "jeton:k:acme:gen:2", append(v3, wrapped...))
+		cold := e.newTokenizer(t)
+		if err := cold.DestroyGeneration(ctx, "acme", 1); !tokenizer.IsUserError(err) {
+			t.Fatalf("destroy before a version 3 successor is rewrapped: %v, want a UserError", err)
+		}
+		if got := e.keys.destroyedKEKs(); len(got) != 0 {
+			t.Fatalf("destroyed %q", got)
+		}
+		if p, err := cold.Rewrap(ctx, []string{"acme"}, nil); err != nil || p.Upgraded != 1 {
+			t.Fatalf("Rewrap = %+v, %v; want the version 3 blob upgraded", p, err)
+		}
+		if err := cold.DestroyGeneration(ctx, "acme", 1); err != nil {
+			t.Fatalf("destroy once the successor is rewrapped: %v", err)
+		}
+	})
+
 	t.Run("forged destroyed marker after the current generation", func(t *testing.T) {
 		e, toks := threeGenerations(t)
 		e.rawPut(t, "jeton:k:acme:destroyed:4", []byte{1, 0, 0, 0, 0, 0, 0, 0, 0})
