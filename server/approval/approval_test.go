@@ -229,6 +229,12 @@ func TestTamperedRequestsAndApprovalsAreRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"request stored as an approval", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
+			v, _ := store.Get(ctx, []string{"jeton:a:req:" + r.ID})
+			if err := store.AddToSet(ctx, "jeton:a:req:"+r.ID+":approvals", []string{string(v[0])}, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"approval stored as the request", func(t *testing.T, b *approval.Book, store *memstore.Store, r, _ approval.Request) {
 			if _, err := b.Approve(ctx, r.ID, "spiffe://ttp/custodian-b"); err != nil {
 				t.Fatal(err)
