@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,4 +297,56 @@ func TestWarmReplicaAsksTheKeyManagerAgain(t *testing.T) {
 		t.Fatalf("Generations = %+v, %v; want generation 1 destroyed", gens, err)
 	}
 	wantValue(t, revealOne(t, warm, e.t2), "Fake Gen Two")
+}
+
+// gatedUnwrap holds the first Unwrap after it is armed until released, and
+// counts the Unwraps made while armed.
+type gatedUnwrap struct {
+	tokenizer.KeyManager
+	armed   atomic.Bool
+	calls   atomic.Int32
+	release chan struct{}
+}
+
+func (g *gatedUnwrap) Unwrap(ctx context.Context, kek string, wrapped, ad []byte) ([]byte, error) {
+	if g.armed.Load() && g.calls.Add(1) == 1 {
+		<-g.release
+	}
+	return g.KeyManager.Unwrap(ctx, kek, wrapped, ad)
+}
+
+// Past KeyRefresh, one caller asks the key manager again while the others
+// go on with the keys held: a generation in use costs one key-manager call
+// per interval, however many calls arrive meanwhile.
+func TestOneRecheckPerInterval(t *testing.T) {
+	e := newGenEnv(t)
+	g := &gatedUnwrap{KeyManager: e.keys, release: make(chan struct{})}
+	cfg := e.cfg
+	cfg.Keys = g
+	warm, err := tokenizer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantValue(t, revealOne(t, warm, e.t1), "Fake Gen One")
+	e.clock.Advance(testRefresh + time.Second)
+	g.armed.Store(true)
+
+	const callers = 16
+	var wg sync.WaitGroup
+	done := make(chan struct{}, callers)
+	for range callers {
+		wg.Go(func() {
+			defer func() { done <- struct{}{} }()
+			wantValue(t, revealOne(t, warm, e.t1), "Fake Gen One")
+		})
+	}
+	// All but the one held in Unwrap finish without it.
+	for range callers - 1 {
+		<-done
+	}
+	close(g.release)
+	wg.Wait()
+	if n := g.calls.Load(); n != 1 {
+		t.Errorf("%d callers past KeyRefresh made %d key-manager calls, want 1", callers, n)
+	}
 }
