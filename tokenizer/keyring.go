@@ -272,11 +272,12 @@ func (k *keyring) scanCurrent(ctx context.Context, tenant string) (gen uint32, o
 	if len(gens) == 0 {
 		return 0, false, nil
 	}
-	gen, err = k.lastFrom(ctx, tenant, gens[len(gens)-1])
+	last := gens[len(gens)-1]
+	gen, err = k.lastFrom(ctx, tenant, last)
 	if err != nil {
 		return 0, false, err
 	}
-	if gen == 0 { // deleted since the scan: look again next time
+	if gen < last { // deleted since the scan: look again next time
 		return 0, false, fmt.Errorf("%w: tenant %s: generations changed while being read", ErrUnavailable, tenant)
 	}
 	if _, err := k.store.PutNew(ctx, []Entry{{Key: currentName(tenant), Value: currentBlob(gen)}}); err != nil {
@@ -521,11 +522,13 @@ func (k *keyring) loadGen(ctx context.Context, tk *tenantKeys, gen uint32, c *ca
 	// Any change to the stored blob, even one that keeps the wrapped key,
 	// gives keys derived anew, so a warm replica sees an edited blob as a
 	// cold one does. An unchanged blob opened to the same key.
-	keys := newGenKeys(gen, raw, blob)
-	clear(raw)
+	var keys *genKeys
 	if same {
 		keys = c.keys
+	} else {
+		keys = newGenKeys(gen, raw, blob)
 	}
+	clear(raw)
 	k.cache(tk, gen, &cachedKey{keys: keys, blob: vals[0], checked: k.now()})
 	return keys, nil
 }
