@@ -159,6 +159,9 @@ type jetondOpts struct {
 	HealthInterval time.Duration
 	// AuditDir is audit.dir; a directory of its own when empty.
 	AuditDir string
+	// Classes, if set, is the YAML list of the config's field classes;
+	// the built-in ones if empty.
+	Classes string
 }
 
 // jetond is a jetond process, restartable with the same configuration,
@@ -311,6 +314,9 @@ log:
 		h.TrustedAddr, pki.ServerCert, pki.ServerKey, pki.TTPCA,
 		strings.Join(addrs, ", "), o.RedisTimeout, redisExtra.String(), o.VaultKey, approle,
 		filepath.Join(dir, "policy.yaml"), o.AuditDir, extra.String())
+	if o.Classes != "" {
+		cfg += "classes:\n" + o.Classes
+	}
 	writeFile(t, h.cfgPath, cfg)
 
 	// Registered after t.TempDir: runs before the files are removed.
