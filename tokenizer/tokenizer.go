@@ -19,17 +19,14 @@ import (
 	"cmp"
 	"context"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
+	"maps"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -37,10 +34,6 @@ import (
 
 // MaxSubjectLen bounds a data-subject id in bytes.
 const MaxSubjectLen = 256
-
-// idempotencyTTL is how long a retry with the same idempotency key gets the
-// same tokens back.
-const idempotencyTTL = 24 * time.Hour
 
 // Config configures a Tokenizer.
 type Config struct {
@@ -153,11 +146,9 @@ type pending struct {
 	name    string
 	gen     uint32  // the generation the record is sealed under
 	dek     *macKey // that generation's DEK
-	idem    string  // idempotency entry name, for random items under a key
-	idemKey []byte  // seals the token in that entry
-	// replaceClaim marks a token reminted because the earlier attempt's
-	// record is gone: its entry is overwritten, not claimed.
-	replaceClaim bool
+	// stored marks a random item whose record an earlier attempt of the
+	// call wrote and that still opens: it is not written again.
+	stored bool
 }
 
 // Tokenize mints a token for each item in tenant, creating the tenant's
@@ -166,14 +157,54 @@ type pending struct {
 // backend is down), and then no token from the batch may be used.
 //
 // With a non-empty idempotencyKey, a retry of the same items under the same
-// key returns the same random tokens instead of minting new ones. Callers
-// scope the key to the caller's identity.
+// key returns the same random tokens instead of minting new ones
+// (idempotency.go), and the same key with other items is refused with a
+// UserError wrapping ErrIdempotencyKeyReused. Callers scope the key to the
+// caller's identity.
+//
+// Records are created, never replaced: a deterministic value tokenized
+// again keeps the record its first tokenization wrote (its value as first
+// sent, its flags: a canary stays armed), and its retention is extended to
+// run from the latest tokenization, never shortened, never past the
+// class's RetainUntil.
 func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, idempotencyKey string) ([]Result, error) {
 	if err := validateName("tenant", tenant); err != nil {
 		return nil, err
 	}
+	results, work := t.validate(items)
+	if len(work) == 0 {
+		return results, nil
+	}
+	tk, cur, err := t.currentGen(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	// Randomness is read in one go: the seed of the call's random tokens,
+	// then a nonce per item.
+	random := make([]byte, seedSize+len(work)*nonceSize)
+	if _, err := io.ReadFull(t.rand, random); err != nil {
+		return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
+	}
+	seed, nonces := random[:seedSize], random[seedSize:]
+	if idempotencyKey == "" {
+		err = t.tokenizeOnce(ctx, tk, cur, work, &callEntry{seed: [seedSize]byte(seed)}, nonces)
+	} else {
+		err = t.tokenizeKeyed(ctx, tk, cur, work, items, idempotencyKey, seed, nonces)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range work {
+		results[p.idx].Token = p.text
+	}
+	return results, nil
+}
+
+// validate checks each item and returns the results of the bad ones and
+// the work of the good ones.
+func (t *Tokenizer) validate(items []Item) ([]Result, []pending) {
 	results := make([]Result, len(items))
-	var work []pending
+	work := make([]pending, 0, len(items))
 	now := t.now()
 	for i, it := range items {
 		c, ok := t.classes[it.Class]
@@ -197,151 +228,308 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		}
 		work = append(work, pending{idx: i, class: c, value: it.Value, norm: n, subject: it.Subject, ttl: ttl})
 	}
-	if len(work) == 0 {
-		return results, nil
+	return results, work
+}
+
+// tokenizeOnce mints the tokens of a call without idempotency key and
+// stores their records.
+func (t *Tokenizer) tokenizeOnce(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, e *callEntry, nonces []byte) error {
+	older, err := t.mint(ctx, tk, cur, work, e)
+	if err != nil {
+		return err
 	}
-	tk, cur, err := t.currentGen(ctx, tenant)
+	if err := t.write(ctx, tk, work, nonces); err != nil {
+		return err
+	}
+	return t.checkNotDestroyed(ctx, tk, older)
+}
+
+// tokenizeKeyed is Tokenize under an idempotency key: claim, mint, check
+// what an earlier attempt left, store, complete (idempotency.go).
+func (t *Tokenizer) tokenizeKeyed(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, items []Item, key string, seed, nonces []byte) error {
+	c := newIdemCall(tk, key, items)
+	e, fresh, err := t.claim(ctx, c, len(items), seed)
+	if err != nil {
+		return err
+	}
+	for round := 0; ; round++ {
+		if round == maxCallRounds {
+			return fmt.Errorf("%w: the idempotency entry keeps changing under concurrent attempts", ErrUnavailable)
+		}
+		older, err := t.mint(ctx, tk, cur, work, e)
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			// Records an earlier attempt wrote are kept; gone ones are
+			// written again (pending) or reminted (done).
+			next, err := t.inspect(ctx, tk, work, e)
+			if err != nil {
+				return err
+			}
+			if next != nil {
+				ok, err := t.swap(ctx, c, e, next)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if e, fresh, err = t.current(ctx, c, len(items), seed); err != nil {
+						return err
+					}
+					continue
+				}
+				e = next
+			}
+		}
+		if err := t.write(ctx, tk, work, nonces); err != nil {
+			return err
+		}
+		if err := t.checkNotDestroyed(ctx, tk, older); err != nil {
+			return err
+		}
+		if e.done {
+			return nil
+		}
+		done := &callEntry{done: true, seed: e.seed, reminted: e.reminted}
+		ok, err := t.swap(ctx, c, e, done)
+		if err != nil || ok {
+			return err
+		}
+		// Another attempt changed the entry first. If it completed the
+		// same tokens, so be it; if it reminted some (their records were
+		// erased after the call completed), the records this attempt wrote
+		// for them are stale: take them back and go again.
+		now, err := t.reread(ctx, c, len(items))
+		if err != nil || now == nil || now.sameTokens(e) {
+			return err
+		}
+		if err := t.dropStale(ctx, work, e, now); err != nil {
+			return err
+		}
+		e, fresh = now, false
+	}
+}
+
+// current returns the call's entry as now stored, claiming it again if it
+// has vanished.
+func (t *Tokenizer) current(ctx context.Context, c *idemCall, items int, seed []byte) (*callEntry, bool, error) {
+	e, err := t.reread(ctx, c, items)
+	if err != nil {
+		return nil, false, err
+	}
+	if e == nil {
+		return t.claim(ctx, c, items, seed)
+	}
+	return e, false, nil
+}
+
+// mint gives each item of work its token and record name: a random item
+// the token e draws for it, a deterministic one its MAC, or the token a
+// live older generation already holds a record of (deterministic.go),
+// whose generations it returns for checkNotDestroyed.
+func (t *Tokenizer) mint(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, e *callEntry) ([]uint32, error) {
+	stream, err := newTokenStream(e.seed[:])
 	if err != nil {
 		return nil, err
 	}
-
-	// Mint tokens. Randomness is read in one go, in item order, so an
-	// injected reader sees the same sequence however the work is split.
-	random := make([]byte, len(work)*(tokenPayloadLen+nonceSize))
-	if _, err := io.ReadFull(t.rand, random); err != nil {
-		return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
-	}
-	var idemNames []string
 	parallel(len(work), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p := &work[i]
-			p.gen, p.dek = cur.gen, cur.dek
-			p.tok = Token{Class: p.class.Name, Tenant: tenant, Version: tokenVersion1}
-			if p.class.Kind == KindDeterministic {
+			p.gen, p.dek, p.stored = cur.gen, cur.dek, false
+			p.tok = Token{Class: p.class.Name, Tenant: tk.name, Version: tokenVersion1}
+			switch reminted, ok := e.reminted[p.idx]; {
+			case p.class.Kind == KindDeterministic:
 				p.tok.Payload = deterministicPayload(cur.det, p.class.Name, p.norm)
-			} else {
-				copy(p.tok.Payload[:], random[i*tokenPayloadLen:])
+			case ok:
+				p.tok.Payload = reminted
+			default:
+				p.tok.Payload = stream.payload(p.idx)
 			}
 			p.text = p.tok.String()
 			p.name = recordName(tk, p.text)
 		}
 	})
-	// A value already tokenized under an older live generation keeps that
-	// token (deterministic.go).
-	olderGens, err := t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
+	return t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
+}
+
+// inspect reads the records an earlier attempt of the call may have
+// written for its random items. One that exists and whose generation is
+// live is kept (marked stored). One that is missing is written again if
+// the entry is pending, since its token was never acknowledged; if the
+// entry is done, the record was erased or expired, and the item gets a
+// fresh token, as does one whose generation was destroyed. It returns the
+// entry with those fresh tokens, nil if there are none.
+func (t *Tokenizer) inspect(ctx context.Context, tk *tenantKeys, work []pending, e *callEntry) (*callEntry, error) {
+	var idx []int
+	var names []string
+	for i, p := range work {
+		if p.class.Kind == KindRandom {
+			idx = append(idx, i)
+			names = append(names, p.name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	blobs, err := t.store.Get(ctx, names)
 	if err != nil {
-		return nil, err
+		return nil, unavailable("store", err)
 	}
-	if idempotencyKey != "" {
-		for i := range work {
-			if p := &work[i]; p.class.Kind == KindRandom {
-				p.idem, p.idemKey = idemEntry(tk, idempotencyKey, p.idx, p.class.Name, p.value, p.subject)
-				idemNames = append(idemNames, p.idem)
+	var next *callEntry
+	for j, i := range idx {
+		p := &work[i]
+		dead := blobs[j] == nil && e.done
+		if blobs[j] != nil {
+			h, err := parseEnvelopeHeader(blobs[j])
+			if err == nil {
+				_, err = t.keys.genKeys(ctx, tk, h.gen)
+			}
+			switch {
+			case err == nil:
+				p.stored = true
+			case errors.Is(err, ErrKeyDestroyed), errors.Is(err, errEnvelope):
+				dead = true
+			default:
+				return nil, err
 			}
 		}
+		if !dead {
+			continue
+		}
+		if next == nil {
+			next = &callEntry{seed: e.seed, reminted: maps.Clone(e.reminted)}
+			if next.reminted == nil {
+				next.reminted = map[int][tokenPayloadLen]byte{}
+			}
+		}
+		var fresh [tokenPayloadLen]byte
+		if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
+			return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
+		}
+		next.reminted[p.idx] = fresh
+		p.tok.Payload = fresh
+		p.text = p.tok.String()
+		p.name = recordName(tk, p.text)
+		p.stored = false
 	}
-	nonces := random[len(work)*tokenPayloadLen:]
+	return next, nil
+}
 
-	// A retry finds the tokens of the first attempt.
-	if len(idemNames) > 0 {
-		prior, err := t.store.Get(ctx, idemNames)
-		if err != nil {
-			return nil, unavailable("store", err)
+// dropStale deletes the records this attempt wrote under tokens of e that
+// now, the entry as another attempt left it, has replaced.
+func (t *Tokenizer) dropStale(ctx context.Context, work []pending, e, now *callEntry) error {
+	var stale []string
+	for _, p := range work {
+		if p.class.Kind != KindRandom || p.stored {
+			continue
 		}
-		j := 0
-		for i := range work {
-			if work[i].idem == "" {
-				continue
+		if mine, ok := e.reminted[p.idx]; ok {
+			if theirs, ok := now.reminted[p.idx]; !ok || theirs != mine {
+				stale = append(stale, p.name)
 			}
-			if prior[j] != nil {
-				if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
-					return nil, err
-				}
-			}
-			j++
-		}
-		if err := t.remintErased(ctx, tk, work); err != nil {
-			return nil, err
+		} else if _, ok := now.reminted[p.idx]; ok || now.seed != e.seed {
+			stale = append(stale, p.name)
 		}
 	}
+	if len(stale) == 0 {
+		return nil
+	}
+	if _, err := t.store.Delete(ctx, stale); err != nil {
+		return unavailable("store", err)
+	}
+	return nil
+}
 
-	// Records first, idempotency entries second: an entry then always
-	// points at a stored record, whoever wins a race.
-	// Seal and store in chunks, storing each chunk while the next one is
-	// sealed, so the store's round trip and the crypto overlap.
+// write seals and stores the records of work that are not marked stored,
+// with the call's additions to subject indexes. Random records are
+// created; deterministic ones are created or, when present, kept with
+// their lifetime extended (Store.Write). Large batches go in chunks,
+// each chunk stored while the next one is sealed, so that the store's
+// round trip and the crypto overlap; the subject indexes go with the
+// first chunk.
+func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, nonces []byte) error {
 	var (
-		putWG  sync.WaitGroup
-		putMu  sync.Mutex
-		putErr error
-		putSem = make(chan struct{}, maxPutsInFlight)
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		werr error
+		sem  = make(chan struct{}, maxPutsInFlight)
 	)
-	subjects := map[string][]string{}
-	subjectTTL := map[string]time.Duration{}
+	sets := subjectAdds(tk, work)
 	for lo := 0; lo < len(work); lo += putChunk {
 		chunk := work[lo:min(lo+putChunk, len(work))]
 		blobs := make([][]byte, len(chunk))
 		parallel(len(chunk), func(a, b int) {
 			for i := a; i < b; i++ {
-				if p := &chunk[i]; p.name != "" { // else adopted from an earlier attempt
+				if p := &chunk[i]; !p.stored {
 					j := lo + i
 					blobs[i], _ = sealRecordMAC(p.dek, nonces[j*nonceSize:(j+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
 				}
 			}
 		})
-		entries := make([]Entry, 0, len(chunk))
+		var w Write
+		if lo == 0 {
+			w.Sets = sets
+		}
 		for i := range chunk {
 			p := &chunk[i]
-			if p.name == "" {
+			if p.stored {
 				continue
 			}
 			if blobs[i] == nil {
-				putWG.Wait()
-				return nil, errors.New("tokenizer: sealing a record failed")
+				wg.Wait()
+				return errors.New("tokenizer: sealing a record failed")
 			}
-			entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
-			if p.subject != "" {
-				// The index lives as long as its longest-lived member (zero:
-				// permanent wins); AddToSet only ever extends it.
-				s := subjectName(tk, p.subject)
-				subjects[s] = append(subjects[s], p.name)
-				if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.ttl == 0 || p.ttl > ttl)) {
-					subjectTTL[s] = p.ttl
-				}
+			e := Entry{Key: p.name, Value: blobs[i], TTL: p.ttl}
+			if p.class.Kind == KindDeterministic {
+				w.Keep = append(w.Keep, e)
+			} else {
+				w.Create = append(w.Create, e)
 			}
 		}
-		if len(entries) == 0 {
+		if len(w.Create)+len(w.Keep)+len(w.Sets) == 0 {
 			continue
 		}
-		putSem <- struct{}{}
-		putWG.Add(1)
-		go func() {
-			defer func() { <-putSem; putWG.Done() }()
-			if err := t.store.Put(ctx, entries); err != nil {
-				putMu.Lock()
-				putErr = cmp.Or(putErr, err)
-				putMu.Unlock()
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := t.store.Write(ctx, w); err != nil {
+				mu.Lock()
+				werr = cmp.Or(werr, err)
+				mu.Unlock()
 			}
-		}()
+		})
 	}
-	putWG.Wait()
-	if putErr != nil {
-		return nil, unavailable("store", putErr)
+	wg.Wait()
+	if werr != nil {
+		return unavailable("store", werr)
 	}
-	for s, members := range subjects {
-		if err := t.store.AddToSet(ctx, s, members, subjectTTL[s]); err != nil {
-			return nil, unavailable("store", err)
+	return nil
+}
+
+// subjectAdds groups the record names of work by data subject. An index
+// lives as long as its longest-lived member (zero: permanent wins); a
+// set addition only ever extends it.
+func subjectAdds(tk *tenantKeys, work []pending) []SetAdd {
+	var adds []SetAdd
+	at := map[string]int{}
+	for _, p := range work {
+		if p.subject == "" {
+			continue
+		}
+		s := subjectName(tk, p.subject)
+		i, seen := at[s]
+		if !seen {
+			i = len(adds)
+			at[s] = i
+			adds = append(adds, SetAdd{Key: s, TTL: p.ttl})
+		}
+		a := &adds[i]
+		a.Members = append(a.Members, p.name)
+		if seen && a.TTL != 0 && (p.ttl == 0 || p.ttl > a.TTL) {
+			a.TTL = p.ttl
 		}
 	}
-	if err := t.claimIdempotent(ctx, tk, work); err != nil {
-		return nil, err
-	}
-	if err := t.checkNotDestroyed(ctx, tk, olderGens); err != nil {
-		return nil, err
-	}
-	for _, p := range work {
-		results[p.idx].Token = p.text
-	}
-	return results, nil
+	return adds
 }
 
 // Large batches are stored in chunks of putChunk records, at most
@@ -395,131 +583,6 @@ func (t *Tokenizer) currentGen(ctx context.Context, tenant string) (*tenantKeys,
 		return nil, nil, err
 	}
 	return tk, keys, nil
-}
-
-// remintErased gives a fresh token to every item whose earlier attempt's
-// token no longer has a record (erased, or past its retention): a retry
-// must never acknowledge a token that reveals nothing. Its idempotency
-// entry is then replaced rather than claimed.
-func (t *Tokenizer) remintErased(ctx context.Context, tk *tenantKeys, work []pending) error {
-	var idx []int
-	var names []string
-	for i, p := range work {
-		if p.idem != "" && p.name == "" {
-			idx = append(idx, i)
-			names = append(names, recordName(tk, p.text))
-		}
-	}
-	if len(names) == 0 {
-		return nil
-	}
-	blobs, err := t.store.Get(ctx, names)
-	if err != nil {
-		return unavailable("store", err)
-	}
-	for j, i := range idx {
-		if blobs[j] != nil {
-			continue
-		}
-		p := &work[i]
-		if _, err := io.ReadFull(t.rand, p.tok.Payload[:]); err != nil {
-			return fmt.Errorf("tokenizer: reading randomness: %w", err)
-		}
-		p.text = p.tok.String()
-		p.name = recordName(tk, p.text)
-		p.replaceClaim = true
-	}
-	return nil
-}
-
-// claimIdempotent records the freshly minted random tokens under their
-// idempotency entries. Where a concurrent attempt won, it adopts that
-// attempt's token and deletes its own now-orphaned record.
-func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []pending) error {
-	var claims []Entry
-	var idx []int
-	var replace []Entry
-	for i, p := range work {
-		if p.idem == "" || p.name == "" {
-			continue
-		}
-		blob, err := sealSmall(t.rand, p.idemKey, p.idem, []byte(p.text))
-		if err != nil {
-			return err
-		}
-		e := Entry{Key: p.idem, Value: blob, TTL: idempotencyTTL}
-		if p.replaceClaim {
-			replace = append(replace, e)
-			continue
-		}
-		claims = append(claims, e)
-		idx = append(idx, i)
-	}
-	if len(replace) > 0 {
-		if err := t.store.Put(ctx, replace); err != nil {
-			return unavailable("store", err)
-		}
-	}
-	if len(claims) == 0 {
-		return nil
-	}
-	won, err := t.store.PutNew(ctx, claims)
-	if err != nil {
-		return unavailable("store", err)
-	}
-	var lostNames, orphans []string
-	var lost []int
-	for j, ok := range won {
-		if !ok {
-			lostNames = append(lostNames, claims[j].Key)
-			orphans = append(orphans, work[idx[j]].name)
-			lost = append(lost, idx[j])
-		}
-	}
-	if len(lost) == 0 {
-		return nil
-	}
-	prior, err := t.store.Get(ctx, lostNames)
-	if err != nil {
-		return unavailable("store", err)
-	}
-	for j, i := range lost {
-		if prior[j] == nil {
-			return fmt.Errorf("%w: idempotency entry vanished", ErrUnavailable)
-		}
-		mine := work[i].text
-		if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
-			return err
-		}
-		// A store client that resent the claim after a lost reply sees its
-		// own entry as a rival's: then the record is ours and must stay.
-		if work[i].text == mine {
-			orphans[j] = ""
-		}
-	}
-	orphans = slices.DeleteFunc(orphans, func(s string) bool { return s == "" })
-	if len(orphans) == 0 {
-		return nil
-	}
-	if _, err := t.store.Delete(ctx, orphans); err != nil {
-		return unavailable("store", err)
-	}
-	return nil
-}
-
-// adoptIdempotent replaces p's fresh token with the one an earlier attempt
-// stored, and marks p as needing no record.
-func (t *Tokenizer) adoptIdempotent(tk *tenantKeys, p *pending, blob []byte) error {
-	text, err := openSmall(p.idemKey, p.idem, blob)
-	if err != nil {
-		return fmt.Errorf("tokenizer: idempotency entry does not open: %w", err)
-	}
-	tok, err := ParseToken(string(text))
-	if err != nil {
-		return fmt.Errorf("tokenizer: idempotency entry holds no token: %w", err)
-	}
-	p.tok, p.text, p.name = tok, string(text), ""
-	return nil
 }
 
 // Revealed is the outcome of revealing one token. Err is ErrNotFound for
@@ -653,31 +716,6 @@ func recordName(tk *tenantKeys, tokText string) string {
 
 func subjectName(tk *tenantKeys, subject string) string {
 	return "jeton:s:" + tk.name + ":" + keyedName(tk.index, "subject", subject)
-}
-
-// idemEntry names a random item's idempotency entry and derives the key
-// that seals the token in it. Both are MACs over everything a retry
-// resends (the caller's key, the item's position, class, value and
-// subject), so the entry opens only for a caller who holds the value: the
-// tenant's keys alone, even with the KEK, cannot turn the entries of a
-// store dump into tokens.
-func idemEntry(tk *tenantKeys, key string, idx int, class, value, subject string) (name string, sealKey []byte) {
-	sum := func(m hash.Hash, domain string) []byte {
-		for _, f := range []string{domain, key, class, value, subject} {
-			var n [4]byte
-			binary.BigEndian.PutUint32(n[:], uint32(len(f)))
-			m.Write(n[:])
-			m.Write([]byte(f))
-		}
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(idx))
-		m.Write(n[:])
-		return m.Sum(nil)
-	}
-	m := tk.index.get()
-	name = "jeton:i:" + tk.name + ":" + base64.RawURLEncoding.EncodeToString(sum(m, "idempotency")[:20])
-	tk.index.put(m)
-	return name, sum(hmac.New(sha256.New, tk.idem), "idempotency-seal")
 }
 
 func keyedName(key *macKey, domain, s string) string {

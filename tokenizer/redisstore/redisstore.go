@@ -190,6 +190,96 @@ func (s *Store) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]b
 	return out, nil
 }
 
+// swap replaces KEYS[1]'s value with ARGV[2] if it is ARGV[1], with a
+// lifetime of ARGV[3] milliseconds (0: none). Lua compares and sets in one
+// step, which Redis runs without interleaving other clients' commands.
+var swap = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+`)
+
+// Swap implements tokenizer.Store in one script call.
+func (s *Store) Swap(ctx context.Context, old []byte, e tokenizer.Entry) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, wrap(ctx, err)
+	}
+	n, err := swap.Run(ctx, s.c, []string{e.Key}, old, e.Value, strconv.FormatInt(ttlMillis(e.TTL), 10)).Int()
+	if err != nil {
+		return false, wrap(ctx, err)
+	}
+	return n == 1, nil
+}
+
+// Write implements tokenizer.Store in one pipeline: one addToSet script
+// call per set, then SET NX for each entry, followed for a Keep entry by
+// PEXPIRE GT (or PERSIST for no TTL), which extends the lifetime of a key
+// that already held a value and leaves a fresh one as SET made it.
+//
+// The scripts go by digest (EVALSHA). A node that does not have the
+// script cached (restarted, or SCRIPT FLUSH) answers NOSCRIPT; those
+// calls alone are sent again in full (EVAL), which caches it. Sending a
+// set addition twice changes nothing.
+func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(ctx, err)
+	}
+	n := len(w.Sets) + len(w.Create) + 2*len(w.Keep)
+	if n == 0 {
+		return nil
+	}
+	p := s.c.Pipeline()
+	sets := make([]*redis.Cmd, len(w.Sets))
+	for i, a := range w.Sets {
+		sets[i] = addToSet.EvalSha(ctx, p, []string{a.Key}, setArgs(a.Members, a.TTL)...)
+	}
+	for _, e := range w.Create {
+		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+	}
+	for _, e := range w.Keep {
+		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+		if e.TTL <= 0 {
+			p.Persist(ctx, e.Key)
+		} else {
+			p.Do(ctx, "PEXPIRE", e.Key, ttlMillis(e.TTL), "GT")
+		}
+	}
+	cmds, err := p.Exec(ctx)
+	if len(cmds) != n && err == nil {
+		return fmt.Errorf("redisstore: pipeline returned %d results for %d commands", len(cmds), n)
+	}
+	var again []int
+	for i, c := range cmds {
+		cerr := c.Err()
+		switch {
+		case cerr == nil:
+		case i < len(sets) && redis.HasErrorPrefix(cerr, "NOSCRIPT"):
+			again = append(again, i)
+		default:
+			return wrap(ctx, cerr)
+		}
+	}
+	if err != nil && len(again) == 0 {
+		return wrap(ctx, err)
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	_, err = s.pipeline(ctx, len(again), func(p redis.Pipeliner) {
+		for _, i := range again {
+			a := w.Sets[i]
+			addToSet.Eval(ctx, p, []string{a.Key}, setArgs(a.Members, a.TTL)...)
+		}
+	})
+	return err
+}
+
 // Get implements tokenizer.Store with pipelined GETs rather than MGET: MGET
 // needs all its keys in one cluster slot, and record keys are spread.
 func (s *Store) Get(ctx context.Context, keys []string) ([][]byte, error) {
@@ -265,12 +355,17 @@ func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl 
 	if err := ctx.Err(); err != nil {
 		return wrap(ctx, err)
 	}
+	return wrap(ctx, addToSet.Run(ctx, s.c, []string{key}, setArgs(members, ttl)...).Err())
+}
+
+// setArgs are the arguments of the addToSet script.
+func setArgs(members []string, ttl time.Duration) []any {
 	args := make([]any, 0, len(members)+1)
 	args = append(args, strconv.FormatInt(ttlMillis(ttl), 10))
 	for _, m := range members {
 		args = append(args, m)
 	}
-	return wrap(ctx, addToSet.Run(ctx, s.c, []string{key}, args...).Err())
+	return args
 }
 
 // SetMembers implements tokenizer.Store with SMEMBERS.

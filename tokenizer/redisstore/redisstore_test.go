@@ -38,17 +38,46 @@ func newStore(t testing.TB, cfg redisstore.Config) *redisstore.Store {
 	return s
 }
 
+// flushable is a Store whose server can be made to forget its cached
+// scripts, as a restarted Redis has; the conformance suite checks that
+// Write recovers.
+type flushable struct {
+	*redisstore.Store
+	c redis.UniversalClient
+}
+
+func (f flushable) FlushScripts(ctx context.Context) error {
+	if cc, ok := f.c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.ScriptFlush(ctx).Err()
+		})
+	}
+	return f.c.ScriptFlush(ctx).Err()
+}
+
 func TestConformanceSingleNode(t *testing.T) {
 	r := testenv.StartRedis(t)
-	s := newStore(t, redisstore.Config{Addrs: []string{r.Addr}})
+	cfg := redisstore.Config{Addrs: []string{r.Addr}}
+	s := flushable{newStore(t, cfg), newClient(t, cfg)}
 	// The suite keeps each subtest's keys apart, so they share the server.
 	storetest.Run(t, func(testing.TB) tokenizer.Store { return s })
 }
 
 func TestConformanceCluster(t *testing.T) {
 	cl := testenv.StartRedisCluster(t)
-	s := newStore(t, redisstore.Config{Addrs: cl.Addrs})
+	cfg := redisstore.Config{Addrs: cl.Addrs}
+	s := flushable{newStore(t, cfg), newClient(t, cfg)}
 	storetest.Run(t, func(testing.TB) tokenizer.Store { return s })
+}
+
+func newClient(t testing.TB, cfg redisstore.Config) redis.UniversalClient {
+	t.Helper()
+	c, err := redisstore.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // recordEntries returns n entries keyed like jeton's records,

@@ -1,0 +1,295 @@
+package tokenizer
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Idempotency: one sealed entry per call.
+//
+// A call with an idempotency key first claims its entry (a store PutNew)
+// and only then writes records, so whatever happens after the claim (a
+// crash, a killed client, a lost reply, a concurrent retry), the next
+// attempt with the same key finds the entry and the tokens in it, and
+// writes the same records again, never new ones.
+//
+// The entry does not hold the tokens: it holds the 256-bit seed that the
+// call's random tokens are drawn from (tokenStream), so it costs the same
+// few dozen bytes for one item or a thousand, plus 16 bytes for each token
+// reminted after an erasure. Item i's token is block i of the stream,
+// whatever its position in the work, so an attempt that finds the entry
+// rebuilds every token without reading a record.
+//
+// Its states:
+//
+//	pending  claimed; records may be missing because the attempt that
+//	         claimed it has not finished, or never will. An attempt that
+//	         finds it writes every record that is missing (Store.Write
+//	         creates, never replaces), then marks it done.
+//	done     every record was written and the tokens acknowledged. A record
+//	         now missing was erased or has expired: its item gets a fresh
+//	         token (reminted), never the dead one, and the entry goes back
+//	         to pending with that token until it is written.
+//
+// Every change after the claim is a compare-and-set (Store.Swap) of the
+// whole sealed entry, so concurrent attempts agree on one set of tokens.
+//
+// The entry is sealed under a key derived from the tenant's idempotency
+// key, the caller's idempotency key and a digest of every item of the call
+// (class, value, subject, in order). So:
+//   - it opens only for a caller who resends the same values: the tenant's
+//     keys alone, even with the KEK, cannot turn a store dump of entries
+//     into tokens;
+//   - a call that reuses a key with other items finds an entry it cannot
+//     open, and is refused (ErrIdempotencyKeyReused): it can neither be
+//     handed another call's tokens nor silently mint new ones under the key.
+//
+// Known limits. An erasure does not reach into a call that has not
+// completed: a retry of an unfinished call writes its missing records,
+// even if a subject erasure ran in between (erase after the call is done).
+// A store writer can delete or edit entries; a later retry then mints anew
+// or is refused, as it would for a lost entry. Entries written by versions
+// before this scheme (one per item) are not read: a retry across an
+// upgrade, within the day entries live, mints new tokens.
+
+// idempotencyTTL is how long a retry with the same idempotency key gets the
+// same tokens back.
+const idempotencyTTL = 24 * time.Hour
+
+// ErrIdempotencyKeyReused means an idempotency key came back with other
+// items (classes, values, subjects or their order) than the call that first
+// used it. It comes wrapped in a UserError; the message names no value.
+var ErrIdempotencyKeyReused = errors.New("tokenizer: idempotency key already used for a call with other items; send new items under a new key")
+
+const (
+	seedSize = 32
+	// callEntryVersion starts an entry's plaintext.
+	callEntryVersion = 0x02
+	// maxCallRounds bounds how often Tokenize starts over because another
+	// attempt changed the entry under it.
+	maxCallRounds = 8
+)
+
+// callEntry is a call's idempotency entry, opened.
+type callEntry struct {
+	done bool
+	seed [seedSize]byte
+	// reminted are the tokens that replaced erased ones, by item index.
+	reminted map[int][tokenPayloadLen]byte
+	// blob is the entry as stored, what a Swap compares.
+	blob []byte
+}
+
+// idemCall is what a call with an idempotency key needs to find and open
+// its entry.
+type idemCall struct {
+	name    string
+	sealKey []byte
+	ad      string
+}
+
+// newIdemCall names the call's entry and derives the key that seals it.
+// The name depends on the caller's key alone, so a call with other items
+// finds the entry (and is refused); the seal key depends on the items too:
+//
+//	HMAC-SHA256(idem, "jeton/v2/idempotency" 0x00 || lp(key) || u32(n) ||
+//	            lp(class_i) || lp(value_i) || lp(subject_i) for each item)
+//
+// where lp is a 32-bit big-endian length and the field itself.
+func newIdemCall(tk *tenantKeys, key string, items []Item) *idemCall {
+	m := hmac.New(sha256.New, tk.idem)
+	var buf [256]byte
+	b := append(buf[:0], "jeton/v2/idempotency\x00"...)
+	b = appendLP(b, key)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(items)))
+	for _, it := range items {
+		for _, f := range [...]string{it.Class, it.Value, it.Subject} {
+			if len(b)+4+len(f) > len(buf) {
+				m.Write(b)
+				b = buf[:0]
+			}
+			if 4+len(f) > len(buf) {
+				m.Write(binary.BigEndian.AppendUint32(b, uint32(len(f))))
+				io.WriteString(m, f)
+				b = buf[:0]
+				continue
+			}
+			b = appendLP(b, f)
+		}
+	}
+	m.Write(b)
+	name := idempotencyPrefix(tk.name) + keyedName(tk.index, "call", key)
+	return &idemCall{name: name, sealKey: m.Sum(nil), ad: "jeton/v2/idempotency\x00" + name}
+}
+
+func appendLP(b []byte, s string) []byte {
+	return append(binary.BigEndian.AppendUint32(b, uint32(len(s))), s...)
+}
+
+// seal returns e sealed for storage:
+//
+//	plaintext = 0x02 | state (0 pending, 1 done) | seed (32) |
+//	            uvarint(n) | n × (uvarint(index) | payload (16))
+//
+// sealed with sealSmall under the call's key, bound to the entry's name.
+func (c *idemCall) seal(rand io.Reader, e *callEntry) ([]byte, error) {
+	pt := make([]byte, 0, 2+seedSize+binary.MaxVarintLen64+len(e.reminted)*(binary.MaxVarintLen64+tokenPayloadLen))
+	var state byte
+	if e.done {
+		state = 1
+	}
+	pt = append(pt, callEntryVersion, state)
+	pt = append(pt, e.seed[:]...)
+	pt = binary.AppendUvarint(pt, uint64(len(e.reminted)))
+	for _, i := range slices.Sorted(maps.Keys(e.reminted)) {
+		p := e.reminted[i]
+		pt = binary.AppendUvarint(pt, uint64(i))
+		pt = append(pt, p[:]...)
+	}
+	return sealSmall(rand, c.sealKey, c.ad, pt)
+}
+
+// open opens a stored entry. Any failure, a call with other items above
+// all, is ErrIdempotencyKeyReused: the entry cannot say which.
+func (c *idemCall) open(blob []byte, items int) (*callEntry, error) {
+	reused := &UserError{ErrIdempotencyKeyReused}
+	pt, err := openSmall(c.sealKey, c.ad, blob)
+	if err != nil || len(pt) < 2+seedSize+1 || pt[0] != callEntryVersion || pt[1] > 1 {
+		return nil, reused
+	}
+	e := &callEntry{done: pt[1] == 1, blob: blob}
+	copy(e.seed[:], pt[2:])
+	rest := pt[2+seedSize:]
+	n, k := binary.Uvarint(rest)
+	if k <= 0 || n > uint64(items) {
+		return nil, reused
+	}
+	rest = rest[k:]
+	if n > 0 {
+		e.reminted = make(map[int][tokenPayloadLen]byte, n)
+	}
+	for range n {
+		i, k := binary.Uvarint(rest)
+		if k <= 0 || i >= uint64(items) || len(rest) < k+tokenPayloadLen {
+			return nil, reused
+		}
+		e.reminted[int(i)] = [tokenPayloadLen]byte(rest[k : k+tokenPayloadLen])
+		rest = rest[k+tokenPayloadLen:]
+	}
+	if len(rest) != 0 {
+		return nil, reused
+	}
+	return e, nil
+}
+
+// sameTokens reports whether two entries give every item the same token.
+func (e *callEntry) sameTokens(o *callEntry) bool {
+	if e.seed != o.seed || len(e.reminted) != len(o.reminted) {
+		return false
+	}
+	for i, p := range e.reminted {
+		if q, ok := o.reminted[i]; !ok || q != p {
+			return false
+		}
+	}
+	return true
+}
+
+// claim claims the call's entry with a fresh seed, or returns the entry an
+// earlier or concurrent attempt claimed. fresh reports that this attempt
+// made the claim just now, so that no record of the call exists yet.
+func (t *Tokenizer) claim(ctx context.Context, c *idemCall, items int, seed []byte) (e *callEntry, fresh bool, err error) {
+	mine := &callEntry{seed: [seedSize]byte(seed)}
+	blob, err := c.seal(t.rand, mine)
+	if err != nil {
+		return nil, false, err
+	}
+	for range 3 {
+		won, err := t.store.PutNew(ctx, []Entry{{Key: c.name, Value: blob, TTL: idempotencyTTL}})
+		if err != nil {
+			return nil, false, unavailable("store", err)
+		}
+		if won[0] {
+			mine.blob = blob
+			return mine, true, nil
+		}
+		// Someone holds it; possibly this very call, whose claim the
+		// store reported lost after applying it (a resent command).
+		got, err := t.store.Get(ctx, []string{c.name})
+		if err != nil {
+			return nil, false, unavailable("store", err)
+		}
+		if got[0] == nil {
+			continue // expired or deleted in between: claim again
+		}
+		e, err := c.open(got[0], items)
+		return e, false, err
+	}
+	return nil, false, fmt.Errorf("%w: idempotency entry vanishes as it is claimed", ErrUnavailable)
+}
+
+// reread returns the call's entry as now stored; nil if it is gone.
+func (t *Tokenizer) reread(ctx context.Context, c *idemCall, items int) (*callEntry, error) {
+	got, err := t.store.Get(ctx, []string{c.name})
+	if err != nil {
+		return nil, unavailable("store", err)
+	}
+	if got[0] == nil {
+		return nil, nil
+	}
+	return c.open(got[0], items)
+}
+
+// swap replaces the stored entry old with next, sealed anew. It reports
+// false when another attempt changed the entry first; next.blob is then
+// unchanged.
+func (t *Tokenizer) swap(ctx context.Context, c *idemCall, old, next *callEntry) (bool, error) {
+	blob, err := c.seal(t.rand, next)
+	if err != nil {
+		return false, err
+	}
+	ok, err := t.store.Swap(ctx, old.blob, Entry{Key: c.name, Value: blob, TTL: idempotencyTTL})
+	if err != nil {
+		return false, unavailable("store", err)
+	}
+	if ok {
+		next.blob = blob
+	}
+	return ok, nil
+}
+
+// tokenStream draws a call's random tokens from its seed: item i's payload
+// is AES-256(seed, i as a 128-bit big-endian counter), block i of AES-CTR's
+// keystream under the seed, as a CTR_DRBG (NIST SP 800-90A) draws its
+// output from a seed read from the system's randomness. Every token of the
+// call is 128 bits that no one without the seed can predict or link to
+// another; the seed comes from the Tokenizer's reader (crypto/rand) and is
+// kept only in memory and, for a call with an idempotency key, sealed in
+// its entry.
+type tokenStream struct{ block cipher.Block }
+
+func newTokenStream(seed []byte) (tokenStream, error) {
+	b, err := aes.NewCipher(seed)
+	if err != nil {
+		return tokenStream{}, fmt.Errorf("tokenizer: %w", err)
+	}
+	return tokenStream{b}, nil
+}
+
+// payload returns item i's token payload. It is safe for concurrent use.
+func (s tokenStream) payload(i int) (p [tokenPayloadLen]byte) {
+	var ctr [aes.BlockSize]byte
+	binary.BigEndian.PutUint64(ctr[8:], uint64(i))
+	s.block.Encrypt(p[:], ctr[:])
+	return p
+}

@@ -1,0 +1,260 @@
+package tokenizer_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jeton-dev/jeton/tokenizer"
+)
+
+// A key used again with items that differ in any way (a value, a class, a
+// subject, their order, their number) is refused, names no value, mints
+// nothing, and leaves the first call's tokens to its own retries.
+func TestIdempotencyKeyReused(t *testing.T) {
+	items := []tokenizer.Item{
+		{Class: "name", Value: "Reused Person", Subject: "subject-1"},
+		{Class: "email", Value: "reused@example.org", Subject: "subject-1"},
+		{Class: "text", Value: "reused fake note"},
+	}
+	change := func(f func(it []tokenizer.Item) []tokenizer.Item) []tokenizer.Item {
+		return f(slices.Clone(items))
+	}
+	tests := []struct {
+		name  string
+		items []tokenizer.Item
+	}{
+		{"value", change(func(it []tokenizer.Item) []tokenizer.Item { it[2].Value = "another fake note"; return it })},
+		{"value of a deterministic item", change(func(it []tokenizer.Item) []tokenizer.Item { it[1].Value = "other@example.org"; return it })},
+		{"class", change(func(it []tokenizer.Item) []tokenizer.Item { it[2].Class = "address"; return it })},
+		{"subject", change(func(it []tokenizer.Item) []tokenizer.Item { it[0].Subject = "subject-2"; return it })},
+		{"subject added", change(func(it []tokenizer.Item) []tokenizer.Item { it[2].Subject = "subject-1"; return it })},
+		{"order", change(func(it []tokenizer.Item) []tokenizer.Item { it[0], it[2] = it[2], it[0]; return it })},
+		{"one item fewer", items[:2]},
+		{"one item more", append(slices.Clone(items), tokenizer.Item{Class: "name", Value: "Extra Person"})},
+		{"an invalid item added", append(slices.Clone(items), tokenizer.Item{Class: "no-such-class", Value: "x"})},
+		// Length-prefixed fields: moving bytes from one field to the next
+		// is another call.
+		{"bytes moved between fields", change(func(it []tokenizer.Item) []tokenizer.Item {
+			it[2].Value, it[2].Subject = "reused fake", " note"
+			return it
+		})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, withDeterministic("email"))
+			first := tokenize(t, e.tz, "acme", items, "reused-key")
+			m := e.store.mark()
+			for _, tz := range []*tokenizer.Tokenizer{e.tz, e.newTokenizer(t)} {
+				res, err := tz.Tokenize(context.Background(), "acme", tc.items, "reused-key")
+				if !errors.Is(err, tokenizer.ErrIdempotencyKeyReused) || !tokenizer.IsUserError(err) || res != nil {
+					t.Fatalf("Tokenize = %v, %v; want a UserError wrapping ErrIdempotencyKeyReused", res, err)
+				}
+				for _, it := range append(slices.Clone(items), tc.items...) {
+					if strings.Contains(err.Error(), it.Value) || (it.Subject != "" && strings.Contains(err.Error(), it.Subject)) {
+						t.Fatal("the refusal quotes an item")
+					}
+				}
+			}
+			if got := e.store.recordKeysSince(m); len(got) != 0 {
+				t.Fatalf("the refused call wrote %d records", len(got))
+			}
+			// The first call's retries still get its tokens.
+			if again := tokenize(t, e.tz, "acme", items, "reused-key"); !slices.Equal(again, first) {
+				t.Fatal("a retry of the first call got other tokens after the refusal")
+			}
+			// The other items under a new key are served.
+			tokenize(t, e.tz, "acme", tc.items[:min(len(tc.items), 3)], "fresh-key")
+		})
+	}
+}
+
+// A caller killed between its claim and the end of its writes, or whose
+// completion never reached the store, leaves a claimed entry: the retry
+// writes the missing records under the same tokens, and no item ever has
+// two records.
+func TestIdempotentRetryAfterInterruptedCall(t *testing.T) {
+	const n = 700 // three chunks of records
+	items := make([]tokenizer.Item, n)
+	for i := range items {
+		c := []string{"name", "email", "text"}[i%3]
+		items[i] = tokenizer.Item{Class: c, Value: fakeValue(c, i), Subject: "fake-subject-" + string(rune('a'+i%7))}
+	}
+	for _, fail := range []string{"Swap", "Write"} {
+		t.Run("failing "+fail, func(t *testing.T) {
+			e := newEnv(t, withDeterministic("email"))
+			tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Warm-up"}}, "") // create the tenant's keys
+			// Let one chunk's Write through, fail the rest: a client gone
+			// half way through its call.
+			var writes atomic.Int32
+			e.store.mu.Lock()
+			e.store.beforeWrite = func() error {
+				if fail == "Write" && writes.Add(1) > 1 {
+					return errFakeDown
+				}
+				return nil
+			}
+			e.store.mu.Unlock()
+			e.store.fail("Swap", fail == "Swap")
+			if _, err := e.tz.Tokenize(context.Background(), "acme", items, "interrupted"); !errors.Is(err, tokenizer.ErrUnavailable) {
+				t.Fatalf("the interrupted call: %v, want ErrUnavailable", err)
+			}
+			written := e.store.distinctRecordsSince(0)
+			if written == 0 {
+				t.Fatal("the interrupted call wrote no record: the test interrupts it too early")
+			}
+			e.store.mu.Lock()
+			e.store.beforeWrite = nil
+			e.store.mu.Unlock()
+			e.store.fail("Swap", false)
+
+			// The retry, on another replica, finishes the call.
+			toks := tokenize(t, e.newTokenizer(t), "acme", items, "interrupted")
+			if got := e.store.liveRecords(t); got != n+1 {
+				t.Fatalf("%d live records after the retry, want one per item (%d) and the warm-up", got, n+1)
+			}
+			if got := e.store.distinctRecordsSince(0); got != n+1 {
+				t.Fatalf("%d distinct records were ever written, want %d: the retry minted new tokens", got, n+1)
+			}
+			for i, r := range reveal(t, e.tz, toks...) {
+				wantValue(t, r, items[i].Value)
+			}
+			// Completed now: another retry reads and writes no random record.
+			m := e.store.mark()
+			if again := tokenize(t, e.tz, "acme", items, "interrupted"); !slices.Equal(again, toks) {
+				t.Fatal("a retry after completion got other tokens")
+			}
+			for _, k := range e.store.recordKeysSince(m) {
+				if !slices.Contains(detNames(t, e, items), k) {
+					t.Fatal("a retry after completion rewrote a random record")
+				}
+			}
+			// And the subject index holds every record of its subject.
+			n, err := e.tz.EraseSubject(context.Background(), "acme", "fake-subject-a")
+			if err != nil || n != (len(items)+6)/7 {
+				t.Fatalf("EraseSubject = %d, %v; want %d", n, err, (len(items)+6)/7)
+			}
+		})
+	}
+}
+
+// detNames returns the record names of the deterministic items.
+func detNames(t testing.TB, e *env, items []tokenizer.Item) []string {
+	t.Helper()
+	var out []string
+	for _, it := range items {
+		if c, _ := e.tz.Class(it.Class); c.Kind == tokenizer.KindDeterministic {
+			tok := tokenize(t, e.tz, "acme", []tokenizer.Item{it}, "")[0]
+			name, err := tokenizer.RecordKey(context.Background(), e.tz, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Two replicas retrying at once after a record of the call was erased
+// agree on one fresh token for it, and leave one record.
+func TestIdempotentConcurrentRetriesAfterErasure(t *testing.T) {
+	e := newEnv(t)
+	items := []tokenizer.Item{{Class: "name", Value: "Erased Person"}, {Class: "text", Value: "kept fake note"}}
+	first := tokenize(t, e.tz, "acme", items, "erase-race")
+	tok, _ := tokenizer.ParseToken(first[0])
+	if n, err := e.tz.EraseTokens(context.Background(), []tokenizer.Token{tok}); err != nil || n != 1 {
+		t.Fatalf("EraseTokens = %d, %v", n, err)
+	}
+	// Hold both retries just before their first Swap of the entry, so that
+	// both have seen the erasure and minted a fresh token.
+	const workers = 2
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	e.store.mu.Lock()
+	e.store.beforeSwap = func() {
+		if arrived.Add(1) == workers {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	e.store.mu.Unlock()
+	results := make([][]string, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		tz := e.newTokenizer(t)
+		wg.Go(func() { results[w] = tokenize(t, tz, "acme", items, "erase-race") })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if arrived.Load() < workers {
+		t.Fatal("the retries never met at the entry")
+	}
+	if !slices.Equal(results[0], results[1]) {
+		t.Fatal("two concurrent retries disagree on the reminted token")
+	}
+	if results[0][0] == first[0] || results[0][1] != first[1] {
+		t.Fatal("the erased item kept its token, or the kept one changed")
+	}
+	wantValue(t, revealOne(t, e.tz, results[0][0]), "Erased Person")
+	// One record for the erased item: the loser's fresh record, if it wrote
+	// one, is gone.
+	if got := e.store.liveRecords(t); got != 2 {
+		t.Fatalf("%d live records, want 2", got)
+	}
+}
+
+// Records are created, never replaced. A deterministic value tokenized
+// again keeps the record of its first tokenization: its value as first
+// sent, and a canary's flags, so a canary stays armed. Its retention runs
+// from the latest tokenization.
+func TestDeterministicFirstRecordWins(t *testing.T) {
+	det := tokenizer.Class{Name: "member", Kind: tokenizer.KindDeterministic, Normalize: []string{"trim", "lower"}, Mask: "all", Retention: time.Hour}
+	e := newEnv(t, withClasses(det), withDeterministic("email"))
+	ctx := context.Background()
+
+	// The form sent first is the one revealed, whoever sends it after.
+	first := tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "member", Value: " Fake-Member-0001"}}, "")[0]
+	for _, v := range []string{"fake-member-0001", "FAKE-MEMBER-0001 "} {
+		for _, key := range []string{"", "later-" + v} {
+			if got := tokenize(t, e.newTokenizer(t), "acme", []tokenizer.Item{{Class: "member", Value: v}}, key)[0]; got != first {
+				t.Fatal("an equivalent value got another deterministic token")
+			}
+		}
+	}
+	wantValue(t, revealOne(t, e.tz, first), " Fake-Member-0001")
+
+	// A deterministic canary stays a canary when its value is tokenized.
+	canary, err := e.tz.MintCanary(ctx, "acme", "email", "canary-fake@example.invalid", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"canary-fake@example.invalid", " CANARY-FAKE@example.invalid"} {
+		if got := tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "email", Value: v}}, ""); got[0] != canary {
+			t.Fatal("tokenizing a canary's value gave another token")
+		}
+	}
+	r := revealOne(t, e.newTokenizer(t), canary)
+	if r.Flags != tokenizer.FlagCanary|tokenizer.FlagCanarySuspend || r.Value != "canary-fake@example.invalid" {
+		t.Fatalf("after its value was tokenized, the canary reveals flags %b: disarmed", r.Flags)
+	}
+
+	// Retention counts from the latest tokenization: 50 minutes in, the
+	// value is sent again, and the record outlives its first hour...
+	e.clock.Advance(50 * time.Minute)
+	tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "member", Value: "fake-member-0001"}}, "")
+	e.clock.Advance(50 * time.Minute)
+	wantValue(t, revealOne(t, e.tz, first), " Fake-Member-0001")
+	// ... and ends an hour after that one.
+	e.clock.Advance(11 * time.Minute)
+	wantNotFound(t, revealOne(t, e.tz, first))
+}
