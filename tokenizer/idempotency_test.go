@@ -258,3 +258,48 @@ func TestDeterministicFirstRecordWins(t *testing.T) {
 	e.clock.Advance(11 * time.Minute)
 	wantNotFound(t, revealOne(t, e.tz, first))
 }
+
+// A subject's index holds the 20-byte keyed hashes that name its records,
+// not their whole names; EraseSubject also erases what an index written
+// by an earlier version (whole record names) lists.
+func TestSubjectIndexCompactAndLegacy(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	toks := tokenize(t, e.tz, "acme", []tokenizer.Item{
+		{Class: "name", Value: "Indexed Person", Subject: "subject-9"},
+		{Class: "email", Value: "indexed@example.org", Subject: "subject-9"},
+		{Class: "text", Value: "an older fake note"},
+	}, "")
+	index, legacy, err := tokenizer.SubjectKeys(ctx, e.tz, "acme", "subject-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := e.mem.SetMembers(ctx, index)
+	if err != nil || len(members) != 2 {
+		t.Fatalf("the index holds %d members (%v), want 2", len(members), err)
+	}
+	for _, m := range members {
+		if len(m) != 20 || strings.HasPrefix(m, "jeton:") {
+			t.Fatalf("an index member is %d bytes, want the 20 of a keyed hash", len(m))
+		}
+	}
+	// An earlier version indexed the third record under the old name.
+	old, err := tokenizer.RecordKey(ctx, e.tz, toks[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.mem.AddToSet(ctx, legacy, []string{old}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.tz.EraseSubject(ctx, "acme", "subject-9"); err != nil || n != 3 {
+		t.Fatalf("EraseSubject = %d, %v; want 3", n, err)
+	}
+	for _, r := range reveal(t, e.tz, toks...) {
+		wantNotFound(t, r)
+	}
+	for _, k := range []string{index, legacy} {
+		if m, _ := e.mem.SetMembers(ctx, k); len(m) != 0 {
+			t.Fatal("an index survived its subject's erasure")
+		}
+	}
+}

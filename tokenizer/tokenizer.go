@@ -27,6 +27,7 @@ import (
 	"io"
 	"maps"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -524,7 +525,7 @@ func subjectAdds(tk *tenantKeys, work []pending) []SetAdd {
 			adds = append(adds, SetAdd{Key: s, TTL: p.ttl})
 		}
 		a := &adds[i]
-		a.Members = append(a.Members, p.name)
+		a.Members = append(a.Members, subjectMember(tk, p.name))
 		if seen && a.TTL != 0 && (p.ttl == 0 || p.ttl > a.TTL) {
 			a.TTL = p.ttl
 		}
@@ -691,31 +692,67 @@ func (t *Tokenizer) EraseSubject(ctx context.Context, tenant, subject string) (i
 	if err != nil {
 		return 0, err
 	}
-	s := subjectName(tk, subject)
-	members, err := t.store.SetMembers(ctx, s)
+	index, legacy := subjectName(tk, subject), legacySubjectName(tk, subject)
+	members, err := t.store.SetMembers(ctx, index)
 	if err != nil {
 		return 0, unavailable("store", err)
 	}
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		if len(m) == recordHashLen {
+			names = append(names, recordPrefix(tk.name)+base64.RawURLEncoding.EncodeToString([]byte(m)))
+		}
+	}
+	old, err := t.store.SetMembers(ctx, legacy)
+	if err != nil {
+		return 0, unavailable("store", err)
+	}
+	names = append(names, old...)
 	n := 0
-	if len(members) > 0 {
-		if n, err = t.store.Delete(ctx, members); err != nil {
+	if len(names) > 0 {
+		if n, err = t.store.Delete(ctx, names); err != nil {
 			return 0, unavailable("store", err)
 		}
 	}
-	if _, err := t.store.Delete(ctx, []string{s}); err != nil {
+	if _, err := t.store.Delete(ctx, []string{index, legacy}); err != nil {
 		return 0, unavailable("store", err)
 	}
 	return n, nil
 }
 
 // The store names of records, subjects and idempotency entries are keyed
-// hashes under the tenant's index key, truncated to 160 bits.
+// hashes under the tenant's index key, truncated to 160 bits
+// (recordHashLen bytes).
 func recordName(tk *tenantKeys, tokText string) string {
-	return "jeton:r:" + tk.name + ":" + keyedName(tk.index, "record", tokText)
+	return recordPrefix(tk.name) + keyedName(tk.index, "record", tokText)
 }
 
+// recordHashLen is the length of the keyed hash that names a record.
+const recordHashLen = 20
+
+// subjectName names a data subject's index: a set whose members are the
+// keyed hashes that name its records, as bytes (recordHashLen of them,
+// where the record's name holds them in base64), so a member costs the
+// store 20 bytes, not the 40 of a whole record name.
 func subjectName(tk *tenantKeys, subject string) string {
-	return "jeton:s:" + tk.name + ":" + keyedName(tk.index, "subject", subject)
+	return subjectPrefix(tk.name) + keyedName(tk.index, "subject-index", subject)
+}
+
+// subjectMember is the member that stands for a record in its subject's
+// index: the keyed hash in its name, as bytes.
+func subjectMember(tk *tenantKeys, recordName string) string {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(recordName, recordPrefix(tk.name)))
+	if err != nil || len(b) != recordHashLen {
+		panic("tokenizer: a record name that recordName did not make")
+	}
+	return string(b)
+}
+
+// legacySubjectName names a subject index as versions before compact
+// members wrote it, whose members are whole record names. EraseSubject
+// still reads and erases it; nothing adds to it any more.
+func legacySubjectName(tk *tenantKeys, subject string) string {
+	return subjectPrefix(tk.name) + keyedName(tk.index, "subject", subject)
 }
 
 func keyedName(key *macKey, domain, s string) string {

@@ -322,6 +322,16 @@ func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
 	return n, nil
 }
 
+// A set is kept as a Redis hash whose fields are its members (with empty
+// values), not as a Redis set: Redis keeps a small hash as one compact
+// listpack (up to hash-max-listpack-entries fields, 128 by default, of up
+// to hash-max-listpack-value bytes, 64), about two bytes beside each
+// member, where a set of strings (before Redis 7.2) is a hash table from
+// its first member, some 50 bytes beside each. A subject index of a few
+// records so costs about half the memory. A key that an earlier version
+// wrote as a Redis set stays one: the scripts below add to it and read it
+// as such.
+
 // addToSet adds ARGV[2:] to the set KEYS[1] and sets its lifetime from
 // ARGV[1] (milliseconds, 0 for permanent). A script is needed because the
 // lifetime rule depends on whether the set existed before: a new set gets
@@ -332,9 +342,21 @@ func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
 var addToSet = redis.NewScript(`
 local key = KEYS[1]
 local ttl = ARGV[1]
-local existed = redis.call('EXISTS', key) == 1
-for i = 2, #ARGV, 1000 do
-  redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+local kind = redis.call('TYPE', key)['ok']
+local existed = kind ~= 'none'
+if kind == 'set' then
+  for i = 2, #ARGV, 1000 do
+    redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+else
+  for i = 2, #ARGV, 500 do
+    local fields = {}
+    for j = i, math.min(i + 499, #ARGV) do
+      fields[#fields + 1] = ARGV[j]
+      fields[#fields + 1] = ''
+    end
+    redis.call('HSET', key, unpack(fields))
+  end
 end
 if not existed and #ARGV < 2 then
   return 0
@@ -347,6 +369,18 @@ else
   redis.call('PEXPIRE', key, ttl)
 end
 return 1
+`)
+
+// setMembers returns the members of the set KEYS[1], kept as a hash or,
+// written by an earlier version, as a Redis set.
+var setMembers = redis.NewScript(`
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+  return {}
+elseif kind == 'set' then
+  return redis.call('SMEMBERS', KEYS[1])
+end
+return redis.call('HKEYS', KEYS[1])
 `)
 
 // AddToSet implements tokenizer.Store in one script call, so the members
@@ -368,12 +402,13 @@ func setArgs(members []string, ttl time.Duration) []any {
 	return args
 }
 
-// SetMembers implements tokenizer.Store with SMEMBERS.
+// SetMembers implements tokenizer.Store with HKEYS (SMEMBERS for a set
+// written as a Redis set), in one script call.
 func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(ctx, err)
 	}
-	m, err := s.c.SMembers(ctx, key).Result()
+	m, err := setMembers.Run(ctx, s.c, []string{key}).StringSlice()
 	if err != nil {
 		return nil, wrap(ctx, err)
 	}
