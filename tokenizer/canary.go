@@ -38,7 +38,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	}
 	if value == "" {
 		var err error
-		if value, err = CanaryValue(t.rand, c); err != nil {
+		if value, err = CanaryValue(t.rand, *c); err != nil {
 			return "", err
 		}
 	}

@@ -31,13 +31,8 @@ import (
 // HMAC-SHA256(det, class || 0x00 || value), truncated to 128 bits. Class
 // names never contain 0x00, so no two (class, value) pairs collide.
 func deterministicPayload(det *macKey, class, value string) (p [tokenPayloadLen]byte) {
-	m := det.get()
-	var stack [128]byte
-	buf := append(append(append(stack[:0], class...), 0), value...)
-	m.Write(buf)
 	var sum [sha256.Size]byte
-	copy(p[:], m.Sum(sum[:0]))
-	det.put(m)
+	copy(p[:], det.mac(sum[:0], class, "\x00", value))
 	return p
 }
 

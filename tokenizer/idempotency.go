@@ -268,28 +268,21 @@ func (t *Tokenizer) swap(ctx context.Context, c *idemCall, old, next *callEntry)
 	return ok, nil
 }
 
-// tokenStream draws a call's random tokens from its seed: item i's payload
-// is AES-256(seed, i as a 128-bit big-endian counter), block i of AES-CTR's
-// keystream under the seed, as a CTR_DRBG (NIST SP 800-90A) draws its
-// output from a seed read from the system's randomness. Every token of the
-// call is 128 bits that no one without the seed can predict or link to
-// another; the seed comes from the Tokenizer's reader (crypto/rand) and is
-// kept only in memory and, for a call with an idempotency key, sealed in
-// its entry.
-type tokenStream struct{ block cipher.Block }
-
-func newTokenStream(seed []byte) (tokenStream, error) {
+// drawTokens draws the payloads of a call's random tokens from its seed:
+// item i's payload is block i of the AES-256-CTR keystream under the seed
+// (counter i, 128-bit big-endian), as a CTR_DRBG (NIST SP 800-90A) draws
+// its output from a seed read from the system's randomness. Every token of
+// the call is 128 bits that no one without the seed can predict or link
+// to another; the seed comes from the Tokenizer's reader (crypto/rand) and
+// is kept only in memory and, for a call with an idempotency key, sealed
+// in its entry. It returns n payloads, one after the other.
+func drawTokens(seed []byte, n int) ([]byte, error) {
 	b, err := aes.NewCipher(seed)
 	if err != nil {
-		return tokenStream{}, fmt.Errorf("tokenizer: %w", err)
+		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	return tokenStream{b}, nil
-}
-
-// payload returns item i's token payload. It is safe for concurrent use.
-func (s tokenStream) payload(i int) (p [tokenPayloadLen]byte) {
-	var ctr [aes.BlockSize]byte
-	binary.BigEndian.PutUint64(ctr[8:], uint64(i))
-	s.block.Encrypt(p[:], ctr[:])
-	return p
+	out := make([]byte, n*tokenPayloadLen)
+	var iv [aes.BlockSize]byte
+	cipher.NewCTR(b, iv[:]).XORKeyStream(out, out)
+	return out, nil
 }

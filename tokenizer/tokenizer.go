@@ -54,7 +54,7 @@ type Config struct {
 
 // Tokenizer mints tokens and reveals values. It is safe for concurrent use.
 type Tokenizer struct {
-	classes map[string]Class
+	classes map[string]*Class
 	order   []string
 	store   Store
 	rand    io.Reader
@@ -70,7 +70,7 @@ func New(cfg Config) (*Tokenizer, error) {
 	if len(cfg.Classes) == 0 {
 		return nil, errors.New("tokenizer: config needs at least one class")
 	}
-	t := &Tokenizer{classes: map[string]Class{}, store: cfg.Store, rand: cfg.Rand, now: cfg.Now}
+	t := &Tokenizer{classes: map[string]*Class{}, store: cfg.Store, rand: cfg.Rand, now: cfg.Now}
 	if t.rand == nil {
 		t.rand = rand.Reader
 	}
@@ -90,7 +90,7 @@ func New(cfg Config) (*Tokenizer, error) {
 		if _, dup := t.classes[c.Name]; dup {
 			return nil, fmt.Errorf("tokenizer: class %s is defined twice", c.Name)
 		}
-		t.classes[c.Name] = c
+		t.classes[c.Name] = &c
 		t.order = append(t.order, c.Name)
 	}
 	refresh := cfg.KeyRefresh
@@ -104,14 +104,17 @@ func New(cfg Config) (*Tokenizer, error) {
 // Class returns a configured class by name.
 func (t *Tokenizer) Class(name string) (Class, bool) {
 	c, ok := t.classes[name]
-	return c, ok
+	if !ok {
+		return Class{}, false
+	}
+	return *c, true
 }
 
 // Classes returns the configured classes in configuration order.
 func (t *Tokenizer) Classes() []Class {
 	out := make([]Class, 0, len(t.order))
 	for _, n := range t.order {
-		out = append(out, t.classes[n])
+		out = append(out, *t.classes[n])
 	}
 	return out
 }
@@ -134,7 +137,7 @@ type Result struct {
 // pending is an item on its way to becoming a stored record.
 type pending struct {
 	idx   int
-	class Class
+	class *Class
 	// value is the item's value as sent: what the record seals.
 	value string
 	// norm is its normalised form: what a deterministic token is minted
@@ -329,7 +332,7 @@ func (t *Tokenizer) current(ctx context.Context, c *idemCall, items int, seed []
 // live older generation already holds a record of (deterministic.go),
 // whose generations it returns for checkNotDestroyed.
 func (t *Tokenizer) mint(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, e *callEntry) ([]uint32, error) {
-	stream, err := newTokenStream(e.seed[:])
+	stream, err := drawTokens(e.seed[:], work[len(work)-1].idx+1)
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +347,7 @@ func (t *Tokenizer) mint(ctx context.Context, tk *tenantKeys, cur *genKeys, work
 			case ok:
 				p.tok.Payload = reminted
 			default:
-				p.tok.Payload = stream.payload(p.idx)
+				p.tok.Payload = [tokenPayloadLen]byte(stream[p.idx*tokenPayloadLen:])
 			}
 			p.text = p.tok.String()
 			p.name = recordName(tk, p.text)
@@ -512,17 +515,16 @@ func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, n
 // set addition only ever extends it.
 func subjectAdds(tk *tenantKeys, work []pending) []SetAdd {
 	var adds []SetAdd
-	at := map[string]int{}
+	at := map[string]int{} // by subject: its index is named once per call
 	for _, p := range work {
 		if p.subject == "" {
 			continue
 		}
-		s := subjectName(tk, p.subject)
-		i, seen := at[s]
+		i, seen := at[p.subject]
 		if !seen {
 			i = len(adds)
-			at[s] = i
-			adds = append(adds, SetAdd{Key: s, TTL: p.ttl})
+			at[p.subject] = i
+			adds = append(adds, SetAdd{Key: subjectName(tk, p.subject), TTL: p.ttl})
 		}
 		a := &adds[i]
 		a.Members = append(a.Members, subjectMember(tk, p.name))
@@ -724,8 +726,21 @@ func (t *Tokenizer) EraseSubject(ctx context.Context, tenant, subject string) (i
 // hashes under the tenant's index key, truncated to 160 bits
 // (recordHashLen bytes).
 func recordName(tk *tenantKeys, tokText string) string {
-	return recordPrefix(tk.name) + keyedName(tk.index, "record", tokText)
+	// One allocation: the name is built in a Builder sized for it.
+	var sum [sha256.Size]byte
+	var enc [32]byte
+	h := tk.index.mac(sum[:0], "record", "\x00", tokText)[:recordHashLen]
+	var b strings.Builder
+	b.Grow(len(recordSpace) + len(tk.name) + 1 + base64.RawURLEncoding.EncodedLen(recordHashLen))
+	b.WriteString(recordSpace)
+	b.WriteString(tk.name)
+	b.WriteByte(':')
+	b.Write(base64.RawURLEncoding.AppendEncode(enc[:0], h))
+	return b.String()
 }
+
+// recordSpace starts every record's name; recordPrefix adds the tenant.
+const recordSpace = "jeton:r:"
 
 // recordHashLen is the length of the keyed hash that names a record.
 const recordHashLen = 20
@@ -756,16 +771,8 @@ func legacySubjectName(tk *tenantKeys, subject string) string {
 }
 
 func keyedName(key *macKey, domain, s string) string {
-	m := key.get()
-	// One write of one buffer: each conversion passed to Write would
-	// allocate, and this runs for every item.
-	var stack [128]byte
-	buf := append(append(append(stack[:0], domain...), 0), s...)
-	m.Write(buf)
 	var sum [sha256.Size]byte
-	out := base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:20])
-	key.put(m)
-	return out
+	return base64.RawURLEncoding.EncodeToString(key.mac(sum[:0], domain, "\x00", s)[:recordHashLen])
 }
 
 // systemKeyring names the keyring of the service's own keys. Tenant names
