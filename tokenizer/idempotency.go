@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -42,7 +41,7 @@ import (
 //	         to pending with that token until it is written.
 //
 // Every change after the claim is a compare-and-set (Store.Swap) of the
-// whole sealed entry, so concurrent attempts agree on one set of tokens.
+// whole stored entry, so concurrent attempts agree on one set of tokens.
 //
 // The entry is sealed under a key derived from the tenant's idempotency
 // key, the caller's idempotency key and a digest of every item of the call
@@ -53,6 +52,10 @@ import (
 //   - a call that reuses a key with other items finds an entry it cannot
 //     open, and is refused (ErrIdempotencyKeyReused): it can neither be
 //     handed another call's tokens nor silently mint new ones under the key.
+//
+// A call of deterministic items alone claims no entry: its tokens are the
+// same on every attempt, and its records are only ever created or kept, so
+// its key is neither needed nor checked.
 //
 // Known limits. An erasure does not reach into a call that has not
 // completed: a retry of an unfinished call writes its missing records,
@@ -86,8 +89,22 @@ type callEntry struct {
 	seed [seedSize]byte
 	// reminted are the tokens that replaced erased ones, by item index.
 	reminted map[int][tokenPayloadLen]byte
-	// blob is the entry as stored, what a Swap compares.
-	blob []byte
+	// sealed is the entry's seed and reminted tokens as sealed; nil until
+	// sealed. Marking the entry done keeps it.
+	sealed []byte
+}
+
+// stored is the entry as the store holds it, what a Swap compares: its
+// state, then its sealed part. The state is in the clear, so that marking
+// a call done seals nothing anew; sealing it would protect nothing, since
+// whoever can write the store can also put back the pending entry it held
+// before, or delete it.
+func (e *callEntry) stored() []byte {
+	var state byte
+	if e.done {
+		state = 1
+	}
+	return append([]byte{state}, e.sealed...)
 }
 
 // idemCall is what a call with an idempotency key needs to find and open
@@ -102,53 +119,31 @@ type idemCall struct {
 // The name depends on the caller's key alone, so a call with other items
 // finds the entry (and is refused); the seal key depends on the items too:
 //
-//	HMAC-SHA256(idem, "jeton/v2/idempotency" 0x00 || lp(key) || u32(n) ||
+//	HMAC-SHA256(idem, lp("jeton/v2/idempotency") || lp(key) || u32(n) ||
 //	            lp(class_i) || lp(value_i) || lp(subject_i) for each item)
 //
 // where lp is a 32-bit big-endian length and the field itself.
 func newIdemCall(tk *tenantKeys, key string, items []Item) *idemCall {
-	m := hmac.New(sha256.New, tk.idem)
-	var buf [256]byte
-	b := append(buf[:0], "jeton/v2/idempotency\x00"...)
-	b = appendLP(b, key)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(items)))
-	for _, it := range items {
-		for _, f := range [...]string{it.Class, it.Value, it.Subject} {
-			if len(b)+4+len(f) > len(buf) {
-				m.Write(b)
-				b = buf[:0]
-			}
-			if 4+len(f) > len(buf) {
-				m.Write(binary.BigEndian.AppendUint32(b, uint32(len(f))))
-				io.WriteString(m, f)
-				b = buf[:0]
-				continue
-			}
-			b = appendLP(b, f)
+	sealKey := tk.idem.stream(make([]byte, 0, sha256.Size), func(w macWriter) {
+		w.write("jeton/v2/idempotency", key)
+		w.writeRaw(binary.BigEndian.AppendUint32(nil, uint32(len(items))))
+		for _, it := range items {
+			w.write(it.Class, it.Value, it.Subject)
 		}
-	}
-	m.Write(b)
+	})
 	name := idempotencyPrefix(tk.name) + keyedName(tk.index, "call", key)
-	return &idemCall{name: name, sealKey: m.Sum(nil), ad: "jeton/v2/idempotency\x00" + name}
+	return &idemCall{name: name, sealKey: sealKey, ad: "jeton/v2/idempotency\x00" + name}
 }
 
-func appendLP(b []byte, s string) []byte {
-	return append(binary.BigEndian.AppendUint32(b, uint32(len(s))), s...)
-}
-
-// seal returns e sealed for storage:
+// seal seals e's seed and reminted tokens:
 //
-//	plaintext = 0x02 | state (0 pending, 1 done) | seed (32) |
-//	            uvarint(n) | n × (uvarint(index) | payload (16))
+//	plaintext = 0x02 | seed (32) | uvarint(n) | n × (uvarint(index) | payload (16))
 //
-// sealed with sealSmall under the call's key, bound to the entry's name.
-func (c *idemCall) seal(rand io.Reader, e *callEntry) ([]byte, error) {
-	pt := make([]byte, 0, 2+seedSize+binary.MaxVarintLen64+len(e.reminted)*(binary.MaxVarintLen64+tokenPayloadLen))
-	var state byte
-	if e.done {
-		state = 1
-	}
-	pt = append(pt, callEntryVersion, state)
+// with sealSmall under the call's key, bound to the entry's name. The
+// stored entry is a state byte (0 pending, 1 done) and this.
+func (c *idemCall) seal(rand io.Reader, e *callEntry) error {
+	pt := make([]byte, 0, 1+seedSize+binary.MaxVarintLen64+len(e.reminted)*(binary.MaxVarintLen64+tokenPayloadLen))
+	pt = append(pt, callEntryVersion)
 	pt = append(pt, e.seed[:]...)
 	pt = binary.AppendUvarint(pt, uint64(len(e.reminted)))
 	for _, i := range slices.Sorted(maps.Keys(e.reminted)) {
@@ -156,20 +151,25 @@ func (c *idemCall) seal(rand io.Reader, e *callEntry) ([]byte, error) {
 		pt = binary.AppendUvarint(pt, uint64(i))
 		pt = append(pt, p[:]...)
 	}
-	return sealSmall(rand, c.sealKey, c.ad, pt)
+	sealed, err := sealSmall(rand, c.sealKey, c.ad, pt)
+	e.sealed = sealed
+	return err
 }
 
 // open opens a stored entry. Any failure, a call with other items above
 // all, is ErrIdempotencyKeyReused: the entry cannot say which.
 func (c *idemCall) open(blob []byte, items int) (*callEntry, error) {
 	reused := &UserError{ErrIdempotencyKeyReused}
-	pt, err := openSmall(c.sealKey, c.ad, blob)
-	if err != nil || len(pt) < 2+seedSize+1 || pt[0] != callEntryVersion || pt[1] > 1 {
+	if len(blob) < 1 || blob[0] > 1 {
 		return nil, reused
 	}
-	e := &callEntry{done: pt[1] == 1, blob: blob}
-	copy(e.seed[:], pt[2:])
-	rest := pt[2+seedSize:]
+	pt, err := openSmall(c.sealKey, c.ad, blob[1:])
+	if err != nil || len(pt) < 1+seedSize+1 || pt[0] != callEntryVersion {
+		return nil, reused
+	}
+	e := &callEntry{done: blob[0] == 1, sealed: blob[1:]}
+	copy(e.seed[:], pt[1:])
+	rest := pt[1+seedSize:]
 	n, k := binary.Uvarint(rest)
 	if k <= 0 || n > uint64(items) {
 		return nil, reused
@@ -210,17 +210,15 @@ func (e *callEntry) sameTokens(o *callEntry) bool {
 // made the claim just now, so that no record of the call exists yet.
 func (t *Tokenizer) claim(ctx context.Context, c *idemCall, items int, seed []byte) (e *callEntry, fresh bool, err error) {
 	mine := &callEntry{seed: [seedSize]byte(seed)}
-	blob, err := c.seal(t.rand, mine)
-	if err != nil {
+	if err := c.seal(t.rand, mine); err != nil {
 		return nil, false, err
 	}
 	for range 3 {
-		won, err := t.store.PutNew(ctx, []Entry{{Key: c.name, Value: blob, TTL: idempotencyTTL}})
+		won, err := t.store.PutNew(ctx, []Entry{{Key: c.name, Value: mine.stored(), TTL: idempotencyTTL}})
 		if err != nil {
 			return nil, false, unavailable("store", err)
 		}
 		if won[0] {
-			mine.blob = blob
 			return mine, true, nil
 		}
 		// Someone holds it; possibly this very call, whose claim the
@@ -250,20 +248,17 @@ func (t *Tokenizer) reread(ctx context.Context, c *idemCall, items int) (*callEn
 	return c.open(got[0], items)
 }
 
-// swap replaces the stored entry old with next, sealed anew. It reports
-// false when another attempt changed the entry first; next.blob is then
-// unchanged.
+// swap replaces the stored entry old with next, sealing next first if it
+// is not. It reports false when another attempt changed the entry first.
 func (t *Tokenizer) swap(ctx context.Context, c *idemCall, old, next *callEntry) (bool, error) {
-	blob, err := c.seal(t.rand, next)
-	if err != nil {
-		return false, err
+	if next.sealed == nil {
+		if err := c.seal(t.rand, next); err != nil {
+			return false, err
+		}
 	}
-	ok, err := t.store.Swap(ctx, old.blob, Entry{Key: c.name, Value: blob, TTL: idempotencyTTL})
+	ok, err := t.store.Swap(ctx, old.stored(), Entry{Key: c.name, Value: next.stored(), TTL: idempotencyTTL})
 	if err != nil {
 		return false, unavailable("store", err)
-	}
-	if ok {
-		next.blob = blob
 	}
 	return ok, nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"testing"
 
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -74,15 +75,19 @@ func TestIdempotencyEntriesDoNotOpenFromADump(t *testing.T) {
 		candidates = append(candidates, k)
 	}
 	idem := candidates[0]
+	lp := func(m hash.Hash, s string) {
+		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
+		m.Write([]byte(s))
+	}
 	for _, n := range []uint32{0, 1} {
 		m := hmac.New(sha256.New, idem)
-		m.Write([]byte("jeton/v2/idempotency\x00"))
-		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(callerKey))))
-		m.Write([]byte(callerKey))
+		lp(m, "jeton/v2/idempotency")
+		lp(m, callerKey)
 		m.Write(binary.BigEndian.AppendUint32(nil, n))
 		candidates = append(candidates, m.Sum(nil))
 	}
-	blob := entryBlobs[0]
+	// The entry: its state byte, then version 0x01 | nonce | sealed seed.
+	blob := entryBlobs[0][1:]
 	for _, ad := range []string{entries[0], "jeton/v2/idempotency\x00" + entries[0]} {
 		for i, k := range candidates {
 			block, _ := aes.NewCipher(k)
@@ -95,14 +100,12 @@ func TestIdempotencyEntriesDoNotOpenFromADump(t *testing.T) {
 	// The same derivation over the items does open it: the test would
 	// notice a change of format that made the attempts above meaningless.
 	m := hmac.New(sha256.New, idem)
-	m.Write([]byte("jeton/v2/idempotency\x00"))
-	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(callerKey))))
-	m.Write([]byte(callerKey))
+	lp(m, "jeton/v2/idempotency")
+	lp(m, callerKey)
 	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(items))))
 	for _, it := range items {
 		for _, f := range []string{it.Class, it.Value, it.Subject} {
-			m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(f))))
-			m.Write([]byte(f))
+			lp(m, f)
 		}
 	}
 	block, _ := aes.NewCipher(m.Sum(nil))

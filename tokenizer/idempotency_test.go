@@ -303,3 +303,29 @@ func TestSubjectIndexCompactAndLegacy(t *testing.T) {
 		}
 	}
 }
+
+// A call of deterministic items alone claims no idempotency entry: every
+// attempt gets the same tokens anyway. A call with a random item does.
+func TestIdempotencyEntryOnlyForRandomItems(t *testing.T) {
+	e := newEnv(t, withDeterministic("email"))
+	ctx := context.Background()
+	entries := func() int {
+		n := 0
+		if err := e.mem.Scan(ctx, "jeton:i:acme:", func(keys []string) error { n += len(keys); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	det := []tokenizer.Item{{Class: "email", Value: "only-det@example.org"}}
+	first := tokenize(t, e.tz, "acme", det, "det-only")
+	if again := tokenize(t, e.tz, "acme", det, "det-only"); again[0] != first[0] {
+		t.Fatal("a deterministic retry got another token")
+	}
+	if n := entries(); n != 0 {
+		t.Fatalf("a call of deterministic items claimed %d idempotency entries", n)
+	}
+	tokenize(t, e.tz, "acme", append(det, tokenizer.Item{Class: "name", Value: "Random Person"}), "mixed")
+	if n := entries(); n != 1 {
+		t.Fatalf("a call with a random item claimed %d entries, want 1", n)
+	}
+}

@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"hash"
 	"sync"
 )
@@ -44,6 +45,37 @@ func (m *macKey) mac(dst []byte, parts ...string) []byte {
 	if cap(b) <= 4096 {
 		s.buf = b[:0] // keep a grown buffer, within reason
 	}
+	dst = append(dst, s.h.Sum(s.sum[:0])...)
+	m.pool.Put(s)
+	return dst
+}
+
+// macWriter is a keyed state being fed; see macKey.stream.
+type macWriter struct{ s *macState }
+
+// write adds fields to the MAC, each prefixed with its length (32 bits,
+// big endian), so that no two lists of fields feed the same bytes; one
+// write of the state's buffer.
+func (w macWriter) write(fields ...string) {
+	b := w.s.buf[:0]
+	for _, f := range fields {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	w.s.h.Write(b)
+	if cap(b) <= 4096 {
+		w.s.buf = b[:0]
+	}
+}
+
+// writeRaw adds bytes to the MAC as they are.
+func (w macWriter) writeRaw(b []byte) { w.s.h.Write(b) }
+
+// stream appends to dst the MAC of what fill writes, with a pooled state.
+func (m *macKey) stream(dst []byte, fill func(macWriter)) []byte {
+	s := m.pool.Get().(*macState)
+	s.h.Reset()
+	fill(macWriter{s})
 	dst = append(dst, s.h.Sum(s.sum[:0])...)
 	m.pool.Put(s)
 	return dst

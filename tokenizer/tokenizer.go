@@ -27,6 +27,7 @@ import (
 	"io"
 	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -190,7 +191,9 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
 	}
 	seed, nonces := random[:seedSize], random[seedSize:]
-	if idempotencyKey == "" {
+	// A call of deterministic items alone needs no idempotency entry:
+	// every attempt gets the same tokens and writes the same records.
+	if idempotencyKey == "" || !slices.ContainsFunc(work, func(p pending) bool { return p.class.Kind == KindRandom }) {
 		err = t.tokenizeOnce(ctx, tk, cur, work, &callEntry{seed: [seedSize]byte(seed)}, nonces)
 	} else {
 		err = t.tokenizeKeyed(ctx, tk, cur, work, items, idempotencyKey, seed, nonces)
@@ -294,7 +297,7 @@ func (t *Tokenizer) tokenizeKeyed(ctx context.Context, tk *tenantKeys, cur *genK
 		if e.done {
 			return nil
 		}
-		done := &callEntry{done: true, seed: e.seed, reminted: e.reminted}
+		done := &callEntry{done: true, seed: e.seed, reminted: e.reminted, sealed: e.sealed}
 		ok, err := t.swap(ctx, c, e, done)
 		if err != nil || ok {
 			return err
@@ -493,14 +496,21 @@ func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, n
 		if len(w.Create)+len(w.Keep)+len(w.Sets) == 0 {
 			continue
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		store := func() {
 			if err := t.store.Write(ctx, w); err != nil {
 				mu.Lock()
 				werr = cmp.Or(werr, err)
 				mu.Unlock()
 			}
+		}
+		if lo+putChunk >= len(work) {
+			store() // the last chunk: nothing left to overlap with
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			store()
 		})
 	}
 	wg.Wait()
