@@ -57,8 +57,8 @@ func TestIdempotencyKeyReusedIsRefused(t *testing.T) {
 			t.Fatalf("the same key with other items: %v; want INVALID_ARGUMENT", err)
 		}
 		msg := status.Convert(err).Message()
-		if !strings.Contains(msg, "idempotency key already used") {
-			t.Errorf("the refusal does not say the key was reused: %q", msg)
+		if !strings.Contains(msg, "idempotency key already used") || !strings.Contains(msg, "send new items under a new idempotency key") {
+			t.Errorf("the refusal does not say the key was reused and what to do: %q", msg)
 		}
 		for _, v := range []string{"Anne", "Bob", "Carol", "guest-0001", "csv-run"} {
 			if strings.Contains(msg, v) {

@@ -329,3 +329,84 @@ func TestIdempotencyEntryOnlyForRandomItems(t *testing.T) {
 		t.Fatalf("a call with a random item claimed %d entries, want 1", n)
 	}
 }
+
+// An attempt of an unfinished call that writes its records late, after
+// the call was completed by another attempt, one of its records erased and
+// reminted by a third, takes back the record it wrote for the erased
+// token: the erasure stays, and the item keeps one record, the reminted
+// one, which every attempt returns.
+func TestIdempotentLateWriterTakesBackStaleRecord(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	items := []tokenizer.Item{{Class: "name", Value: "Erased Twice"}, {Class: "text", Value: "kept fake note"}}
+	tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Warm-up"}}, "")
+	// The first attempt writes its records but never completes; then its
+	// first record is lost (erased by subject, say).
+	m := e.store.mark()
+	e.store.fail("Swap", true)
+	if _, err := e.tz.Tokenize(ctx, "acme", items, "late"); !errors.Is(err, tokenizer.ErrUnavailable) {
+		t.Fatalf("the interrupted attempt: %v", err)
+	}
+	e.store.fail("Swap", false)
+	if _, err := e.mem.Delete(ctx, e.store.recordKeysSince(m)[:1]); err != nil {
+		t.Fatal(err)
+	}
+	erase := func(tok string) {
+		t.Helper()
+		parsed, _ := tokenizer.ParseToken(tok)
+		if _, err := e.tz.EraseTokens(ctx, []tokenizer.Token{parsed}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Attempt A finds the entry pending and the first record missing; it
+	// is held just before it writes it again.
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	e.store.mu.Lock()
+	e.store.beforeWrite = func() error {
+		if first.CompareAndSwap(false, true) { // A's write; the others pass
+			close(held)
+			<-release
+		}
+		return nil
+	}
+	e.store.mu.Unlock()
+	var aToks []string
+	done := make(chan struct{})
+	a := e.newTokenizer(t)
+	go func() {
+		defer close(done)
+		res, err := a.Tokenize(ctx, "acme", items, "late")
+		if err != nil {
+			t.Errorf("attempt A: %v", err)
+			return
+		}
+		aToks = []string{res[0].Token, res[1].Token}
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("attempt A never reached its write")
+	}
+	// Attempt B completes the call; then the first record is erased and
+	// attempt C, finding the call done and the record gone, remints it.
+	b := tokenize(t, e.newTokenizer(t), "acme", items, "late")
+	erase(b[0])
+	c := tokenize(t, e.newTokenizer(t), "acme", items, "late")
+	if c[0] == b[0] || c[1] != b[1] {
+		t.Fatal("the retry after erasure did not remint the erased item alone")
+	}
+	close(release)
+	<-done
+	if t.Failed() {
+		t.FailNow()
+	}
+	if !slices.Equal(aToks, c) {
+		t.Fatal("the late attempt returned other tokens than the entry now holds")
+	}
+	wantNotFound(t, revealOne(t, e.tz, b[0]))
+	wantValue(t, revealOne(t, e.tz, c[0]), "Erased Twice")
+	if got := e.store.liveRecords(t); got != 3 {
+		t.Fatalf("%d live records, want 3 (the warm-up and one per item): the late attempt left the erased record behind", got)
+	}
+}
