@@ -410,3 +410,58 @@ func TestIdempotentLateWriterTakesBackStaleRecord(t *testing.T) {
 		t.Fatalf("%d live records, want 3 (the warm-up and one per item): the late attempt left the erased record behind", got)
 	}
 }
+
+// An attempt that finds the call claimed by another attempt still at work
+// writes that attempt's records, under its tokens: it never mints tokens
+// of its own, so the two return the same tokens and write one record per
+// item between them.
+func TestIdempotentAttemptJoinsAnUnfinishedOne(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tokenize(t, e.tz, "acme", []tokenizer.Item{{Class: "name", Value: "Fake Warm-up"}}, "")
+	items := []tokenizer.Item{{Class: "name", Value: "Joined Person"}, {Class: "text", Value: "joined fake note"}}
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	e.store.mu.Lock()
+	e.store.beforeWrite = func() error {
+		if first.CompareAndSwap(false, true) { // attempt A's write
+			close(held)
+			<-release
+		}
+		return nil
+	}
+	e.store.mu.Unlock()
+	m := e.store.mark()
+	var aToks []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, err := e.tz.Tokenize(ctx, "acme", items, "joined")
+		if err != nil {
+			t.Errorf("attempt A: %v", err)
+			return
+		}
+		aToks = []string{res[0].Token, res[1].Token}
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("attempt A never reached its write")
+	}
+	// A has claimed and is about to write; B arrives on another replica.
+	b := tokenize(t, e.newTokenizer(t), "acme", items, "joined")
+	close(release)
+	<-done
+	if t.Failed() {
+		t.FailNow()
+	}
+	if !slices.Equal(aToks, b) {
+		t.Fatal("two attempts of one call returned different tokens")
+	}
+	if got := e.store.distinctRecordsSince(m); got != len(items) {
+		t.Fatalf("the two attempts wrote %d distinct records, want %d: the second minted its own", got, len(items))
+	}
+	for i, r := range reveal(t, e.tz, b...) {
+		wantValue(t, r, items[i].Value)
+	}
+}
