@@ -34,6 +34,8 @@ const (
 	// reports it as ErrInvalidArgument, "retrying the same input fails
 	// again", which is what the caller must know.
 	msgKeyReused = "idempotency key already used for a call with other items (values, classes, subjects or their order); send new items under a new idempotency key"
+	msgAmbiguous = "format-preserving token matches records in several of the caller's tenants; name the tenant"
+	msgShapeFull = "no free token left in the class's token shape for a value of this length; retry, or use a wider shape"
 )
 
 // refusal is a call a budget refused, for the operation op (opReveal or
@@ -130,6 +132,10 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.ResourceExhausted, msgBudget)
 	case errors.Is(err, tokenizer.ErrNotFound), errors.Is(err, tokenizer.ErrKeyDestroyed):
 		return status.New(codes.NotFound, msgNotFound)
+	case errors.Is(err, tokenizer.ErrAmbiguous):
+		return status.New(codes.FailedPrecondition, msgAmbiguous)
+	case errors.Is(err, tokenizer.ErrShapeExhausted):
+		return status.New(codes.ResourceExhausted, msgShapeFull)
 	case errors.Is(err, tokenizer.ErrInvalidToken):
 		return status.New(codes.InvalidArgument, msgBadToken)
 	case errors.Is(err, tokenizer.ErrIdempotencyKeyReused):

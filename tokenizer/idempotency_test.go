@@ -234,7 +234,7 @@ func TestDeterministicFirstRecordWins(t *testing.T) {
 	wantValue(t, revealOne(t, e.tz, first), " Fake-Member-0001")
 
 	// A deterministic canary stays a canary when its value is tokenized.
-	canary, err := e.tz.MintCanary(ctx, "acme", "email", "canary-fake@example.invalid", true)
+	canary, err := e.tz.MintCanary(ctx, "acme", "email", "canary-fake@example.invalid", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,11 +88,15 @@ func New(cfg Config) (*Tokenizer, error) {
 		if err := c.Validate(); err != nil {
 			return nil, err
 		}
+		c.shaper, _ = c.Shape.compile() // Validate compiled it once already
 		if _, dup := t.classes[c.Name]; dup {
 			return nil, fmt.Errorf("tokenizer: class %s is defined twice", c.Name)
 		}
 		t.classes[c.Name] = &c
 		t.order = append(t.order, c.Name)
+	}
+	if err := ValidateShapes(t.Classes()); err != nil {
+		return nil, err
 	}
 	refresh := cfg.KeyRefresh
 	if refresh <= 0 {
@@ -128,8 +132,9 @@ type Item struct {
 	Subject string
 }
 
-// Result is the outcome for one Item: a token, or an error that is a
-// UserError (bad class or value) and never quotes the value.
+// Result is the outcome for one Item: a token, or an error that never
+// quotes the value: a UserError (bad class or value), or ErrShapeExhausted
+// (no free token of the class's shape left for the value).
 type Result struct {
 	Token string
 	Err   error
@@ -154,6 +159,10 @@ type pending struct {
 	// stored marks a random item whose record an earlier attempt of the
 	// call wrote and that still opens: it is not written again.
 	stored bool
+	// claimed marks a random shaped item whose record this attempt stored
+	// first, as its claim (claimShaped); refused, one that found no free
+	// token in its shape.
+	claimed, refused bool
 }
 
 // Tokenize mints a token for each item in tenant, creating the tenant's
@@ -202,7 +211,11 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		return nil, err
 	}
 	for _, p := range work {
-		results[p.idx].Token = p.text
+		if p.refused {
+			results[p.idx].Err = ErrShapeExhausted
+		} else {
+			results[p.idx].Token = p.text
+		}
 	}
 	return results, nil
 }
@@ -242,6 +255,21 @@ func (t *Tokenizer) validate(items []Item) ([]Result, []pending) {
 // stores their records.
 func (t *Tokenizer) tokenizeOnce(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, e *callEntry, nonces []byte) error {
 	older, err := t.mint(ctx, tk, cur, work, e)
+	if err != nil {
+		return err
+	}
+	err = t.claimShaped(ctx, tk, work, nonces, func(idx []int) error {
+		for _, i := range idx {
+			var fresh [tokenPayloadLen]byte
+			if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
+				return fmt.Errorf("tokenizer: reading randomness: %w", err)
+			}
+			if err := work[i].setToken(tk, fresh); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -288,6 +316,42 @@ func (t *Tokenizer) tokenizeKeyed(ctx context.Context, tk *tenantKeys, cur *genK
 				e = next
 			}
 		}
+		// Shaped tokens can collide: one whose name another value holds
+		// is reminted, the entry recording its new payload before its
+		// record is claimed.
+		err = t.claimShaped(ctx, tk, work, nonces, func(idx []int) error {
+			next := e.remint()
+			for _, i := range idx {
+				var fresh [tokenPayloadLen]byte
+				if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
+					return fmt.Errorf("tokenizer: reading randomness: %w", err)
+				}
+				next.reminted[work[i].idx] = fresh
+			}
+			ok, err := t.swap(ctx, c, e, next)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errEntryMoved
+			}
+			e = next
+			for _, i := range idx {
+				if err := work[i].setToken(tk, next.reminted[work[i].idx]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, errEntryMoved) {
+			if e, fresh, err = t.current(ctx, c, len(items), seed); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
 		if err := t.write(ctx, tk, work, nonces); err != nil {
 			return err
 		}
@@ -317,6 +381,19 @@ func (t *Tokenizer) tokenizeKeyed(ctx context.Context, tk *tenantKeys, cur *genK
 	}
 }
 
+// errEntryMoved reports that another attempt changed the call's entry
+// first; the attempt starts its round again from the entry as stored.
+var errEntryMoved = errors.New("tokenizer: idempotency entry changed")
+
+// remint returns a pending copy of e to which fresh payloads are added.
+func (e *callEntry) remint() *callEntry {
+	next := &callEntry{seed: e.seed, reminted: maps.Clone(e.reminted)}
+	if next.reminted == nil {
+		next.reminted = map[int][tokenPayloadLen]byte{}
+	}
+	return next
+}
+
 // current returns the call's entry as now stored, claiming it again if it
 // has vanished.
 func (t *Tokenizer) current(ctx context.Context, c *idemCall, items int, seed []byte) (*callEntry, bool, error) {
@@ -339,24 +416,53 @@ func (t *Tokenizer) mint(ctx context.Context, tk *tenantKeys, cur *genKeys, work
 	if err != nil {
 		return nil, err
 	}
+	var (
+		mu      sync.Mutex
+		mintErr error
+	)
 	parallel(len(work), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p := &work[i]
-			p.gen, p.dek, p.stored = cur.gen, cur.dek, false
-			p.tok = Token{Class: p.class.Name, Tenant: tk.name, Version: tokenVersion1}
+			p.gen, p.dek, p.stored, p.claimed, p.refused = cur.gen, cur.dek, false, false, false
+			var payload [tokenPayloadLen]byte
 			switch reminted, ok := e.reminted[p.idx]; {
 			case p.class.Kind == KindDeterministic:
-				p.tok.Payload = deterministicPayload(cur.det, p.class.Name, p.norm)
+				payload = deterministicPayload(cur.det, p.class.Name, p.norm)
 			case ok:
-				p.tok.Payload = reminted
+				payload = reminted
 			default:
-				p.tok.Payload = [tokenPayloadLen]byte(stream[p.idx*tokenPayloadLen:])
+				payload = [tokenPayloadLen]byte(stream[p.idx*tokenPayloadLen:])
 			}
-			p.text = p.tok.String()
-			p.name = recordName(tk, p.text)
+			if err := p.setToken(tk, payload); err != nil {
+				mu.Lock()
+				mintErr = cmp.Or(mintErr, err)
+				mu.Unlock()
+			}
 		}
 	})
+	if mintErr != nil {
+		return nil, mintErr
+	}
 	return t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
+}
+
+// setToken gives p the token of payload and its record name. A random
+// shaped class's token is drawn from a stream keyed by payload
+// (shapeStream), so every attempt of a call draws the same one.
+func (p *pending) setToken(tk *tenantKeys, payload [tokenPayloadLen]byte) error {
+	sh := p.class.shapeOf()
+	if p.class.Kind == KindRandom && sh != nil {
+		text, err := sh.mint(shapeStream(payload), p.value)
+		if err != nil {
+			return err
+		}
+		p.tok = Token{Class: p.class.Name, Tenant: tk.name, Version: tokenVersion1, Shaped: text}
+	} else {
+		p.tok = newToken(p.class, tk.name, payload)
+	}
+	p.text = p.tok.String()
+	p.name = recordName(tk, p.text)
+	return nil
 }
 
 // inspect reads the records an earlier attempt of the call may have
@@ -387,36 +493,29 @@ func (t *Tokenizer) inspect(ctx context.Context, tk *tenantKeys, work []pending,
 		p := &work[i]
 		dead := blobs[j] == nil && e.done
 		if blobs[j] != nil {
-			h, err := parseEnvelopeHeader(blobs[j])
-			if err == nil {
-				_, err = t.keys.genKeys(ctx, tk, h.gen)
-			}
-			switch {
-			case err == nil:
-				p.stored = true
-			case errors.Is(err, ErrKeyDestroyed), errors.Is(err, errEnvelope):
-				dead = true
-			default:
+			// Kept only if it is this item's record and still opens: not
+			// one of a destroyed generation (its token would reveal
+			// nothing), nor another value's that drew the same shaped token.
+			ok, err := t.holdsValue(ctx, tk, p, blobs[j])
+			if err != nil {
 				return nil, err
 			}
+			p.stored, dead = ok, !ok
 		}
 		if !dead {
 			continue
 		}
 		if next == nil {
-			next = &callEntry{seed: e.seed, reminted: maps.Clone(e.reminted)}
-			if next.reminted == nil {
-				next.reminted = map[int][tokenPayloadLen]byte{}
-			}
+			next = e.remint()
 		}
 		var fresh [tokenPayloadLen]byte
 		if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
 			return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
 		}
 		next.reminted[p.idx] = fresh
-		p.tok.Payload = fresh
-		p.text = p.tok.String()
-		p.name = recordName(tk, p.text)
+		if err := p.setToken(tk, fresh); err != nil {
+			return nil, err
+		}
 		p.stored = false
 	}
 	return next, nil
@@ -467,7 +566,7 @@ func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, n
 		blobs := make([][]byte, len(chunk))
 		parallel(len(chunk), func(a, b int) {
 			for i := a; i < b; i++ {
-				if p := &chunk[i]; !p.stored {
+				if p := &chunk[i]; !p.stored && !p.claimed && !p.refused {
 					j := lo + i
 					blobs[i], _ = sealRecordMAC(p.dek, nonces[j*nonceSize:(j+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
 				}
@@ -479,7 +578,7 @@ func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, n
 		}
 		for i := range chunk {
 			p := &chunk[i]
-			if p.stored {
+			if p.stored || p.claimed || p.refused {
 				continue
 			}
 			if blobs[i] == nil {
@@ -527,7 +626,7 @@ func subjectAdds(tk *tenantKeys, work []pending) []SetAdd {
 	var adds []SetAdd
 	at := map[string]int{} // by subject: its index is named once per call
 	for _, p := range work {
-		if p.subject == "" {
+		if p.subject == "" || p.refused {
 			continue
 		}
 		i, seen := at[p.subject]
