@@ -465,3 +465,64 @@ func TestIdempotentAttemptJoinsAnUnfinishedOne(t *testing.T) {
 		wantValue(t, r, items[i].Value)
 	}
 }
+
+// TestIdempotentRetryAfterGenerationDestroyed: a retry whose stored answer
+// holds tokens of a generation destroyed since gets fresh tokens that
+// reveal its values, never the dead ones, whether the dead records are
+// still in the store (not yet swept) or gone; later retries keep the
+// fresh tokens.
+func TestIdempotentRetryAfterGenerationDestroyed(t *testing.T) {
+	for _, swept := range []bool{false, true} {
+		t.Run(map[bool]string{false: "records not swept", true: "records swept"}[swept], func(t *testing.T) {
+			e := newEnv(t, withRefresh(testRefresh))
+			ctx := context.Background()
+			items := []tokenizer.Item{{Class: "name", Value: "Fake Retry One"}, {Class: "text", Value: "fake note two", Subject: "fake-subject-r"}}
+			dead := tokenize(t, e.tz, "acme", items, "k-destroyed")
+			if g, err := e.tz.RotateGeneration(ctx, "acme"); err != nil || g != 2 {
+				t.Fatalf("RotateGeneration = %d, %v", g, err)
+			}
+			e.clock.Advance(2*testRefresh + time.Second)
+			if err := e.tz.DestroyGeneration(ctx, "acme", 1); err != nil {
+				t.Fatalf("DestroyGeneration: %v", err)
+			}
+			if swept {
+				for _, tok := range dead {
+					key, err := tokenizer.RecordKey(ctx, e.tz, tok)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := e.mem.Delete(ctx, []string{key}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			var fresh []string
+			for _, tz := range []*tokenizer.Tokenizer{e.tz, e.newTokenizer(t)} {
+				again := tokenize(t, tz, "acme", items, "k-destroyed")
+				for i, r := range reveal(t, e.tz, again...) {
+					if again[i] == dead[i] {
+						t.Fatalf("item %d: the retry returned the token of the destroyed generation", i)
+					}
+					if fresh != nil && again[i] != fresh[i] {
+						t.Fatalf("item %d: a retry on another replica reminted the fresh token", i)
+					}
+					wantValue(t, r, items[i].Value)
+					if r.Generation != 2 {
+						t.Fatalf("item %d: the fresh token is in generation %d, want 2", i, r.Generation)
+					}
+				}
+				if !slices.Equal(tokenize(t, tz, "acme", items, "k-destroyed"), again) {
+					t.Fatal("a later retry did not keep the fresh tokens")
+				}
+				fresh = again
+			}
+			// The fresh record is in its subject's index (beside the dead
+			// one, when it is not swept yet).
+			want := map[bool]int{false: 2, true: 1}[swept]
+			if n, err := e.tz.EraseSubject(ctx, "acme", "fake-subject-r"); err != nil || n != want {
+				t.Fatalf("EraseSubject = %d, %v; want %d", n, err, want)
+			}
+			wantNotFound(t, reveal(t, e.tz, fresh[1])[0])
+		})
+	}
+}
