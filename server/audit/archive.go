@@ -96,7 +96,7 @@ func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
 		return nil, fmt.Errorf("audit: archive: %w", err)
 	}
 	for _, d := range []string{dst, filepath.Join(dir, archivedDir), dir} {
-		if err := syncDir(d); err != nil {
+		if err := syncDir(d, osOpenFile); err != nil {
 			return nil, fmt.Errorf("audit: archive: %w", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,20 +12,29 @@ import (
 const probeName = "PROBE.tmp"
 
 // Healthy reports whether the log can take records. It fails when the log
-// is closed; when its file was replaced, moved or removed (until an
-// operator recovers it: this never heals by itself); when too many records
-// wait for a checkpoint; and when the last commit failed and a scratch
-// write with fsync in the log's directory still fails. The scratch write
-// lets a readiness probe see the disk come back even when no Append has
-// been tried since (traffic may be held off precisely because the log was
-// reported down). Otherwise it does no I/O. Errors wrap ErrUnavailable and
-// name no record content.
+// is closed; when its file was replaced, moved, removed, truncated or
+// written to by another process (until an operator recovers it: this
+// never heals by itself; it stats the file to see that, between commits);
+// when too many records wait for a checkpoint; and when the last commit
+// failed and a scratch write with fsync in the log's directory still
+// fails. The scratch write lets a readiness probe see the disk come back
+// even when no Append has been tried since (traffic may be held off
+// precisely because the log was reported down). Errors wrap
+// ErrUnavailable and name no record content.
 func (l *Log) Healthy() error {
 	l.mu.RLock()
 	closed := l.closed
 	l.mu.RUnlock()
 	if closed {
 		return fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	if err := l.w.check(); err != nil {
+		var changed *fileChangedError
+		if errors.As(err, &changed) {
+			l.markBroken(changed, 0)
+		} else {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 	}
 	if p := l.broken.Load(); p != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
