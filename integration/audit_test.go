@@ -3,6 +3,9 @@ package integration_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -187,8 +190,14 @@ func TestAuditTamperDetected(t *testing.T) {
 	}
 
 	// A crash mid-write (kill -9) leaves a partial last line: verify
-	// reports it and passes, and jetond cuts it off and carries on.
+	// reports it and passes, and jetond cuts it off and carries on. (After
+	// a clean stop there is no write to tear: see
+	// TestAuditForgedAfterCleanStop.)
 	restore(t, d.dir, latest)
+	d.h.start(t)
+	d.h.waitReady(t)
+	d.reveal(t, 7, 1)
+	d.h.kill()
 	f, err := os.OpenFile(filepath.Join(d.dir, "audit-000001.jsonl"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -205,8 +214,80 @@ func TestAuditTamperDetected(t *testing.T) {
 		t.Error("jetond did not report cutting off the partial line")
 	}
 	d.h.Stop(t)
-	if code, out, errOut := d.verify(t); code != 0 || strings.Contains(out, "torn") {
-		t.Errorf("after restart: verify exit %d, stdout %q, stderr %q", code, out, errOut)
+	if code, out, errOut := d.verify(t); code != 0 || strings.Contains(out, "torn") || !strings.Contains(out, "unclean stop before seq") {
+		t.Errorf("after restart: verify exit %d, stdout %q, stderr %q; want ok, the crash on record", code, out, errOut)
+	}
+}
+
+// forgeRecord appends to the replica's log a correctly chained record
+// that jetond never wrote, as an operator with a shell on the audit host
+// can (the chain is unkeyed): a reveal framing a TTP identity.
+func forgeRecord(t *testing.T, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, "audit-000001.jsonl")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	var last struct {
+		Seq  uint64
+		Hash string
+	}
+	if err := json.Unmarshal(ls[len(ls)-1], &last); err != nil {
+		t.Fatal(err)
+	}
+	prev, _ := hex.DecodeString(last.Hash)
+	rec := `{"time":"2026-01-01T00:00:00Z","identity":"spiffe://jeton.test/ttp-fake-officer","peer":"127.0.0.1:1","method":"/jeton.v1.Detokenizer/Detokenize",` +
+		`"purpose":"curiosity","case_ref":"none","items":[{"token_hash":"00112233445566778899aabbccddeeff","outcome":"revealed"}],"outcome":"ok"}`
+	seq := last.Seq + 1
+	h := sha256.New()
+	fmt.Fprintf(h, "jeton/audit/v2\x00%s{\"v\":2,\"seq\":%d,\"rec\":%s}", prev, seq, rec)
+	line := fmt.Sprintf("{\"v\":2,\"seq\":%d,\"prev\":\"%x\",\"rec\":%s,\"hash\":\"%x\"}\n", seq, prev, rec, h.Sum(nil))
+	if err := os.WriteFile(path, append(b, line...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAuditForgedAfterCleanStop: after a clean stop the chain's end is
+// anchored as closed, so a correctly chained record appended afterwards
+// is refused by jeton audit verify (public key only) and by jetond at
+// start-up: the next checkpoint can never anchor it. After kill -9 the
+// last records were not all covered by a checkpoint; jetond then says
+// so on the record, and verify reports it.
+func TestAuditForgedAfterCleanStop(t *testing.T) {
+	d := startAuditDeployment(t, "it-forged")
+	d.reveal(t, 0, 2)
+	d.h.Stop(t)
+	clean := snapshot(t, d.dir)
+	forgeRecord(t, d.dir)
+	if code, _, errOut := d.verify(t); code != 1 || !strings.Contains(errOut, "past closed checkpoint") {
+		t.Fatalf("verify of a log with a record forged after a clean stop: exit %d, stderr %q", code, errOut)
+	}
+	before := len(d.h.Log())
+	d.h.start(t)
+	if code := d.h.waitExit(t, readyTimeout); code == 0 {
+		t.Fatal("jetond continued a log with a record forged after its clean stop")
+	}
+	if refusal := d.h.Log()[before:]; !strings.Contains(refusal, "past closed checkpoint") {
+		t.Fatalf("jetond's refusal does not name the cause:\n%s", tail(refusal, 5))
+	}
+
+	restore(t, d.dir, clean)
+	d.h.start(t)
+	d.h.waitReady(t)
+	d.reveal(t, 2, 1)
+	d.h.kill() // nothing anchors the last reveal now
+	forgeRecord(t, d.dir)
+	d.h.start(t)
+	d.h.waitReady(t)
+	if !strings.Contains(d.h.Log(), "continued the chain after an unclean stop") {
+		t.Error("jetond did not log the unclean stop")
+	}
+	d.h.Stop(t)
+	code, out, errOut := d.verify(t)
+	if code != 0 || !strings.Contains(out, "unclean stop before seq") || !strings.Contains(out, "covered by no checkpoint") {
+		t.Fatalf("verify after kill -9 and restart: exit %d, stdout %q, stderr %q; want ok, naming the uncovered records", code, out, errOut)
 	}
 }
 

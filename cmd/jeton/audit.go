@@ -204,8 +204,19 @@ func printChainReport(e *env, i int, r audit.ChainReport) {
 	fmt.Fprintf(e.stdout, "%schain %s of replica %s: %d records, last seq %d", prefix, chain, replica, r.Records, r.LastSeq)
 	if r.Checkpoint != nil {
 		fmt.Fprintf(e.stdout, ", signed checkpoint at seq %d (%s)", r.Checkpoint.Seq, r.Checkpoint.Time.UTC().Format(time.RFC3339))
+		if r.Checkpoint.Closed {
+			fmt.Fprint(e.stdout, ", closed at a clean stop")
+		}
 	}
 	fmt.Fprintln(e.stdout)
+	for _, rc := range r.Recoveries {
+		if rc.Head > rc.Anchored {
+			fmt.Fprintf(e.stdout, "  unclean stop before seq %d: records %d to %d were covered by no checkpoint when the server stopped, "+
+				"and are anchored only from the restart on: trust them less\n", rc.Seq, rc.Anchored+1, rc.Head)
+		} else {
+			fmt.Fprintf(e.stdout, "  unclean stop before seq %d: every record was covered by a checkpoint\n", rc.Seq)
+		}
+	}
 	if r.Torn != nil {
 		fmt.Fprintf(e.stdout, "  torn final record: %d bytes at offset %d of %s (a write cut short by a crash; never acknowledged, cut off when jetond starts)\n",
 			r.Torn.Bytes, r.Torn.Offset, r.Torn.File)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,10 +262,10 @@ func (l *Log) start(cfg Config) error {
 		}
 		l.chain = st.chain
 		l.publish(st.seq, st.last)
-		if l.cp != nil && st.seq > l.cp.anchoredSeq.Load() {
-			l.cp.kick() // anchor what the last run left unanchored
+		if l.cp == nil {
+			return nil
 		}
-		return nil
+		return l.resume(cfg)
 	}
 
 	// An empty directory: open a chain, and anchor it before serving, so
@@ -305,6 +306,46 @@ func (l *Log) start(cfg Config) error {
 	return nil
 }
 
+// resume anchors a continued chain before the log serves, so that every
+// record past the anchor's checkpoint is this run's from now on. After a
+// clean stop (a closed checkpoint, which the log ends at exactly) it
+// reopens the chain: the same head, no longer closed, so that a crash of
+// this run is not mistaken for a clean stop. After an unclean stop it
+// writes a recovery record naming the records the last run left
+// uncovered, and anchors it with a checkpoint marked recovered.
+func (l *Log) resume(cfg Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.AnchorTimeout)
+	defer cancel()
+	seq, head := l.Head()
+	cp := Checkpoint{Replica: l.replica, Chain: l.chain.ID, Seq: seq, Head: head, Time: cfg.Now().UTC()}
+	s := l.cp.stored
+	if s == nil || s.Closed {
+		// Reopened, or a chain whose first record was never anchored
+		// (nothing was ever acknowledged in it).
+		if err := l.cp.store(ctx, cp); err != nil {
+			return fmt.Errorf("audit: anchor the reopened chain: %w", err)
+		}
+		return nil
+	}
+	r := &Recovery{Anchored: s.Seq, Head: seq}
+	b, err := json.Marshal(Record{Time: cfg.Now(), Identity: "jetond", Method: MethodRecovered, Outcome: "ok", Recovery: r})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := l.w.commit([]*request{{rec: b}}); err != nil {
+		return fmt.Errorf("audit: write the recovery record: %w", err)
+	}
+	l.publish(l.w.seq, l.w.last)
+	cp.Seq, cp.Head, cp.Recovered = l.w.seq, l.w.last, r
+	if err := l.cp.store(ctx, cp); err != nil {
+		return fmt.Errorf("audit: anchor the recovery record: %w", err)
+	}
+	l.log.Warn("audit: continued the chain after an unclean stop (crash, kill, power loss, or the anchor unreachable at shutdown); "+
+		"records the last run wrote after its last checkpoint are anchored only now, and marked so",
+		"chain", l.chain.ID, "last_checkpoint_seq", r.Anchored, "uncovered_from", r.Anchored+1, "uncovered_to", r.Head)
+	return nil
+}
+
 // publish records the durable head.
 func (l *Log) publish(seq uint64, h [hashSize]byte) {
 	l.headMu.Lock()
@@ -321,7 +362,8 @@ func (l *Log) Head() (uint64, [hashSize]byte) {
 
 // Append writes rec to the log and returns once it is fsynced, together with
 // every record queued alongside it (group commit). A zero rec.Time is set
-// to Config.Now(). rec.Chain must be nil.
+// to Config.Now(). rec.Chain and rec.Recovery must be nil, and rec.Method
+// must not start with "audit/": those records are the log's own.
 //
 // Any error wraps ErrUnavailable. If ctx ends before the record is queued,
 // it is not written; if ctx ends while it is being written, Append returns
@@ -332,8 +374,8 @@ func (l *Log) Append(ctx context.Context, rec Record) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if rec.Chain != nil {
-		return fmt.Errorf("%w: a record may not open a chain", ErrUnavailable)
+	if rec.Chain != nil || rec.Recovery != nil || strings.HasPrefix(rec.Method, "audit/") {
+		return fmt.Errorf("%w: only the log writes chain-start and recovery records", ErrUnavailable)
 	}
 	if rec.Time.IsZero() {
 		rec.Time = l.now()
@@ -379,8 +421,10 @@ func (l *Log) TokenHash(token string) string {
 }
 
 // Close writes and fsyncs everything queued, signs and stores a last
-// checkpoint of the last acknowledged record, then stops the log; later
-// Appends fail with ErrUnavailable. Closing a closed log does nothing.
+// checkpoint of the last acknowledged record, marked closed, then stops
+// the log; later Appends fail with ErrUnavailable. After it, nothing may
+// follow that record: Open and Verify refuse a record past a closed
+// checkpoint. Closing a closed log does nothing.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -392,9 +436,15 @@ func (l *Log) Close() error {
 	close(l.reqs)
 	l.mu.Unlock()
 	<-l.done
-	var err error
+	// Cut off what a failed write left, so the file ends at the last
+	// record acknowledged; only then may the last checkpoint close the
+	// chain there. If that fails, the checkpoint stays open and the next
+	// Open treats the stop as unclean.
+	err := l.w.settle()
 	if l.cp != nil {
-		err = l.cp.stop()
+		if cerr := l.cp.stop(err == nil); err == nil {
+			err = cerr
+		}
 	}
 	if cerr := l.w.close(); err == nil {
 		err = cerr
@@ -745,18 +795,27 @@ func recoveryHint(dir string) string {
 		"then start jetond again; see README, audit recovery", dir)
 }
 
+// settle cuts off what a failed write left past the last record, if
+// anything.
+func (w *writer) settle() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.dirty {
+		return nil
+	}
+	if err := w.ensureOpen(); err != nil {
+		return fmt.Errorf("audit: close: %w", err)
+	}
+	return nil
+}
+
 // close closes the current file and releases the directory.
 func (w *writer) close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var err error
-	if w.dirty {
-		err = w.ensureOpen()
-	}
 	if w.f != nil {
-		if cerr := w.f.Close(); err == nil {
-			err = cerr
-		}
+		err = w.f.Close()
 		w.f = nil
 	}
 	w.unlock()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 )
 
 // Reasons a VerifyError gives. Each names one kind of tampering or damage.
@@ -46,6 +47,10 @@ const (
 	// checkpoint covers: its last records were removed, an older copy was
 	// restored, or it was wiped.
 	ReasonBehindCheckpoint = "behind checkpoint"
+	// ReasonPastClosed: the log goes on past a checkpoint that closed the
+	// chain (the server stopped cleanly there): a record, or part of one,
+	// was added that the server did not write.
+	ReasonPastClosed = "past closed checkpoint"
 )
 
 // VerifyError locates the first record at which a log fails to verify.
@@ -93,6 +98,16 @@ type Report struct {
 	Previous *Checkpoint
 	// Torn is a tolerated partial last line, or nil.
 	Torn *Torn
+	// Recoveries are the recovery records in the files, oldest first:
+	// each says the run before stopped uncleanly and which records no
+	// checkpoint covered when it did.
+	Recoveries []RecoveryReport
+}
+
+// RecoveryReport is a recovery record found by Verify, at Seq.
+type RecoveryReport struct {
+	Seq uint64
+	Recovery
 }
 
 // VerifyOptions says what to check a log against.
@@ -101,7 +116,8 @@ type VerifyOptions struct {
 	// checkpoint a chain's first record names. Nothing secret is needed.
 	Keys []ed25519.PublicKey
 	// Checkpoint is a signed checkpoint of this chain (from the anchor).
-	// The log must reach its seq, with the same hash there. Without one,
+	// The log must reach its seq, with the same hash there, and, if it is
+	// closed, end there, partial line included. Without one,
 	// only the chain's internal consistency is checked: removal of its last
 	// records, rollback and a wipe then go unnoticed.
 	Checkpoint []byte
@@ -150,7 +166,8 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	if err := v.run(refs); err != nil {
 		return nil, err
 	}
-	rep := &Report{Records: v.records, FirstSeq: v.firstSeq, LastSeq: v.seq, Head: v.last, Chain: v.chain, Checkpoint: cp, Torn: v.torn}
+	rep := &Report{Records: v.records, FirstSeq: v.firstSeq, LastSeq: v.seq, Head: v.last, Chain: v.chain, Checkpoint: cp,
+		Torn: v.torn, Recoveries: v.recoveries}
 	if v.chain != nil && v.chain.Previous != "" && opts.Keys != nil {
 		prev, err := OpenCheckpoint([]byte(v.chain.Previous), opts.Keys)
 		if err != nil {
@@ -193,6 +210,8 @@ type verifier struct {
 	lastLines int
 	lastLen   int64
 	torn      *Torn
+
+	recoveries []RecoveryReport
 }
 
 func newVerifier() *verifier { return &verifier{hash: newChainHasher()} }
@@ -252,6 +271,10 @@ func (v *verifier) file(refs []fileRef, i int) error {
 			if len(b) == 0 {
 				return nil
 			}
+			if cp := v.checkpoint; cp != nil && cp.Closed && v.seq >= cp.Seq {
+				return &VerifyError{File: ref.path, Line: n, Seq: v.seq + 1, Reason: ReasonPastClosed,
+					Detail: fmt.Sprintf("a partial line follows seq %d, where a checkpoint closed the chain when the server stopped cleanly", cp.Seq)}
+			}
 			if i == len(refs)-1 && v.allowTorn {
 				v.torn = &Torn{File: ref.path, Offset: v.lastLen, Bytes: int64(len(b))}
 				return nil
@@ -310,7 +333,20 @@ func (v *verifier) record(refs []fileRef, i, n int, b []byte) error {
 		}
 		v.chain = r.Chain
 	}
+	if bytes.Contains(l.rec, []byte(`"`+MethodRecovered+`"`)) {
+		var r Record
+		if err := json.Unmarshal(l.rec, &r); err == nil && r.Method == MethodRecovered {
+			if r.Recovery == nil || r.Recovery.Head+1 != l.seq || r.Recovery.Anchored > r.Recovery.Head {
+				return bad(l.seq, ReasonMalformed, "a recovery record that does not name the records before it")
+			}
+			v.recoveries = append(v.recoveries, RecoveryReport{Seq: l.seq, Recovery: *r.Recovery})
+		}
+	}
 	if cp := v.checkpoint; cp != nil {
+		if cp.Closed && l.seq > cp.Seq {
+			return bad(l.seq, ReasonPastClosed, fmt.Sprintf("a checkpoint closed the chain at seq %d when the server stopped cleanly (%s); "+
+				"this record was added after that, not by the server", cp.Seq, cp.Time.UTC().Format(time.RFC3339)))
+		}
 		if v.chain != nil && v.chain.ID != cp.Chain {
 			return bad(l.seq, ReasonCheckpoint, fmt.Sprintf("this log is chain %s; the checkpoint is of chain %s", v.chain.ID, cp.Chain))
 		}
