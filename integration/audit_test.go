@@ -18,6 +18,7 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/jeton-dev/jeton/client"
 	"github.com/jeton-dev/jeton/integration/testenv"
 	"github.com/jeton-dev/jeton/tokenizer/vaultkeys"
 )
@@ -27,22 +28,36 @@ import (
 // that holds only the verifier's policy.
 type auditDeployment struct {
 	h        *jetond
+	v        *vaultEnv
 	dir      string // audit.dir
 	replica  string
 	verifier []string // environment of jeton audit verify --vault
 }
 
-func startAuditDeployment(t *testing.T, replica string) *auditDeployment {
+// startAuditDeployment starts one jetond; checkpoint, if not empty, is
+// YAML for audit.checkpoint (indented under it).
+func startAuditDeployment(t *testing.T, replica string, checkpoint ...string) *auditDeployment {
 	t.Helper()
 	redis := testenv.StartRedis(t)
 	v := startVaultEnv(t, false)
 	h := newJetond(t, jetondOpts{RedisAddrs: []string{redis.Addr}, Vault: v, Token: v.token(t, vaultkeys.PolicyJetond)})
 	h.env = append(h.env, "JETON_AUDIT_REPLICA="+replica)
 	h.replica = replica
+	if len(checkpoint) > 0 {
+		cfg, err := os.ReadFile(h.cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := bytes.Index(cfg, []byte("\naudit:\n  dir: "))
+		end := at + 1 + bytes.IndexByte(cfg[at+1:], '\n') + 1 // after "audit:"
+		end += bytes.IndexByte(cfg[end:], '\n') + 1           // after "  dir: ..."
+		block := "  checkpoint:\n    " + strings.Join(checkpoint, "\n    ") + "\n"
+		writeFile(t, h.cfgPath, string(cfg[:end])+block+string(cfg[end:]))
+	}
 	h.start(t)
 	h.waitReady(t)
 	return &auditDeployment{
-		h: h, dir: filepath.Join(h.dir, "audit"), replica: replica,
+		h: h, v: v, dir: filepath.Join(h.dir, "audit"), replica: replica,
 		verifier: append(envWithout(os.Environ(), "VAULT_", "JETON_"),
 			"VAULT_ADDR="+v.Addr, "VAULT_TOKEN="+v.token(t, vaultkeys.PolicyAuditVerifier)),
 	}
@@ -370,4 +385,44 @@ func readyz(t *testing.T, h *jetond) (int, string) {
 	var b bytes.Buffer
 	b.ReadFrom(resp.Body)
 	return resp.StatusCode, b.String()
+}
+
+// TestAuditAnchorOutageFailsClosed: an operator who blocks Vault (here it
+// is sealed) leaves the records written meanwhile covered by no
+// checkpoint, and could then kill jetond and rewrite them. Data keys are
+// cached, so reveals go on, but only until the oldest uncovered record is
+// audit.checkpoint.max_unanchored_age old: then they fail closed and
+// readiness goes down, however few records wait. Both recover once Vault
+// answers again, and the log verifies.
+func TestAuditAnchorOutageFailsClosed(t *testing.T) {
+	d := startAuditDeployment(t, "it-outage", "every: 200ms", "max_unanchored_age: 2s")
+	its := items(t, 0, 2)
+	tokenize(t, d.h, "acme", its)
+	detokenizeAll(t, d.h, its)
+
+	d.v.Seal()
+	detokenizeAll(t, d.h, its[:1]) // cached keys: served, durable, uncovered
+	eventually(t, "reveals to fail closed while Vault is sealed", func() error {
+		res, err := d.h.TTP(t).Detokenize(context.Background(), []string{its[1].Token}, purpose, caseRef)
+		if errors.Is(err, client.ErrUnavailable) && res == nil {
+			return nil
+		}
+		return fmt.Errorf("Detokenize = %d results, %v; want UNAVAILABLE", len(res), err)
+	})
+	eventually(t, "readiness to go down", func() error {
+		if code, body := readyz(t, d.h); code != http.StatusServiceUnavailable || !strings.Contains(body, "audit") {
+			return fmt.Errorf("/readyz = %d %q, want 503 naming audit", code, body)
+		}
+		return nil
+	})
+	if !strings.Contains(d.h.Log(), "no checkpoint covers records written") {
+		t.Error("jetond did not log why reveals are refused")
+	}
+
+	d.v.Unseal()
+	eventually(t, "reveals after Vault came back", func() error { return tryDetokenize(t, d.h, its) })
+	d.h.Stop(t)
+	if code, out, errOut := d.verify(t); code != 0 {
+		t.Fatalf("verify after the outage: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 }

@@ -482,3 +482,72 @@ func TestReplacedByOlderCopy(t *testing.T) {
 		t.Fatalf("VerifyHistory = %v; want the archive behind its checkpoint", err)
 	}
 }
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestAnchorDownAgeBound: while the anchor is unreachable, records are
+// durable locally but uncovered; an operator who blocks the anchor and
+// then kills the server could rewrite them all. However few they are,
+// once the oldest has waited longer than MaxUnanchoredAge (default three
+// checkpoint intervals) Append fails closed and readiness goes down; both
+// recover once a checkpoint is stored again.
+func TestAnchorDownAgeBound(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		interval time.Duration // CheckpointInterval; ticks retry the anchor
+		maxAge   time.Duration // MaxUnanchoredAge; 0: the default
+		bound    time.Duration // what it should be
+	}{
+		{"configured", 10 * time.Millisecond, 30 * time.Second, 30 * time.Second},
+		{"default: three intervals", 20 * time.Millisecond, 0, 60 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := &fakeClock{now: testTime}
+			a := &countingAnchor{Anchor: newFileAnchor(t)}
+			l := openLog(t, t.TempDir(), func(c *audit.Config) {
+				anchoredConfig(a)(c)
+				c.Now, c.CheckpointEvery, c.CheckpointInterval, c.MaxUnanchoredAge = clock.Now, 1000, tt.interval, tt.maxAge
+			})
+			a.down.Store(true)
+			mustAppend(t, l, 0) // the oldest uncovered record
+			clock.Advance(tt.bound - tt.bound/10)
+			mustAppend(t, l, 1)
+			if st := l.Status(); st.Unanchored != tt.bound-tt.bound/10 || st.Anchored != 1 || st.Head != 3 {
+				t.Fatalf("Status = %+v, want the oldest uncovered record %s old", st, tt.bound-tt.bound/10)
+			}
+			if err := l.Healthy(); err != nil {
+				t.Fatalf("Healthy within the bound: %v", err)
+			}
+			clock.Advance(tt.bound / 5)
+			if err := l.Append(context.Background(), rec(2)); !errors.Is(err, audit.ErrUnavailable) ||
+				!strings.Contains(err.Error(), "no checkpoint covers") {
+				t.Fatalf("Append past the age bound = %v, want ErrUnavailable naming it", err)
+			}
+			if err := l.Healthy(); !errors.Is(err, audit.ErrUnavailable) {
+				t.Fatalf("Healthy past the age bound = %v", err)
+			}
+			a.down.Store(false)
+			waitFor(t, "the uncovered records to be anchored", func() bool { return l.Healthy() == nil })
+			if st := l.Status(); st.Unanchored != 0 || st.Anchored != 3 {
+				t.Fatalf("Status after the anchor came back = %+v", st)
+			}
+			mustAppend(t, l, 3)
+		})
+	}
+}

@@ -21,16 +21,24 @@ type checkpointer struct {
 	every    uint64
 	interval time.Duration
 	max      uint64
+	maxAge   time.Duration
 	timeout  time.Duration
+	now      func() time.Time
 	log      *slog.Logger
 
-	mu           sync.Mutex // serialises checkpoint
+	mu           sync.Mutex // serialises storing checkpoints
 	keys         []ed25519.PublicKey
 	stored       *Checkpoint // the anchor's checkpoint as last read or written
 	storedSigned []byte
 	version      uint64
-	anchoredSeq  atomic.Uint64 // stored.Seq when stored is of this chain
 	failing      atomic.Bool
+
+	// anchoredSeq is stored.Seq once stored is of this chain (atomic for
+	// readers); pendingSince is when the oldest record past it was
+	// committed, or zero. pmu orders their updates against committed's.
+	pmu          sync.Mutex
+	anchoredSeq  atomic.Uint64
+	pendingSince time.Time
 
 	kickc chan struct{}
 	quit  chan struct{}
@@ -40,7 +48,7 @@ type checkpointer struct {
 func newCheckpointer(l *Log, cfg Config) *checkpointer {
 	return &checkpointer{
 		l: l, a: cfg.Anchor, every: uint64(cfg.CheckpointEvery), interval: cfg.CheckpointInterval,
-		max: uint64(cfg.MaxUnanchored), timeout: cfg.AnchorTimeout, log: cfg.Logger,
+		max: uint64(cfg.MaxUnanchored), maxAge: cfg.MaxUnanchoredAge, timeout: cfg.AnchorTimeout, now: cfg.Now, log: cfg.Logger,
 		kickc: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -145,19 +153,42 @@ func advances(prev *Checkpoint, prevSigned []byte, next Checkpoint, start *Chain
 	}
 }
 
-// admit refuses a batch of n records after seq when the records waiting
-// for a checkpoint would exceed the bound: a log whose anchor is down must
-// not grow an unanchored tail without limit.
+// admit refuses a batch of n records after seq when the records no
+// checkpoint covers would be too many, or the oldest of them too old: a
+// log whose anchor is down must not grow an uncovered tail without limit,
+// in size or in time.
 func (c *checkpointer) admit(seq uint64, n int) error {
 	if waiting := seq + uint64(n) - c.anchoredSeq.Load(); waiting > c.max {
 		return fmt.Errorf("%d records would wait for a checkpoint, more than %d: the anchor has been unreachable too long", waiting, c.max)
 	}
+	if age := c.unanchored(); age > c.maxAge {
+		return fmt.Errorf("no checkpoint covers records written %s ago, longer than %s: the anchor has been unreachable too long",
+			age.Round(time.Millisecond), c.maxAge)
+	}
 	return nil
+}
+
+// unanchored returns how long the oldest record no checkpoint covers has
+// waited, or zero.
+func (c *checkpointer) unanchored() time.Duration {
+	c.pmu.Lock()
+	since := c.pendingSince
+	c.pmu.Unlock()
+	if since.IsZero() {
+		return 0
+	}
+	return c.now().Sub(since)
 }
 
 // committed is called by the writer after each commit.
 func (c *checkpointer) committed(seq uint64) {
-	if seq-c.anchoredSeq.Load() >= c.every {
+	c.pmu.Lock()
+	anchored := c.anchoredSeq.Load()
+	if c.pendingSince.IsZero() && seq > anchored {
+		c.pendingSince = c.now()
+	}
+	c.pmu.Unlock()
+	if seq-anchored >= c.every {
 		c.kick()
 	}
 }
@@ -281,6 +312,14 @@ func (c *checkpointer) storeLocked(ctx context.Context, next Checkpoint) error {
 		return fmt.Errorf("store checkpoint: %w", err)
 	}
 	c.stored, c.storedSigned, c.version = &next, signed, version
+	c.pmu.Lock()
 	c.anchoredSeq.Store(next.Seq)
+	if head, _ := c.l.Head(); head <= next.Seq {
+		c.pendingSince = time.Time{}
+	} else {
+		// Records committed after next's head was read, at next.Time.
+		c.pendingSince = next.Time
+	}
+	c.pmu.Unlock()
 	return nil
 }

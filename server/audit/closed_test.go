@@ -174,6 +174,9 @@ func TestUncleanStopRecovered(t *testing.T) {
 	forgeAppend(t, dir, framing()) // seq 5: inside the uncovered window
 
 	l = openLog(t, dir, mod)
+	if st := l.Status(); !st.UncleanStart || st.Recovered != 4 {
+		t.Fatalf("Status = %+v, want an unclean start with 4 records recovered", st)
+	}
 	cp := loadCheckpoint(t, a)
 	want := audit.Recovery{Anchored: 1, Head: 5}
 	if cp.Closed || cp.Seq != 6 || cp.Recovered == nil || *cp.Recovered != want {
@@ -192,6 +195,9 @@ func TestUncleanStopRecovered(t *testing.T) {
 	}
 	// A clean stop and start adds none.
 	l = openLog(t, dir, mod)
+	if st := l.Status(); st.UncleanStart || st.Recovered != 0 {
+		t.Fatalf("Status after a clean stop = %+v", st)
+	}
 	l.Close()
 	if rep, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil || len(rep.Recoveries) != 1 {
 		t.Fatalf("after a clean restart: %+v, %v", rep, err)

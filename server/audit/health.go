@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // probeName is the scratch file Healthy writes. It matches no log file
@@ -69,13 +70,29 @@ func (l *Log) Healthy() error {
 	return nil
 }
 
-// AnchorStatus reports how far the anchor's checkpoints lag the log:
-// the last durable seq, the last anchored seq, and whether the last
-// attempt to checkpoint failed. Unanchored logs report anchored == 0.
-func (l *Log) AnchorStatus() (head, anchored uint64, failing bool) {
-	head, _ = l.Head()
-	if l.cp == nil {
-		return head, 0, false
+// Status is a snapshot of the log for metrics and operators.
+type Status struct {
+	// Head is the last durable record; Anchored the last one a stored
+	// checkpoint covers (0 for an unanchored log).
+	Head, Anchored uint64
+	// AnchorFailing is set while the last attempt to checkpoint failed.
+	AnchorFailing bool
+	// Unanchored is how long the oldest record no checkpoint covers has
+	// waited; zero when there is none.
+	Unanchored time.Duration
+	// Recovered is how many records the last run left uncovered when this
+	// run started after an unclean stop (see Recovery); UncleanStart says
+	// whether it did.
+	Recovered    uint64
+	UncleanStart bool
+}
+
+// Status reports the log's state. It does no I/O.
+func (l *Log) Status() Status {
+	st := Status{Recovered: l.recovered, UncleanStart: l.uncleanStart}
+	st.Head, _ = l.Head()
+	if l.cp != nil {
+		st.Anchored, st.AnchorFailing, st.Unanchored = l.cp.anchoredSeq.Load(), l.cp.failing.Load(), l.cp.unanchored()
 	}
-	return head, l.cp.anchoredSeq.Load(), l.cp.failing.Load()
+	return st
 }

@@ -32,8 +32,10 @@ const (
 	DefaultMaxBatch           = 1024
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 10 * time.Second
-	DefaultMaxUnanchored      = 100_000
-	DefaultAnchorTimeout      = 10 * time.Second
+	DefaultMaxUnanchored      = 10_000
+	// DefaultMaxUnanchoredAge is this many CheckpointIntervals.
+	DefaultMaxUnanchoredAge = 3
+	DefaultAnchorTimeout    = 10 * time.Second
 	// DefaultReplica names the chain of an unnamed replica.
 	DefaultReplica = "local"
 )
@@ -61,10 +63,15 @@ type Config struct {
 	// Defaults DefaultCheckpointEvery and DefaultCheckpointInterval.
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
-	// MaxUnanchored bounds how many records may wait for a checkpoint
-	// while the anchor is unreachable; past it Append fails closed.
-	// Default DefaultMaxUnanchored.
-	MaxUnanchored int
+	// MaxUnanchored and MaxUnanchoredAge bound the records no checkpoint
+	// covers yet, which someone with write access to Dir could still
+	// change: how many may wait, and how long the oldest of them may
+	// wait, while the anchor is unreachable. Past either, Append fails
+	// closed and Healthy reports it, until a checkpoint is stored.
+	// Defaults DefaultMaxUnanchored, and DefaultMaxUnanchoredAge times
+	// CheckpointInterval.
+	MaxUnanchored    int
+	MaxUnanchoredAge time.Duration
 	// AnchorTimeout bounds each call to the anchor. Default
 	// DefaultAnchorTimeout.
 	AnchorTimeout time.Duration
@@ -116,6 +123,11 @@ type Log struct {
 	headHash [hashSize]byte
 
 	cp *checkpointer // nil when unanchored
+
+	// Set by Open: this run started after an unclean stop, which left
+	// recovered records uncovered.
+	uncleanStart bool
+	recovered    uint64
 }
 
 type request struct {
@@ -151,8 +163,8 @@ func Open(cfg Config) (*Log, error) {
 		return nil, errors.New("audit: Config.MaxFileBytes must not be negative")
 	case cfg.MaxBatch < 0:
 		return nil, errors.New("audit: Config.MaxBatch must not be negative")
-	case cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 || cfg.MaxUnanchored < 0 || cfg.AnchorTimeout < 0:
-		return nil, errors.New("audit: Config.CheckpointEvery, CheckpointInterval, MaxUnanchored and AnchorTimeout must not be negative")
+	case cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 || cfg.MaxUnanchored < 0 || cfg.MaxUnanchoredAge < 0 || cfg.AnchorTimeout < 0:
+		return nil, errors.New("audit: Config.CheckpointEvery, CheckpointInterval, MaxUnanchored, MaxUnanchoredAge and AnchorTimeout must not be negative")
 	case cfg.Replica != "" && !ValidReplica(cfg.Replica):
 		return nil, fmt.Errorf("audit: Config.Replica %q must be 1-63 letters, digits, '.', '_' or '-'", cfg.Replica)
 	}
@@ -206,6 +218,9 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.MaxUnanchored == 0 {
 		cfg.MaxUnanchored = DefaultMaxUnanchored
+	}
+	if cfg.MaxUnanchoredAge == 0 {
+		cfg.MaxUnanchoredAge = DefaultMaxUnanchoredAge * cfg.CheckpointInterval
 	}
 	if cfg.AnchorTimeout == 0 {
 		cfg.AnchorTimeout = DefaultAnchorTimeout
@@ -328,6 +343,7 @@ func (l *Log) resume(cfg Config) error {
 		return nil
 	}
 	r := &Recovery{Anchored: s.Seq, Head: seq}
+	l.uncleanStart, l.recovered = true, r.Head-r.Anchored
 	b, err := json.Marshal(Record{Time: cfg.Now(), Identity: "jetond", Method: MethodRecovered, Outcome: "ok", Recovery: r})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
