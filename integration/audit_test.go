@@ -426,3 +426,46 @@ func TestAuditAnchorOutageFailsClosed(t *testing.T) {
 		t.Fatalf("verify after the outage: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestAuditVerifyNamesReplica: two replicas anchor in one Vault. A
+// directory swapped for the other replica's log verified ok against that
+// replica's anchor when verify took the replica from the log; now the
+// verifier must name it, and the log and checkpoint must be that
+// replica's.
+func TestAuditVerifyNamesReplica(t *testing.T) {
+	d := startAuditDeployment(t, "it-rep-a")
+	b := newJetond(t, jetondOpts{RedisAddrs: d.h.opts.RedisAddrs, Vault: d.v, Token: d.v.token(t, vaultkeys.PolicyJetond)})
+	b.env = append(b.env, "JETON_AUDIT_REPLICA=it-rep-b")
+	b.replica = "it-rep-b"
+	b.start(t)
+	b.waitReady(t)
+	d.reveal(t, 0, 1)
+	its := items(t, 10, 1)
+	tokenize(t, b, "acme", its)
+	detokenizeAll(t, b, its)
+	d.h.Stop(t)
+	b.Stop(t)
+
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command(jetonBin, append([]string{"audit", "verify", "--vault"}, args...)...)
+		cmd.Env = d.verifier
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	if code, out := run("--replica", "it-rep-b", b.AuditDir); code != 0 {
+		t.Fatalf("replica b's own log: exit %d: %s", code, out)
+	}
+	if code, out := run("--replica", d.replica, b.AuditDir); code != 1 || !strings.Contains(out, "other replica") {
+		t.Fatalf("replica b's log given as replica a's: exit %d: %s; want 1, other replica", code, out)
+	}
+	if code, out := run(b.AuditDir); code != 2 || !strings.Contains(out, "--vault needs --replica") {
+		t.Fatalf("no --replica: exit %d: %s; want a usage error", code, out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -19,7 +20,7 @@ import (
 const exitTampered = 1
 
 const auditUsage = `usage:
-  jeton audit verify (--public-key FILE --checkpoint FILE | --vault [--replica R]) [--partial] DIR | FILE...
+  jeton audit verify (--public-key FILE --checkpoint FILE [--replica R] | --vault --replica R) [--partial] DIR | FILE...
   jeton audit archive --dir DIR --reason TEXT
   jeton audit public-key [--vault-mount transit]      (reads VAULT_*; prints the verifier keys)
   jeton audit checkpoint --replica R                   (reads VAULT_*; prints the stored checkpoint)`
@@ -60,7 +61,7 @@ type vaultFlags struct {
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.transitMount, "vault-mount", vaultanchor.DefaultTransitMount, "Transit `mount` of the checkpoint signing key")
-	fs.StringVar(&v.replica, "replica", "", "replica `id` whose checkpoint to read (default: the one the log names)")
+	fs.StringVar(&v.replica, "replica", "", "replica `id` (audit.replica) whose log and checkpoint to check")
 }
 
 func (v *vaultFlags) anchor(ctx context.Context, replica string) (*vaultanchor.Anchor, error) {
@@ -116,18 +117,18 @@ func runAuditVerify(args []string, e *env) int {
 		dir = paths[0]
 	}
 
-	opts := audit.VerifyOptions{Partial: *partial}
+	// The replica is the verifier's to name, never the log's: a directory
+	// swapped for another replica's log would otherwise verify against
+	// that replica's own checkpoint.
+	opts := audit.VerifyOptions{Partial: *partial, Replica: vf.replica}
 	if *useVault {
+		if vf.replica == "" {
+			e.errorf("audit verify: --vault needs --replica: the replica (audit.replica) whose log this is meant to be")
+			return exitUsage
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 		defer cancel()
 		replica := vf.replica
-		if replica == "" {
-			replica = logReplica(dir, paths)
-		}
-		if replica == "" {
-			e.errorf("audit verify: the log names no replica (empty or damaged); give --replica")
-			return exitUsage
-		}
 		a, err := vf.anchor(ctx, replica)
 		if err != nil {
 			e.errorf("audit verify: %v", err)
@@ -227,12 +228,10 @@ func printChainReport(e *env, i int, r audit.ChainReport) {
 	}
 }
 
-// logReplica returns the replica the log's first record names, or "".
-func logReplica(dir string, paths []string) string {
-	files := paths
-	if dir != "" {
-		files, _ = audit.Files(dir)
-	}
+// logReplica returns the replica the first record of the log in dir
+// names, or "".
+func logReplica(dir string) string {
+	files, _ := audit.Files(dir)
 	if len(files) == 0 {
 		return ""
 	}
@@ -267,8 +266,12 @@ func runAuditArchive(args []string, e *env) int {
 		e.errorf("%v", err)
 		return exitTampered
 	}
-	fmt.Fprintf(e.stdout, "archived %d log files to %s\nstart jetond: it opens a new chain naming the last checkpoint; then check with\n  jeton audit verify --vault %s\n",
-		res.Files, res.Dir, *dir)
+	replica := logReplica(filepath.Join(*dir, res.Dir))
+	if replica == "" {
+		replica = "REPLICA"
+	}
+	fmt.Fprintf(e.stdout, "archived %d log files to %s\nstart jetond: it opens a new chain naming the last checkpoint; then check with\n  jeton audit verify --vault --replica %s %s\n",
+		res.Files, res.Dir, replica, *dir)
 	return exitOK
 }
 

@@ -226,6 +226,15 @@ func TestAuditVerify(t *testing.T) {
 	cp, _, _ := forger.Load(context.Background())
 	os.WriteFile(forgedCP, cp, 0o600)
 
+	// One file per record: 10 records, audit-000001..000011.
+	rotated := &auditLog{dir: t.TempDir(), anchorDir: t.TempDir()}
+	rotated.anchor, _ = fileanchor.New(rotated.anchorDir, auditReplica, nil)
+	lg, err = audit.Open(audit.Config{Dir: rotated.dir, Key: auditTestKey, Anchor: rotated.anchor, Replica: auditReplica, MaxFileBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, lg, 10)
+	lg.Close()
 	tests := []struct {
 		name       string
 		args       []string
@@ -247,6 +256,11 @@ func TestAuditVerify(t *testing.T) {
 		{"closed", good.verifyArgs(good.dir), 0, "), closed at a clean stop", ""},
 		{"forged checkpoint", []string{"audit", "verify", "--public-key", forged.publicKey(), "--checkpoint", forgedCP, forged.dir}, 1, "", "checkpoint signature"},
 		{"no checkpoint", []string{"audit", "verify", "--public-key", good.publicKey(), good.dir}, exitUsage, "", "--public-key and --checkpoint, or --vault"},
+		{"vault without a replica", []string{"audit", "verify", "--vault", good.dir}, exitUsage, "", "--vault needs --replica"},
+		{"the log's replica", append(good.verifyArgs("--replica", auditReplica), good.dir), 0, "last seq 6", ""},
+		{"another replica's log", append(good.verifyArgs("--replica", "replica-1"), good.dir), 1, "", `other replica (the checkpoint is of replica "replica-0", not "replica-1")`},
+		{"partial, checkpoint not covered", append(good.verifyArgs("--partial"), rotated.file(9), rotated.file(10)), 1, "", "checkpoint not covered"},
+		{"partial, covered", append(rotated.verifyArgs("--partial"), rotated.file(9), rotated.file(10), rotated.file(11)), 0, "last seq 11", ""},
 		{"no files", good.verifyArgs(), exitUsage, "", "no log files"},
 		{"no verb", []string{"audit"}, exitUsage, "", "usage"},
 	}
