@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,11 +79,11 @@ func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	rel := filepath.Join(archivedDir, now.UTC().Format("20060102T150405Z"))
-	dst := filepath.Join(dir, rel)
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return nil, fmt.Errorf("audit: archive: %w", err)
+	rel, err := newArchiveDir(dir, now)
+	if err != nil {
+		return nil, err
 	}
+	dst := filepath.Join(dir, rel)
 	for _, r := range refs {
 		if err := os.Rename(r.path, filepath.Join(dst, filepath.Base(r.path))); err != nil {
 			return nil, fmt.Errorf("audit: archive: %w", err)
@@ -102,3 +103,31 @@ func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
 	}
 	return &ArchiveResult{Dir: rel, Files: len(refs)}, nil
 }
+
+// newArchiveDir creates an archive directory of its own under
+// dir/archived, named by now's UTC time to the second, with a suffix (-2,
+// -3, ...) when that name is taken: a clock that repeats or steps back, or
+// two breaks within a second, must never move a chain's files into an
+// earlier archive, where they would replace that chain's files.
+func newArchiveDir(dir string, now time.Time) (string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, archivedDir), 0o700); err != nil {
+		return "", fmt.Errorf("audit: archive: %w", err)
+	}
+	base := filepath.Join(archivedDir, now.UTC().Format("20060102T150405Z"))
+	for n := 1; ; n++ {
+		rel := base
+		if n > 1 {
+			rel = fmt.Sprintf("%s-%d", base, n)
+		}
+		err := os.Mkdir(filepath.Join(dir, rel), 0o700)
+		if err == nil {
+			return rel, nil
+		}
+		if !errors.Is(err, fs.ErrExist) || n >= maxArchivesPerName {
+			return "", fmt.Errorf("audit: archive: %w", err)
+		}
+	}
+}
+
+// maxArchivesPerName bounds the suffixes tried for one time stamp.
+const maxArchivesPerName = 1000
