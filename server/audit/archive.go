@@ -38,6 +38,21 @@ func readNewChainRequest(dir string) (*newChainRequest, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("audit: %s is not a request written by jeton audit archive: %w", filepath.Join(dir, newChainName), err)
 	}
+	// The new chain names the archive so that a verifier checks the old
+	// chain there; a request naming any other place (the directory
+	// itself, outside it, a file) would send the verifier elsewhere.
+	parts := strings.Split(r.Archive, "/")
+	if len(parts) != 2 || parts[0] != archivedDir || !filepath.IsLocal(r.Archive) || filepath.Clean(r.Archive) != r.Archive {
+		return nil, fmt.Errorf("audit: %s names %q, not a directory %s/<time> made by jeton audit archive; remove it and run jeton audit archive --dir %s",
+			filepath.Join(dir, newChainName), r.Archive, archivedDir, dir)
+	}
+	if st, err := os.Lstat(filepath.Join(dir, r.Archive)); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("audit: %s names the archive %s, which is not a directory there; remove it and run jeton audit archive --dir %s",
+			filepath.Join(dir, newChainName), r.Archive, dir)
+	}
+	if strings.TrimSpace(r.Reason) == "" {
+		return nil, fmt.Errorf("audit: %s gives no reason; remove it and run jeton audit archive --dir %s", filepath.Join(dir, newChainName), dir)
+	}
 	return &r, nil
 }
 
