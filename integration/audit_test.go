@@ -347,7 +347,7 @@ func TestAuditReplacedFile(t *testing.T) {
 	// Still refused later: this does not heal by itself.
 	res, err = d.h.TTP(t).Detokenize(context.Background(), []string{its[3].Token}, purpose, caseRef)
 	wantUnavailable(t, "second Detokenize after the audit file was replaced", res, err)
-	if !strings.Contains(d.h.Log(), "was replaced, moved or removed") {
+	if !strings.Contains(d.h.Log(), "the log file was replaced, moved, removed, truncated or written to") {
 		t.Error("jetond did not log why reveals are refused")
 	}
 
@@ -365,6 +365,42 @@ func TestAuditReplacedFile(t *testing.T) {
 	code, out, errOut := d.verify(t)
 	if code != 0 || !strings.Contains(out, "ok: which follows chain") || !strings.Contains(out, "audit file replaced by an editor") {
 		t.Fatalf("verify across the break: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// The recovery cannot hide an erasure. Wiping the live chain behind a
+	// hand-written request that names the older chain's archive gives a
+	// chain jetond starts, but whose history does not verify.
+	archives, _ := filepath.Glob(filepath.Join(d.dir, "archived", "*"))
+	if len(archives) != 1 {
+		t.Fatalf("archives: %v, want one", archives)
+	}
+	live1, err := filepath.Glob(filepath.Join(d.dir, "audit-*.jsonl"))
+	if err != nil || len(live1) == 0 {
+		t.Fatalf("live files: %v %v", live1, err)
+	}
+	for _, f := range live1 {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rel, _ := filepath.Rel(d.dir, archives[0])
+	req, _ := json.Marshal(map[string]any{"archive": rel, "reason": "routine", "time": time.Now().UTC()})
+	writeFile(t, filepath.Join(d.dir, "NEW-CHAIN"), string(req))
+	d.h.start(t)
+	d.h.waitReady(t)
+	d.h.Stop(t)
+	code, out, errOut = d.verify(t)
+	if code == 0 || !strings.Contains(errOut, "checkpoint mismatch") {
+		t.Fatalf("verify of a chain wiped behind a request naming the older archive: exit %d, stdout %q, stderr %q; want a checkpoint mismatch", code, out, errOut)
+	}
+
+	// Erasing the archive the current chain names is caught too.
+	if err := os.RemoveAll(archives[0]); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = d.verify(t)
+	if code == 0 || !strings.Contains(errOut, "missing file") {
+		t.Fatalf("verify with the archive erased: exit %d, stdout %q, stderr %q; want a missing file", code, out, errOut)
 	}
 }
 
