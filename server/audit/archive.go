@@ -74,6 +74,12 @@ type ArchiveResult struct {
 //
 // It fails if jetond has the directory open, and if reason is blank.
 func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
+	return archive(dir, reason, now, osOpenFile)
+}
+
+// archive is Archive with its file seam: open writes the request and
+// makes the directory entries durable.
+func archive(dir, reason string, now time.Time, open OpenFileFunc) (*ArchiveResult, error) {
 	if strings.TrimSpace(reason) == "" {
 		return nil, errors.New("audit: archive: give a reason; it is written into the new chain")
 	}
@@ -108,11 +114,16 @@ func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, newChainName), b, 0o600); err != nil {
+	// The request's content is made durable before its name: after a power
+	// loss there is either no request or a whole one, never an empty file
+	// that blocks both jetond and a second archive.
+	if err := writeDurable(filepath.Join(dir, newChainName), b, open); err != nil {
 		return nil, fmt.Errorf("audit: archive: %w", err)
 	}
+	// The renames and the request become durable together, in the
+	// directories they changed.
 	for _, d := range []string{dst, filepath.Join(dir, archivedDir), dir} {
-		if err := syncDir(d, osOpenFile); err != nil {
+		if err := syncDir(d, open); err != nil {
 			return nil, fmt.Errorf("audit: archive: %w", err)
 		}
 	}
@@ -146,3 +157,20 @@ func newArchiveDir(dir string, now time.Time) (string, error) {
 
 // maxArchivesPerName bounds the suffixes tried for one time stamp.
 const maxArchivesPerName = 1000
+
+// writeDurable creates path (it must not exist) holding b, fsynced. The
+// caller syncs the directory.
+func writeDurable(path string, b []byte, open OpenFileFunc) error {
+	f, err := open(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
