@@ -404,6 +404,55 @@ func TestAuditReplacedFile(t *testing.T) {
 	}
 }
 
+// TestAuditCopyTruncated: logrotate's copytruncate copies the live file
+// and truncates it in place, keeping its inode. The next reveal fails
+// closed and readiness goes down; the README's recovery (put the copy
+// back, archive, start) brings jetond back with a history that verifies.
+func TestAuditCopyTruncated(t *testing.T) {
+	d := startAuditDeployment(t, "it-copytruncate")
+	its := items(t, 0, 3)
+	tokenize(t, d.h, "acme", its)
+	detokenizeAll(t, d.h, its[:1])
+
+	live := filepath.Join(d.dir, "audit-000001.jsonl")
+	b, err := os.ReadFile(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, live+".1", string(b))
+	if err := os.Truncate(live, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.h.TTP(t).Detokenize(context.Background(), []string{its[1].Token}, purpose, caseRef)
+	wantUnavailable(t, "Detokenize after copytruncate", res, err)
+	eventually(t, "readiness to go down", func() error {
+		if code, body := readyz(t, d.h); code != http.StatusServiceUnavailable || !strings.Contains(body, "audit") {
+			return fmt.Errorf("/readyz = %d %q, want 503 naming audit", code, body)
+		}
+		return nil
+	})
+	if !strings.Contains(d.h.Log(), "the log file was replaced, moved, removed, truncated or written to") {
+		t.Error("jetond did not log why reveals are refused")
+	}
+
+	d.h.Stop(t)
+	if err := os.Rename(live+".1", live); err != nil {
+		t.Fatal(err)
+	}
+	arch := exec.Command(jetonBin, "audit", "archive", "--dir", d.dir, "--reason", "copytruncate by logrotate")
+	if out, err := arch.CombinedOutput(); err != nil {
+		t.Fatalf("jeton audit archive: %v\n%s", err, out)
+	}
+	d.h.start(t)
+	d.h.waitReady(t)
+	detokenizeAll(t, d.h, its[1:])
+	d.h.Stop(t)
+	code, out, errOut := d.verify(t)
+	if code != 0 || !strings.Contains(out, "ok: which follows chain") || !strings.Contains(out, "copytruncate by logrotate") {
+		t.Fatalf("verify across the break: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
 // readyz fetches jetond's /readyz.
 func readyz(t *testing.T, h *jetond) (int, string) {
 	t.Helper()
