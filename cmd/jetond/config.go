@@ -171,8 +171,9 @@ type AuditCheckpointConfig struct {
 	// MaxUnanchored and MaxUnanchoredAge bound the records that may wait
 	// for a checkpoint while Vault cannot sign or store one: how many, and
 	// how long the oldest of them. Past either, reveals fail closed and
-	// readiness goes down until Vault answers. Defaults 10000 and three
-	// times Every.
+	// readiness goes down until Vault answers. Defaults 10000 and 5m (at
+	// least three times Every): long enough to ride out a Vault leader
+	// election with loaded tenants served.
 	MaxUnanchored    int           `yaml:"max_unanchored"`
 	MaxUnanchoredAge time.Duration `yaml:"max_unanchored_age"`
 }

@@ -33,8 +33,10 @@ const (
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 10 * time.Second
 	DefaultMaxUnanchored      = 10_000
-	// DefaultMaxUnanchoredAge is this many CheckpointIntervals.
-	DefaultMaxUnanchoredAge = 3
+	// DefaultMaxUnanchoredAge rides out a Vault leader election or a
+	// short outage of the anchor with loaded tenants served, and no more;
+	// never less than three CheckpointIntervals.
+	DefaultMaxUnanchoredAge = 5 * time.Minute
 	DefaultAnchorTimeout    = 10 * time.Second
 	// DefaultReplica names the chain of an unnamed replica.
 	DefaultReplica = "local"
@@ -68,8 +70,8 @@ type Config struct {
 	// change: how many may wait, and how long the oldest of them may
 	// wait, while the anchor is unreachable. Past either, Append fails
 	// closed and Healthy reports it, until a checkpoint is stored.
-	// Defaults DefaultMaxUnanchored, and DefaultMaxUnanchoredAge times
-	// CheckpointInterval.
+	// Defaults DefaultMaxUnanchored, and DefaultMaxUnanchoredAge or three
+	// CheckpointIntervals, whichever is longer.
 	MaxUnanchored    int
 	MaxUnanchoredAge time.Duration
 	// AnchorTimeout bounds each call to the anchor. Default
@@ -220,7 +222,7 @@ func setDefaults(cfg *Config) {
 		cfg.MaxUnanchored = DefaultMaxUnanchored
 	}
 	if cfg.MaxUnanchoredAge == 0 {
-		cfg.MaxUnanchoredAge = DefaultMaxUnanchoredAge * cfg.CheckpointInterval
+		cfg.MaxUnanchoredAge = max(DefaultMaxUnanchoredAge, 3*cfg.CheckpointInterval)
 	}
 	if cfg.AnchorTimeout == 0 {
 		cfg.AnchorTimeout = DefaultAnchorTimeout
