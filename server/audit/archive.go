@@ -139,7 +139,9 @@ func newArchiveDir(dir string, now time.Time) (string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, archivedDir), 0o700); err != nil {
 		return "", fmt.Errorf("audit: archive: %w", err)
 	}
-	base := filepath.Join(archivedDir, now.UTC().Format("20060102T150405Z"))
+	// Slash-separated on every system: the name is written into the new
+	// chain's first record, which verifiers read anywhere.
+	base := archivedDir + "/" + now.UTC().Format("20060102T150405Z")
 	for n := 1; ; n++ {
 		rel := base
 		if n > 1 {
