@@ -315,7 +315,7 @@ func TestDestroyGenerationEndToEnd(t *testing.T) {
 	// Generation 2 came after the backup: not in it.
 	wantNone(t, fresh, "restored backup, generation 2", toks2)
 	// It is Vault that refuses: the wrapped DEK names a KEK that is gone.
-	kek, ad := tokenizer.KeyIdentity("acme", 1)
+	kek, ad := tokenizer.KeyIdentity("acme", 1, blob)
 	if _, err := e.keys(t).Unwrap(ctx, kek, wrappedOf(t, blob), ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 		t.Fatalf("Unwrap of the backed-up DEK: %v, want ErrKeyDestroyed", err)
 	}
@@ -382,7 +382,7 @@ func TestRewrapAfterKEKRotationEndToEnd(t *testing.T) {
 	}
 	m := e.keys(t)
 	for gen, blob := range map[uint32][]byte{0: oldRoot, 1: oldGen} {
-		kek, ad := tokenizer.KeyIdentity("acme", gen)
+		kek, ad := tokenizer.KeyIdentity("acme", gen, blob)
 		if _, err := m.Unwrap(ctx, kek, wrappedOf(t, blob), ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 			t.Errorf("pre-rewrap key of generation %d (0: root) after min_decryption_version=2: %v, want ErrKeyDestroyed", gen, err)
 		}
@@ -393,5 +393,39 @@ func TestRewrapAfterKEKRotationEndToEnd(t *testing.T) {
 	wantAll(t, fresh, "beta generation 1", tBeta1, beta1)
 	if k, err := fresh.DeriveKey(ctx, "audit"); err != nil || string(k) != string(auditKey) {
 		t.Errorf("DeriveKey after rewrap: same key %t, %v", string(k) == string(auditKey), err)
+	}
+}
+
+// TestIdempotentRetryAfterDestroyAgainstRealStore: against a real Redis
+// and Vault, a retry of a call whose tokens' generation was destroyed
+// since gets fresh tokens that reveal its values, on the replica that
+// destroyed it and on a fresh one, and never a dead token.
+func TestIdempotentRetryAfterDestroyAgainstRealStore(t *testing.T) {
+	e := startRealEnv(t)
+	r := testenv.StartRedis(t)
+	ctx := ctxTimeout(t)
+	tz := e.replica(t, r)
+	items := fakeItems("Retry", 5)
+	dead := tokenize(t, tz, "acme", items, "k-destroyed")
+	if g, err := tz.RotateGeneration(ctx, "acme"); err != nil || g != 2 {
+		t.Fatalf("RotateGeneration = %d, %v", g, err)
+	}
+	e.offset.Store(int64(24 * time.Hour))
+	if err := tz.DestroyGeneration(ctx, "acme", 1); err != nil {
+		t.Fatalf("DestroyGeneration(1): %v", err)
+	}
+	var fresh []string
+	for _, rep := range []*tokenizer.Tokenizer{tz, e.replica(t, r)} {
+		again := tokenize(t, rep, "acme", items, "k-destroyed")
+		for i, rv := range reveal(t, rep, again...) {
+			if again[i] == dead[i] {
+				t.Fatalf("item %d: the retry returned the token of the destroyed generation", i)
+			}
+			if fresh != nil && again[i] != fresh[i] {
+				t.Fatalf("item %d: a retry on another replica reminted the fresh token", i)
+			}
+			wantValue(t, rv, items[i].Value)
+		}
+		fresh = again
 	}
 }

@@ -114,6 +114,38 @@ type ClassConfig struct {
 	// e.g. FR): numbers written without a country code are read as
 	// numbers of that region. Empty accepts international numbers only.
 	Region string `yaml:"region"`
+	// Shape is what the class's tokens look like; opaque when absent.
+	Shape ShapeConfig `yaml:"shape"`
+}
+
+// ShapeConfig is a class's token shape as written in YAML (README "Token
+// shapes"). Each type takes only its own parameters.
+type ShapeConfig struct {
+	// Type is opaque (the default), email, digits or date.
+	Type tokenizer.ShapeKind `yaml:"type"`
+	// Domain is the email type's reserved domain (default
+	// tok.jeton.invalid), under .invalid, .test, .example, .localhost or
+	// example.com/.net/.org.
+	Domain string `yaml:"domain"`
+	// KeepSuffix, Prefix and LuhnValues are the digits type's: how many
+	// trailing digits a token keeps, the reserved leading digits no value
+	// has (quote them: "0999"), and whether every value carries a Luhn
+	// check digit. Prefix or luhn_values is required.
+	KeepSuffix int    `yaml:"keep_suffix"`
+	Prefix     string `yaml:"prefix"`
+	LuhnValues bool   `yaml:"luhn_values"`
+	// Layout, From and To are the date type's: the values' layout in Go's
+	// notation ("2006-01-02 15:04"; it must write a time of day), and the
+	// reserved range of days no value takes (default 3000-01-01 to
+	// 9999-12-31).
+	Layout string    `yaml:"layout"`
+	From   time.Time `yaml:"from"`
+	To     time.Time `yaml:"to"`
+}
+
+func (s ShapeConfig) shape() tokenizer.Shape {
+	return tokenizer.Shape{Kind: s.Type, Domain: s.Domain, KeepSuffix: s.KeepSuffix, Prefix: s.Prefix,
+		LuhnValues: s.LuhnValues, Layout: s.Layout, From: s.From, To: s.To}
 }
 
 // AuditConfig places the audit log and names this replica's chain.
@@ -136,10 +168,14 @@ type AuditConfig struct {
 type AuditCheckpointConfig struct {
 	EveryRecords int           `yaml:"every_records"` // default 1000
 	Every        time.Duration `yaml:"every"`         // default 10s
-	// MaxUnanchored bounds the records that may wait for a checkpoint
-	// while Vault cannot sign or store one; past it reveals fail closed.
-	// Default 100000.
-	MaxUnanchored int `yaml:"max_unanchored"`
+	// MaxUnanchored and MaxUnanchoredAge bound the records that may wait
+	// for a checkpoint while Vault cannot sign or store one: how many, and
+	// how long the oldest of them. Past either, reveals fail closed and
+	// readiness goes down until Vault answers. Defaults 10000 and 5m (at
+	// least three times Every): long enough to ride out a Vault leader
+	// election with loaded tenants served.
+	MaxUnanchored    int           `yaml:"max_unanchored"`
+	MaxUnanchoredAge time.Duration `yaml:"max_unanchored_age"`
 }
 
 // MetricsConfig places the HTTP listener of /metrics, /healthz and
@@ -303,8 +339,8 @@ func (c *Config) Validate() error {
 	if c.Audit.Replica != "" && !audit.ValidReplica(c.Audit.Replica) {
 		return fmt.Errorf("audit.replica %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Audit.Replica)
 	}
-	if cp := c.Audit.Checkpoint; cp.EveryRecords < 0 || cp.Every < 0 || cp.MaxUnanchored < 0 {
-		return errors.New("audit.checkpoint.every_records, every and max_unanchored must not be negative")
+	if cp := c.Audit.Checkpoint; cp.EveryRecords < 0 || cp.Every < 0 || cp.MaxUnanchored < 0 || cp.MaxUnanchoredAge < 0 {
+		return errors.New("audit.checkpoint.every_records, every, max_unanchored and max_unanchored_age must not be negative")
 	}
 	if c.Rotation.Every < 0 || c.Rotation.Check < 0 {
 		return errors.New("rotation.every and rotation.check must not be negative")
@@ -340,7 +376,7 @@ func (c *Config) classes() ([]tokenizer.Class, error) {
 	out := make([]tokenizer.Class, 0, len(c.Classes))
 	seen := map[string]bool{}
 	for i, cc := range c.Classes {
-		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Region: cc.Region, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen}
+		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Region: cc.Region, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen, Shape: cc.Shape.shape()}
 		if cl.Kind == "" {
 			cl.Kind = tokenizer.KindRandom
 		}
@@ -355,6 +391,9 @@ func (c *Config) classes() ([]tokenizer.Class, error) {
 		}
 		seen[cl.Name] = true
 		out = append(out, cl)
+	}
+	if err := tokenizer.ValidateShapes(out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
