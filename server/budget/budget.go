@@ -205,6 +205,12 @@ func (l Limits) window() time.Duration {
 // bounds returns every distinct bound of l, windows defaulted, longest
 // window first.
 func (l Limits) bounds() []Bound {
+	if len(l.Also) == 0 {
+		if l.Distinct == 0 {
+			return nil
+		}
+		return []Bound{{Distinct: l.Distinct, Window: l.window()}}
+	}
 	var out []Bound
 	if l.Distinct > 0 {
 		out = append(out, Bound{Distinct: l.Distinct, Window: l.window()})
@@ -330,6 +336,8 @@ type Config struct {
 // backend is where the counters live.
 type backend interface {
 	reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error
+	// isSuspended is reserve for a call that spends nothing.
+	isSuspended(ctx context.Context, key string) (bool, error)
 	suspend(ctx context.Context, key, identity, reason string, now int64) (bool, error)
 	reinstate(ctx context.Context, key string) (bool, error)
 	suspended(ctx context.Context) ([]string, error)
@@ -351,15 +359,47 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 	if err := req.Limits.Validate(); err != nil {
 		return err
 	}
-	seen := make(map[string]struct{}, len(req.Lookups))
-	uniq := make([]string, 0, len(req.Lookups))
-	for _, h := range req.Lookups {
+	key := Key(req.Identity)
+	if req.cost() == 0 {
+		// Nothing to spend: no rate token, no record. Only a suspension
+		// or the batch size can refuse it, in that order, and neither
+		// needs the script. (A call looking nothing up cannot go over a
+		// distinct budget either, even one lowered below the records
+		// already counted.)
+		susp, err := l.b.isSuspended(ctx, key)
+		switch {
+		case err != nil:
+			return err
+		case susp:
+			return ErrSuspended
+		case req.Limits.MaxBatch > 0 && req.Items > req.Limits.MaxBatch:
+			return &ExceededError{Limit: LimitMaxBatch}
+		}
+		return nil
+	}
+	return l.b.reserve(ctx, key, req, dedup(req.Lookups), l.nowMS())
+}
+
+// dedup returns hashes without repeats, in their first order. A call's
+// few lookups are compared in place; a map pays off only for many.
+func dedup(hashes []string) []string {
+	out := make([]string, 0, len(hashes))
+	if len(hashes) <= 32 {
+		for _, h := range hashes {
+			if !slices.Contains(out, h) {
+				out = append(out, h)
+			}
+		}
+		return out
+	}
+	seen := make(map[string]struct{}, len(hashes))
+	for _, h := range hashes {
 		if _, dup := seen[h]; !dup {
 			seen[h] = struct{}{}
-			uniq = append(uniq, h)
+			out = append(out, h)
 		}
 	}
-	return l.b.reserve(ctx, Key(req.Identity), req, uniq, l.nowMS())
+	return out
 }
 
 // Suspend suspends identity, with a fixed, value-free reason, and reports

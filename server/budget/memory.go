@@ -123,6 +123,13 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 	return nil
 }
 
+func (m *memoryBackend) isSuspended(_ context.Context, key string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.ids[key]
+	return s != nil && s.susp != nil, nil
+}
+
 func (m *memoryBackend) suspend(_ context.Context, key, identity, reason string, _ int64) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
