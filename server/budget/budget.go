@@ -22,6 +22,13 @@
 // and could only slide in bucket steps; with budgets in the thousands the
 // exact set costs about 100 bytes per member and is the better trade.
 //
+// A call that looks nothing up and costs no rate token (a tokenization of
+// random classes only) spends nothing, so only a suspension or its batch
+// size can refuse it; it never runs the script, only a check that the
+// identity is not suspended.
+//
+// The script needs Redis 6.2 or later (ZMSCORE).
+//
 // Records are named by a keyed hash (the audit log's token hash for
 // reveals, a keyed hash of the normalised value for deterministic
 // tokenization), never a token or a value: Redis learns nothing it could
