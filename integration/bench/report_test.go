@@ -221,6 +221,8 @@ func render(info runInfo, rs []result) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", c.what, c.format(evaluate(c, rs)))
 	}
 
+	b.WriteString(renderBefore(rs))
+
 	b.WriteString("\n### Workloads\n\n")
 	b.WriteString("| workload | c | items/call | items/s | calls/s | p50 | p99 | p99.9 | errors | server CPU µs/item | jetond peak RSS | Redis B/value | Redis main thread µs/call | Redis commands/call |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
