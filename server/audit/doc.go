@@ -27,10 +27,9 @@
 // Rekor), over a hash chain instead of a Merkle tree.
 //
 // Invariants:
-//   - Append returns nil only once its record is fsynced (fdatasync on
-//     Linux: data and size), in the file at the log's path. A reveal is
-//     answered only after that (DESIGN invariant 5). One sync covers every
-//     record committed together.
+//   - Append returns nil only once its record is fsynced, in the file at
+//     the log's path. A reveal is answered only after that (DESIGN
+//     invariant 5). One fsync covers every record committed together.
 //   - A failed write never breaks the chain: the file is cut back to its last
 //     acknowledged record and the chain continues from there.
 //   - If the file being written is no longer the one at its path (replaced,

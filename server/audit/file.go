@@ -24,23 +24,8 @@ type File interface {
 type OpenFileFunc func(name string, flag int, perm os.FileMode) (File, error)
 
 func osOpenFile(name string, flag int, perm os.FileMode) (File, error) {
-	f, err := os.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return dataSyncFile{f}, nil
+	return os.OpenFile(name, flag, perm)
 }
-
-// dataSyncFile is a log file whose Sync makes its data durable and no
-// more: fdatasync(2) where the system has it. A log file is only ever
-// appended to, so its data and its size (which fdatasync includes, as the
-// metadata needed to read the data back) are all a reader needs; the
-// timestamps fsync would also write cost a second journal write on every
-// group commit, which every reveal waits for. Directory entries (new
-// files) are still made durable by syncDir.
-type dataSyncFile struct{ *os.File }
-
-func (f dataSyncFile) Sync() error { return dataSync(f.File) }
 
 // syncDir makes the directory's entries (new files, renames) durable.
 func syncDir(dir string) error {
