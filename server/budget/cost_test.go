@@ -241,3 +241,51 @@ func TestRedisDecidesAsMemory(t *testing.T) {
 		t.Fatalf("%d of 600 calls admitted: the sequence does not probe both sides of the bounds", admitted)
 	}
 }
+
+// TestRecheck: with Config.Recheck, a call that spends nothing trusts a
+// "not suspended" answer for that long. A suspension stops it at once on
+// the replica that makes it, and within Recheck on the others; a call
+// that spends budget is checked by the script at once everywhere. Without
+// Recheck every call asks.
+func TestRecheck(t *testing.T) {
+	r := testenv.StartRedis(t)
+	clk := newClock()
+	replica := func(recheck time.Duration) *budget.Limiter {
+		return budget.NewRedis(r.Client(t), budget.Config{Now: clk.Now, Recheck: recheck})
+	}
+	a, b, exact := replica(time.Second), replica(time.Second), replica(0)
+	free := budget.Request{Identity: alice, Limits: budget.Limits{MaxBatch: 5}, Items: 1}
+	spend := budget.Request{Identity: alice, Limits: budget.Limits{Distinct: 100}, Items: 1, Lookups: hashes("r", 1)}
+	admitted := func(who string, l *budget.Limiter, req budget.Request) {
+		t.Helper()
+		if err := l.Reserve(ctx(t), req); err != nil {
+			t.Fatalf("%s: %v, want admitted", who, err)
+		}
+	}
+	refused := func(who string, l *budget.Limiter, req budget.Request) {
+		t.Helper()
+		if err := l.Reserve(ctx(t), req); !errors.Is(err, budget.ErrSuspended) {
+			t.Fatalf("%s: %v, want ErrSuspended", who, err)
+		}
+	}
+	admitted("b, not suspended", b, free)
+	if _, err := a.Suspend(ctx(t), alice, "canary"); err != nil {
+		t.Fatal(err)
+	}
+	refused("a, which suspended", a, free)
+	refused("a replica without recheck", exact, free)
+	admitted("b, within its recheck", b, free)
+	refused("b, a call that spends", b, spend)
+	refused("b, once it saw the suspension", b, free)
+
+	if _, err := a.Reinstate(ctx(t), alice); err != nil {
+		t.Fatal(err)
+	}
+	admitted("b, reinstated", b, free)
+	if _, err := a.Suspend(ctx(t), alice, "canary"); err != nil {
+		t.Fatal(err)
+	}
+	admitted("b, within its recheck again", b, free)
+	clk.Advance(time.Second)
+	refused("b, past its recheck", b, free)
+}

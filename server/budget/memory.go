@@ -12,7 +12,7 @@ import (
 // decides exactly as the Redis Limiter does but bounds one replica only:
 // use it for dev mode and tests, never behind a load balancer.
 func NewMemory(cfg Config) *Limiter {
-	return &Limiter{b: &memoryBackend{ids: map[string]*memState{}}, now: cfg.Now}
+	return newLimiter(&memoryBackend{ids: map[string]*memState{}}, cfg)
 }
 
 type memoryBackend struct {

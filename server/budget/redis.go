@@ -212,7 +212,7 @@ func refusalsKey(k string) string {
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
 // all work: each identity's keys share one hash slot.
 func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
-	return &Limiter{b: &redisBackend{c: c}, now: cfg.Now}
+	return newLimiter(&redisBackend{c: c}, cfg)
 }
 
 type redisBackend struct{ c redis.UniversalClient }
