@@ -15,9 +15,10 @@ import (
 // accessLog is the per-call access log: one "finished call" line for each
 // call, at DEBUG when it succeeded and otherwise at the level
 // go-grpc-middleware gives its code (INFO for a caller's mistake or an
-// unknown token, WARN for a refusal or a deadline, ERROR for a failure of
-// ours). At the default level, INFO, a successful call writes no line;
-// every refused or failed one does. Log level debug lists every call.
+// unknown token, WARN for a refusal, a deadline or a backend down, ERROR
+// for a failure of ours). At the default level, INFO, a successful call
+// writes no line; every refused or failed one does. Log level debug lists
+// every call. README "Logs" documents it for operators.
 //
 // The line names the listener, the method, the code, the duration, the
 // peer address and the certificate's identity, and the log handler adds the
