@@ -268,6 +268,7 @@ func TestRecheck(t *testing.T) {
 			t.Fatalf("%s: %v, want ErrSuspended", who, err)
 		}
 	}
+	admitted("a, not suspended", a, free)
 	admitted("b, not suspended", b, free)
 	if _, err := a.Suspend(ctx(t), alice, "canary"); err != nil {
 		t.Fatal(err)
@@ -288,4 +289,87 @@ func TestRecheck(t *testing.T) {
 	admitted("b, within its recheck again", b, free)
 	clk.Advance(time.Second)
 	refused("b, past its recheck", b, free)
+}
+
+// TestWindowEdge: a record read exactly one window ago has left the
+// window: reading it again is new, for the count and for the call's own
+// lookups alike, on both backends, for the longest window (whose records
+// are trimmed) and for a shorter one (whose are not).
+func TestWindowEdge(t *testing.T) {
+	for _, b := range backends {
+		for _, lim := range []budget.Limits{
+			{Distinct: 2, Window: time.Minute},
+			budget.Merge(budget.Limits{Distinct: 100, Window: time.Hour}, budget.Limits{Distinct: 2, Window: time.Minute}),
+		} {
+			t.Run(fmt.Sprintf("%s/%d windows", b.name, 1+len(lim.Also)), func(t *testing.T) {
+				testWindowEdge(t, b.new, lim)
+			})
+		}
+	}
+}
+
+func testWindowEdge(t *testing.T, newLimiter func(testing.TB, budget.Config) *budget.Limiter, lim budget.Limits) {
+	clk := newClock()
+	l := newLimiter(t, budget.Config{Now: clk.Now})
+	req := func(h []string) error {
+		return l.Reserve(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: len(h), Lookups: h})
+	}
+	ab := hashes("e", 2)
+	if err := req(ab); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute - time.Millisecond)
+	if got, _ := exceeded(req(append(ab, hashes("x", 1)...))); got != budget.LimitDistinct {
+		t.Fatal("a third record a millisecond before the window ends was admitted")
+	}
+	clk.Advance(time.Millisecond)
+	// a and b, read a window ago, are new: with c, three.
+	if got, _ := exceeded(req(append(ab, hashes("x", 1)...))); got != budget.LimitDistinct {
+		t.Fatal("records read exactly one window ago still counted as read")
+	}
+	if err := req(ab); err != nil {
+		t.Fatalf("the same two records, new again: %v", err)
+	}
+}
+
+// TestManyLookupsNearTheBudget: a call of more lookups than one command
+// carries (its scores read in several parts) is counted exactly near its
+// budget: 200 records known, then 2,300 new among 2,500 lookups fit a
+// budget of 2,500 and not one of 2,499; and all of them are counted.
+func TestManyLookupsNearTheBudget(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				distinct int
+				admitted bool
+			}{{2499, false}, {2500, true}} {
+				l := b.new(t, budget.Config{Now: newClock().Now})
+				lim := budget.Limits{Distinct: tc.distinct, Window: time.Hour}
+				known := hashes("known", 200)
+				if err := l.Reserve(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 200, Lookups: known}); err != nil {
+					t.Fatal(err)
+				}
+				// The known records spread over the call, so that every
+				// part holds some.
+				lookups := hashes("new", 2300)
+				for i, h := range known {
+					at := i * 12
+					lookups = append(lookups[:at], append([]string{h}, lookups[at:]...)...)
+				}
+				err := l.Reserve(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: len(lookups), Lookups: lookups})
+				if got, _ := exceeded(err); (err == nil) != tc.admitted || err != nil && got != budget.LimitDistinct {
+					t.Fatalf("distinct %d: %v, want admitted %v", tc.distinct, err, tc.admitted)
+				}
+				// Every record of an admitted call is counted, those of a
+				// refused one are not.
+				want := 200
+				if tc.admitted {
+					want = 2500
+				}
+				if u, err := l.Usage(ctx(t), alice, lim); err != nil || u.Distinct != want {
+					t.Fatalf("distinct %d: usage %+v, %v; want %d records counted", tc.distinct, u, err, want)
+				}
+			}
+		})
+	}
 }
