@@ -18,7 +18,7 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOBIN := $(TOOLS)
 
-.PHONY: run test tools generate checkgenerate lint testenv build bench node-deps image helm deploytest
+.PHONY: run test tools generate checkgenerate lint testenv build bench node-deps image helm deploytest soak
 
 # run starts jetond in dev mode: in-memory store, ephemeral keys, generated
 # certificates in .jeton-dev/, listeners on 127.0.0.1:7443 and :7444.
@@ -125,3 +125,10 @@ bench: testenv
 		$(if $(BENCH_PROFILE),-jeton.bench.profile=$(abspath $(BENCH_PROFILE))) \
 		$(if $(BENCH_BEFORE),-jeton.bench.before=$(abspath $(BENCH_BEFORE))) \
 		$(if $(BENCH_ONLY),-jeton.bench.only=$(BENCH_ONLY))
+
+# soak runs the long reliability test, not part of test: SOAK_DURATION of
+# mixed load over three jetond replicas, Redis Cluster with replicas and
+# Vault, one fault a minute (see RELIABILITY.md).
+SOAK_DURATION ?= 10m
+soak: testenv
+	JETON_SOAK_DURATION=$(SOAK_DURATION) go test -count=1 -timeout 60m -run '^TestSoak$$' -v ./integration/

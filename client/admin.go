@@ -35,14 +35,16 @@ func (c *Custodian) admin() jetonv1.AdminClient { return jetonv1.NewAdminClient(
 // EraseTokens erases the records behind tokens and returns how many
 // existed. Tokens of tenants the caller does not administer, and unknown
 // tokens, are left alone and not counted. A malformed token fails the call
-// (ErrInvalidArgument) before anything is erased. Inputs longer than the
+// (ErrInvalidArgument) before anything is erased, and so does a
+// format-preserving token held by several of the caller's tenants
+// (ErrFailedPrecondition; see WithTenant). Inputs longer than the
 // batch size are sent in chunks; when one fails, the earlier ones stay
 // erased and the count so far is returned with the error.
 func (c *Custodian) EraseTokens(ctx context.Context, tokens []string, reason string) (int64, error) {
 	var erased int64
 	for start := 0; start < len(tokens); start += c.batchSize {
 		part := tokens[start:min(start+c.batchSize, len(tokens))]
-		resp, err := c.admin().EraseTokens(ctx, &jetonv1.EraseTokensRequest{Tokens: part, Reason: reason})
+		resp, err := c.admin().EraseTokens(ctx, &jetonv1.EraseTokensRequest{Tokens: part, Reason: reason, Tenant: c.tenant})
 		if err != nil {
 			return erased, callError(err)
 		}
@@ -331,11 +333,26 @@ func (c *Custodian) ReinstateIdentity(ctx context.Context, identity, reason stri
 	return callError(err)
 }
 
+// CanaryOption configures MintCanary.
+type CanaryOption func(*jetonv1.MintCanaryRequest)
+
+// CanarySubject indexes the canary under the data-subject id subject, as
+// Tokenize indexes an item sent with a Subject. Without it the canary gets
+// a fresh random subject of its own. Mint the canaries of one fake person
+// under one subject id shaped like the sponsor's.
+func CanarySubject(subject string) CanaryOption {
+	return func(r *jetonv1.MintCanaryRequest) { r.Subject = subject }
+}
+
 // MintCanary creates a canary token of class in tenant: it looks like any
 // other token, and revealing it raises an alert (and, with suspend, also
 // suspends the revealing identity). The token is returned only here.
-func (c *Custodian) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
-	resp, err := c.admin().MintCanary(ctx, &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}, retry.Disable())
+func (c *Custodian) MintCanary(ctx context.Context, tenant, class string, suspend bool, opts ...CanaryOption) (string, error) {
+	req := &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}
+	for _, o := range opts {
+		o(req)
+	}
+	resp, err := c.admin().MintCanary(ctx, req, retry.Disable())
 	if err != nil {
 		return "", callError(err)
 	}

@@ -66,6 +66,8 @@ const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 type core struct {
 	conn      *grpc.ClientConn
 	batchSize int
+	// tenant limits reveals and erasures to one tenant; see WithTenant.
+	tenant string
 }
 
 // Close releases the connection. Calls in flight fail with codes.Canceled.
@@ -113,7 +115,7 @@ func dial(target string, opts []Option) (*core, error) {
 	if err != nil {
 		return nil, errors.Join(errors.New("client: cannot set up connection"), err)
 	}
-	return &core{conn: cc, batchSize: o.batchSize}, nil
+	return &core{conn: cc, batchSize: o.batchSize, tenant: o.tenant}, nil
 }
 
 // Client bundles the three roles on one connection, for tools and tests

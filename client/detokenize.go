@@ -18,7 +18,8 @@ type RevealResult struct {
 	Masked bool
 	// Err is an *ItemError when the token could not be revealed.
 	// ErrNotFound covers both an unknown token and one the caller may not
-	// reveal.
+	// reveal; ErrFailedPrecondition, a format-preserving token held by
+	// several of the caller's tenants (see WithTenant).
 	Err error
 }
 
@@ -34,7 +35,7 @@ type RevealResult struct {
 // len(results) says how many there are.
 func (c *Revealer) Detokenize(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
 	return c.reveal(ctx, tokens, purpose, func(ctx context.Context, part []string) ([]*jetonv1.RevealResult, error) {
-		resp, err := jetonv1.NewDetokenizerClient(c.conn).Detokenize(ctx, &jetonv1.DetokenizeRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
+		resp, err := jetonv1.NewDetokenizerClient(c.conn).Detokenize(ctx, &jetonv1.DetokenizeRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef, Tenant: c.tenant})
 		return resp.GetResults(), err
 	})
 }
@@ -43,7 +44,7 @@ func (c *Revealer) Detokenize(ctx context.Context, tokens []string, purpose, cas
 // policy allows.
 func (c *Revealer) Mask(ctx context.Context, tokens []string, purpose, caseRef string) ([]RevealResult, error) {
 	return c.reveal(ctx, tokens, purpose, func(ctx context.Context, part []string) ([]*jetonv1.RevealResult, error) {
-		resp, err := jetonv1.NewDetokenizerClient(c.conn).Mask(ctx, &jetonv1.MaskRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef})
+		resp, err := jetonv1.NewDetokenizerClient(c.conn).Mask(ctx, &jetonv1.MaskRequest{Tokens: part, Purpose: purpose, CaseRef: caseRef, Tenant: c.tenant})
 		return resp.GetResults(), err
 	})
 }

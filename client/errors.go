@@ -32,6 +32,10 @@ var (
 	ErrResourceExhausted = errors.New("client: resource exhausted")
 	// ErrUnauthenticated: the server did not accept the caller's identity.
 	ErrUnauthenticated = errors.New("client: unauthenticated")
+	// ErrFailedPrecondition: the call needs more from the caller first,
+	// e.g. a format-preserving token held by several of the caller's
+	// tenants needs the tenant named (WithTenant, InTenant).
+	ErrFailedPrecondition = errors.New("client: failed precondition")
 	// ErrCertificateNotAccepted: the server refused the client certificate
 	// in the TLS handshake: issued by a CA the listener does not trust
 	// (e.g. a sponsor certificate on the trusted listener), expired, or
@@ -41,12 +45,13 @@ var (
 )
 
 var sentinels = map[codes.Code]error{
-	codes.NotFound:          ErrNotFound,
-	codes.InvalidArgument:   ErrInvalidArgument,
-	codes.PermissionDenied:  ErrPermissionDenied,
-	codes.Unavailable:       ErrUnavailable,
-	codes.ResourceExhausted: ErrResourceExhausted,
-	codes.Unauthenticated:   ErrUnauthenticated,
+	codes.NotFound:           ErrNotFound,
+	codes.InvalidArgument:    ErrInvalidArgument,
+	codes.PermissionDenied:   ErrPermissionDenied,
+	codes.Unavailable:        ErrUnavailable,
+	codes.ResourceExhausted:  ErrResourceExhausted,
+	codes.Unauthenticated:    ErrUnauthenticated,
+	codes.FailedPrecondition: ErrFailedPrecondition,
 	// Context errors too, so errors.Is(err, context.DeadlineExceeded) holds
 	// for a call that ran out of time, wherever the deadline struck.
 	codes.DeadlineExceeded: context.DeadlineExceeded,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net/mail"
 	"strings"
 	"time"
 
@@ -174,4 +175,45 @@ func ExampleRevealer_DetokenizeStruct() {
 	}
 	fmt.Println(g.Email, "/", g.Name)
 	// Output: anne@example.org / Anne Example
+}
+
+// A class can mint tokens in its values' own format, for a sponsor schema
+// that validates formats (README "Token shapes"): here an email-shaped
+// class and a digit-shaped one that keeps the last two digits. Nothing
+// changes for the client: the tokens are strings like any other.
+func ExampleSponsor_TokenizeStruct_formatPreserving() {
+	env, stop := startExampleServer()
+	defer stop()
+	ctx := context.Background()
+	sponsor, err := client.NewSponsor(env.publicAddr, client.WithTLSFiles(env.caFile, env.sponsorCert, env.sponsorKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sponsor.Close()
+
+	type Badge struct {
+		Contact string `jeton:"contact-email"`
+		Number  string `jeton:"badge"`
+	}
+	b := Badge{Contact: "anne@example.org", Number: "0600000042"}
+	if err := sponsor.TokenizeStruct(ctx, &b); err != nil {
+		log.Fatal(err)
+	}
+	addr, err := mail.ParseAddress(b.Contact)
+	fmt.Println(err == nil && addr.Address == b.Contact, strings.HasSuffix(b.Contact, "@tok.jeton.invalid"))
+	fmt.Println(len(b.Number), strings.HasPrefix(b.Number, "9"), strings.HasSuffix(b.Number, "42"))
+
+	vetting, err := client.NewRevealer(env.trustedAddr, client.WithTLSFiles(env.caFile, env.ttpCert, env.ttpKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer vetting.Close()
+	if err := vetting.DetokenizeStruct(ctx, &b, "vetting", "case-2031-0043"); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(b.Contact, b.Number)
+	// Output:
+	// true true
+	// 10 true true
+	// anne@example.org 0600000042
 }

@@ -53,13 +53,17 @@ func startExampleServer() (exampleEnv, func()) {
 	must(err)
 	km, err := localkeys.New(true)
 	must(err)
-	tok, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New()})
+	// The built-in classes, and two with format-preserving token shapes.
+	classes := append(tokenizer.DefaultClasses(),
+		tokenizer.Class{Name: "contact-email", Normalize: []string{"trim", "fold", "email"}, Mask: "email", Shape: tokenizer.Shape{Kind: tokenizer.ShapeEmail}},
+		tokenizer.Class{Name: "badge", Mask: "last3", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9", KeepSuffix: 2}})
+	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: memstore.New()})
 	must(err)
-	var classes []string
+	var names []string
 	for _, c := range tok.Classes() {
-		classes = append(classes, c.Name)
+		names = append(names, c.Name)
 	}
-	pol, err := server.ParsePolicy([]byte(examplePolicy), classes)
+	pol, err := server.ParsePolicy([]byte(examplePolicy), names)
 	must(err)
 	pub, err := server.LoadTLS(server.TLSFiles{Cert: b.ServerCert, Key: b.ServerKey, ClientCA: b.SponsorCA})
 	must(err)

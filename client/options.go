@@ -21,6 +21,7 @@ type options struct {
 	retries   uint
 	backoff   time.Duration
 	batchSize int
+	tenant    string
 	dialOpts  []grpc.DialOption
 	// err is the first invalid option; New returns it.
 	err error

@@ -35,6 +35,7 @@ func startAuditDeployment(t *testing.T, replica string) *auditDeployment {
 	v := startVaultEnv(t, false)
 	h := newJetond(t, jetondOpts{RedisAddrs: []string{redis.Addr}, Vault: v, Token: v.token(t, vaultkeys.PolicyJetond)})
 	h.env = append(h.env, "JETON_AUDIT_REPLICA="+replica)
+	h.replica = replica
 	h.start(t)
 	h.waitReady(t)
 	return &auditDeployment{

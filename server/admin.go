@@ -156,8 +156,16 @@ func (c *adminCall) done(actErr error, note string) error {
 // A token of another tenant is left alone and not counted, like an unknown
 // one. A malformed token fails the whole call before anything is erased,
 // so a typo in a list is never half applied.
+//
+// A format-preserving token names no tenant: it is erased in the one of
+// the custodian's tenants (or the tenant named) that holds it, and a token
+// held in several fails the call before anything is erased.
 func (as *adminService) EraseTokens(ctx context.Context, req *jetonv1.EraseTokensRequest) (*jetonv1.EraseTokensResponse, error) {
-	c, err := as.admin(ctx, "EraseTokens", req.GetReason())
+	var named []string
+	if req.GetTenant() != "" {
+		named = []string{req.GetTenant()}
+	}
+	c, err := as.admin(ctx, "EraseTokens", req.GetReason(), named...)
 	if err != nil {
 		return nil, err
 	}
@@ -168,20 +176,49 @@ func (as *adminService) EraseTokens(ctx context.Context, req *jetonv1.EraseToken
 	if len(texts) > as.s.maxBatch {
 		return nil, c.refuse(invalid("too many tokens in one call"))
 	}
-	var toks []tokenizer.Token
+	var toks, shaped []tokenizer.Token
+	var shapedIdx []int
 	c.items = make([]audit.Item, len(texts))
 	for i, text := range texts {
-		tok, err := tokenizer.ParseToken(text)
+		tok, _, err := as.s.tok.Recognize(text)
 		if err != nil {
 			c.items = nil
 			return nil, c.refuse(invalid(fmt.Sprintf("token %d is malformed", i+1)))
 		}
+		if tok.Shaped != "" {
+			text = tok.Shaped // canonical, as Detokenize hashes it
+		}
 		c.items[i] = audit.Item{TokenHash: as.s.audit.TokenHash(text), Outcome: outcomeErase}
-		if !c.p.HasTenant(tok.Tenant) {
+		if tok.Shaped != "" {
+			shaped, shapedIdx = append(shaped, tok), append(shapedIdx, i)
+			continue
+		}
+		if !c.p.HasTenant(tok.Tenant) || len(named) > 0 && tok.Tenant != named[0] {
 			c.items[i].Outcome = audit.OutcomeDenied
 			continue
 		}
 		toks = append(toks, tok)
+	}
+	if len(shaped) > 0 {
+		tenants := c.p.Tenants
+		if len(named) > 0 {
+			tenants = named
+		}
+		where, err := as.s.tok.LocateShaped(ctx, shaped, tenants)
+		if err != nil {
+			return nil, c.refuse(err)
+		}
+		for j, w := range where {
+			switch len(w) {
+			case 0: // unknown: nothing to erase, like an unknown opaque token
+			case 1:
+				shaped[j].Tenant = w[0]
+				toks = append(toks, shaped[j])
+			default:
+				c.items = nil
+				return nil, c.refuse(fmt.Errorf("token %d: %w", shapedIdx[j]+1, tokenizer.ErrAmbiguous))
+			}
+		}
 	}
 	c.detail = "tokens=" + strconv.Itoa(len(texts))
 	if err := c.intent(); err != nil {

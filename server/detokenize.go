@@ -18,7 +18,7 @@ type detokenizerService struct {
 }
 
 func (ds *detokenizerService) Detokenize(ctx context.Context, req *jetonv1.DetokenizeRequest) (*jetonv1.DetokenizeResponse, error) {
-	res, err := ds.s.reveal(ctx, "Detokenize", req.GetTokens(), req.GetPurpose(), req.GetCaseRef(), false)
+	res, err := ds.s.reveal(ctx, "Detokenize", req.GetTokens(), req.GetPurpose(), req.GetCaseRef(), req.GetTenant(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -26,7 +26,7 @@ func (ds *detokenizerService) Detokenize(ctx context.Context, req *jetonv1.Detok
 }
 
 func (ds *detokenizerService) Mask(ctx context.Context, req *jetonv1.MaskRequest) (*jetonv1.MaskResponse, error) {
-	res, err := ds.s.reveal(ctx, "Mask", req.GetTokens(), req.GetPurpose(), req.GetCaseRef(), true)
+	res, err := ds.s.reveal(ctx, "Mask", req.GetTokens(), req.GetPurpose(), req.GetCaseRef(), req.GetTenant(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,8 @@ func (ds *detokenizerService) Mask(ctx context.Context, req *jetonv1.MaskRequest
 
 // reveal authorises, opens, audits and only then returns values. Every
 // token the caller may not see gets exactly the answer of an unknown token.
-func (s *Server) reveal(ctx context.Context, method string, texts []string, purpose, caseRef string, maskOnly bool) ([]*jetonv1.RevealResult, error) {
+// A non-empty tenant limits the call to that one of the caller's tenants.
+func (s *Server) reveal(ctx context.Context, method string, texts []string, purpose, caseRef, tenant string, maskOnly bool) ([]*jetonv1.RevealResult, error) {
 	p, ok := principalFrom(ctx)
 	if !ok || len(p.reveal) == 0 {
 		return nil, rpcError(denied("identity may not reveal"))
@@ -60,33 +61,56 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	if len(texts) > s.maxBatch {
 		return refuse(invalid("too many tokens in one call"))
 	}
+	if tenant != "" && !tokenizer.ValidName(tenant) {
+		return refuse(invalid("tenant is not a valid tenant name"))
+	}
+	level := func(class string) Reveal {
+		lvl := p.RevealLevel(class)
+		if maskOnly && lvl != RevealNone {
+			lvl = RevealMasked
+		}
+		if !pr.Covers(class) {
+			lvl = RevealNone
+		}
+		return lvl
+	}
 
 	results := make([]*jetonv1.RevealResult, len(texts))
 	items := make([]audit.Item, len(texts))
 	levels := make([]Reveal, len(texts))
 	var toOpen []tokenizer.Token
 	var idx []int
+	var shaped []tokenizer.ShapedLookup
+	var shapedIdx []int
 	for i, text := range texts {
 		results[i] = &jetonv1.RevealResult{Token: text}
-		tok, err := tokenizer.ParseToken(text)
+		tok, classes, err := s.tok.Recognize(text)
 		if err != nil {
 			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(err)}
 			items[i] = audit.Item{Outcome: audit.OutcomeInvalid}
 			continue
 		}
-		items[i].TokenHash = s.audit.TokenHash(text)
-		lvl := p.RevealLevel(tok.Class)
-		if maskOnly && lvl != RevealNone {
-			lvl = RevealMasked
+		if tok.Shaped != "" {
+			text = tok.Shaped // canonical: an email token's case is no part of it
 		}
-		if lvl == RevealNone || !p.HasTenant(tok.Tenant) || !pr.Covers(tok.Class) {
-			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(tokenizer.ErrNotFound)}
-			items[i].Outcome = audit.OutcomeDenied
+		items[i].TokenHash = s.audit.TokenHash(text)
+		if tok.Shaped != "" {
+			// A shaped token names neither tenant nor class: it is looked
+			// up in the caller's tenants, and opened only if its record's
+			// class is one the caller may see (shaped.go).
+			if l, ok := shapedLookup(p, tok, classes, tenant, level); ok {
+				shaped = append(shaped, l)
+				shapedIdx = append(shapedIdx, i)
+				continue
+			}
+		} else if lvl := level(tok.Class); lvl != RevealNone && p.HasTenant(tok.Tenant) && (tenant == "" || tok.Tenant == tenant) {
+			levels[i] = lvl
+			toOpen = append(toOpen, tok)
+			idx = append(idx, i)
 			continue
 		}
-		levels[i] = lvl
-		toOpen = append(toOpen, tok)
-		idx = append(idx, i)
+		results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(tokenizer.ErrNotFound)}
+		items[i].Outcome = audit.OutcomeDenied
 	}
 
 	// The budget is spent before any record is opened, on every
@@ -104,6 +128,19 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 			return nil, rpcError(err)
 		}
 	}
+	if len(shaped) > 0 {
+		got, err := s.tok.RevealShaped(ctx, shaped)
+		if err != nil {
+			s.auditFailure(ctx, p, method, purpose, caseRef, err)
+			return nil, rpcError(err)
+		}
+		for j, o := range got {
+			if o.Err == nil {
+				levels[shapedIdx[j]] = level(o.Token.Class)
+			}
+		}
+		opened, idx = append(opened, got...), append(idx, shapedIdx...)
+	}
 	canary, err := s.canaries(ctx, p, method, opened)
 	if err != nil {
 		s.auditFailure(ctx, p, method, purpose, caseRef, err)
@@ -113,8 +150,23 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	for j, i := range idx {
 		o := opened[j]
 		if o.Err != nil {
-			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(tokenizer.ErrNotFound)}
 			items[i].Outcome = audit.OutcomeNotFound
+			switch {
+			case errors.Is(o.Err, tokenizer.ErrAmbiguous):
+				items[i].Outcome = audit.OutcomeAmbiguous
+			case errors.Is(o.Err, tokenizer.ErrNotPermitted):
+				items[i].Outcome = audit.OutcomeDenied
+			default:
+				o.Err = tokenizer.ErrNotFound
+			}
+			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(o.Err)}
+			continue
+		}
+		if levels[i] == RevealNone {
+			// RevealShaped opens only the classes it was given; never let
+			// a value out without a level all the same.
+			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(tokenizer.ErrNotFound)}
+			items[i].Outcome = audit.OutcomeDenied
 			continue
 		}
 		class, _ := s.tok.Class(o.Token.Class)

@@ -26,6 +26,8 @@ const (
 	msgBadToken    = "malformed token"
 	msgBudget      = "budget exceeded"
 	msgSuspended   = "identity suspended; a custodian must reinstate it"
+	msgAmbiguous   = "format-preserving token matches records in several of the caller's tenants; name the tenant"
+	msgShapeFull   = "no free token left in the class's token shape for a value of this length; retry, or use a wider shape"
 )
 
 // refusal is a call a budget refused, for the operation op (opReveal or
@@ -122,6 +124,10 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.ResourceExhausted, msgBudget)
 	case errors.Is(err, tokenizer.ErrNotFound), errors.Is(err, tokenizer.ErrKeyDestroyed):
 		return status.New(codes.NotFound, msgNotFound)
+	case errors.Is(err, tokenizer.ErrAmbiguous):
+		return status.New(codes.FailedPrecondition, msgAmbiguous)
+	case errors.Is(err, tokenizer.ErrShapeExhausted):
+		return status.New(codes.ResourceExhausted, msgShapeFull)
 	case errors.Is(err, tokenizer.ErrInvalidToken):
 		return status.New(codes.InvalidArgument, msgBadToken)
 	case errors.As(err, &d):

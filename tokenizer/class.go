@@ -58,6 +58,12 @@ type Class struct {
 	// MaxLen bounds a value's length in bytes, as sent; zero means
 	// DefaultMaxValueLen.
 	MaxLen int
+	// Shape is what the class's tokens look like: opaque (the zero Shape)
+	// or format-preserving. See shape.go.
+	Shape Shape
+
+	// shaper is Shape compiled, set by New.
+	shaper shaper
 }
 
 // Validate checks the class definition and names the bad field.
@@ -92,6 +98,9 @@ func (c Class) Validate() error {
 	if c.MaxLen < 0 {
 		return fmt.Errorf("tokenizer: class %s: max length must not be negative", c.Name)
 	}
+	if _, err := c.validateShape(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -120,9 +129,10 @@ func (c Class) RecordTTL(now time.Time) (time.Duration, error) {
 	return ttl, nil
 }
 
-// NormalizeValue checks a value as sent (length, UTF-8, the class's shape)
-// and returns its normalised form: the input of the class's deterministic
-// token and of its mask. The value itself, not this form, is what a record
+// NormalizeValue checks a value as sent (length, UTF-8, that it fits the
+// class's token shape and is not itself one of its tokens, the class's
+// normalisation) and returns its normalised form: the input of the class's
+// deterministic token and of its mask. The value itself, not this form, is what a record
 // stores and a reveal returns. The error is a UserError wrapping
 // ErrInvalidValue and never quotes v.
 func (c Class) NormalizeValue(v string) (string, error) {
@@ -132,6 +142,11 @@ func (c Class) NormalizeValue(v string) (string, error) {
 	}
 	if len(v) > max || !utf8.ValidString(v) {
 		return "", &UserError{fmt.Errorf("%w: %s value is too long or not UTF-8", ErrInvalidValue, c.Name)}
+	}
+	if sh := c.shapeOf(); sh != nil {
+		if err := sh.accept(c.Name, v); err != nil {
+			return "", err
+		}
 	}
 	for _, n := range c.Normalize {
 		var ok bool

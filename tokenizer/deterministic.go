@@ -68,8 +68,7 @@ func (t *Tokenizer) adoptOlderDeterministic(ctx context.Context, tk *tenantKeys,
 	for _, i := range det {
 		p := &work[i]
 		for _, g := range older {
-			tok := Token{Class: p.class.Name, Tenant: tk.name, Version: tokenVersion1,
-				Payload: deterministicPayload(g.det, p.class.Name, p.norm)}
+			tok := newToken(&p.class, tk.name, deterministicPayload(g.det, p.class.Name, p.norm))
 			text := tok.String()
 			cands = append(cands, candidate{tok, text})
 			names = append(names, recordName(tk, text))

@@ -68,3 +68,22 @@ func RecordKey(ctx context.Context, t *Tokenizer, tokText string) (string, error
 
 // PaddedSize is paddedSize, the size bucket of a v3 record's body.
 var PaddedSize = paddedSize
+
+// EmailTokenOf is the email-shaped token of payload under domain, as a
+// deterministic email-shaped class writes it.
+func EmailTokenOf(domain string, payload [16]byte) (string, error) {
+	sh, err := Shape{Kind: ShapeEmail, Domain: domain}.compile()
+	if err != nil {
+		return "", err
+	}
+	return sh.(payloadShaper).fromPayload(payload), nil
+}
+
+// ShapeDomainBits is the lower bound of a shape's token domain, in bits.
+func ShapeDomainBits(s Shape) (float64, error) {
+	sh, err := s.compile()
+	if err != nil {
+		return 0, err
+	}
+	return sh.domainBits(), nil
+}

@@ -34,10 +34,17 @@ type Token struct {
 	Tenant  string
 	Version byte
 	Payload [tokenPayloadLen]byte
+	// Shaped is the canonical text of a format-preserving token (see
+	// Shape), whose tenant and class come from its record, not its text;
+	// empty for an opaque token, whose text String computes.
+	Shaped string
 }
 
 // String returns the token's text form, check character included.
 func (t Token) String() string {
+	if t.Shaped != "" {
+		return t.Shaped
+	}
 	b := make([]byte, 0, 64)
 	b = append(b, tokenPrefix...)
 	b = append(b, t.Class...)

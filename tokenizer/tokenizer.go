@@ -93,11 +93,15 @@ func New(cfg Config) (*Tokenizer, error) {
 		if err := c.Validate(); err != nil {
 			return nil, err
 		}
+		c.shaper, _ = c.Shape.compile() // Validate compiled it once already
 		if _, dup := t.classes[c.Name]; dup {
 			return nil, fmt.Errorf("tokenizer: class %s is defined twice", c.Name)
 		}
 		t.classes[c.Name] = c
 		t.order = append(t.order, c.Name)
+	}
+	if err := ValidateShapes(t.Classes()); err != nil {
+		return nil, err
 	}
 	refresh := cfg.KeyRefresh
 	if refresh <= 0 {
@@ -130,8 +134,9 @@ type Item struct {
 	Subject string
 }
 
-// Result is the outcome for one Item: a token, or an error that is a
-// UserError (bad class or value) and never quotes the value.
+// Result is the outcome for one Item: a token, or an error that never
+// quotes the value: a UserError (bad class or value), or ErrShapeExhausted
+// (no free token of the class's shape left for the value).
 type Result struct {
 	Token string
 	Err   error
@@ -158,6 +163,8 @@ type pending struct {
 	// replaceClaim marks a token reminted because the earlier attempt's
 	// record is gone: its entry is overwritten, not claimed.
 	replaceClaim bool
+	// claimed marks a random shaped token whose record claimShaped stored.
+	claimed bool
 }
 
 // Tokenize mints a token for each item in tenant, creating the tenant's
@@ -216,16 +223,23 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		for i := lo; i < hi; i++ {
 			p := &work[i]
 			p.gen, p.dek = cur.gen, cur.dek
-			p.tok = Token{Class: p.class.Name, Tenant: tenant, Version: tokenVersion1}
-			if p.class.Kind == KindDeterministic {
-				p.tok.Payload = deterministicPayload(cur.det, p.class.Name, p.norm)
-			} else {
-				copy(p.tok.Payload[:], random[i*tokenPayloadLen:])
+			var payload [tokenPayloadLen]byte
+			switch {
+			case p.class.Kind == KindDeterministic:
+				payload = deterministicPayload(cur.det, p.class.Name, p.norm)
+			case p.class.shapeOf() != nil:
+				continue // mintShaped, below
+			default:
+				copy(payload[:], random[i*tokenPayloadLen:])
 			}
+			p.tok = newToken(&p.class, tenant, payload)
 			p.text = p.tok.String()
 			p.name = recordName(tk, p.text)
 		}
 	})
+	if err := t.mintShaped(tk, work); err != nil {
+		return nil, err
+	}
 	// A value already tokenized under an older live generation keeps that
 	// token (deterministic.go).
 	olderGens, err := t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
@@ -265,6 +279,20 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		}
 	}
 
+	// A random shaped token's record is its claim, stored first, alone:
+	// one whose name is taken is minted again (shape_mint.go).
+	refused, err := t.claimShaped(ctx, tk, work)
+	if err != nil {
+		return nil, err
+	}
+	if len(refused) > 0 {
+		for _, i := range refused {
+			results[work[i].idx].Err = ErrShapeExhausted
+			work[i].idx = -1
+		}
+		work = slices.DeleteFunc(work, func(p pending) bool { return p.idx < 0 })
+	}
+
 	// Records first, idempotency entries second: an entry then always
 	// points at a stored record, whoever wins a race.
 	// Seal and store in chunks, storing each chunk while the next one is
@@ -282,7 +310,8 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		blobs := make([][]byte, len(chunk))
 		parallel(len(chunk), func(a, b int) {
 			for i := a; i < b; i++ {
-				if p := &chunk[i]; p.name != "" { // else adopted from an earlier attempt
+				// No name: adopted from an earlier attempt; claimed: stored.
+				if p := &chunk[i]; p.name != "" && !p.claimed {
 					j := lo + i
 					blobs[i], _ = sealRecordMAC(p.dek, nonces[j*nonceSize:(j+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
 				}
@@ -294,11 +323,13 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 			if p.name == "" {
 				continue
 			}
-			if blobs[i] == nil {
-				putWG.Wait()
-				return nil, errors.New("tokenizer: sealing a record failed")
+			if !p.claimed {
+				if blobs[i] == nil {
+					putWG.Wait()
+					return nil, errors.New("tokenizer: sealing a record failed")
+				}
+				entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
 			}
-			entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
 			if p.subject != "" {
 				// The index lives as long as its longest-lived member (zero:
 				// permanent wins); AddToSet only ever extends it.
@@ -422,11 +453,9 @@ func (t *Tokenizer) remintErased(ctx context.Context, tk *tenantKeys, work []pen
 			continue
 		}
 		p := &work[i]
-		if _, err := io.ReadFull(t.rand, p.tok.Payload[:]); err != nil {
-			return fmt.Errorf("tokenizer: reading randomness: %w", err)
+		if err := t.mintRandom(tk, p); err != nil {
+			return err
 		}
-		p.text = p.tok.String()
-		p.name = recordName(tk, p.text)
 		p.replaceClaim = true
 	}
 	return nil
@@ -514,7 +543,7 @@ func (t *Tokenizer) adoptIdempotent(tk *tenantKeys, p *pending, blob []byte) err
 	if err != nil {
 		return fmt.Errorf("tokenizer: idempotency entry does not open: %w", err)
 	}
-	tok, err := ParseToken(string(text))
+	tok, err := parseOwnToken(&p.class, tk.name, string(text))
 	if err != nil {
 		return fmt.Errorf("tokenizer: idempotency entry holds no token: %w", err)
 	}

@@ -47,7 +47,7 @@ Subcommands:
                                                 prints "DONE/TOTAL" lines as it goes
   stats              [--json]                   record counts per tenant and generation
   reinstate          --identity ID --reason R   lift a suspension
-  mint-canary        --tenant T --class C [--suspend]
+  mint-canary        --tenant T --class C [--suspend] [--subject S]
                                                 mint a canary token; prints it
 
 Exit status: 0 done, 2 usage error, 3 the call failed.
@@ -138,6 +138,7 @@ func noArgs(args []string) error {
 
 func adminEraseTokens(fs *flag.FlagSet) (func([]string) error, func(context.Context, *client.Client, []string, *env) error) {
 	reason := fs.String("reason", "", "why, e.g. a ticket number (required; audited)")
+	tenant := fs.String("tenant", "", "erase in this one of your tenants only; needed for a format-preserving token held by several of them")
 	return func([]string) error { return required(flagVal{"reason", *reason}) },
 		func(ctx context.Context, cl *client.Client, args []string, e *env) error {
 			tokens, _, err := inputs(args, e)
@@ -145,7 +146,7 @@ func adminEraseTokens(fs *flag.FlagSet) (func([]string) error, func(context.Cont
 				return err
 			}
 			tokens = slices.DeleteFunc(tokens, func(s string) bool { return strings.TrimSpace(s) == "" })
-			n, err := cl.EraseTokens(ctx, tokens, *reason)
+			n, err := cl.Custodian.InTenant(*tenant).EraseTokens(ctx, tokens, *reason)
 			if err != nil {
 				return err
 			}
@@ -332,6 +333,7 @@ func adminMintCanary(fs *flag.FlagSet) (func([]string) error, func(context.Conte
 	tenant := fs.String("tenant", "", "tenant (required)")
 	class := fs.String("class", "", "field class (required)")
 	suspend := fs.Bool("suspend", false, "revealing the canary also suspends the revealing identity")
+	subject := fs.String("subject", "", "data-subject id to index the canary under, as Tokenize does (default: a fresh random one); mint a fake person's canaries under one id")
 	return func(args []string) error {
 			if err := required(flagVal{"tenant", *tenant}, flagVal{"class", *class}); err != nil {
 				return err
@@ -339,7 +341,7 @@ func adminMintCanary(fs *flag.FlagSet) (func([]string) error, func(context.Conte
 			return noArgs(args)
 		},
 		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
-			tok, err := cl.MintCanary(ctx, *tenant, *class, *suspend)
+			tok, err := cl.MintCanary(ctx, *tenant, *class, *suspend, client.CanarySubject(*subject))
 			if err != nil {
 				return err
 			}

@@ -88,15 +88,19 @@ func startRealServer(t *testing.T) realEnvs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tz, err := tokenizer.New(tokenizer.Config{Classes: tokenizer.DefaultClasses(), Keys: km, Store: memstore.New(), KeyRefresh: time.Millisecond})
+	// The built-in classes and two with format-preserving token shapes.
+	classes := append(tokenizer.DefaultClasses(),
+		tokenizer.Class{Name: "contact-email", Normalize: []string{"trim", "fold", "email"}, Mask: "email", Shape: tokenizer.Shape{Kind: tokenizer.ShapeEmail}},
+		tokenizer.Class{Name: "badge", Mask: "last3", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9", KeepSuffix: 2}})
+	tz, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: memstore.New(), KeyRefresh: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var classes []string
+	var names []string
 	for _, c := range tz.Classes() {
-		classes = append(classes, c.Name)
+		names = append(names, c.Name)
 	}
-	pol, err := server.ParsePolicy([]byte(adminTestPolicy), classes)
+	pol, err := server.ParsePolicy([]byte(adminTestPolicy), names)
 	if err != nil {
 		t.Fatal(err)
 	}

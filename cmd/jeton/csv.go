@@ -71,6 +71,7 @@ type csvCommand struct {
 	purpose     string
 	caseRef     string
 	mask        bool
+	tenant      string
 	batch       int
 	concurrency int
 	rate        float64
@@ -133,6 +134,7 @@ func runCSV(args []string, e *env) int {
 	fs.StringVar(&cmd.purpose, "purpose", "", "detokenize: why the values are revealed (required; audited)")
 	fs.StringVar(&cmd.caseRef, "case-ref", "", "detokenize: case the reveal belongs to")
 	fs.BoolVar(&cmd.mask, "mask", false, "detokenize: reveal masked forms only")
+	fs.StringVar(&cmd.tenant, "tenant", "", "detokenize: read this one of your tenants only; needed for format-preserving tokens held by several of them")
 	fs.IntVar(&cmd.batch, "batch", 500, "items (cells) per call, at most the server's and your identity's batch limit")
 	fs.IntVar(&cmd.concurrency, "concurrency", 4, "calls in flight")
 	fs.Float64Var(&cmd.rate, "rate", 0, "at most this many items per second (0: as fast as the server allows); set it below your identity's rate")
@@ -190,8 +192,8 @@ func (cmd *csvCommand) check(mapFlag, delim string, rest []string) error {
 	switch {
 	case cmd.reveal && cmd.purpose == "":
 		return errors.New("--purpose is required")
-	case !cmd.reveal && (cmd.purpose != "" || cmd.caseRef != "" || cmd.mask):
-		return errors.New("--purpose, --case-ref and --mask are for csv detokenize")
+	case !cmd.reveal && (cmd.purpose != "" || cmd.caseRef != "" || cmd.mask || cmd.tenant != ""):
+		return errors.New("--purpose, --case-ref, --mask and --tenant are for csv detokenize")
 	case cmd.reveal && cmd.subjectCol != "":
 		return errors.New("--subject-column is for csv tokenize")
 	case cmd.batch < 1 || cmd.batch > 100000:
@@ -271,7 +273,7 @@ func (cmd *csvCommand) run(name, input, mapFlag string, c conn, e *env) int {
 	if err == nil {
 		opts = append(opts, client.WithBatchSize(cmd.batch))
 		if cmd.reveal {
-			revealer, err = client.NewRevealer(c.addr, opts...)
+			revealer, err = client.NewRevealer(c.addr, append(opts, client.WithTenant(cmd.tenant))...)
 		} else {
 			sponsor, err = client.NewSponsor(c.addr, opts...)
 		}

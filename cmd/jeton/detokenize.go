@@ -12,13 +12,15 @@ import (
 	"github.com/jeton-dev/jeton/client"
 )
 
-const detokenizeUsage = `Usage: jeton detokenize --purpose PURPOSE [--case-ref REF] [--mask] [--json] [TOKEN...]
+const detokenizeUsage = `Usage: jeton detokenize --purpose PURPOSE [--case-ref REF] [--mask] [--tenant T] [--json] [TOKEN...]
 
 Reveals the value behind each TOKEN, or each line of stdin when there is
 none, and prints one value per line, in input order. Every reveal is
 audited under PURPOSE and REF. A token that fails leaves an empty line (or a
 JSON error) in its place; the failure is reported on stderr by its position.
 A value that spans lines cannot be printed aligned: use --json for it.
+Format-preserving tokens (e-mail, digit or date shaped) name no tenant: one
+held by several of your tenants fails until --tenant names one.
 
 Exit status: 0 all revealed, 1 some tokens failed, 2 usage error,
 3 the call failed.
@@ -37,6 +39,7 @@ func runDetokenize(args []string, e *env) int {
 	purpose := fs.String("purpose", "", "why the values are revealed, e.g. vetting (required)")
 	caseRef := fs.String("case-ref", "", "case the reveal belongs to, e.g. a file number")
 	mask := fs.Bool("mask", false, "reveal masked forms only")
+	tenant := fs.String("tenant", "", "read this one of your tenants only; needed for a format-preserving token held by several of them")
 	asJSON := fs.Bool("json", false, `print JSON lines: {"value":...,"masked":...,"class":...} or {"error":{"code":...,"message":...}}`)
 	args, code, ok := parse(fs, args, e)
 	if !ok {
@@ -56,7 +59,7 @@ func runDetokenize(args []string, e *env) int {
 		e.errorf("detokenize: %v", err)
 		return exitUsage
 	}
-	cl, err := client.NewRevealer(c.addr, opts...)
+	cl, err := client.NewRevealer(c.addr, append(opts, client.WithTenant(*tenant))...)
 	if err != nil {
 		e.errorf("detokenize: %v", err)
 		return exitUsage

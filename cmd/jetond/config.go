@@ -65,6 +65,13 @@ type RedisConfig struct {
 	DB       int           `yaml:"db"`
 	TLS      ClientTLS     `yaml:"tls"`
 	Timeout  time.Duration `yaml:"timeout"`
+	// MinReplicaAcks is how many replicas must acknowledge every write of
+	// records and keys (Redis WAIT) before a call succeeds; 0 waits for
+	// none, and a failover can then lose acknowledged tokens. A write too
+	// few replicas acknowledge within ReplicaAckTimeout fails the call with
+	// UNAVAILABLE.
+	MinReplicaAcks    int           `yaml:"min_replica_acks"`
+	ReplicaAckTimeout time.Duration `yaml:"replica_ack_timeout"`
 }
 
 // ClientTLS is TLS towards a backend. Empty CA means no TLS.
@@ -107,6 +114,38 @@ type ClassConfig struct {
 	// e.g. FR): numbers written without a country code are read as
 	// numbers of that region. Empty accepts international numbers only.
 	Region string `yaml:"region"`
+	// Shape is what the class's tokens look like; opaque when absent.
+	Shape ShapeConfig `yaml:"shape"`
+}
+
+// ShapeConfig is a class's token shape as written in YAML (README "Token
+// shapes"). Each type takes only its own parameters.
+type ShapeConfig struct {
+	// Type is opaque (the default), email, digits or date.
+	Type tokenizer.ShapeKind `yaml:"type"`
+	// Domain is the email type's reserved domain (default
+	// tok.jeton.invalid), under .invalid, .test, .example, .localhost or
+	// example.com/.net/.org.
+	Domain string `yaml:"domain"`
+	// KeepSuffix, Prefix and LuhnValues are the digits type's: how many
+	// trailing digits a token keeps, the reserved leading digits no value
+	// has (quote them: "0999"), and whether every value carries a Luhn
+	// check digit. Prefix or luhn_values is required.
+	KeepSuffix int    `yaml:"keep_suffix"`
+	Prefix     string `yaml:"prefix"`
+	LuhnValues bool   `yaml:"luhn_values"`
+	// Layout, From and To are the date type's: the values' layout in Go's
+	// notation ("2006-01-02 15:04"; it must write a time of day), and the
+	// reserved range of days no value takes (default 3000-01-01 to
+	// 9999-12-31).
+	Layout string    `yaml:"layout"`
+	From   time.Time `yaml:"from"`
+	To     time.Time `yaml:"to"`
+}
+
+func (s ShapeConfig) shape() tokenizer.Shape {
+	return tokenizer.Shape{Kind: s.Type, Domain: s.Domain, KeepSuffix: s.KeepSuffix, Prefix: s.Prefix,
+		LuhnValues: s.LuhnValues, Layout: s.Layout, From: s.From, To: s.To}
 }
 
 // AuditConfig places the audit log and names this replica's chain.
@@ -269,6 +308,15 @@ func (c *Config) Validate() error {
 	if len(c.Redis.Addrs) == 0 {
 		return errors.New("redis.addrs must name at least one address")
 	}
+	if c.Redis.MinReplicaAcks < 0 {
+		return errors.New("redis.min_replica_acks must not be negative")
+	}
+	if c.Redis.MinReplicaAcks > 0 && c.Redis.ReplicaAckTimeout <= 0 {
+		return errors.New("redis.replica_ack_timeout must be positive with redis.min_replica_acks")
+	}
+	if c.Redis.MinReplicaAcks > 0 && c.Redis.Timeout > 0 && c.Redis.ReplicaAckTimeout >= c.Redis.Timeout {
+		return errors.New("redis.replica_ack_timeout must be shorter than redis.timeout, or jetond gives up before Redis answers")
+	}
 	if (c.Redis.TLS.Cert == "") != (c.Redis.TLS.Key == "") {
 		return errors.New("redis.tls.cert and redis.tls.key go together")
 	}
@@ -324,7 +372,7 @@ func (c *Config) classes() ([]tokenizer.Class, error) {
 	out := make([]tokenizer.Class, 0, len(c.Classes))
 	seen := map[string]bool{}
 	for i, cc := range c.Classes {
-		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Region: cc.Region, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen}
+		cl := tokenizer.Class{Name: cc.Name, Kind: cc.Kind, Normalize: cc.Normalize, Region: cc.Region, Mask: cc.Mask, Retention: cc.Retention, RetainUntil: cc.RetainUntil, MaxLen: cc.MaxLen, Shape: cc.Shape.shape()}
 		if cl.Kind == "" {
 			cl.Kind = tokenizer.KindRandom
 		}
@@ -339,6 +387,9 @@ func (c *Config) classes() ([]tokenizer.Class, error) {
 		}
 		seen[cl.Name] = true
 		out = append(out, cl)
+	}
+	if err := tokenizer.ValidateShapes(out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

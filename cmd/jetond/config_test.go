@@ -62,6 +62,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"bad level", "level: info", "level: loud", "log.level"},
 		{"per-source cap over the listener's", "max: 1024, max_per_source: 64", "max: 1024, max_per_source: 4096", "trusted.connections.max_per_source"},
 		{"negative handshake timeout", "max_per_source: 256, handshake_timeout: 5s", "max_per_source: 256, handshake_timeout: -1s", "public.connections.handshake_timeout"},
+		{"negative replica acks", "min_replica_acks: 1", "min_replica_acks: -1", "redis.min_replica_acks"},
+		{"replica acks without timeout", "replica_ack_timeout: 500ms", "replica_ack_timeout: 0s", "redis.replica_ack_timeout"},
+		{"replica ack timeout past the redis timeout", "replica_ack_timeout: 500ms", "replica_ack_timeout: 2s", "redis.replica_ack_timeout must be shorter"},
 		{"approle without secret", "secret_id_file: /run/secrets/jetond-secret-id", `secret_id_file: ""`, "vault.approle.secret_id_file"},
 	}
 	for _, tt := range tests {

@@ -242,6 +242,7 @@ func openBackends(ctx context.Context, cfg *Config, log *slog.Logger, metrics *s
 		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster,
 		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB, TLS: redisTLS,
 		DialTimeout: cfg.Redis.Timeout, ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout,
+		MinReplicaAcks: cfg.Redis.MinReplicaAcks, ReplicaAckTimeout: cfg.Redis.ReplicaAckTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)

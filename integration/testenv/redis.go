@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,8 +14,9 @@ import (
 )
 
 // redisStartTimeout bounds the wait for a redis-server to answer PING,
-// including replaying its AOF after a restart.
-const redisStartTimeout = 10 * time.Second
+// including replaying its AOF after a restart, which takes a while for the
+// data a long fault test writes on a loaded machine.
+const redisStartTimeout = 60 * time.Second
 
 // Redis is a redis-server process owned by one test.
 type Redis struct {
@@ -163,4 +165,17 @@ func (r *Redis) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections and
+// answers nothing, as a hung or partitioned node does, until Resume.
+func (r *Redis) Pause() {
+	r.t.Helper()
+	r.p.sendSignal(syscall.SIGSTOP)
+}
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume() {
+	r.t.Helper()
+	r.p.sendSignal(syscall.SIGCONT)
 }

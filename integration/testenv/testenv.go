@@ -231,6 +231,16 @@ func (p *proc) signal(sig os.Signal, timeout time.Duration) bool {
 	return p.waitExit(timeout)
 }
 
+// sendSignal sends sig to the running process, if any, without waiting.
+func (p *proc) sendSignal(sig os.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd != nil && !closed(done) {
+		_ = cmd.Process.Signal(sig)
+	}
+}
+
 // waitExit waits up to timeout for the process to exit.
 func (p *proc) waitExit(timeout time.Duration) bool {
 	p.mu.Lock()

@@ -56,4 +56,7 @@ const (
 	OutcomeNotFound = "not_found" // unknown, expired, erased or tampered
 	OutcomeDenied   = "denied"    // exists or not, the caller may not see it
 	OutcomeInvalid  = "invalid"   // malformed token
+	// OutcomeAmbiguous: a format-preserving token matched records in
+	// several of the caller's tenants; none was revealed.
+	OutcomeAmbiguous = "ambiguous"
 )

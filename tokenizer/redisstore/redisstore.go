@@ -8,7 +8,8 @@
 // pipeline per node. A batch is not atomic, as tokenizer.Store allows.
 //
 // Durability is the server's: run Redis with appendonly yes and appendfsync
-// always if an acknowledged write must survive a crash.
+// always if an acknowledged write must survive a crash, and set
+// Config.MinReplicaAcks if it must survive a failover to a replica.
 package redisstore
 
 import (
@@ -54,6 +55,17 @@ type Config struct {
 	// PoolSize is the number of connections per node; zero takes go-redis's
 	// default (10 per CPU).
 	PoolSize int
+	// MinReplicaAcks is how many replicas must acknowledge each write of
+	// records and keys (Redis WAIT) before it succeeds; zero waits for
+	// none. Replication is asynchronous, so without it a master that
+	// crashes right after answering can take acknowledged tokens with it
+	// when a replica is promoted. A write that too few replicas acknowledge
+	// within ReplicaAckTimeout fails with ErrReplicaAcks, and the caller
+	// fails its call: it may still be on the master, but it is not durable.
+	MinReplicaAcks int
+	// ReplicaAckTimeout bounds that wait; it must be positive when
+	// MinReplicaAcks is set, and shorter than ReadTimeout.
+	ReplicaAckTimeout time.Duration
 }
 
 // NewClient validates cfg and builds the client it describes. It does not
@@ -62,7 +74,7 @@ func NewClient(cfg Config) (redis.UniversalClient, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return redis.NewUniversalClient(&redis.UniversalOptions{
+	c := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:         cfg.Addrs,
 		MasterName:    cfg.MasterName,
 		IsClusterMode: cfg.Cluster,
@@ -85,7 +97,11 @@ func NewClient(cfg Config) (redis.UniversalClient, error) {
 		// Read/WriteTimeout alone; with it a caller's deadline bounds them
 		// too, so a request never outlives its context.
 		ContextTimeoutEnabled: true,
-	}), nil
+	})
+	if cfg.MinReplicaAcks > 0 {
+		replicaAcks{n: cfg.MinReplicaAcks, timeout: cfg.ReplicaAckTimeout}.install(c)
+	}
+	return c, nil
 }
 
 func (cfg Config) validate() error {
@@ -109,8 +125,25 @@ func (cfg Config) validate() error {
 		return errors.New("redisstore: Config.DialTimeout, ReadTimeout and WriteTimeout must not be negative")
 	case cfg.PoolSize < 0:
 		return fmt.Errorf("redisstore: Config.PoolSize is %d; want 0 or more", cfg.PoolSize)
+	case cfg.MinReplicaAcks < 0:
+		return fmt.Errorf("redisstore: Config.MinReplicaAcks is %d; want 0 or more", cfg.MinReplicaAcks)
+	case cfg.MinReplicaAcks > 0 && cfg.ReplicaAckTimeout <= 0:
+		// WAIT with timeout 0 blocks until enough replicas answer, forever
+		// if they never do.
+		return errors.New("redisstore: Config.ReplicaAckTimeout must be positive with MinReplicaAcks")
+	case cfg.MinReplicaAcks > 0 && cfg.ReplicaAckTimeout >= readTimeout(cfg):
+		return fmt.Errorf("redisstore: Config.ReplicaAckTimeout %s must be shorter than the read timeout %s, "+
+			"or the client gives up before Redis answers", cfg.ReplicaAckTimeout, readTimeout(cfg))
 	}
 	return nil
+}
+
+// readTimeout is the read timeout go-redis applies for cfg.
+func readTimeout(cfg Config) time.Duration {
+	if cfg.ReadTimeout > 0 {
+		return cfg.ReadTimeout
+	}
+	return 3 * time.Second
 }
 
 // Store is a tokenizer.Store on Redis. It is safe for concurrent use.
@@ -145,7 +178,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Put implements tokenizer.Store with SET, with PX when the entry has a TTL.
 func (s *Store) Put(ctx context.Context, entries []tokenizer.Entry) error {
-	_, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
+	_, err := s.pipeline(withWrite(ctx), len(entries), func(p redis.Pipeliner) {
 		for _, e := range entries {
 			p.Set(ctx, e.Key, e.Value, ttl(e.TTL))
 		}
@@ -157,7 +190,7 @@ func (s *Store) Put(ctx context.Context, entries []tokenizer.Entry) error {
 // a TTL. Redis applies the commands of one connection in order, so of two
 // entries with one key in a batch the first wins.
 func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
-	cmds, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
+	cmds, err := s.pipeline(withWrite(ctx), len(entries), func(p redis.Pipeliner) {
 		for _, e := range entries {
 			p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
 		}
@@ -175,7 +208,7 @@ func (s *Store) PutNew(ctx context.Context, entries []tokenizer.Entry) ([]bool, 
 // PutExisting implements tokenizer.Store with SET XX, with PX when the
 // entry has a TTL.
 func (s *Store) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]bool, error) {
-	cmds, err := s.pipeline(ctx, len(entries), func(p redis.Pipeliner) {
+	cmds, err := s.pipeline(withWrite(ctx), len(entries), func(p redis.Pipeliner) {
 		for _, e := range entries {
 			p.SetXX(ctx, e.Key, e.Value, ttl(e.TTL))
 		}
@@ -217,7 +250,7 @@ func (s *Store) Get(ctx context.Context, keys []string) ([][]byte, error) {
 // different cluster slots can share a batch; UNLINK frees large sets off the
 // main thread.
 func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
-	cmds, err := s.pipeline(ctx, len(keys), func(p redis.Pipeliner) {
+	cmds, err := s.pipeline(withWrite(ctx), len(keys), func(p redis.Pipeliner) {
 		for _, k := range keys {
 			p.Unlink(ctx, k)
 		}
@@ -270,7 +303,19 @@ func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl 
 	for _, m := range members {
 		args = append(args, m)
 	}
-	return wrap(ctx, addToSet.Run(ctx, s.c, []string{key}, args...).Err())
+	// A pipeline of one, so that a write waits for replicas as the others
+	// do (see replicaAcks). EVALSHA first; the script body only when the
+	// server does not have it yet.
+	for _, eval := range []func(redis.Pipeliner) *redis.Cmd{
+		func(p redis.Pipeliner) *redis.Cmd { return addToSet.EvalSha(ctx, p, []string{key}, args...) },
+		func(p redis.Pipeliner) *redis.Cmd { return addToSet.Eval(ctx, p, []string{key}, args...) },
+	} {
+		_, err := s.pipeline(withWrite(ctx), 1, func(p redis.Pipeliner) { eval(p) })
+		if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetMembers implements tokenizer.Store with SMEMBERS.
@@ -280,7 +325,7 @@ func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 	}
 	m, err := s.c.SMembers(ctx, key).Result()
 	if err != nil {
-		return nil, wrap(ctx, err)
+		return nil, s.failed(ctx, err)
 	}
 	return m, nil
 }
@@ -301,17 +346,29 @@ func (s *Store) pipeline(ctx context.Context, n int, queue func(redis.Pipeliner)
 	queue(p)
 	cmds, err := p.Exec(ctx)
 	if err != nil && err != redis.Nil {
-		return nil, wrap(ctx, err)
+		return nil, s.failed(ctx, err)
 	}
 	for _, c := range cmds {
 		if err := c.Err(); err != nil && err != redis.Nil {
-			return nil, wrap(ctx, err)
+			return nil, s.failed(ctx, err)
 		}
 	}
 	if len(cmds) != n {
 		return nil, fmt.Errorf("redisstore: pipeline returned %d results for %d commands", len(cmds), n)
 	}
 	return cmds, nil
+}
+
+// failed wraps err and, on Redis Cluster, has the client reload the
+// cluster's layout in the background. go-redis learns a new layout from
+// MOVED replies and otherwise only every minute; a master that died never
+// answers MOVED, so without this every call to its slots would fail for up
+// to a minute after a replica took over.
+func (s *Store) failed(ctx context.Context, err error) error {
+	if cc, ok := s.c.(*redis.ClusterClient); ok && ctx.Err() == nil {
+		cc.ReloadState(ctx)
+	}
+	return wrap(ctx, err)
 }
 
 // wrap prefixes err with the package name and, when ctx is done, makes it

@@ -73,9 +73,14 @@ func (PendingAction) EnumDescriptor() ([]byte, []int) {
 }
 
 type EraseTokensRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tokens        []string               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tokens []string               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// tenant, when set, limits the erasure to one of the custodian's
+	// tenants. A format-preserving token that matches records in more than
+	// one of the custodian's tenants fails the call (FAILED_PRECONDITION)
+	// until the tenant is named.
+	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -120,6 +125,13 @@ func (x *EraseTokensRequest) GetTokens() []string {
 func (x *EraseTokensRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *EraseTokensRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
 	}
 	return ""
 }
@@ -1642,7 +1654,11 @@ type MintCanaryRequest struct {
 	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	FieldClass string                 `protobuf:"bytes,2,opt,name=field_class,json=fieldClass,proto3" json:"field_class,omitempty"`
 	// suspend makes a reveal of the canary suspend the revealing identity.
-	Suspend       bool `protobuf:"varint,3,opt,name=suspend,proto3" json:"suspend,omitempty"`
+	Suspend bool `protobuf:"varint,3,opt,name=suspend,proto3" json:"suspend,omitempty"`
+	// subject is the data-subject id the canary is indexed under, as
+	// Tokenize indexes a record sent with a subject; empty gives it a fresh
+	// random one. Mint the canaries of one fake person under one subject id.
+	Subject       string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1698,6 +1714,13 @@ func (x *MintCanaryRequest) GetSuspend() bool {
 	return false
 }
 
+func (x *MintCanaryRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
 type MintCanaryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
@@ -1746,10 +1769,11 @@ var File_jeton_v1_admin_proto protoreflect.FileDescriptor
 
 const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14jeton/v1/admin.proto\x12\bjeton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
+	"\x14jeton/v1/admin.proto\x12\bjeton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n" +
 	"\x12EraseTokensRequest\x12\x16\n" +
 	"\x06tokens\x18\x01 \x03(\tR\x06tokens\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"-\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"-\n" +
 	"\x13EraseTokensResponse\x12\x16\n" +
 	"\x06erased\x18\x01 \x01(\x03R\x06erased\"d\n" +
 	"\x13EraseSubjectRequest\x12\x16\n" +
@@ -1853,12 +1877,13 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\x18ReinstateIdentityRequest\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1b\n" +
-	"\x19ReinstateIdentityResponse\"f\n" +
+	"\x19ReinstateIdentityResponse\"\x80\x01\n" +
 	"\x11MintCanaryRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vfield_class\x18\x02 \x01(\tR\n" +
 	"fieldClass\x12\x18\n" +
-	"\asuspend\x18\x03 \x01(\bR\asuspend\"*\n" +
+	"\asuspend\x18\x03 \x01(\bR\asuspend\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\"*\n" +
 	"\x12MintCanaryResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token*w\n" +
 	"\rPendingAction\x12\x1e\n" +

@@ -27,7 +27,14 @@ type DetokenizeRequest struct {
 	// purpose is a configured purpose code, e.g. "vetting". Required.
 	Purpose string `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
 	// case_ref ties the reveal to a case, e.g. a file number.
-	CaseRef       string `protobuf:"bytes,3,opt,name=case_ref,json=caseRef,proto3" json:"case_ref,omitempty"`
+	CaseRef string `protobuf:"bytes,3,opt,name=case_ref,json=caseRef,proto3" json:"case_ref,omitempty"`
+	// tenant, when set, limits the call to one of the caller's tenants: a
+	// token of any other tenant is answered as unknown. Format-preserving
+	// tokens (email, digits, date shapes) do not name their tenant and are
+	// unique only within one; a caller that reads several tenants names the
+	// tenant when a token matches records in more than one of them
+	// (FAILED_PRECONDITION). Opaque tokens never need it.
+	Tenant        string `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,6 +90,13 @@ func (x *DetokenizeRequest) GetCaseRef() string {
 	return ""
 }
 
+func (x *DetokenizeRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
 type DetokenizeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Results       []*RevealResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
@@ -128,10 +142,12 @@ func (x *DetokenizeResponse) GetResults() []*RevealResult {
 }
 
 type MaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tokens        []string               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
-	Purpose       string                 `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
-	CaseRef       string                 `protobuf:"bytes,3,opt,name=case_ref,json=caseRef,proto3" json:"case_ref,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tokens  []string               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Purpose string                 `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	CaseRef string                 `protobuf:"bytes,3,opt,name=case_ref,json=caseRef,proto3" json:"case_ref,omitempty"`
+	// tenant is as in DetokenizeRequest.
+	Tenant        string `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -183,6 +199,13 @@ func (x *MaskRequest) GetPurpose() string {
 func (x *MaskRequest) GetCaseRef() string {
 	if x != nil {
 		return x.CaseRef
+	}
+	return ""
+}
+
+func (x *MaskRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
 	}
 	return ""
 }
@@ -342,17 +365,19 @@ var File_jeton_v1_detokenizer_proto protoreflect.FileDescriptor
 
 const file_jeton_v1_detokenizer_proto_rawDesc = "" +
 	"\n" +
-	"\x1ajeton/v1/detokenizer.proto\x12\bjeton.v1\x1a\x15jeton/v1/common.proto\"`\n" +
+	"\x1ajeton/v1/detokenizer.proto\x12\bjeton.v1\x1a\x15jeton/v1/common.proto\"x\n" +
 	"\x11DetokenizeRequest\x12\x16\n" +
 	"\x06tokens\x18\x01 \x03(\tR\x06tokens\x12\x18\n" +
 	"\apurpose\x18\x02 \x01(\tR\apurpose\x12\x19\n" +
-	"\bcase_ref\x18\x03 \x01(\tR\acaseRef\"F\n" +
+	"\bcase_ref\x18\x03 \x01(\tR\acaseRef\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\"F\n" +
 	"\x12DetokenizeResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.jeton.v1.RevealResultR\aresults\"Z\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.jeton.v1.RevealResultR\aresults\"r\n" +
 	"\vMaskRequest\x12\x16\n" +
 	"\x06tokens\x18\x01 \x03(\tR\x06tokens\x12\x18\n" +
 	"\apurpose\x18\x02 \x01(\tR\apurpose\x12\x19\n" +
-	"\bcase_ref\x18\x03 \x01(\tR\acaseRef\"@\n" +
+	"\bcase_ref\x18\x03 \x01(\tR\acaseRef\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\"@\n" +
 	"\fMaskResponse\x120\n" +
 	"\aresults\x18\x01 \x03(\v2\x16.jeton.v1.RevealResultR\aresults\"\xad\x01\n" +
 	"\fRevealResult\x12\x14\n" +

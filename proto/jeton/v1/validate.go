@@ -11,6 +11,7 @@ const (
 	maxIdempotencyKey = 128
 	maxRef            = 256
 	maxPurpose        = 64
+	maxTenant         = 32
 )
 
 // Validate checks the request's shape.
@@ -34,16 +35,18 @@ func (r *TokenizeRequest) Validate() error {
 
 // Validate checks the request's shape.
 func (r *DetokenizeRequest) Validate() error {
-	return validateReveal(len(r.GetTokens()), r.GetPurpose(), r.GetCaseRef())
+	return validateReveal(len(r.GetTokens()), r.GetPurpose(), r.GetCaseRef(), r.GetTenant())
 }
 
 // Validate checks the request's shape.
 func (r *MaskRequest) Validate() error {
-	return validateReveal(len(r.GetTokens()), r.GetPurpose(), r.GetCaseRef())
+	return validateReveal(len(r.GetTokens()), r.GetPurpose(), r.GetCaseRef(), r.GetTenant())
 }
 
-func validateReveal(n int, purpose, caseRef string) error {
+func validateReveal(n int, purpose, caseRef, tenant string) error {
 	switch {
+	case len(tenant) > maxTenant:
+		return errors.New("tenant is too long")
 	case n > MaxItems:
 		return errors.New("too many tokens in one call")
 	case purpose == "":
