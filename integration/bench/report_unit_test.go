@@ -144,3 +144,17 @@ func TestRenderBefore(t *testing.T) {
 		t.Fatal("a run without before twins has a before/after table")
 	}
 }
+
+// TestTargetsNotRunAreNotMeasured: a target whose workload did not run
+// (-jeton.bench.only) is not measured, never a pass on a zero value.
+func TestTargetsNotRunAreNotMeasured(t *testing.T) {
+	rs := []result{{w: workload{key: kHealthPub64}, rounds: []sample{{}}}}
+	for _, c := range targets() {
+		if c.overRun != nil {
+			continue
+		}
+		if v := evaluate(c, rs); !math.IsNaN(v) && !math.IsInf(v, 0) {
+			t.Errorf("%s: %v without its workload, want not measured", c.what, v)
+		}
+	}
+}
