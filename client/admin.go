@@ -333,11 +333,26 @@ func (c *Custodian) ReinstateIdentity(ctx context.Context, identity, reason stri
 	return callError(err)
 }
 
+// CanaryOption configures MintCanary.
+type CanaryOption func(*jetonv1.MintCanaryRequest)
+
+// CanarySubject indexes the canary under the data-subject id subject, as
+// Tokenize indexes an item sent with a Subject. Without it the canary gets
+// a fresh random subject of its own. Mint the canaries of one fake person
+// under one subject id shaped like the sponsor's.
+func CanarySubject(subject string) CanaryOption {
+	return func(r *jetonv1.MintCanaryRequest) { r.Subject = subject }
+}
+
 // MintCanary creates a canary token of class in tenant: it looks like any
 // other token, and revealing it raises an alert (and, with suspend, also
 // suspends the revealing identity). The token is returned only here.
-func (c *Custodian) MintCanary(ctx context.Context, tenant, class string, suspend bool) (string, error) {
-	resp, err := c.admin().MintCanary(ctx, &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}, retry.Disable())
+func (c *Custodian) MintCanary(ctx context.Context, tenant, class string, suspend bool, opts ...CanaryOption) (string, error) {
+	req := &jetonv1.MintCanaryRequest{Tenant: tenant, FieldClass: class, Suspend: suspend}
+	for _, o := range opts {
+		o(req)
+	}
+	resp, err := c.admin().MintCanary(ctx, req, retry.Disable())
 	if err != nil {
 		return "", callError(err)
 	}

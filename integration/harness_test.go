@@ -159,6 +159,11 @@ type jetondOpts struct {
 	HealthInterval time.Duration
 	// AuditDir is audit.dir; a directory of its own when empty.
 	AuditDir string
+	// CheckpointEvery is audit.checkpoint.every; jetond's default when zero.
+	CheckpointEvery time.Duration
+	// Classes, if set, is the YAML list of the config's field classes;
+	// the built-in ones if empty.
+	Classes string
 }
 
 // jetond is a jetond process, restartable with the same configuration,
@@ -275,6 +280,10 @@ func newJetond(t testing.TB, o jetondOpts) *jetond {
 		addrs = append(addrs, fmt.Sprintf("%q", a))
 	}
 	var extra, redisExtra strings.Builder
+	auditExtra := ""
+	if o.CheckpointEvery > 0 {
+		auditExtra = fmt.Sprintf("  checkpoint:\n    every: %s\n", o.CheckpointEvery)
+	}
 	if o.KeyRefresh > 0 {
 		fmt.Fprintf(&extra, "key_refresh: %s\n", o.KeyRefresh)
 	}
@@ -304,13 +313,16 @@ redis:
 policy_file: %q
 audit:
   dir: %q
-log:
+%slog:
   level: debug
   format: json
 %s`, h.PublicAddr, pki.ServerCert, pki.ServerKey, pki.SponsorCA,
 		h.TrustedAddr, pki.ServerCert, pki.ServerKey, pki.TTPCA,
 		strings.Join(addrs, ", "), o.RedisTimeout, redisExtra.String(), o.VaultKey, approle,
-		filepath.Join(dir, "policy.yaml"), o.AuditDir, extra.String())
+		filepath.Join(dir, "policy.yaml"), o.AuditDir, auditExtra, extra.String())
+	if o.Classes != "" {
+		cfg += "classes:\n" + o.Classes
+	}
 	writeFile(t, h.cfgPath, cfg)
 
 	// Registered after t.TempDir: runs before the files are removed.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/jeton-dev/jeton/client"
 	"github.com/jeton-dev/jeton/integration/testenv"
 )
 
@@ -93,27 +94,100 @@ func scanRecords(t testing.TB, c *redis.Client) map[string]storedRecord {
 	return out
 }
 
+// recordClasses are the built-in classes with a retention on two of them,
+// so that records' TTLs differ by class and a canary with the wrong TTL
+// (or none) would show.
+const recordClasses = `  - {name: email, normalize: [trim, fold, email], mask: email, max_len: 320, retention: 200h}
+  - {name: phone, normalize: [phone], mask: phone, max_len: 64}
+  - {name: name, normalize: [nfc, trim, collapse-space], mask: initials, max_len: 256}
+  - {name: passport, normalize: [passport], mask: last3, max_len: 32}
+  - {name: birthdate, normalize: [trim, date], mask: date, max_len: 32}
+  - {name: address, normalize: [nfc, trim, collapse-space], mask: all, max_len: 1024}
+  - {name: text, normalize: [nfc], mask: all, retention: 100h}
+`
+
+// perSubject is how many records the sponsor of the test indexes under
+// each data subject; canaries are minted the same way.
+const perSubject = 4
+
+// ttlLook is what a reader sees of a TTL: none (-1), or whole hours.
+func ttlLook(ttl time.Duration) int64 {
+	if ttl < 0 {
+		return -1
+	}
+	return int64(ttl.Round(time.Hour) / time.Hour)
+}
+
+// subjectIndex is what a Redis reader sees of the subject indexes: for
+// each record key, the indexes (jeton:s:*) it is a member of, and each
+// index's size and TTL.
+type subjectIndex struct {
+	of   map[string][]string // record key -> index keys
+	size map[string]int
+	ttl  map[string]int64
+}
+
+func scanSubjects(t testing.TB, c *redis.Client) subjectIndex {
+	t.Helper()
+	ctx := context.Background()
+	x := subjectIndex{of: map[string][]string{}, size: map[string]int{}, ttl: map[string]int64{}}
+	iter := c.Scan(ctx, 0, "jeton:s:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		members, err := c.SMembers(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("SMEMBERS a subject index: %v", err)
+		}
+		ttl, err := c.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("PTTL a subject index: %v", err)
+		}
+		for _, m := range members {
+			x.of[m] = append(x.of[m], k)
+		}
+		x.size[k], x.ttl[k] = len(members), ttlLook(ttl)
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN: %v", err)
+	}
+	return x
+}
+
 // TestRedisRecordsHideCanariesAndLengths runs the real jetond on a real
 // Redis and Vault. Values of every class and of many lengths are
-// tokenized, then canaries of every class minted; a scan of Redis then
-// reads each record as an attacker with Redis access would (key, clear
-// header, size, TTL). Every value comes back byte for byte as sent; record
-// sizes take one value per size bucket; and every canary looks exactly
-// like ordinary records of its class and bucket.
+// tokenized, each with a data subject (perSubject records per subject),
+// then canaries of every class minted, perSubject under each fake
+// subject; a scan of Redis then reads each record as an attacker with
+// Redis access would (key, clear header, size, TTL, the subject indexes it
+// is in). Every value comes back byte for byte as sent; record sizes take
+// one value per size bucket; and every canary looks exactly like ordinary
+// records of its class and bucket, in a subject index that looks like
+// ordinary ones.
 func TestRedisRecordsHideCanariesAndLengths(t *testing.T) {
 	r := testenv.StartRedis(t)
 	v := startVaultEnv(t, false)
-	h := startJetond(t, jetondOpts{RedisAddrs: []string{r.Addr}, Vault: v, Token: v.token(t, "jeton-jetond")})
+	h := startJetond(t, jetondOpts{RedisAddrs: []string{r.Addr}, Vault: v, Token: v.token(t, "jeton-jetond"), Classes: recordClasses})
 	c := r.Client(t)
 	ctx := context.Background()
 
 	its := asSentValues()
 	vals := make([]string, len(its))
+	in := make([]client.Item, len(its))
 	for i, it := range its {
 		vals[i] = it.Value
+		in[i] = client.Item{Class: it.Class, Value: it.Value, Subject: fmt.Sprintf("fake-subject-%04d", i/perSubject)}
 	}
 	noteValues(t, vals...)
-	tokenize(t, h, "acme", its)
+	res, err := h.Sponsor(t, "acme").Tokenize(ctx, in)
+	if err != nil {
+		t.Fatalf("Tokenize: %v", err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("Tokenize item %d (%s): %v", i, its[i].Class, r.Err)
+		}
+		its[i].Token = r.Token
+	}
 	detokenizeAll(t, h, its) // byte for byte as sent
 
 	ordinary := scanRecords(t, c)
@@ -152,25 +226,48 @@ func TestRedisRecordsHideCanariesAndLengths(t *testing.T) {
 		t.Errorf("text values of 201 lengths show %d record sizes", n)
 	}
 
-	// Canaries of every class: a group without suspend, then a group
-	// with it, so each group shares its flags.
-	const perClass = 8
-	custodian := h.newClient(t, h.TrustedAddr, h.pki.CustodianCert, h.pki.CustodianKey)
-	// What a reader sees of each ordinary record: header, size, TTL.
+	// What a reader sees of each ordinary record: header, size, TTL, and
+	// the size and TTL of the one subject index it is in. The TTLs are
+	// not all alike, or comparing them would prove nothing.
 	type look struct {
-		header string
-		size   int
-		ttl    time.Duration
+		header      string
+		size        int
+		ttl         int64
+		index, ittl int64 // the subject index's size and TTL
+	}
+	subjects := scanSubjects(t, c)
+	lookOf := func(rec storedRecord) (look, bool) {
+		in := subjects.of[rec.key]
+		if len(in) != 1 {
+			return look{}, false
+		}
+		return look{rec.header, rec.size, ttlLook(rec.ttl), int64(subjects.size[in[0]]), subjects.ttl[in[0]]}, true
 	}
 	seen := map[look]int{}
+	ttls := map[int64]bool{}
 	for _, rec := range ordinary {
-		seen[look{rec.header, rec.size, rec.ttl}]++
+		l, ok := lookOf(rec)
+		if !ok {
+			t.Fatalf("an ordinary record is in %d subject indexes, want 1", len(subjects.of[rec.key]))
+		}
+		seen[l]++
+		ttls[l.ttl] = true
 	}
+	if !maps.Equal(ttls, map[int64]bool{-1: true, 100: true, 200: true}) {
+		t.Fatalf("ordinary records' TTLs %v: want none, 100h and 200h by class", slices.Sorted(maps.Keys(ttls)))
+	}
+
+	// Canaries of every class, perSubject of a class under each fake
+	// subject: a group without suspend, then a group with it, so each
+	// group shares its flags.
+	const perClass = 2 * perSubject
+	custodian := h.newClient(t, h.TrustedAddr, h.pki.CustodianCert, h.pki.CustodianKey)
 	before := ordinary
-	for _, suspend := range []bool{false, true} {
+	for g, suspend := range []bool{false, true} {
 		for _, class := range classes {
-			for range perClass {
-				if _, err := custodian.MintCanary(ctx, "acme", class, suspend); err != nil {
+			for i := range perClass {
+				subject := fmt.Sprintf("fake-canary-subject-%d-%s-%d", g, class, i/perSubject)
+				if _, err := custodian.MintCanary(ctx, "acme", class, suspend, client.CanarySubject(subject)); err != nil {
 					t.Fatalf("MintCanary %s: %v", class, err)
 				}
 			}
@@ -179,6 +276,7 @@ func TestRedisRecordsHideCanariesAndLengths(t *testing.T) {
 		if len(all) != len(before)+perClass*len(classes) {
 			t.Fatalf("%d records after minting %d canaries over %d", len(all), perClass*len(classes), len(before))
 		}
+		subjects = scanSubjects(t, c)
 		bodies := map[string][][]byte{} // this group's canary bodies by class
 		for k, rec := range all {
 			if _, old := before[k]; old {
@@ -188,8 +286,14 @@ func TestRedisRecordsHideCanariesAndLengths(t *testing.T) {
 			if !strings.HasPrefix(k, "jeton:r:acme:") || len(k) != len(anyKey(ordinary)) {
 				t.Errorf("a canary's key has another shape than a record's")
 			}
-			if seen[look{rec.header, rec.size, rec.ttl}] == 0 {
-				t.Errorf("a %s canary (%d bytes, header %x, ttl %v) looks like no ordinary record", rec.class, rec.size, rec.header, rec.ttl)
+			l, ok := lookOf(rec)
+			if !ok {
+				t.Errorf("a %s canary is in %d subject indexes; every ordinary record is in one", rec.class, len(subjects.of[k]))
+				continue
+			}
+			if seen[l] == 0 {
+				t.Errorf("a %s canary (%d bytes, header %x, ttl %dh, in an index of %d with ttl %dh) looks like no ordinary record",
+					rec.class, rec.size, rec.header, l.ttl, l.index, l.ittl)
 			}
 		}
 		// Past the header, no byte is a marker: across the canaries of a

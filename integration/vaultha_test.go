@@ -3,6 +3,9 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,8 +26,12 @@ import (
 // While there is no leader: calls on cached keys keep working (not one
 // fails); operations that need Vault (a new tenant's first key, a new
 // generation, a rewrap, a reveal needing an unwrap) fail with UNAVAILABLE
-// and no value, within their deadline. Once the paused node is back, a
-// leader is elected and all of them work, in the same jetond process.
+// and no value, within their deadline. Readiness stays up (degraded:
+// vault), since the replica serves its loaded tenants, and the audit
+// checkpoints due meanwhile fail (jeton_audit_anchor_failing) without
+// failing the reveals they cover. Once the paused node is back, a leader
+// is elected and all of them work, in the same jetond process, and a
+// checkpoint covers every record written during the outage.
 func TestVaultHALeaderLoss(t *testing.T) {
 	vc := testenv.StartVaultCluster(t, 3)
 	active := vc.Active()
@@ -45,7 +52,8 @@ func TestVaultHALeaderLoss(t *testing.T) {
 	via, paused := standbys[0], standbys[1]
 	r := testenv.StartRedis(t)
 	h := startJetond(t, jetondOpts{RedisAddrs: []string{r.Addr}, Vault: v, VaultAddr: via.Addr,
-		Token: v.token(t, vaultkeys.PolicyJetond), Tenants: []string{"acme", "cold", "new"}})
+		Token: v.token(t, vaultkeys.PolicyJetond), Tenants: []string{"acme", "cold", "new"},
+		CheckpointEvery: 300 * time.Millisecond, HealthInterval: 200 * time.Millisecond})
 
 	warm := items(t, 0, 70)
 	tokenize(t, h, "acme", warm)
@@ -87,10 +95,8 @@ func TestVaultHALeaderLoss(t *testing.T) {
 	defer paused.Resume()
 	killedAt := time.Now()
 
-	// needVault are the operations that cannot work without a leader. The
-	// audit checkpoints anchored in Vault (DESIGN §8) belong in this list
-	// once jetond writes them: a checkpoint due during the outage must
-	// fail without failing the reveals it covers, and be written after.
+	// needVault are the operations that cannot work without a leader.
+	// The audit checkpoints anchored in Vault are checked apart, below.
 	needVault := []struct {
 		name string
 		do   func(ctx context.Context) error
@@ -130,8 +136,25 @@ func TestVaultHALeaderLoss(t *testing.T) {
 		}
 		t.Logf("%s with no Vault leader: UNAVAILABLE after %s", op.name, time.Since(start).Round(time.Millisecond))
 	}
-	code, body := readiness(h)
-	t.Logf("readiness with no Vault leader: %d %q", code, body)
+	eventually(t, "a checkpoint failing with no Vault leader", func() error {
+		if metric(t, h, "jeton_audit_anchor_failing") != 1 {
+			return errors.New("jeton_audit_anchor_failing is not 1")
+		}
+		return nil
+	})
+	// Readiness with no leader: up, and saying Vault is down. Asked a few
+	// times over several probe intervals, so a probe that took the replica
+	// out would be seen.
+	body := waitReadiness(t, h, http.StatusOK)
+	if !strings.Contains(body, "degraded: vault") {
+		t.Errorf("/readyz with no Vault leader: %q; want it to say Vault is down", body)
+	}
+	for range 5 {
+		time.Sleep(200 * time.Millisecond)
+		if code, body := readiness(h); code != http.StatusOK {
+			t.Errorf("/readyz with no Vault leader: %d %q; want 200 (loaded tenants are served)", code, body)
+		}
+	}
 
 	paused.Resume()
 	vc.WaitActive(t, active)
@@ -144,6 +167,16 @@ func TestVaultHALeaderLoss(t *testing.T) {
 
 	stopLoad()
 	wg.Wait()
+	eventually(t, "a checkpoint covering the outage's records", func() error {
+		head, anchored := metric(t, h, "jeton_audit_head_seq"), metric(t, h, "jeton_audit_anchored_seq")
+		if f := metric(t, h, "jeton_audit_anchor_failing"); f != 0 || anchored < head {
+			return fmt.Errorf("anchored %v of %v, failing %v", anchored, head, f)
+		}
+		return nil
+	})
+	if body := waitReadiness(t, h, http.StatusOK); body != "ready" {
+		t.Errorf("/readyz after the leader loss: %q; want ready", body)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if loadErr != nil {

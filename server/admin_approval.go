@@ -33,9 +33,12 @@ import (
 // the DestroyGeneration or PurgeTenant intent and outcome records, naming
 // the request and who approved it.
 //
-// Requests live in the shared store (approval.Book), each MACed with a key
-// derived from the service's key hierarchy, so that a Redis writer can
+// Requests live in the shared store (approval.Book), each sealed with a
+// key derived from the service's key hierarchy, so that a Redis reader
+// learns neither who asked for what nor why, and a Redis writer can
 // neither forge an approval nor change a request's requester or target.
+// The requester counts as one of the custodians who agree only while the
+// policy in force makes it one, as every approver does.
 
 // AlertApprovalTampered is raised when a stored dual-control request or
 // approval fails its integrity check: someone altered the store.

@@ -83,13 +83,16 @@ func (as *adminService) MintCanary(ctx context.Context, req *jetonv1.MintCanaryR
 		return nil, err
 	}
 	p := c.p
-	tok, err := s.tok.MintCanary(ctx, req.GetTenant(), req.GetFieldClass(), "", req.GetSuspend())
+	tok, err := s.tok.MintCanary(ctx, req.GetTenant(), req.GetFieldClass(), "", req.GetSubject(), req.GetSuspend())
 	if err != nil {
 		return nil, rpcError(err)
 	}
 	detail := "class=" + req.GetFieldClass() + " tenant=" + req.GetTenant()
 	if req.GetSuspend() {
 		detail += " suspend"
+	}
+	if req.GetSubject() != "" {
+		detail += " subject_given" // the id itself is a caller's value: never logged
 	}
 	rec := audit.Record{
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: "MintCanary",

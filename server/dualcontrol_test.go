@@ -218,18 +218,24 @@ func TestTamperedRequestIsRefused(t *testing.T) {
 		name   string
 		tamper func(t *testing.T, e dualEnv, id string)
 	}{
-		{"requester rewritten to the approver", func(t *testing.T, e dualEnv, id string) {
-			editRequest(t, e.book, id, func(p []byte) []byte {
-				return bytes.Replace(p, []byte(`"requester":"`+custodianA+`"`), []byte(`"requester":"spiffe://jeton.dev/ttp/custodian-x"`), 1)
-			})
+		{"sealed request edited", func(t *testing.T, e dualEnv, id string) {
+			editRequest(t, e.book, id, func(raw []byte) { raw[len(raw)/2] ^= 1 })
 		}},
-		{"generation retargeted", func(t *testing.T, e dualEnv, id string) {
-			editRequest(t, e.book, id, func(p []byte) []byte {
-				return bytes.Replace(p, []byte(`"generation":1`), []byte(`"generation":2`), 1)
-			})
+		{"request replaced by another's", func(t *testing.T, e dualEnv, id string) {
+			other, err := e.adminAs(t, custodianA).PurgeTenant(ctx(t), &jetonv1.PurgeTenantRequest{Tenant: "acme", Confirm: "acme", Reason: "TICKET-8"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := e.book.Get(context.Background(), []string{"jeton:a:req:" + other.GetRequest().GetId()})
+			if err != nil || v[0] == nil {
+				t.Fatal(err)
+			}
+			if err := e.book.Put(context.Background(), []tokenizer.Entry{{Key: "jeton:a:req:" + id, Value: v[0]}}); err != nil {
+				t.Fatal(err)
+			}
 		}},
 		{"forged approval", func(t *testing.T, e dualEnv, id string) {
-			forged := enc.EncodeToString([]byte(`{"by":"`+custodianB+`","at":"2030-01-01T00:00:00Z"}`)) + "." + enc.EncodeToString(make([]byte, 32))
+			forged := "2." + enc.EncodeToString(make([]byte, 12+512+16))
 			if err := e.book.AddToSet(context.Background(), "jeton:a:req:"+id+":approvals", []string{forged}, time.Hour); err != nil {
 				t.Fatal(err)
 			}
@@ -256,7 +262,8 @@ func TestTamperedRequestIsRefused(t *testing.T) {
 	}
 }
 
-func editRequest(t *testing.T, store *memstore.Store, id string, f func([]byte) []byte) {
+// editRequest changes the sealed bytes of request id's stored entry.
+func editRequest(t *testing.T, store *memstore.Store, id string, f func(raw []byte)) {
 	t.Helper()
 	enc := base64.RawURLEncoding
 	name := "jeton:a:req:" + id
@@ -264,13 +271,16 @@ func editRequest(t *testing.T, store *memstore.Store, id string, f func([]byte) 
 	if err != nil || v[0] == nil {
 		t.Fatalf("request %s not in the store: %v", id, err)
 	}
-	p, m, _ := strings.Cut(string(v[0]), ".")
-	payload, _ := enc.DecodeString(p)
-	edited := f(payload)
-	if bytes.Equal(edited, payload) {
-		t.Fatal("the edit changed nothing")
+	rest, ok := bytes.CutPrefix(v[0], []byte("2."))
+	if !ok {
+		t.Fatal("the stored request is not sealed")
 	}
-	if err := store.Put(context.Background(), []tokenizer.Entry{{Key: name, Value: []byte(enc.EncodeToString(edited) + "." + m)}}); err != nil {
+	raw, err := enc.DecodeString(string(rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(raw)
+	if err := store.Put(context.Background(), []tokenizer.Entry{{Key: name, Value: []byte("2." + enc.EncodeToString(raw))}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -325,6 +335,32 @@ func TestApprovalsOfFormerCustodiansDoNotCount(t *testing.T) {
 		t.Fatalf("approval with a former custodian's = %v, %v; want still pending", r, err)
 	}
 	wantOpens(t, e.env, true, "acme", acme...)
+}
+
+// A requester the policy no longer makes a custodian of the tenant does
+// not count as an approval of its own request either.
+func TestRequesterWhoIsNoLongerACustodianDoesNotCount(t *testing.T) {
+	e := startDualEnv(t, envOpts{})
+	acme := e.tokenizeIn(t, "acme", tokenizer.Item{Class: "name", Value: "Former Requester"})
+	res, err := e.adminAs(t, custodianC).PurgeTenant(ctx(t), &jetonv1.PurgeTenantRequest{Tenant: "acme", Confirm: "acme", Reason: "TICKET-11"})
+	if err != nil || res.GetDone() {
+		t.Fatalf("PurgeTenant = %v, %v; want pending", res, err)
+	}
+	id := res.GetRequest().GetId()
+	// custodian-3, the requester, loses acme.
+	pol, err := server.ParsePolicy([]byte(strings.Replace(testPolicy, "tenants: [acme]\n    roles: [custodian]", "tenants: [demo]\n    roles: [custodian]", 1)), classNames(e.tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetPolicy(pol)
+	if r, err := approve(e.adminAs(t, custodianA), t, id); err != nil || r.GetDone() {
+		t.Fatalf("one approval with a former custodian's request = %v, %v; want still pending", r, err)
+	}
+	wantOpens(t, e.env, true, "acme", acme...)
+	if r, err := approve(e.adminAs(t, custodianB), t, id); err != nil || !r.GetDone() {
+		t.Fatalf("two current custodians = %v, %v; want the purge done", r, err)
+	}
+	wantOpens(t, e.env, false, "acme after the purge", acme...)
 }
 
 func classNames(tok *tokenizer.Tokenizer) []string {

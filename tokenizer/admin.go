@@ -61,23 +61,40 @@ func (t *Tokenizer) PurgeTenant(ctx context.Context, tenant string) (int, error)
 	return erased, nil
 }
 
-// shredGenerations destroys the KEK of every generation of tenant.
+// shredGenerations destroys the KEK of every generation of tenant: those
+// the store holds a wrapped key or a marker of, and every other one the
+// KeyManager holds. It reads no pointer, so a store whose current
+// generation was edited, deleted or hidden does not save a key.
 func (t *Tokenizer) shredGenerations(ctx context.Context, tenant string) error {
-	cur, _, err := t.keys.readCurrent(ctx, tenant)
+	stored, _, err := t.keys.storedGenerations(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	names := make([]string, 0, cur)
-	for g := uint32(1); g <= cur; g++ {
+	live, err := t.keys.liveKEKs(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	gens := map[uint32]bool{}
+	for _, g := range stored {
+		gens[g] = true
+	}
+	for g := range live {
+		gens[g] = true
+	}
+	all := slices.Sorted(maps.Keys(gens))
+	names := make([]string, 0, len(all))
+	for _, g := range all {
 		names = append(names, destroyedName(tenant, g))
 	}
-	markers, err := t.store.Get(ctx, names)
-	if err != nil {
-		return unavailable("store", err)
+	var markers [][]byte
+	if len(names) > 0 {
+		if markers, err = t.store.Get(ctx, names); err != nil {
+			return unavailable("store", err)
+		}
 	}
 	var entries []Entry
-	for g := uint32(1); g <= cur; g++ {
-		if markers[g-1] == nil {
+	for i, g := range all {
+		if markers[i] == nil {
 			entries = append(entries, Entry{Key: destroyedName(tenant, g), Value: markerBlob(t.now())})
 		}
 	}
@@ -89,27 +106,12 @@ func (t *Tokenizer) shredGenerations(ctx context.Context, tenant string) error {
 		}
 	}
 	if tk := t.keys.cached(tenant); tk != nil {
-		for g := uint32(1); g <= cur; g++ {
+		for _, g := range all {
 			t.keys.evict(tk, g)
 		}
 	}
-	keks := map[string]bool{}
-	for g := uint32(1); g <= cur; g++ {
-		keks[dekKeyID(tenant, g).kek()] = true
-	}
-	// The prefix also matches other tenants' KEKs ("acme-g" starts
-	// "acme-g1-g1", of tenant "acme-g1"): keep only this tenant's.
-	listed, err := t.keys.km.KEKs(ctx, generationKEKPrefix(tenant))
-	if err != nil {
-		return unavailable("key manager", err)
-	}
-	for _, kek := range listed {
-		if tn, _, ok := ParseGenerationKEK(kek); ok && tn == tenant {
-			keks[kek] = true
-		}
-	}
-	for _, kek := range slices.Sorted(maps.Keys(keks)) {
-		if err := t.keys.km.DestroyKEK(ctx, kek); err != nil {
+	for _, g := range all {
+		if err := t.keys.km.DestroyKEK(ctx, dekKeyID(tenant, g).kek()); err != nil {
 			return unavailable("key manager", err)
 		}
 	}

@@ -3,9 +3,11 @@ package tokenizer
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // FlagCanarySuspend marks a canary whose reveal must also suspend the
@@ -19,22 +21,38 @@ const FlagCanarySuspend Flags = 1 << 1
 // token. A canary looks like any other token of its class: same format,
 // same kind of payload (random, or the keyed MAC of its value for a
 // deterministic class), same retention, same clear header and the same
-// size bucket as a value of its length. Only the sealed flags tell it
-// apart, so an attacker holding tokens or the Redis data cannot pick out
-// the canaries. With suspend set, revealing it should also
+// size bucket as a value of its length. It is also written the way
+// Tokenize writes a record sent with a subject: the record, then the
+// record added to the subject's index, so that where sponsors always send
+// subjects, a record in no index does not single it out. Only the sealed
+// flags tell it apart, so an attacker holding tokens or the Redis data
+// cannot pick out the canaries. With suspend set, revealing it should also
 // suspend the revealing identity; the caller of Reveal sees both flags in
 // Revealed.Flags and acts on them.
 //
 // value is the canary's stored value, kept as given like any value; empty
 // makes a plausible fake for the class (see CanaryValue). It must pass the
-// class's normalisation.
-func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string, suspend bool) (string, error) {
+// class's normalisation. subject is the data-subject id it is indexed
+// under; empty gives it a fresh random one, an index of one record. To
+// look like a sponsor's people, mint the canaries of one fake person (a
+// name, an e-mail, a phone) under one subject id of the sponsor's shape.
+func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value, subject string, suspend bool) (string, error) {
 	if err := validateName("tenant", tenant); err != nil {
 		return "", &UserError{err}
 	}
 	c, ok := t.classes[class]
 	if !ok {
 		return "", &UserError{ErrUnknownClass}
+	}
+	if len(subject) > MaxSubjectLen || !utf8.ValidString(subject) {
+		return "", &UserError{fmt.Errorf("%w: subject id is too long or not UTF-8", ErrInvalidValue)}
+	}
+	if subject == "" {
+		var b [16]byte
+		if _, err := io.ReadFull(t.rand, b[:]); err != nil {
+			return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
+		}
+		subject = hex.EncodeToString(b[:])
 	}
 	if value == "" {
 		var err error
@@ -83,7 +101,11 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value string,
 	if err != nil {
 		return "", err
 	}
-	if err := t.store.Put(ctx, []Entry{{Key: recordName(tk, text), Value: blob, TTL: ttl}}); err != nil {
+	name := recordName(tk, text)
+	if err := t.store.Put(ctx, []Entry{{Key: name, Value: blob, TTL: ttl}}); err != nil {
+		return "", unavailable("store", err)
+	}
+	if err := t.store.AddToSet(ctx, subjectName(tk, subject), []string{name}, ttl); err != nil {
 		return "", unavailable("store", err)
 	}
 	return text, nil

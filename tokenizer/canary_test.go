@@ -45,7 +45,7 @@ func TestMintCanary(t *testing.T) {
 	deterministic := 0
 	for _, c := range classes {
 		for _, suspend := range []bool{false, true} {
-			text, err := tk.MintCanary(ctx, "demo", c.Name, "", suspend)
+			text, err := tk.MintCanary(ctx, "demo", c.Name, "", "", suspend)
 			if err != nil {
 				t.Fatalf("%s: MintCanary: %v", c.Name, err)
 			}
@@ -80,10 +80,10 @@ func TestMintCanary(t *testing.T) {
 	if deterministic == 0 {
 		t.Fatal("no deterministic canary was checked")
 	}
-	if _, err := tk.MintCanary(ctx, "demo", "nope", "", false); !errors.Is(err, tokenizer.ErrUnknownClass) {
+	if _, err := tk.MintCanary(ctx, "demo", "nope", "", "", false); !errors.Is(err, tokenizer.ErrUnknownClass) {
 		t.Fatalf("unknown class: %v", err)
 	}
-	if _, err := tk.MintCanary(ctx, "Bad Tenant", "email", "", false); !tokenizer.IsUserError(err) {
+	if _, err := tk.MintCanary(ctx, "Bad Tenant", "email", "", "", false); !tokenizer.IsUserError(err) {
 		t.Fatalf("bad tenant: %v", err)
 	}
 
@@ -102,7 +102,7 @@ func TestMintCanary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		canary, err := tk.MintCanary(ctx, "demo", c.Name, value, true)
+		canary, err := tk.MintCanary(ctx, "demo", c.Name, value, "", true)
 		if err != nil {
 			t.Fatalf("%s: %v", c.Name, err)
 		}
@@ -128,7 +128,7 @@ func TestMintCanary(t *testing.T) {
 	// nonces and ciphertext do (a constant byte would be a marker).
 	var blobs [][]byte
 	for range 16 {
-		if _, err := tk.MintCanary(ctx, "demo", "text", "", true); err != nil {
+		if _, err := tk.MintCanary(ctx, "demo", "text", "", "", true); err != nil {
 			t.Fatal(err)
 		}
 		blobs = append(blobs, spy.puts[len(spy.puts)-1].Value)
@@ -149,7 +149,7 @@ func TestMintCanary(t *testing.T) {
 
 	// Canaries sealed before version 3 kept their flags in the clear
 	// header: they still alert, and that header is still authenticated.
-	text, err := tk.MintCanary(ctx, "demo", "text", "", true)
+	text, err := tk.MintCanary(ctx, "demo", "text", "", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +200,57 @@ func TestCanaryValuesSitInTypicalBuckets(t *testing.T) {
 			if got := tokenizer.PaddedSize(len(v)); got != want {
 				t.Fatalf("%s: a canary value of %d bytes is in bucket %d, want %d", c.Name, len(v), got, want)
 			}
+		}
+	}
+}
+
+// A canary is written as Tokenize writes a record sent with a subject: its
+// record is a member of a subject index, the one named by the subject id
+// it was minted under (erasing that subject erases it), or a fresh one of
+// its own; and a bad subject id is refused as Tokenize refuses it.
+func TestCanaryIsInASubjectIndex(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	person, err := e.tz.MintCanary(ctx, "demo", "name", "", "fake-subject-0001", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, err := e.tz.MintCanary(ctx, "demo", "email", "", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := map[string]int{} // record key -> subject indexes holding it
+	err = e.mem.Scan(ctx, "jeton:s:demo:", func(keys []string) error {
+		for _, k := range keys {
+			ms, err := e.mem.SetMembers(ctx, k)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				members[m]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, tok := range map[string]string{"with a subject": person, "without": alone} {
+		key, err := tokenizer.RecordKey(ctx, e.tz, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if members[key] != 1 {
+			t.Errorf("a canary minted %s is in %d subject indexes, want 1", what, members[key])
+		}
+	}
+	if n, err := e.tz.EraseSubject(ctx, "demo", "fake-subject-0001"); err != nil || n != 1 {
+		t.Fatalf("EraseSubject of the canary's subject = %d, %v; want 1", n, err)
+	}
+	wantNotFound(t, revealOne(t, e.tz, person))
+	for _, bad := range []string{strings.Repeat("s", tokenizer.MaxSubjectLen+1), "\xff"} {
+		if _, err := e.tz.MintCanary(ctx, "demo", "name", "", bad, false); !tokenizer.IsUserError(err) {
+			t.Errorf("MintCanary with a bad subject id: %v, want a UserError", err)
 		}
 	}
 }

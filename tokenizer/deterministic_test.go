@@ -68,7 +68,8 @@ func TestDeterministicTokensDieWithTheirGeneration(t *testing.T) {
 		t.Fatalf("a new value was tokenized under generation %d, want 2", r.Generation)
 	}
 	backup := snapshot(t, e.mem)
-	wrapped1 := wrappedOf(t, e.rawGet(t, "jeton:k:acme:gen:1"))
+	blob1 := e.rawGet(t, "jeton:k:acme:gen:1")
+	wrapped1 := wrappedOf(t, blob1)
 
 	if err := e.tz.DestroyGeneration(ctx, "acme", 1); err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func TestDeterministicTokensDieWithTheirGeneration(t *testing.T) {
 	if got := tokenize(t, old, "acme", member("fake-member-0001"), ""); got[0] == t1 {
 		t.Fatal("the restored copy recomputed the destroyed generation's token")
 	}
-	kek, ad := tokenizer.KeyIdentity("acme", 1)
+	kek, ad := tokenizer.KeyIdentity("acme", 1, blob1)
 	if _, err := e.lk.Unwrap(ctx, kek, wrapped1, ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 		t.Fatalf("generation 1's DEK, and with it its deterministic key, still unwraps: %v", err)
 	}

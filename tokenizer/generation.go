@@ -55,7 +55,10 @@ func (t *Tokenizer) RotateGeneration(ctx context.Context, tenant string) (uint32
 }
 
 // RotateIfOlder rotates tenant's generation when the current one is at
-// least maxAge old (or of unknown age), for scheduled rotation. Every
+// least maxAge old (or of unknown age), for scheduled rotation. The age is
+// the creation time bound into the generation's key blob, so a store edit
+// cannot hold rotation off: an edited blob does not unwrap, and the call
+// fails (ErrUnavailable, ErrKeyMismatch) rather than skip the rotation. Every
 // replica may run it on the same schedule: the store decides one winner
 // per generation, and the others get rotated false with the generation
 // now current. A tenant with no keys is ErrNotFound; it is not created.
@@ -66,7 +69,8 @@ func (t *Tokenizer) RotateIfOlder(ctx context.Context, tenant string, maxAge tim
 	if maxAge <= 0 {
 		return false, 0, &UserError{errors.New("tokenizer: rotation age must be positive")}
 	}
-	if _, err := t.keys.tenant(ctx, tenant, false); err != nil {
+	tk, err := t.keys.tenant(ctx, tenant, false)
+	if err != nil {
 		return false, 0, err
 	}
 	cur, ok, err := t.keys.readCurrent(ctx, tenant)
@@ -76,16 +80,18 @@ func (t *Tokenizer) RotateIfOlder(ctx context.Context, tenant string, maxAge tim
 	if !ok {
 		return false, 0, ErrNotFound
 	}
-	vals, err := t.store.Get(ctx, []string{genName(tenant, cur)})
-	if err != nil {
-		return false, 0, unavailable("store", err)
+	// The age comes from the key blob that unwrapped, which binds it; a
+	// destroyed current generation (a restored store) is replaced.
+	keys, err := t.keys.genKeys(ctx, tk, cur)
+	if err != nil && !errors.Is(err, ErrKeyDestroyed) {
+		return false, 0, err
 	}
-	if vals[0] != nil {
-		blob, err := parseKeyBlob(vals[0])
-		if err != nil {
-			return false, 0, err
+	if keys != nil {
+		created := keys.created
+		if !keys.createdBound && created.After(t.now()) {
+			created = time.Time{} // an unbound time in the future is no age
 		}
-		if !blob.created.IsZero() && t.now().Sub(blob.created) < maxAge {
+		if !created.IsZero() && t.now().Sub(created) < maxAge {
 			return false, cur, nil
 		}
 	}
@@ -97,7 +103,10 @@ func (t *Tokenizer) RotateIfOlder(ctx context.Context, tenant string, maxAge tim
 }
 
 // Generations lists tenant's generations, oldest first. A tenant with no
-// keys is ErrNotFound.
+// keys is ErrNotFound. Whether a generation is destroyed is the
+// KeyManager's word as much as the store's: one whose KEK is gone is
+// destroyed even if the store still holds its wrapped key and no marker
+// (a restored backup), so it costs one KeyManager call (KEKs).
 func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]GenerationInfo, error) {
 	if err := validateName("tenant", tenant); err != nil {
 		return nil, &UserError{err}
@@ -117,6 +126,10 @@ func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]Generatio
 	if err != nil {
 		return nil, unavailable("store", err)
 	}
+	live, err := t.keys.liveKEKs(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]GenerationInfo, 0, cur)
 	for g := uint32(1); g <= cur; g++ {
 		blob, marker := vals[2*(g-1)], vals[2*(g-1)+1]
@@ -128,8 +141,10 @@ func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]Generatio
 			}
 			gi.Created, gi.OwnKEK, gi.Bound = kb.created, kb.version != keyBlobVersion1, kb.bound()
 		}
-		if marker != nil || blob == nil {
-			// No blob and no marker: destroyed before markers existed.
+		// No blob and no marker: destroyed before markers existed. A
+		// generation with a KEK of its own that the KeyManager no longer
+		// holds is destroyed, whatever the store says.
+		if marker != nil || blob == nil || (gi.OwnKEK && !live[g]) {
 			gi.Destroyed, gi.DestroyedAt = true, parseMarker(marker)
 		}
 		out = append(out, gi)
@@ -142,11 +157,12 @@ func (t *Tokenizer) Generations(ctx context.Context, tenant string) ([]Generatio
 // backup of it, because the generation's KEK is destroyed in the
 // KeyManager, and with it the generation's deterministic-token key: its
 // deterministic tokens can no longer be recomputed or matched. The KEK is
-// the one keyID computes for (tenant, gen), whatever the store holds. It refuses the current generation (a UserError) and, as a
-// UserError too, a generation that stopped being current less than twice
-// KeyRefresh ago, since another replica may still be writing records
-// under it. An unknown tenant or generation is ErrNotFound. Destroying a
-// destroyed generation again finishes whatever an interrupted call left.
+// the one keyID computes for (tenant, gen), whatever the store holds. It
+// refuses the current generation (a UserError) and, as a UserError too, a
+// generation that stopped being current less than twice KeyRefresh ago,
+// since another replica may still be writing records under it (see
+// superseded). An unknown tenant or generation is ErrNotFound. Destroying
+// a destroyed generation again finishes whatever an interrupted call left.
 //
 // The steps run in an order that a crash at any point leaves safe:
 //  1. store the destroyed marker: every replica stops opening the
@@ -172,24 +188,16 @@ func (t *Tokenizer) DestroyGeneration(ctx context.Context, tenant string, gen ui
 	if gen == cur {
 		return &UserError{fmt.Errorf("tokenizer: generation %d is tenant %s's current generation; rotate first", gen, tenant)}
 	}
-	vals, err := t.store.Get(ctx, []string{destroyedName(tenant, gen), genName(tenant, gen+1)})
+	if err := t.superseded(ctx, tenant, gen, cur); err != nil {
+		return err
+	}
+	vals, err := t.store.Get(ctx, []string{destroyedName(tenant, gen)})
 	if err != nil {
 		return unavailable("store", err)
 	}
-	marker, successor := vals[0], vals[1]
+	marker := vals[0]
 	// Never read from the stored blob: the store does not choose the key.
 	kek := dekKeyID(tenant, gen).kek()
-	if marker == nil && successor != nil {
-		// A replica trusts its cached current generation for up to
-		// KeyRefresh: until then it may still seal records under gen, and
-		// destroying it now would lose tokens it acknowledged.
-		if next, err := parseKeyBlob(successor); err == nil && !next.created.IsZero() {
-			if wait := next.created.Add(2 * t.keys.refresh).Sub(t.now()); wait > 0 {
-				return &UserError{fmt.Errorf("tokenizer: generation %d of tenant %s stopped being current "+
-					"too recently; replicas may still write to it; retry in %s", gen, tenant, wait.Round(time.Second))}
-			}
-		}
-	}
 	if marker == nil {
 		if _, err := t.store.PutNew(ctx, []Entry{{Key: destroyedName(tenant, gen), Value: markerBlob(t.now())}}); err != nil {
 			return unavailable("store", err)
@@ -209,6 +217,42 @@ func (t *Tokenizer) DestroyGeneration(ctx context.Context, tenant string, gen ui
 	return nil
 }
 
+// superseded returns nil when generation gen of tenant stopped being
+// current long enough ago that no replica still writes to it: the first
+// live generation after it was created at least twice KeyRefresh ago. It
+// trusts nothing of the store that a KeyManager does not vouch for: that
+// generation must unwrap, and its creation time is the one its key blob
+// binds. A forged destroyed marker, or a key blob of a generation that
+// never was, does not count as a successor; a generation stored before
+// creation times were bound must be rewrapped first.
+func (t *Tokenizer) superseded(ctx context.Context, tenant string, gen, cur uint32) error {
+	tk, err := t.keys.tenant(ctx, tenant, false)
+	if err != nil {
+		return err
+	}
+	for g := gen + 1; g <= cur; g++ {
+		next, err := t.keys.genKeys(ctx, tk, g)
+		if errors.Is(err, ErrKeyDestroyed) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !next.createdBound {
+			return &UserError{fmt.Errorf("tokenizer: generation %d of tenant %s was stored before creation times were "+
+				"authenticated; run a rewrap, then destroy generation %d (after a rewrap, replicas see the "+
+				"rewrapped key within their key refresh interval)", g, tenant, gen)}
+		}
+		// Zero: made before generations kept a creation time, long ago.
+		if wait := next.created.Add(2 * t.keys.refresh).Sub(t.now()); !next.created.IsZero() && wait > 0 {
+			return &UserError{fmt.Errorf("tokenizer: generation %d of tenant %s stopped being current "+
+				"too recently; replicas may still write to it; retry in %s", gen, tenant, wait.Round(time.Second))}
+		}
+		return nil
+	}
+	return &UserError{fmt.Errorf("tokenizer: no live generation of tenant %s follows generation %d; rotate first", tenant, gen)}
+}
+
 // RewrapProgress counts the keys a Rewrap has handled.
 type RewrapProgress struct {
 	// Done of Total keys are handled; Total is known before the first.
@@ -217,7 +261,8 @@ type RewrapProgress struct {
 	// their identity.
 	Rewrapped int
 	// Upgraded counts the Rewrapped keys that were stored unbound (key
-	// blob version 1 or 2) and are now bound; those of version 1 also
+	// blob version 1 or 2) or with an unbound creation time (version 3)
+	// and are now bound to both (version 4); those of version 1 also
 	// moved from the main KEK to their generation's own.
 	Upgraded int
 	// Skipped keys belong to destroyed generations, or were wrapped under
@@ -324,7 +369,12 @@ func (t *Tokenizer) rewrapOne(ctx context.Context, id keyID, marker string) (rew
 	if err != nil {
 		return 0, err
 	}
-	re, err := t.keys.wrap(ctx, id, key, blob.created)
+	created := blob.created
+	if !blob.createdBound() && created.After(t.now()) {
+		// Bound from now on: never an unauthenticated time in the future.
+		created = t.now()
+	}
+	re, err := t.keys.wrap(ctx, id, key, created)
 	clear(key)
 	if err != nil {
 		return 0, err
@@ -335,10 +385,15 @@ func (t *Tokenizer) rewrapOne(ctx context.Context, id keyID, marker string) (rew
 	if err != nil {
 		return 0, unavailable("store", err)
 	}
+	if tk := t.keys.cached(id.tenant); tk != nil && id.purpose == purposeDEK {
+		// This replica reads the new blob at its next use; others within
+		// KeyRefresh.
+		t.keys.evict(tk, id.gen)
+	}
 	switch {
 	case !stored[0]:
 		return rewrapSkipped, nil
-	case !blob.bound():
+	case !blob.createdBound():
 		return rewrapUpgraded, nil
 	}
 	return rewrapDone, nil

@@ -315,7 +315,7 @@ func TestDestroyGenerationEndToEnd(t *testing.T) {
 	// Generation 2 came after the backup: not in it.
 	wantNone(t, fresh, "restored backup, generation 2", toks2)
 	// It is Vault that refuses: the wrapped DEK names a KEK that is gone.
-	kek, ad := tokenizer.KeyIdentity("acme", 1)
+	kek, ad := tokenizer.KeyIdentity("acme", 1, blob)
 	if _, err := e.keys(t).Unwrap(ctx, kek, wrappedOf(t, blob), ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 		t.Fatalf("Unwrap of the backed-up DEK: %v, want ErrKeyDestroyed", err)
 	}
@@ -382,7 +382,7 @@ func TestRewrapAfterKEKRotationEndToEnd(t *testing.T) {
 	}
 	m := e.keys(t)
 	for gen, blob := range map[uint32][]byte{0: oldRoot, 1: oldGen} {
-		kek, ad := tokenizer.KeyIdentity("acme", gen)
+		kek, ad := tokenizer.KeyIdentity("acme", gen, blob)
 		if _, err := m.Unwrap(ctx, kek, wrappedOf(t, blob), ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 			t.Errorf("pre-rewrap key of generation %d (0: root) after min_decryption_version=2: %v, want ErrKeyDestroyed", gen, err)
 		}

@@ -38,12 +38,12 @@ func newGenEnv(t *testing.T) genEnv {
 	return genEnv{env: e, t1: t1, t2: t2}
 }
 
-// wrappedOf cuts the wrapped key out of a version 3 key blob: version |
-// created (8 bytes) | wrapped.
+// wrappedOf cuts the wrapped key out of a version 3 or 4 key blob:
+// version | created (8 bytes) | wrapped.
 func wrappedOf(t testing.TB, blob []byte) []byte {
 	t.Helper()
-	if len(blob) < 10 || blob[0] != 3 {
-		t.Fatalf("not a version 3 key blob (%d bytes)", len(blob))
+	if len(blob) < 10 || (blob[0] != 3 && blob[0] != 4) {
+		t.Fatalf("not a version 3 or 4 key blob (%d bytes)", len(blob))
 	}
 	return blob[9:]
 }
@@ -101,7 +101,7 @@ func TestDestroyGenerationShreds(t *testing.T) {
 
 	backup := e.rawGet(t, "jeton:k:acme:gen:1")
 	wrapped := wrappedOf(t, backup)
-	kek, ad := tokenizer.KeyIdentity("acme", 1)
+	kek, ad := tokenizer.KeyIdentity("acme", 1, backup)
 	if _, err := e.lk.Unwrap(ctx, kek, wrapped, ad); kek != "acme-g1" || err != nil {
 		t.Fatalf("generation 1 does not unwrap under its own KEK %q: %v", kek, err)
 	}
@@ -155,8 +155,9 @@ func TestDestroyGenerationCrashSafety(t *testing.T) {
 		t.Run(step.name, func(t *testing.T) {
 			e := newGenEnv(t)
 			ctx := context.Background()
-			wrapped := wrappedOf(t, e.rawGet(t, "jeton:k:acme:gen:1"))
-			kek, ad := tokenizer.KeyIdentity("acme", 1)
+			stored := e.rawGet(t, "jeton:k:acme:gen:1")
+			wrapped := wrappedOf(t, stored)
+			kek, ad := tokenizer.KeyIdentity("acme", 1, stored)
 
 			step.fail(e, true)
 			if err := e.tz.DestroyGeneration(ctx, "acme", 1); !errors.Is(err, tokenizer.ErrUnavailable) {
@@ -307,7 +308,7 @@ func TestLegacyGenerationsAndTheirUpgrade(t *testing.T) {
 		if g > 0 {
 			name = "jeton:k:old:gen:" + strconv.Itoa(int(g))
 		}
-		kek, ad := tokenizer.KeyIdentity("old", g)
+		kek, ad := tokenizer.KeyIdentity("old", g, e.rawGet(t, name))
 		if _, err := e.lk.Unwrap(ctx, kek, wrappedOf(t, e.rawGet(t, name)), ad); err != nil {
 			t.Errorf("%s after Rewrap does not unwrap as its identity (KEK %q): %v", name, kek, err)
 		}

@@ -50,10 +50,10 @@ func TestIdempotencyEntriesDoNotOpenFromADump(t *testing.T) {
 	// Root key blob v3: 03 | created (8) | wrapped, bound to its identity,
 	// which is no secret.
 	b := rootBlobs[0]
-	if b[0] != 3 {
+	if b[0] != 4 {
 		t.Fatalf("root key blob version %d", b[0])
 	}
-	kek, ad := tokenizer.KeyIdentity("acme", 0)
+	kek, ad := tokenizer.KeyIdentity("acme", 0, b)
 	root, err := km.Unwrap(ctx, kek, b[9:], ad)
 	if err != nil {
 		t.Fatalf("the attacker's unwrap failed: %v", err)

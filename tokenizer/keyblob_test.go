@@ -5,14 +5,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 )
 
 // TestKeyBlobKnownAnswers pins the stored formats of wrapped keys, destroyed
 // markers and the current-generation pointer: a change that would strand
-// keys already in Redis fails here. Versions 1 and 2 are only read; every
-// blob written is version 3.
+// keys already in Redis fails here. Versions 1 to 3 are only read; every
+// blob written is version 4.
 func TestKeyBlobKnownAnswers(t *testing.T) {
 	raw, err := os.ReadFile("testdata/keyblobs.json")
 	if err != nil {
@@ -63,19 +64,19 @@ func TestKeyBlobKnownAnswers(t *testing.T) {
 				t.Errorf("parseKeyBlob = v%d %v %q; want v%d %v %q",
 					got.version, got.created, got.wrapped, tc.Version, created, tc.Wrapped)
 			}
-			if got.bound() != (tc.Version == keyBlobVersion3) {
-				t.Errorf("bound = %t for version %d", got.bound(), tc.Version)
+			if got.bound() != (tc.Version >= keyBlobVersion3) || got.createdBound() != (tc.Version == keyBlobVersion4) {
+				t.Errorf("bound = %t, createdBound = %t for version %d", got.bound(), got.createdBound(), tc.Version)
 			}
-			if tc.Version == keyBlobVersion3 {
+			if tc.Version == keyBlobVersion4 {
 				if enc := newKeyBlob(created, []byte(tc.Wrapped)).encode(); !bytes.Equal(enc, blob) {
 					t.Errorf("newKeyBlob(...).encode = %x, want %x", enc, blob)
 				}
-			} else if enc := got.encode(); enc[0] != keyBlobVersion3 {
-				t.Errorf("re-encoding a version %d blob wrote version %d; every blob written is version 3", tc.Version, enc[0])
+			} else if enc := got.encode(); enc[0] != keyBlobVersion4 {
+				t.Errorf("re-encoding a version %d blob wrote version %d; every blob written is version 4", tc.Version, enc[0])
 			}
 		})
 	}
-	for _, v := range []byte{keyBlobVersion1, keyBlobVersion2, keyBlobVersion3} {
+	for _, v := range []byte{keyBlobVersion1, keyBlobVersion2, keyBlobVersion3, keyBlobVersion4} {
 		if !seen[v] {
 			t.Errorf("no vector for key blob version %d", v)
 		}
@@ -122,7 +123,9 @@ func TestKeyIdentityKnownAnswers(t *testing.T) {
 			Generation uint32 `json:"generation"`
 			Purpose    string `json:"purpose"`
 			KEK        string `json:"kek"`
-			AD         string `json:"ad"`
+			ADv3       string `json:"ad_v3"`
+			Created    int64  `json:"created_unix"`
+			ADv4       string `json:"ad_v4"`
 			StoreName  string `json:"store_name"`
 		} `json:"identities"`
 		Rejects []string `json:"generation_kek_rejects"`
@@ -133,7 +136,7 @@ func TestKeyIdentityKnownAnswers(t *testing.T) {
 	if len(kat.Identities) == 0 || len(kat.Rejects) == 0 {
 		t.Fatal("no vectors")
 	}
-	ads := map[string]bool{}
+	ads := map[string]string{} // associated data -> the identity and time it binds
 	for _, tc := range kat.Identities {
 		var id keyID
 		switch tc.Purpose {
@@ -150,31 +153,41 @@ func TestKeyIdentityKnownAnswers(t *testing.T) {
 		if got := id.kek(); got != tc.KEK {
 			t.Errorf("%s: kek = %q, want %q", id, got, tc.KEK)
 		}
-		if got := hex.EncodeToString(id.ad()); got != tc.AD {
-			t.Errorf("%s: ad = %s, want %s", id, got, tc.AD)
+		var created time.Time
+		if tc.Created != 0 {
+			created = time.Unix(tc.Created, 0)
+		}
+		if got := hex.EncodeToString(id.ad(created)); got != tc.ADv4 {
+			t.Errorf("%s: ad(%d) = %s, want %s", id, tc.Created, got, tc.ADv4)
+		}
+		if got := hex.EncodeToString(id.adV3()); got != tc.ADv3 {
+			t.Errorf("%s: adV3 = %s, want %s", id, got, tc.ADv3)
 		}
 		if got := id.storeName(); got != tc.StoreName {
 			t.Errorf("%s: store name = %q, want %q", id, got, tc.StoreName)
 		}
-		if ads[tc.AD] {
-			t.Errorf("%s: associated data shared with another identity", id)
+		for ad, bound := range map[string]string{tc.ADv3: id.String(), tc.ADv4: id.String() + " " + strconv.FormatInt(tc.Created, 10)} {
+			if prev, seen := ads[ad]; seen && prev != bound {
+				t.Errorf("%s: associated data shared with %s", bound, prev)
+			}
+			ads[ad] = bound
 		}
-		ads[tc.AD] = true
 		if tc.Purpose == "dek" {
 			tn, g, ok := ParseGenerationKEK(tc.KEK)
 			if !ok || tn != tc.Tenant || g != tc.Generation {
 				t.Errorf("ParseGenerationKEK(%q) = %q, %d, %t", tc.KEK, tn, g, ok)
 			}
 		}
-		// Every blob version opens under a computed KEK: the bound one
-		// with the identity's associated data, the legacy ones without.
+		// Every blob version opens under a computed KEK: the bound ones
+		// with the identity's associated data (and, in version 4, the
+		// blob's creation time), the legacy ones without.
 		for _, v := range []struct {
 			version byte
 			kek     string
-			bound   bool
-		}{{keyBlobVersion1, "", false}, {keyBlobVersion2, tc.KEK, false}, {keyBlobVersion3, tc.KEK, true}} {
-			kek, ad := id.opener(keyBlob{version: v.version})
-			if kek != v.kek || (ad != nil) != v.bound || (v.bound && hex.EncodeToString(ad) != tc.AD) {
+			ad      string
+		}{{keyBlobVersion1, "", ""}, {keyBlobVersion2, tc.KEK, ""}, {keyBlobVersion3, tc.KEK, tc.ADv3}, {keyBlobVersion4, tc.KEK, tc.ADv4}} {
+			kek, ad := id.opener(keyBlob{version: v.version, created: created})
+			if kek != v.kek || (ad == nil) != (v.ad == "") || hex.EncodeToString(ad) != v.ad {
 				t.Errorf("%s: opener(v%d) = %q, %x", id, v.version, kek, ad)
 			}
 		}

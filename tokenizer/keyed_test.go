@@ -54,7 +54,7 @@ func loadKeyedVectors(t *testing.T) (kat keyedVectors, dek, root []byte) {
 // or a reordered input gives other tokens and fails here.
 func TestDeterministicTokenKnownAnswers(t *testing.T) {
 	kat, dek, _ := loadKeyedVectors(t)
-	gk := newGenKeys(7, dek)
+	gk := newGenKeys(7, dek, keyBlob{})
 	for _, v := range kat.Deterministic {
 		p := deterministicPayload(gk.det, v.Class, v.Value)
 		if got := hex.EncodeToString(p[:]); got != v.Payload {
@@ -75,7 +75,7 @@ func TestDeterministicTokenKnownAnswers(t *testing.T) {
 	other := append([]byte(nil), dek...)
 	other[0] ^= 1
 	v := kat.Deterministic[0]
-	if deterministicPayload(newGenKeys(8, other).det, v.Class, v.Value) == deterministicPayload(gk.det, v.Class, v.Value) {
+	if deterministicPayload(newGenKeys(8, other, keyBlob{}).det, v.Class, v.Value) == deterministicPayload(gk.det, v.Class, v.Value) {
 		t.Error("two generations' DEKs give the same deterministic token")
 	}
 	// The deterministic key is not the DEK, nor the key of any record.

@@ -30,6 +30,13 @@ import (
 //
 //	jeton:k:<tenant>:destroyed:<n>  marker: generation n is destroyed (markerBlob)
 //	jeton:k:<tenant>:current        the generation new records use, a hint (currentBlob)
+//
+// Nothing of these chooses a key either. The pointer must name a
+// generation that exists and is only walked up from (keyring.readCurrent);
+// a generation number above MaxGenerations is never read or created; a
+// key blob's creation time is bound into its associated data; and a
+// generation whose KEK the KeyManager no longer holds is destroyed,
+// whatever the markers say.
 type keyID struct {
 	tenant  string
 	gen     uint32 // 0 for a root key
@@ -44,6 +51,12 @@ const (
 	purposeRoot keyPurpose = "root"
 	purposeDEK  keyPurpose = "dek"
 )
+
+// MaxGenerations is the most generations a tenant can have. It bounds
+// every walk over a tenant's generations, whatever the store claims: a
+// generation number above it is never read, cached or created. Rotating
+// monthly, a tenant reaches it after 85 years.
+const MaxGenerations = 1024
 
 // mainKEK names the KeyManager's main KEK.
 const mainKEK = ""
@@ -62,22 +75,42 @@ func (id keyID) kek() string {
 	return mainKEK
 }
 
-// ad is the associated data that binds a wrapped key to its identity:
+// ad is the associated data that binds a wrapped key, stored as a
+// version 4 blob, to its identity and to its creation time:
 //
-//	"jeton/v1/key" 0x00 purpose 0x00 tenant 0x00 generation (uint32, big endian)
+//	"jeton/v2/key" 0x00 purpose 0x00 tenant 0x00 generation (uint32) created (int64 Unix seconds, 0: unknown)
 //
-// Purposes and tenant names never contain 0x00, so no two identities
-// share an encoding. A wrapped key copied to another tenant, generation or
-// purpose, or edited, fails to unwrap, even under the main KEK that every
+// both integers big endian. Purposes and tenant names never contain 0x00,
+// so no two identities share an encoding. A wrapped key copied to another
+// tenant, generation or purpose, or edited, or whose stored creation time
+// was changed, fails to unwrap, even under the main KEK that every
 // tenant's root key shares.
-func (id keyID) ad() []byte {
-	b := make([]byte, 0, 13+len(id.purpose)+1+len(id.tenant)+1+4)
-	b = append(b, "jeton/v1/key\x00"...)
+func (id keyID) ad(created time.Time) []byte {
+	return binary.BigEndian.AppendUint64(id.appendIdentity(nil, "jeton/v2/key"), uint64(unixOrZero(created)))
+}
+
+// adV3 is the associated data of a version 3 blob, which binds the
+// identity but not the creation time: "jeton/v1/key" 0x00 purpose 0x00
+// tenant 0x00 generation (uint32, big endian).
+func (id keyID) adV3() []byte { return id.appendIdentity(nil, "jeton/v1/key") }
+
+func (id keyID) appendIdentity(b []byte, label string) []byte {
+	b = append(b, label...)
+	b = append(b, 0)
 	b = append(b, id.purpose...)
 	b = append(b, 0)
 	b = append(b, id.tenant...)
 	b = append(b, 0)
 	return binary.BigEndian.AppendUint32(b, id.gen)
+}
+
+// unixOrZero is t in Unix seconds, 0 for the zero time: what a key blob
+// stores, and what its associated data binds.
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 // storeName is where the store keeps the wrapped key.
@@ -97,30 +130,35 @@ func (id keyID) String() string {
 }
 
 // opener returns the KEK and associated data that open a stored blob of
-// id. Only the blob's version is read from the store, and every version
-// maps to a KEK computed from id or to the main KEK: the KEK name that a
-// version 2 blob carries is ignored.
+// id. Only the blob's version and creation time are read from the store,
+// and every version maps to a KEK computed from id or to the main KEK:
+// the KEK name that a version 2 blob carries is ignored.
 //
-//   - version 3, what jeton writes: id.kek(), bound with id.ad().
+//   - version 4, what jeton writes: id.kek(), bound with id.ad(created),
+//     so the creation time the blob states is authenticated when it
+//     unwraps.
+//   - version 3, written before creation times were bound: id.kek(),
+//     bound with id.adV3(); its creation time is not authenticated.
 //   - version 2, written before keys were bound: id.kek(), no associated
 //     data (root keys were under the main KEK, DEKs under their own).
 //   - version 1, written before per-generation KEKs: the main KEK, no
 //     associated data.
 //
-// Unbound blobs (versions 1 and 2) stay readable until Rewrap upgrades
-// them. Those under the main KEK could be moved between tenants by whoever
-// writes to the store; custodians close that door for good by rotating
-// the main KEK, running Rewrap, then raising the KEK's
-// min_decryption_version, after which no unbound ciphertext opens (README,
-// "Upgrading key blobs").
+// Versions 1 to 3 stay readable until Rewrap upgrades them. Unbound blobs
+// under the main KEK could be moved between tenants by whoever writes to
+// the store; custodians close that door for good by rotating the main KEK,
+// running Rewrap, then raising the KEK's min_decryption_version, after
+// which no unbound ciphertext opens (README, "Upgrading key blobs").
 func (id keyID) opener(b keyBlob) (kek string, ad []byte) {
 	switch b.version {
 	case keyBlobVersion1:
 		return mainKEK, nil
 	case keyBlobVersion2:
 		return id.kek(), nil
+	case keyBlobVersion3:
+		return id.kek(), id.adV3()
 	default:
-		return id.kek(), id.ad()
+		return id.kek(), id.ad(b.created)
 	}
 }
 
@@ -176,8 +214,11 @@ const (
 	// wrapped. Read, never written; kek is skipped, not used.
 	keyBlobVersion2 = 0x02
 	// keyBlobVersion3 is version | created | wrapped, wrapped bound to its
-	// identity (keyID.opener). Created 0 means unknown.
+	// identity but not to created (keyID.adV3). Read, never written.
 	keyBlobVersion3 = 0x03
+	// keyBlobVersion4 is version | created | wrapped, wrapped bound to its
+	// identity and to created (keyID.ad). Created 0 means unknown.
+	keyBlobVersion4 = 0x04
 	// markerVersion1 is version | destroyed: a generation's destroyed
 	// marker.
 	markerVersion1 = 0x01
@@ -193,23 +234,24 @@ type keyBlob struct {
 	wrapped []byte
 }
 
-// newKeyBlob returns a key blob in the format jeton writes.
+// newKeyBlob returns a key blob in the format jeton writes. Its wrapped
+// key must be bound with id.ad(created).
 func newKeyBlob(created time.Time, wrapped []byte) keyBlob {
-	return keyBlob{version: keyBlobVersion3, created: created, wrapped: wrapped}
+	return keyBlob{version: keyBlobVersion4, created: created, wrapped: wrapped}
 }
 
 // bound reports whether the blob is bound to its identity.
-func (b keyBlob) bound() bool { return b.version == keyBlobVersion3 }
+func (b keyBlob) bound() bool { return b.version >= keyBlobVersion3 }
 
-// encode writes b as version 3, whatever version it was read as: a blob is
+// createdBound reports whether the blob's creation time is authenticated
+// once it unwraps.
+func (b keyBlob) createdBound() bool { return b.version == keyBlobVersion4 }
+
+// encode writes b as version 4, whatever version it was read as: a blob is
 // only rewritten wrapped and bound anew (Rewrap).
 func (b keyBlob) encode() []byte {
-	var created int64
-	if !b.created.IsZero() {
-		created = b.created.Unix()
-	}
 	out := make([]byte, 0, 9+len(b.wrapped))
-	out = binary.BigEndian.AppendUint64(append(out, keyBlobVersion3), uint64(created))
+	out = binary.BigEndian.AppendUint64(append(out, keyBlobVersion4), uint64(unixOrZero(b.created)))
 	return append(out, b.wrapped...)
 }
 
@@ -231,8 +273,8 @@ func parseKeyBlob(b []byte) (keyBlob, error) {
 			return keyBlob{}, errKeyBlob
 		}
 		return keyBlob{version: keyBlobVersion2, created: unix(b[1:9]), wrapped: b[10+n:]}, nil
-	case len(b) >= 1+8+1 && b[0] == keyBlobVersion3:
-		return keyBlob{version: keyBlobVersion3, created: unix(b[1:9]), wrapped: b[9:]}, nil
+	case len(b) >= 1+8+1 && (b[0] == keyBlobVersion3 || b[0] == keyBlobVersion4):
+		return keyBlob{version: b[0], created: unix(b[1:9]), wrapped: b[9:]}, nil
 	}
 	return keyBlob{}, errKeyBlob
 }

@@ -132,7 +132,8 @@ func TestDestroyAndPurgeIgnoreTheStoredBlob(t *testing.T) {
 		t.Run(a.name, func(t *testing.T) {
 			t.Run("DestroyGeneration", func(t *testing.T) {
 				e := newAttackEnv(t)
-				wrapped := wrappedOf(t, e.rawGet(t, "jeton:k:acme:gen:1"))
+				stored := e.rawGet(t, "jeton:k:acme:gen:1")
+				wrapped := wrappedOf(t, stored)
 				if err := e.mem.Put(ctx, []tokenizer.Entry{{Key: a.key, Value: a.blob(t, e.env)}}); err != nil {
 					t.Fatal(err)
 				}
@@ -142,7 +143,7 @@ func TestDestroyAndPurgeIgnoreTheStoredBlob(t *testing.T) {
 				if got := e.keys.destroyedKEKs(); !slices.Equal(got, []string{"acme-g1"}) {
 					t.Errorf("destroyed %q, want exactly [acme-g1]", got)
 				}
-				kek, ad := tokenizer.KeyIdentity("acme", 1)
+				kek, ad := tokenizer.KeyIdentity("acme", 1, stored)
 				if _, err := e.lk.Unwrap(ctx, kek, wrapped, ad); !errors.Is(err, tokenizer.ErrKeyDestroyed) {
 					t.Errorf("acme's generation 1 DEK still unwraps: %v", err)
 				}

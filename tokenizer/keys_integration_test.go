@@ -170,46 +170,66 @@ func (e *realEnv) replicaWith(t testing.TB, r *testenv.Redis, extra ...tokenizer
 	return e.replicaClasses(t, r, append(tokenizer.DefaultClasses(), extra...))
 }
 
-// A blob written as version 2 (the format with a KEK name) is read with
-// the KEK its identity names: the version 2 blob that jeton wrote before
-// binding, under the generation's own KEK and without associated data,
-// opens; Rewrap binds it.
+// Blobs written by earlier releases are read with the KEK their identity
+// names: version 2 (under the generation's own KEK, no associated data, a
+// KEK name that is ignored) and version 3 (bound to its identity, but not
+// to its creation time) open; Rewrap binds them as version 4, identity and
+// creation time, so that the upgraded blob opens neither without its
+// associated data nor with its creation time changed.
 func TestUnboundBlobUpgradeAgainstVault(t *testing.T) {
-	e := startRealEnv(t)
-	r := testenv.StartRedis(t)
-	ctx := ctxTimeout(t)
-	tz := e.replica(t, r)
-	tok := tokenize(t, tz, "acme", fakeItems("Legacy", 2), "")
-	// Re-wrap generation 1's DEK as the previous release did: no
-	// associated data, a version 2 blob naming its KEK.
-	blob := rawGet(t, r, "jeton:k:acme:gen:1")
-	kek, ad := tokenizer.KeyIdentity("acme", 1)
-	m := e.keys(t)
-	dek, err := m.Unwrap(ctx, kek, wrappedOf(t, blob), ad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unbound, err := m.Wrap(ctx, kek, dek, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v2 := binary.BigEndian.AppendUint64([]byte{2}, binary.BigEndian.Uint64(blob[1:9]))
-	v2 = append(append(append(v2, byte(len(kek))), kek...), unbound...)
-	rawPut(t, r, "jeton:k:acme:gen:1", v2)
-	wantAll(t, e.replica(t, r), "unbound version 2 blob", tok, fakeItems("Legacy", 2))
+	// KeyIdentity reads only a blob's header; this stands for its body.
+	legacyPlaceholder := []byte("vault:v1:AA==")
+	for _, version := range []byte{2, 3} {
+		t.Run(fmt.Sprintf("version %d", version), func(t *testing.T) {
+			e := startRealEnv(t)
+			r := testenv.StartRedis(t)
+			ctx := ctxTimeout(t)
+			tz := e.replica(t, r)
+			tok := tokenize(t, tz, "acme", fakeItems("Legacy", 2), "")
+			// Re-wrap generation 1's DEK as the earlier release did.
+			blob := rawGet(t, r, "jeton:k:acme:gen:1")
+			kek, ad := tokenizer.KeyIdentity("acme", 1, blob)
+			m := e.keys(t)
+			dek, err := m.Unwrap(ctx, kek, wrappedOf(t, blob), ad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			created := binary.BigEndian.Uint64(blob[1:9])
+			old := binary.BigEndian.AppendUint64([]byte{version}, created)
+			var oldAD []byte // version 2: none
+			if version == 3 {
+				_, oldAD = tokenizer.KeyIdentity("acme", 1, append(slices.Clone(old), legacyPlaceholder...))
+			}
+			legacy, err := m.Wrap(ctx, kek, dek, oldAD)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if version == 2 {
+				old = append(append(old, byte(len(kek))), kek...)
+			}
+			rawPut(t, r, "jeton:k:acme:gen:1", append(old, legacy...))
+			wantAll(t, e.replica(t, r), "legacy blob", tok, fakeItems("Legacy", 2))
 
-	p, err := tz.Rewrap(ctx, []string{"acme"}, nil)
-	if err != nil || p.Upgraded != 1 || p.Rewrapped != 2 { // root and generation 1
-		t.Fatalf("Rewrap = %+v, %v; want the one unbound key upgraded", p, err)
+			p, err := tz.Rewrap(ctx, []string{"acme"}, nil)
+			if err != nil || p.Upgraded != 1 || p.Rewrapped != 2 { // root and generation 1
+				t.Fatalf("Rewrap = %+v, %v; want the one legacy key upgraded", p, err)
+			}
+			after := rawGet(t, r, "jeton:k:acme:gen:1")
+			if after[0] != 4 || bytes.Equal(wrappedOf(t, after), legacy) || binary.BigEndian.Uint64(after[1:9]) != created {
+				t.Fatal("Rewrap did not bind the legacy blob as version 4, with its creation time")
+			}
+			if _, err := m.Unwrap(ctx, kek, wrappedOf(t, after), oldAD); !errors.Is(err, tokenizer.ErrKeyMismatch) {
+				t.Errorf("the upgraded key opens with the legacy binding: %v", err)
+			}
+			edited := slices.Clone(after)
+			binary.BigEndian.PutUint64(edited[1:9], created-3600)
+			ekek, ead := tokenizer.KeyIdentity("acme", 1, edited)
+			if _, err := m.Unwrap(ctx, ekek, wrappedOf(t, edited), ead); !errors.Is(err, tokenizer.ErrKeyMismatch) {
+				t.Errorf("the upgraded key with its creation time changed: %v, want ErrKeyMismatch", err)
+			}
+			wantAll(t, e.replica(t, r), "after the upgrade", tok, fakeItems("Legacy", 2))
+		})
 	}
-	after := rawGet(t, r, "jeton:k:acme:gen:1")
-	if after[0] != 3 || bytes.Equal(wrappedOf(t, after), unbound) {
-		t.Fatal("Rewrap did not bind the version 2 blob")
-	}
-	if _, err := m.Unwrap(ctx, kek, wrappedOf(t, after), nil); !errors.Is(err, tokenizer.ErrKeyMismatch) {
-		t.Errorf("the upgraded key opens without its associated data: %v", err)
-	}
-	wantAll(t, e.replica(t, r), "after the upgrade", tok, fakeItems("Legacy", 2))
 }
 
 // A warm replica whose DEK unwrap fails because Vault is sealed answers

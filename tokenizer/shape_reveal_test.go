@@ -157,7 +157,7 @@ func TestShapedDeterministicEmail(t *testing.T) {
 func TestShapedCanary(t *testing.T) {
 	e := newShapedEnv(t)
 	for _, class := range []string{"work-email", "mobile", "card", "arrival", "det-email"} {
-		text, err := e.tz.MintCanary(context.Background(), "demo", class, "", false)
+		text, err := e.tz.MintCanary(context.Background(), "demo", class, "", "", false)
 		if err != nil {
 			t.Fatalf("%s: MintCanary: %v", class, err)
 		}

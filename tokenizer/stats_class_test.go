@@ -94,7 +94,7 @@ func TestStatsByClass(t *testing.T) {
 			}
 			tokenizeN(t, tz, "acme", "phone", 2)
 			tokenizeN(t, tz, "acme-2", "email", 1)
-			canary, err := tz.MintCanary(ctx, "acme", "phone", "", false)
+			canary, err := tz.MintCanary(ctx, "acme", "phone", "", "", false)
 			if err != nil {
 				t.Fatal(err)
 			}

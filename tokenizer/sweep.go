@@ -39,10 +39,12 @@ type SweepProgress struct {
 // removes the dead ciphertext, so that it neither lingers until its
 // retention ends nor counts in Stats.
 //
-// A generation is swept only when the store marks it destroyed AND the
-// KeyManager no longer has its KEK: neither a store that claims a live
-// generation is destroyed, nor a destroy cut short, makes it delete
-// records that could still open. Each record's generation is read from its
+// A generation is swept only when the KeyManager no longer has its KEK
+// and the store marks it destroyed (or holds a wrapped key of it that only
+// that KEK opened): neither a store that claims a live generation is
+// destroyed, nor a destroy cut short, makes it delete records that could
+// still open, and a store that hides a destroy (a restored backup) does
+// not keep dead records. Each record's generation is read from its
 // envelope's clear header, without opening it; records whose header does
 // not parse are left alone.
 //
@@ -114,37 +116,44 @@ func (t *Tokenizer) SweepDestroyed(ctx context.Context, tenant string, opts Swee
 	return p, nil
 }
 
-// sweepable returns the generations of tenant whose records may be swept
-// (destroyed in the store and their KEK gone), and those marked destroyed
-// whose KEK still exists.
+// sweepable returns the generations of tenant whose records may be swept,
+// and those marked destroyed whose KEK still exists. A generation may be
+// swept once its KEK is gone from the KeyManager and either the store
+// marks it destroyed or its stored wrapped key is one that a KEK of its
+// own wrapped: then nothing can ever open its records, whatever else the
+// store says (a restored backup brings back the wrapped key, never the
+// KEK).
 func (t *Tokenizer) sweepable(ctx context.Context, tenant string) (doomed map[uint32]bool, pending []uint32, err error) {
 	cur, ok, err := t.keys.readCurrent(ctx, tenant)
 	if err != nil || !ok {
 		return nil, nil, err
 	}
-	names := make([]string, 0, cur)
+	names := make([]string, 0, 2*cur)
 	for g := uint32(1); g <= cur; g++ {
-		names = append(names, destroyedName(tenant, g))
+		names = append(names, destroyedName(tenant, g), genName(tenant, g))
 	}
-	markers, err := t.store.Get(ctx, names)
+	vals, err := t.store.Get(ctx, names)
 	if err != nil {
 		return nil, nil, unavailable("store", err)
 	}
-	keks, err := t.keys.km.KEKs(ctx, generationKEKPrefix(tenant))
+	live, err := t.keys.liveKEKs(ctx, tenant)
 	if err != nil {
-		return nil, nil, unavailable("key manager", err)
-	}
-	alive := map[string]bool{}
-	for _, k := range keks {
-		alive[k] = true
+		return nil, nil, err
 	}
 	doomed = map[uint32]bool{}
 	for g := uint32(1); g <= cur; g++ {
+		marker, blob := vals[2*(g-1)], vals[2*(g-1)+1]
+		ownKEK := false
+		if blob != nil {
+			kb, err := parseKeyBlob(blob)
+			ownKEK = err == nil && kb.version != keyBlobVersion1
+		}
 		switch {
-		case markers[g-1] == nil:
-		case alive[dekKeyID(tenant, g).kek()]:
-			pending = append(pending, g)
-		default:
+		case live[g]:
+			if marker != nil {
+				pending = append(pending, g)
+			}
+		case marker != nil, ownKEK:
 			doomed[g] = true
 		}
 	}

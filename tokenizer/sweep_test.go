@@ -94,16 +94,16 @@ func TestSweepDestroyedDeletesOnlyDestroyedRecords(t *testing.T) {
 func TestSweepNeedsTheKEKGone(t *testing.T) {
 	e, _, gen2 := sweepEnv(t, 3)
 	ctx := context.Background()
-	// A destroyed marker planted on the current generation.
-	if err := e.mem.Put(ctx, []tokenizer.Entry{{Key: "jeton:k:acme:destroyed:2", Value: []byte{1, 0, 0, 0, 0, 0, 0, 0, 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	// And a destroy of generation 1 that stopped before its KEK.
+	// A destroy of generation 1 that stopped before its KEK.
 	e.keys.fail("DestroyKEK", true)
 	if err := e.tz.DestroyGeneration(ctx, "acme", 1); !errors.Is(err, tokenizer.ErrUnavailable) {
 		t.Fatal(err)
 	}
 	e.keys.fail("DestroyKEK", false)
+	// And a destroyed marker planted on the current generation.
+	if err := e.mem.Put(ctx, []tokenizer.Entry{{Key: "jeton:k:acme:destroyed:2", Value: []byte{1, 0, 0, 0, 0, 0, 0, 0, 1}}}); err != nil {
+		t.Fatal(err)
+	}
 	p, err := e.tz.SweepDestroyed(ctx, "acme", tokenizer.SweepOptions{}, nil)
 	if err != nil || p.Deleted != 0 || !slices.Equal(p.Pending, []uint32{1, 2}) {
 		t.Fatalf("SweepDestroyed = %+v, %v; want nothing deleted, generations 1 and 2 pending", p, err)

@@ -47,7 +47,7 @@ Subcommands:
                                                 prints "DONE/TOTAL" lines as it goes
   stats              [--json]                   record counts per tenant and generation
   reinstate          --identity ID --reason R   lift a suspension
-  mint-canary        --tenant T --class C [--suspend]
+  mint-canary        --tenant T --class C [--suspend] [--subject S]
                                                 mint a canary token; prints it
 
 Exit status: 0 done, 2 usage error, 3 the call failed.
@@ -333,6 +333,7 @@ func adminMintCanary(fs *flag.FlagSet) (func([]string) error, func(context.Conte
 	tenant := fs.String("tenant", "", "tenant (required)")
 	class := fs.String("class", "", "field class (required)")
 	suspend := fs.Bool("suspend", false, "revealing the canary also suspends the revealing identity")
+	subject := fs.String("subject", "", "data-subject id to index the canary under, as Tokenize does (default: a fresh random one); mint a fake person's canaries under one id")
 	return func(args []string) error {
 			if err := required(flagVal{"tenant", *tenant}, flagVal{"class", *class}); err != nil {
 				return err
@@ -340,7 +341,7 @@ func adminMintCanary(fs *flag.FlagSet) (func([]string) error, func(context.Conte
 			return noArgs(args)
 		},
 		func(ctx context.Context, cl *client.Client, _ []string, e *env) error {
-			tok, err := cl.MintCanary(ctx, *tenant, *class, *suspend)
+			tok, err := cl.MintCanary(ctx, *tenant, *class, *suspend, client.CanarySubject(*subject))
 			if err != nil {
 				return err
 			}

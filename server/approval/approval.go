@@ -3,22 +3,32 @@
 // to approve it.
 //
 // Requests and approvals live in the shared store (Redis in production),
-// so that any replica can list, approve or cancel them. Whoever can write
-// to that store must still not be able to forge an approval, nor change a
-// request's requester, action, target or expiry: every request and every
-// approval is stored with an HMAC-SHA256 under a key that only the service
-// holds (derived from its key hierarchy, see tokenizer.DeriveKey). A
-// request or approval that fails its MAC is refused, never acted on.
+// so that any replica can list, approve or cancel them. Whoever can read
+// that store must not learn who asked for what and why (a reason may name
+// a person), and whoever can write to it must not be able to forge an
+// approval, nor change a request's requester, action, target or expiry:
+// every request and every approval is sealed with AES-256-GCM under a key
+// that only the service holds (derived from its key hierarchy, see
+// tokenizer.DeriveKey), bound to its request id and kind, and padded so
+// that its size says little of its reason. A request or approval that
+// does not open is refused, never acted on. Entries written by earlier
+// releases (readable JSON with an HMAC-SHA256) are still read, and
+// refused the same way if their MAC fails; they lapse with their request.
 //
-// What a MAC cannot stop is a rollback: someone who copied a request's
+// What sealing cannot stop is a rollback: someone who copied a request's
 // entries can put them back after a cancel or after it was carried out.
-// Expiry bounds that window (the expiry is under the MAC), a live
+// Expiry bounds that window (the expiry is sealed), a live
 // custodian must still act for anything to happen, and every step is in
 // the audit log.
 package approval
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -60,16 +70,19 @@ type Request struct {
 	Required int `json:"required"`
 
 	// Approvers are the custodians other than the requester who approved,
-	// oldest first. Filled in when the request is read; not under the
-	// request's MAC, each approval has its own.
+	// oldest first. Filled in when the request is read; not sealed with
+	// the request, each approval is sealed on its own.
 	Approvers []string `json:"-"`
 }
 
 // Approved reports whether enough distinct custodians agree, counting
-// only approvers for which counts returns true (say, those still
-// custodians of the tenant).
+// only those, the requester included, for which counts returns true (say,
+// those still custodians of the tenant).
 func (r Request) Approved(counts func(identity string) bool) bool {
-	n := 1 // the requester
+	n := 0
+	if counts(r.Requester) {
+		n++
+	}
 	for _, a := range r.Approvers {
 		if a != r.Requester && counts(a) {
 			n++
@@ -85,8 +98,8 @@ var (
 	ErrNotFound = errors.New("approval: no such pending request")
 	// ErrExpired: the request lapsed before it was carried out.
 	ErrExpired = errors.New("approval: the request has expired")
-	// ErrTampered: a stored request or approval fails its MAC; it was
-	// altered, forged or moved in the store.
+	// ErrTampered: a stored request or approval does not open (fails its
+	// authentication); it was altered, forged or moved in the store.
 	ErrTampered = errors.New("approval: a stored request or approval fails its integrity check")
 	// ErrSelfApproval: the requester tried to approve its own request.
 	ErrSelfApproval = errors.New("approval: a custodian cannot approve its own request")
@@ -109,7 +122,8 @@ func approvalsName(id string) string { return prefix + "req:" + id + ":approvals
 // concurrent use, by any number of replicas sharing the store.
 type Book struct {
 	store tokenizer.Store
-	key   []byte
+	key   []byte      // authenticates entries of earlier releases
+	aead  cipher.AEAD // seals entries
 	now   func() time.Time
 	rand  io.Reader
 }
@@ -123,49 +137,101 @@ func WithClock(now func() time.Time) Option { return func(b *Book) { b.now = now
 // WithRand sets the source of request ids (crypto/rand by default).
 func WithRand(r io.Reader) Option { return func(b *Book) { b.rand = r } }
 
-// New returns a Book over store whose entries are authenticated with key,
-// a secret of at least 32 bytes that every replica derives the same way.
+// New returns a Book over store whose entries are sealed under key, a
+// secret of at least 32 bytes that every replica derives the same way.
 func New(store tokenizer.Store, key []byte, opts ...Option) (*Book, error) {
 	if store == nil {
 		return nil, errors.New("approval: nil store")
 	}
 	if len(key) < 32 {
-		return nil, errors.New("approval: the MAC key must be at least 32 bytes")
+		return nil, errors.New("approval: the key must be at least 32 bytes")
 	}
-	b := &Book{store: store, key: slices.Clone(key), now: time.Now, rand: rand.Reader}
+	sealKey, err := hkdf.Expand(sha256.New, key, "jeton/v2/approval/seal", 32)
+	if err != nil {
+		return nil, fmt.Errorf("approval: deriving the sealing key: %w", err)
+	}
+	block, err := aes.NewCipher(sealKey)
+	clear(sealKey)
+	if err != nil {
+		return nil, fmt.Errorf("approval: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("approval: %w", err)
+	}
+	b := &Book{store: store, key: slices.Clone(key), aead: aead, now: time.Now, rand: rand.Reader}
 	for _, o := range opts {
 		o(b)
 	}
 	return b, nil
 }
 
-// mac authenticates one stored value under a domain and the request id,
-// so that neither a request nor an approval opens under another id.
-func (b *Book) mac(domain, id string, payload []byte) []byte {
-	m := hmac.New(sha256.New, b.key)
-	m.Write([]byte("jeton/v1/approval/" + domain + "\x00" + id + "\x00"))
-	m.Write(payload)
-	return m.Sum(nil)
+// Stored entries. A sealed entry is
+//
+//	"2." base64url(nonce (12 bytes) | AES-256-GCM(payload padded with spaces to a multiple of padTo))
+//
+// with associated data "jeton/v2/approval/" domain 0x00 id, so that
+// neither a request nor an approval opens under another id or as the
+// other kind. An entry of an earlier release is base64url(payload) "."
+// base64url(HMAC-SHA256(key, "jeton/v1/approval/" domain 0x00 id 0x00
+// payload)); it is only read.
+const (
+	sealedPrefix = "2."
+	// padTo is the padding block: a request with a reason of a few
+	// hundred bytes is stored in one block, whatever the reason says.
+	padTo = 512
+)
+
+// seal seals payload, a JSON value, for the entry of kind domain of
+// request id.
+func (b *Book) seal(domain, id string, payload []byte) ([]byte, error) {
+	n := b.aead.NonceSize()
+	padded := make([]byte, n, n+(len(payload)/padTo+1)*padTo+b.aead.Overhead())
+	if _, err := io.ReadFull(b.rand, padded[:n]); err != nil {
+		return nil, fmt.Errorf("approval: reading randomness: %w", err)
+	}
+	// JSON ignores trailing spaces.
+	body := append(slices.Clone(payload), bytes.Repeat([]byte{' '}, padTo-len(payload)%padTo)...)
+	sealed := b.aead.Seal(padded, padded[:n], body, sealAD(domain, id))
+	return []byte(sealedPrefix + base64.RawURLEncoding.EncodeToString(sealed)), nil
 }
 
-// seal is payload "." base64(mac), payload base64 too.
-func (b *Book) seal(domain, id string, payload []byte) []byte {
-	enc := base64.RawURLEncoding
-	return []byte(enc.EncodeToString(payload) + "." + enc.EncodeToString(b.mac(domain, id, payload)))
-}
+func sealAD(domain, id string) []byte { return []byte("jeton/v2/approval/" + domain + "\x00" + id) }
 
-func (b *Book) open(domain, id string, sealed []byte) ([]byte, error) {
+// open returns the payload of a stored entry, ErrTampered if it does not
+// open as the entry of kind domain of request id.
+func (b *Book) open(domain, id string, stored []byte) ([]byte, error) {
 	enc := base64.RawURLEncoding
-	p, m, ok := strings.Cut(string(sealed), ".")
+	if rest, ok := bytes.CutPrefix(stored, []byte(sealedPrefix)); ok {
+		raw, err := enc.DecodeString(string(rest))
+		n := b.aead.NonceSize()
+		if err != nil || len(raw) < n {
+			return nil, ErrTampered
+		}
+		payload, err := b.aead.Open(nil, raw[:n], raw[n:], sealAD(domain, id))
+		if err != nil {
+			return nil, ErrTampered
+		}
+		return bytes.TrimRight(payload, " "), nil
+	}
+	p, m, ok := strings.Cut(string(stored), ".")
 	if !ok {
 		return nil, ErrTampered
 	}
 	payload, err1 := enc.DecodeString(p)
 	sum, err2 := enc.DecodeString(m)
-	if err1 != nil || err2 != nil || !hmac.Equal(sum, b.mac(domain, id, payload)) {
+	if err1 != nil || err2 != nil || !hmac.Equal(sum, b.legacyMAC(domain, id, payload)) {
 		return nil, ErrTampered
 	}
 	return payload, nil
+}
+
+// legacyMAC authenticates an entry of an earlier release.
+func (b *Book) legacyMAC(domain, id string, payload []byte) []byte {
+	m := hmac.New(sha256.New, b.key)
+	m.Write([]byte("jeton/v1/approval/" + domain + "\x00" + id + "\x00"))
+	m.Write(payload)
+	return m.Sum(nil)
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -188,8 +254,12 @@ func (b *Book) Create(ctx context.Context, r Request, ttl time.Duration) (Reques
 	if err != nil {
 		return Request{}, err
 	}
+	sealed, err := b.seal("request", r.ID, payload)
+	if err != nil {
+		return Request{}, err
+	}
 	life := ttl + keep
-	won, err := b.store.PutNew(ctx, []tokenizer.Entry{{Key: requestName(r.ID), Value: b.seal("request", r.ID, payload), TTL: life}})
+	won, err := b.store.PutNew(ctx, []tokenizer.Entry{{Key: requestName(r.ID), Value: sealed, TTL: life}})
 	if err != nil {
 		return Request{}, fmt.Errorf("approval: %w: %v", tokenizer.ErrUnavailable, err)
 	}
@@ -244,7 +314,7 @@ func (b *Book) Get(ctx context.Context, id string) (Request, error) {
 		}
 		approvals = append(approvals, a)
 	}
-	slices.SortFunc(approvals, func(x, y approval) int { return x.At.Compare(y.At) })
+	slices.SortFunc(approvals, func(x, y approval) int { return cmp.Or(x.At.Compare(y.At), strings.Compare(x.By, y.By)) })
 	for _, a := range approvals {
 		if !slices.Contains(r.Approvers, a.By) {
 			r.Approvers = append(r.Approvers, a.By)
@@ -280,8 +350,12 @@ func (b *Book) Approve(ctx context.Context, id, approver string) (Request, error
 	if err != nil {
 		return r, err
 	}
+	sealed, err := b.seal("approval", id, payload)
+	if err != nil {
+		return r, err
+	}
 	life := r.Expires.Sub(b.now()) + keep
-	if err := b.store.AddToSet(ctx, approvalsName(id), []string{string(b.seal("approval", id, payload))}, life); err != nil {
+	if err := b.store.AddToSet(ctx, approvalsName(id), []string{string(sealed)}, life); err != nil {
 		return r, fmt.Errorf("approval: %w: %v", tokenizer.ErrUnavailable, err)
 	}
 	// Read back: concurrent approvals all count.

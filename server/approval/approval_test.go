@@ -133,45 +133,81 @@ func TestExpiry(t *testing.T) {
 
 // Whoever writes to the store cannot forge an approval, nor change a
 // request's requester, target or expiry, nor move either to another
-// request.
+// request: in the sealed format, and in the format of earlier releases,
+// still read for requests pending across an upgrade.
 func TestTamperedRequestsAndApprovalsAreRefused(t *testing.T) {
 	ctx := context.Background()
 	enc := base64.RawURLEncoding
-	edit := func(t *testing.T, store *memstore.Store, name string, f func(payload []byte) []byte) {
-		t.Helper()
-		v, err := store.Get(ctx, []string{name})
-		if err != nil || v[0] == nil {
-			t.Fatal("no such entry", err)
+	// flip changes one byte of the sealed entry at name: of its nonce,
+	// its ciphertext or its tag.
+	flip := func(at func(n int) int) func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
+		return func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
+			name := "jeton:a:req:" + r.ID
+			v, err := store.Get(ctx, []string{name})
+			if err != nil || v[0] == nil || !bytes.HasPrefix(v[0], []byte("2.")) {
+				t.Fatal("no sealed entry", err)
+			}
+			raw, err := enc.DecodeString(string(v[0][2:]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw[at(len(raw))] ^= 1
+			if err := store.Put(ctx, []tokenizer.Entry{{Key: name, Value: []byte("2." + enc.EncodeToString(raw))}}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		p, m, _ := strings.Cut(string(v[0]), ".")
-		payload, _ := enc.DecodeString(p)
-		out := enc.EncodeToString(f(payload)) + "." + m
-		if err := store.Put(ctx, []tokenizer.Entry{{Key: name, Value: []byte(out)}}); err != nil {
-			t.Fatal(err)
+	}
+	// editLegacy rewrites the request as an earlier release stored it,
+	// then edits its readable payload, keeping the MAC.
+	editLegacy := func(f func(payload []byte) []byte) func(t *testing.T, b *approval.Book, store *memstore.Store, r, _ approval.Request) {
+		return func(t *testing.T, b *approval.Book, store *memstore.Store, r, _ approval.Request) {
+			if err := approval.AsLegacy(ctx, b, r.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Get(ctx, r.ID); err != nil {
+				t.Fatalf("an untouched entry of an earlier release does not read: %v", err)
+			}
+			name := "jeton:a:req:" + r.ID
+			v, err := store.Get(ctx, []string{name})
+			if err != nil || v[0] == nil {
+				t.Fatal("no such entry", err)
+			}
+			p, m, _ := strings.Cut(string(v[0]), ".")
+			payload, _ := enc.DecodeString(p)
+			edited := f(payload)
+			if bytes.Equal(edited, payload) {
+				t.Fatal("the edit changed nothing")
+			}
+			if err := store.Put(ctx, []tokenizer.Entry{{Key: name, Value: []byte(enc.EncodeToString(edited) + "." + m)}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for _, tc := range []struct {
 		name   string
 		attack func(t *testing.T, b *approval.Book, store *memstore.Store, r, other approval.Request)
 	}{
-		{"requester changed", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
-			edit(t, store, "jeton:a:req:"+r.ID, func(p []byte) []byte {
-				return bytes.Replace(p, []byte("custodian-a"), []byte("custodian-z"), 1)
-			})
-		}},
-		{"target changed", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
-			edit(t, store, "jeton:a:req:"+r.ID, func(p []byte) []byte {
-				return bytes.Replace(p, []byte(`"tenant":"acme"`), []byte(`"tenant":"beta"`), 1)
-			})
-		}},
-		{"approvals required lowered", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
-			edit(t, store, "jeton:a:req:"+r.ID, func(p []byte) []byte {
-				return bytes.Replace(p, []byte(`"required":2`), []byte(`"required":1`), 1)
-			})
-		}},
+		{"nonce edited", flip(func(int) int { return 0 })},
+		{"ciphertext edited", flip(func(n int) int { return 20 })},
+		{"tag edited", flip(func(n int) int { return n - 1 })},
+		{"earlier release's entry, requester changed", editLegacy(func(p []byte) []byte {
+			return bytes.Replace(p, []byte("custodian-a"), []byte("custodian-z"), 1)
+		})},
+		{"earlier release's entry, target changed", editLegacy(func(p []byte) []byte {
+			return bytes.Replace(p, []byte(`"tenant":"acme"`), []byte(`"tenant":"beta"`), 1)
+		})},
+		{"earlier release's entry, approvals required lowered", editLegacy(func(p []byte) []byte {
+			return bytes.Replace(p, []byte(`"required":2`), []byte(`"required":1`), 1)
+		})},
 		{"forged approval", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
-			forged := enc.EncodeToString([]byte(`{"by":"spiffe://ttp/custodian-b","at":"2030-05-06T07:09:00Z"}`)) + "." + enc.EncodeToString(make([]byte, 32))
-			if err := store.AddToSet(ctx, "jeton:a:req:"+r.ID+":approvals", []string{forged}, time.Hour); err != nil {
+			forged := []string{
+				"2." + enc.EncodeToString(make([]byte, 12+64+16)),
+				enc.EncodeToString([]byte(`{"by":"spiffe://ttp/custodian-b","at":"2030-05-06T07:09:00Z"}`)) + "." + enc.EncodeToString(make([]byte, 32)),
+			}
+			if err := store.AddToSet(ctx, "jeton:a:req:"+r.ID+":approvals", forged[:1], time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.AddToSet(ctx, "jeton:a:req:"+r.ID+":approvals", forged[1:], time.Hour); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -190,6 +226,24 @@ func TestTamperedRequestsAndApprovalsAreRefused(t *testing.T) {
 		{"request moved from another id", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, other approval.Request) {
 			v, _ := store.Get(ctx, []string{"jeton:a:req:" + other.ID})
 			if err := store.Put(ctx, []tokenizer.Entry{{Key: "jeton:a:req:" + r.ID, Value: v[0]}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"request stored as an approval", func(t *testing.T, _ *approval.Book, store *memstore.Store, r, _ approval.Request) {
+			v, _ := store.Get(ctx, []string{"jeton:a:req:" + r.ID})
+			if err := store.AddToSet(ctx, "jeton:a:req:"+r.ID+":approvals", []string{string(v[0])}, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"approval stored as the request", func(t *testing.T, b *approval.Book, store *memstore.Store, r, _ approval.Request) {
+			if _, err := b.Approve(ctx, r.ID, "spiffe://ttp/custodian-b"); err != nil {
+				t.Fatal(err)
+			}
+			m, err := store.SetMembers(ctx, "jeton:a:req:"+r.ID+":approvals")
+			if err != nil || len(m) != 1 {
+				t.Fatal(m, err)
+			}
+			if err := store.Put(ctx, []tokenizer.Entry{{Key: "jeton:a:req:" + r.ID, Value: []byte(m[0])}}); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -230,6 +284,98 @@ func TestTamperedRequestsAndApprovalsAreRefused(t *testing.T) {
 	}
 	if _, err := stranger.Get(ctx, r.ID); !errors.Is(err, approval.ErrTampered) {
 		t.Errorf("Get under another key: %v, want ErrTampered", err)
+	}
+}
+
+// What the store holds of a request says nothing of who asked for what
+// and why: no requester, approver, tenant, action or reason, in the clear
+// or base64-encoded, and a reason's length only to within a padding
+// block.
+func TestStoredRequestsAreSealed(t *testing.T) {
+	b, store, _ := newBook(t)
+	ctx := context.Background()
+	secrets := []string{"custodian-a", "custodian-b", "acme", "destroy_generation", "Fakeperson", "TICKET-1"}
+	req := destroyRequest()
+	req.Reason = "Fakeperson Testname asked for it, TICKET-1"
+	r, err := b.Create(ctx, req, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Approve(ctx, r.ID, "spiffe://ttp/custodian-b"); err != nil {
+		t.Fatal(err)
+	}
+	short := destroyRequest()
+	short.Reason = "x"
+	rs, err := b.Create(ctx, short, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored [][]byte
+	err = store.Scan(ctx, "jeton:a:", func(keys []string) error {
+		for _, k := range keys {
+			vals, err := store.Get(ctx, []string{k})
+			if err == nil && vals[0] != nil {
+				stored = append(stored, vals[0])
+				continue
+			}
+			members, err := store.SetMembers(ctx, k)
+			if err != nil {
+				return err
+			}
+			for _, m := range members {
+				stored = append(stored, []byte(m))
+			}
+		}
+		return nil
+	})
+	if err != nil || len(stored) < 4 { // two requests, an approval, the index
+		t.Fatalf("scanned %d entries: %v", len(stored), err)
+	}
+	enc := base64.RawURLEncoding
+	for _, v := range stored {
+		views := [][]byte{v}
+		for _, part := range strings.Split(strings.TrimPrefix(string(v), "2."), ".") {
+			if d, err := enc.DecodeString(part); err == nil {
+				views = append(views, d)
+			}
+		}
+		for _, view := range views {
+			for _, s := range secrets {
+				if bytes.Contains(view, []byte(s)) {
+					t.Errorf("a stored entry shows %q", s)
+				}
+			}
+		}
+	}
+	long, _ := store.Get(ctx, []string{"jeton:a:req:" + r.ID})
+	small, _ := store.Get(ctx, []string{"jeton:a:req:" + rs.ID})
+	if len(long[0]) != len(small[0]) {
+		t.Errorf("requests whose reasons are 1 and %d bytes are stored as %d and %d bytes", len(req.Reason), len(small[0]), len(long[0]))
+	}
+	if got, err := b.Get(ctx, r.ID); err != nil || got.Reason != req.Reason || got.Requester != req.Requester {
+		t.Errorf("Get = %+v, %v; want the request as made", got, err)
+	}
+}
+
+// The requester counts as one approval only while counts says so (a
+// custodian of the tenant under the policy in force), like any approver.
+func TestRequesterCountsOnlyWhileACustodian(t *testing.T) {
+	b, _, _ := newBook(t)
+	ctx := context.Background()
+	r, err := b.Create(ctx, destroyRequest(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Approve(ctx, r.ID, "spiffe://ttp/custodian-b")
+	if err != nil || !got.Approved(all) {
+		t.Fatalf("Approve = %+v, %v; want approved", got, err)
+	}
+	notRequester := func(id string) bool { return id != got.Requester }
+	if got.Approved(notRequester) {
+		t.Error("a requester that no longer counts was counted")
+	}
+	if got.Approved(func(string) bool { return false }) {
+		t.Error("approved with nobody counting")
 	}
 }
 

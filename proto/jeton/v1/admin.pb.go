@@ -1654,7 +1654,11 @@ type MintCanaryRequest struct {
 	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	FieldClass string                 `protobuf:"bytes,2,opt,name=field_class,json=fieldClass,proto3" json:"field_class,omitempty"`
 	// suspend makes a reveal of the canary suspend the revealing identity.
-	Suspend       bool `protobuf:"varint,3,opt,name=suspend,proto3" json:"suspend,omitempty"`
+	Suspend bool `protobuf:"varint,3,opt,name=suspend,proto3" json:"suspend,omitempty"`
+	// subject is the data-subject id the canary is indexed under, as
+	// Tokenize indexes a record sent with a subject; empty gives it a fresh
+	// random one. Mint the canaries of one fake person under one subject id.
+	Subject       string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1708,6 +1712,13 @@ func (x *MintCanaryRequest) GetSuspend() bool {
 		return x.Suspend
 	}
 	return false
+}
+
+func (x *MintCanaryRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
 }
 
 type MintCanaryResponse struct {
@@ -1866,12 +1877,13 @@ const file_jeton_v1_admin_proto_rawDesc = "" +
 	"\x18ReinstateIdentityRequest\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1b\n" +
-	"\x19ReinstateIdentityResponse\"f\n" +
+	"\x19ReinstateIdentityResponse\"\x80\x01\n" +
 	"\x11MintCanaryRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vfield_class\x18\x02 \x01(\tR\n" +
 	"fieldClass\x12\x18\n" +
-	"\asuspend\x18\x03 \x01(\bR\asuspend\"*\n" +
+	"\asuspend\x18\x03 \x01(\bR\asuspend\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\"*\n" +
 	"\x12MintCanaryResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token*w\n" +
 	"\rPendingAction\x12\x1e\n" +
