@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"slices"
@@ -134,9 +135,26 @@ func scanSubjects(t testing.TB, c *redis.Client) subjectIndex {
 	iter := c.Scan(ctx, 0, "jeton:s:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		k := iter.Val()
-		members, err := c.SMembers(ctx, k).Result()
+		// An index is a hash whose fields are the keyed hashes of its
+		// records' names, as bytes; one an earlier version wrote is a set
+		// of whole record names.
+		kind, err := c.Type(ctx, k).Result()
 		if err != nil {
-			t.Fatalf("SMEMBERS a subject index: %v", err)
+			t.Fatalf("TYPE a subject index: %v", err)
+		}
+		var members []string
+		if kind == "set" {
+			members, err = c.SMembers(ctx, k).Result()
+		} else {
+			var fields []string
+			fields, err = c.HKeys(ctx, k).Result()
+			tenant := strings.Split(k, ":")[2]
+			for _, f := range fields {
+				members = append(members, "jeton:r:"+tenant+":"+base64.RawURLEncoding.EncodeToString([]byte(f)))
+			}
+		}
+		if err != nil {
+			t.Fatalf("reading a subject index: %v", err)
 		}
 		ttl, err := c.PTTL(ctx, k).Result()
 		if err != nil {

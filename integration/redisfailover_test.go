@@ -24,13 +24,16 @@ import (
 // the test reports how much, it does not assert it.
 
 // lagThenKill pauses replicas, cuts master's links to them, lets the load
-// run for a second, kills master and resumes the replicas.
+// run for three seconds, kills master and resumes the replicas. The lag is
+// several replica-ack timeouts (500 ms) long, so that with
+// min_replica_acks a write that WAIT did not confirm would have been
+// acknowledged, and lost, before the kill if jetond ignored WAIT's answer.
 func lagThenKill(t *testing.T, master *testenv.Redis, replicas ...*testenv.Redis) {
 	for _, r := range replicas {
 		r.Pause()
 	}
 	master.DropReplicas(t)
-	time.Sleep(time.Second)
+	time.Sleep(3 * time.Second)
 	master.Kill()
 	for _, r := range replicas {
 		r.Resume()

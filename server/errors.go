@@ -26,8 +26,16 @@ const (
 	msgBadToken    = "malformed token"
 	msgBudget      = "budget exceeded"
 	msgSuspended   = "identity suspended; a custodian must reinstate it"
-	msgAmbiguous   = "format-preserving token matches records in several of the caller's tenants; name the tenant"
-	msgShapeFull   = "no free token left in the class's token shape for a value of this length; retry, or use a wider shape"
+	// msgKeyReused answers a call that reuses an idempotency key with
+	// other items. INVALID_ARGUMENT, not FAILED_PRECONDITION: the request
+	// itself is wrong (its key belongs to another call), retrying it never
+	// succeeds, and what fixes it is a new request (a new key), not a change
+	// of the server's state that the caller could wait for. The Go client
+	// reports it as ErrInvalidArgument, "retrying the same input fails
+	// again", which is what the caller must know.
+	msgKeyReused = "idempotency key already used for a call with other items (values, classes, subjects or their order); send new items under a new idempotency key"
+	msgAmbiguous = "format-preserving token matches records in several of the caller's tenants; name the tenant"
+	msgShapeFull = "no free token left in the class's token shape for a value of this length; retry, or use a wider shape"
 )
 
 // refusal is a call a budget refused, for the operation op (opReveal or
@@ -130,6 +138,8 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.ResourceExhausted, msgShapeFull)
 	case errors.Is(err, tokenizer.ErrInvalidToken):
 		return status.New(codes.InvalidArgument, msgBadToken)
+	case errors.Is(err, tokenizer.ErrIdempotencyKeyReused):
+		return status.New(codes.InvalidArgument, msgKeyReused)
 	case errors.As(err, &d):
 		return status.New(codes.PermissionDenied, d.Error())
 	case errors.As(err, &inv):

@@ -53,6 +53,18 @@ func (w meteredStore) PutExisting(ctx context.Context, e []tokenizer.Entry) ([]b
 	return r, err
 }
 
+func (w meteredStore) Swap(ctx context.Context, old []byte, e tokenizer.Entry) (bool, error) {
+	r, err := w.s.Swap(ctx, old, e)
+	w.m.count(ctx, BackendRedis, err)
+	return r, err
+}
+
+func (w meteredStore) Write(ctx context.Context, wr tokenizer.Write) error {
+	err := w.s.Write(ctx, wr)
+	w.m.count(ctx, BackendRedis, err)
+	return err
+}
+
 func (w meteredStore) Get(ctx context.Context, keys []string) ([][]byte, error) {
 	r, err := w.s.Get(ctx, keys)
 	w.m.count(ctx, BackendRedis, err)

@@ -9,7 +9,7 @@ import (
 
 // Store key prefixes of one tenant's data. Each ends with the ':' after the
 // tenant name, so the prefix of tenant "acme" never matches "acme-2".
-func recordPrefix(tenant string) string      { return "jeton:r:" + tenant + ":" }
+func recordPrefix(tenant string) string      { return recordSpace + tenant + ":" }
 func subjectPrefix(tenant string) string     { return "jeton:s:" + tenant + ":" }
 func idempotencyPrefix(tenant string) string { return "jeton:i:" + tenant + ":" }
 

@@ -53,10 +53,15 @@ func benchItems(class string, first, n int) []tokenizer.Item {
 }
 
 // BenchmarkMint measures Tokenize of one new value per call: validation,
-// minting, naming, sealing and storing, for each kind of class.
+// minting, naming, sealing and storing, for each kind of class, and for a
+// random one with an idempotency key (claiming and completing its entry),
+// as the client library sends every call.
 func BenchmarkMint(b *testing.B) {
-	for _, class := range []string{"name", "lookup"} {
-		b.Run(class, func(b *testing.B) {
+	for _, bc := range []struct {
+		name, class string
+		idem        bool
+	}{{"name", "name", false}, {"lookup", "lookup", false}, {"name/idempotency-key", "name", true}} {
+		b.Run(bc.name, func(b *testing.B) {
 			tz := benchTokenizer(b)
 			ctx := context.Background()
 			item := make([]tokenizer.Item, 1)
@@ -64,8 +69,12 @@ func BenchmarkMint(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				n++
-				item[0] = tokenizer.Item{Class: class, Value: "Fake Person " + strconv.Itoa(n)}
-				res, err := tz.Tokenize(ctx, "acme", item, "")
+				item[0] = tokenizer.Item{Class: bc.class, Value: "Fake Person " + strconv.Itoa(n)}
+				key := ""
+				if bc.idem {
+					key = "caller\x00call-" + strconv.Itoa(n)
+				}
+				res, err := tz.Tokenize(ctx, "acme", item, key)
 				if err != nil || res[0].Err != nil {
 					b.Fatalf("Tokenize: %v %v", err, res[0].Err)
 				}

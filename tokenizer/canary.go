@@ -56,7 +56,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value, subjec
 	}
 	if value == "" {
 		var err error
-		if value, err = CanaryValue(t.rand, c); err != nil {
+		if value, err = CanaryValue(t.rand, *c); err != nil {
 			return "", err
 		}
 	}
@@ -85,7 +85,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value, subjec
 	}
 	if c.Kind == KindRandom && c.shapeOf() != nil {
 		// Its record is its claim, as for any random shaped token.
-		return t.putNewShaped(ctx, tk, &c, value, ttl, seal)
+		return t.putNewShaped(ctx, tk, c, value, ttl, seal)
 	}
 	var payload [tokenPayloadLen]byte
 	if c.Kind == KindDeterministic {
@@ -95,7 +95,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value, subjec
 	} else if _, err := io.ReadFull(t.rand, payload[:]); err != nil {
 		return "", fmt.Errorf("tokenizer: reading randomness: %w", err)
 	}
-	tok := newToken(&c, tenant, payload)
+	tok := newToken(c, tenant, payload)
 	text := tok.String()
 	blob, err := seal(tok)
 	if err != nil {
@@ -105,7 +105,7 @@ func (t *Tokenizer) MintCanary(ctx context.Context, tenant, class, value, subjec
 	if err := t.store.Put(ctx, []Entry{{Key: name, Value: blob, TTL: ttl}}); err != nil {
 		return "", unavailable("store", err)
 	}
-	if err := t.store.AddToSet(ctx, subjectName(tk, subject), []string{name}, ttl); err != nil {
+	if err := t.store.AddToSet(ctx, subjectName(tk, subject), []string{subjectMember(tk, name)}, ttl); err != nil {
 		return "", unavailable("store", err)
 	}
 	return text, nil

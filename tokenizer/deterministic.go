@@ -31,13 +31,8 @@ import (
 // HMAC-SHA256(det, class || 0x00 || value), truncated to 128 bits. Class
 // names never contain 0x00, so no two (class, value) pairs collide.
 func deterministicPayload(det *macKey, class, value string) (p [tokenPayloadLen]byte) {
-	m := det.get()
-	var stack [128]byte
-	buf := append(append(append(stack[:0], class...), 0), value...)
-	m.Write(buf)
 	var sum [sha256.Size]byte
-	copy(p[:], m.Sum(sum[:0]))
-	det.put(m)
+	copy(p[:], det.mac(sum[:0], class, "\x00", value))
 	return p
 }
 
@@ -68,7 +63,7 @@ func (t *Tokenizer) adoptOlderDeterministic(ctx context.Context, tk *tenantKeys,
 	for _, i := range det {
 		p := &work[i]
 		for _, g := range older {
-			tok := newToken(&p.class, tk.name, deterministicPayload(g.det, p.class.Name, p.norm))
+			tok := newToken(p.class, tk.name, deterministicPayload(g.det, p.class.Name, p.norm))
 			text := tok.String()
 			cands = append(cands, candidate{tok, text})
 			names = append(names, recordName(tk, text))

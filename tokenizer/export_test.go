@@ -69,6 +69,16 @@ func RecordKey(ctx context.Context, t *Tokenizer, tokText string) (string, error
 // PaddedSize is paddedSize, the size bucket of a v3 record's body.
 var PaddedSize = paddedSize
 
+// SubjectKeys returns the store keys of a subject's index, as this version
+// writes it, and as versions before compact members wrote it.
+func SubjectKeys(ctx context.Context, t *Tokenizer, tenant, subject string) (index, legacy string, err error) {
+	tk, err := t.keys.tenant(ctx, tenant, false)
+	if err != nil {
+		return "", "", err
+	}
+	return subjectName(tk, subject), legacySubjectName(tk, subject), nil
+}
+
 // EmailTokenOf is the email-shaped token of payload under domain, as a
 // deterministic email-shaped class writes it.
 func EmailTokenOf(domain string, payload [16]byte) (string, error) {

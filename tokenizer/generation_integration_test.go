@@ -395,3 +395,37 @@ func TestRewrapAfterKEKRotationEndToEnd(t *testing.T) {
 		t.Errorf("DeriveKey after rewrap: same key %t, %v", string(k) == string(auditKey), err)
 	}
 }
+
+// TestIdempotentRetryAfterDestroyAgainstRealStore: against a real Redis
+// and Vault, a retry of a call whose tokens' generation was destroyed
+// since gets fresh tokens that reveal its values, on the replica that
+// destroyed it and on a fresh one, and never a dead token.
+func TestIdempotentRetryAfterDestroyAgainstRealStore(t *testing.T) {
+	e := startRealEnv(t)
+	r := testenv.StartRedis(t)
+	ctx := ctxTimeout(t)
+	tz := e.replica(t, r)
+	items := fakeItems("Retry", 5)
+	dead := tokenize(t, tz, "acme", items, "k-destroyed")
+	if g, err := tz.RotateGeneration(ctx, "acme"); err != nil || g != 2 {
+		t.Fatalf("RotateGeneration = %d, %v", g, err)
+	}
+	e.offset.Store(int64(24 * time.Hour))
+	if err := tz.DestroyGeneration(ctx, "acme", 1); err != nil {
+		t.Fatalf("DestroyGeneration(1): %v", err)
+	}
+	var fresh []string
+	for _, rep := range []*tokenizer.Tokenizer{tz, e.replica(t, r)} {
+		again := tokenize(t, rep, "acme", items, "k-destroyed")
+		for i, rv := range reveal(t, rep, again...) {
+			if again[i] == dead[i] {
+				t.Fatalf("item %d: the retry returned the token of the destroyed generation", i)
+			}
+			if fresh != nil && again[i] != fresh[i] {
+				t.Fatalf("item %d: a retry on another replica reminted the fresh token", i)
+			}
+			wantValue(t, rv, items[i].Value)
+		}
+		fresh = again
+	}
+}

@@ -5,7 +5,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
+	"hash"
 	"testing"
 
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -28,7 +31,8 @@ func TestIdempotencyEntriesDoNotOpenFromADump(t *testing.T) {
 	}
 	ctx := context.Background()
 	items := []tokenizer.Item{{Class: "name", Value: "Idem Person", Subject: "subject-1"}}
-	res, err := tz.Tokenize(ctx, "acme", items, "caller\x00retry-1")
+	const callerKey = "caller\x00retry-1"
+	res, err := tz.Tokenize(ctx, "acme", items, callerKey)
 	if err != nil || res[0].Err != nil {
 		t.Fatalf("Tokenize: %v", err)
 	}
@@ -58,21 +62,59 @@ func TestIdempotencyEntriesDoNotOpenFromADump(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the attacker's unwrap failed: %v", err)
 	}
-	// Every key the root derives that the attacker could guess a label for.
+	// Every key the attacker can derive from the root without the
+	// values: the root's labelled keys, and the entry's key computed over
+	// the caller's key (which the attacker is granted) but not the items.
+	// Each is tried with the associated data the entry is sealed with.
+	var candidates [][]byte
 	for _, label := range []string{"jeton/v1/idempotency", "jeton/v1/index", "jeton/v1/deterministic"} {
 		k, err := hkdf.Expand(sha256.New, root, label, 32)
 		if err != nil {
 			t.Fatal(err)
 		}
-		block, _ := aes.NewCipher(k)
-		aead, _ := cipher.NewGCM(block)
-		blob := entryBlobs[0]
-		if _, err := aead.Open(nil, blob[1:13], blob[13:], []byte(entries[0])); err == nil {
-			t.Fatalf("an idempotency entry opened with the root-derived key %q", label)
+		candidates = append(candidates, k)
+	}
+	idem := candidates[0]
+	lp := func(m hash.Hash, s string) {
+		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
+		m.Write([]byte(s))
+	}
+	for _, n := range []uint32{0, 1} {
+		m := hmac.New(sha256.New, idem)
+		lp(m, "jeton/v2/idempotency")
+		lp(m, callerKey)
+		m.Write(binary.BigEndian.AppendUint32(nil, n))
+		candidates = append(candidates, m.Sum(nil))
+	}
+	// The entry: its state byte, then version 0x01 | nonce | sealed seed.
+	blob := entryBlobs[0][1:]
+	for _, ad := range []string{entries[0], "jeton/v2/idempotency\x00" + entries[0]} {
+		for i, k := range candidates {
+			block, _ := aes.NewCipher(k)
+			aead, _ := cipher.NewGCM(block)
+			if _, err := aead.Open(nil, blob[1:13], blob[13:], []byte(ad)); err == nil {
+				t.Fatalf("an idempotency entry opened with a key derived without the values (candidate %d)", i)
+			}
 		}
 	}
+	// The same derivation over the items does open it: the test would
+	// notice a change of format that made the attempts above meaningless.
+	m := hmac.New(sha256.New, idem)
+	lp(m, "jeton/v2/idempotency")
+	lp(m, callerKey)
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(items))))
+	for _, it := range items {
+		for _, f := range []string{it.Class, it.Value, it.Subject} {
+			lp(m, f)
+		}
+	}
+	block, _ := aes.NewCipher(m.Sum(nil))
+	aead, _ := cipher.NewGCM(block)
+	if _, err := aead.Open(nil, blob[1:13], blob[13:], []byte("jeton/v2/idempotency\x00"+entries[0])); err != nil {
+		t.Fatal("the entry does not open even with the values: the test no longer models its sealing")
+	}
 	// The retrying caller, who resends the value, still gets its token back.
-	again, err := tz.Tokenize(ctx, "acme", items, "caller\x00retry-1")
+	again, err := tz.Tokenize(ctx, "acme", items, callerKey)
 	if err != nil || again[0].Token != res[0].Token {
 		t.Fatalf("a retry minted another token: %v", err)
 	}

@@ -38,7 +38,7 @@ type keyring struct {
 type tenantKeys struct {
 	name  string
 	index *macKey // names store keys
-	idem  []byte  // AEAD key for idempotency entries
+	idem  *macKey // derives the key of each call's idempotency entry
 
 	mu      sync.Mutex
 	current uint32
@@ -107,7 +107,7 @@ func newTenantKeys(name string, root []byte) *tenantKeys {
 	return &tenantKeys{
 		name:  name,
 		index: newMACKey(rk.expand32(nil, "jeton/v1/index")),
-		idem:  rk.expand32(nil, "jeton/v1/idempotency"),
+		idem:  newMACKey(rk.expand32(nil, "jeton/v1/idempotency")),
 		gens:  map[uint32]*cachedKey{},
 	}
 }

@@ -3,6 +3,8 @@ package tokenizer
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"io"
@@ -31,18 +33,23 @@ func newToken(c *Class, tenant string, payload [tokenPayloadLen]byte) Token {
 	return tok
 }
 
-// mintShaped gives every random item of a shaped class that has no token
-// yet a fresh one. It runs in item order on the caller's goroutine: shapes
-// read a varying amount of randomness.
-func (t *Tokenizer) mintShaped(tk *tenantKeys, work []pending) error {
-	for i := range work {
-		if p := &work[i]; p.text == "" && p.class.Kind == KindRandom && p.class.shapeOf() != nil {
-			if err := t.mintRandom(tk, p); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+// shapeStream is the randomness a random shaped token is drawn from:
+// AES-128-CTR keyed by the item's payload, so that the token is a
+// function of the payload, which the call's idempotency entry holds (its
+// seed, or a reminted payload). A stream, not the payload's 16 bytes:
+// shapes read a varying amount of randomness.
+func shapeStream(payload [tokenPayloadLen]byte) io.Reader {
+	b, _ := aes.NewCipher(payload[:]) // a 16-byte key is always valid
+	var iv [aes.BlockSize]byte
+	return cipher.StreamReader{S: cipher.NewCTR(b, iv[:]), R: zeros{}}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
 
 // mintRandom gives p a fresh random token of its class's shape, and that
@@ -63,66 +70,49 @@ func (t *Tokenizer) mintRandom(tk *tenantKeys, p *pending) error {
 	return nil
 }
 
-// parseOwnToken parses the text of a token of class c in tenant, as an
-// idempotency entry holds it.
-func parseOwnToken(c *Class, tenant, text string) (Token, error) {
-	sh := c.shapeOf()
-	if sh == nil {
-		return ParseToken(text)
-	}
-	canon, ok := sh.parse(text)
-	if !ok {
-		return Token{}, ErrInvalidToken
-	}
-	return Token{Class: c.Name, Tenant: tenant, Version: tokenVersion1, Shaped: canon}, nil
-}
-
-// claimShaped stores the record of every random shaped item of work that
-// needs one, with PutNew: the record name is the token's claim in its
-// tenant. An item whose name is taken, by another value's record, gets a
-// fresh token and tries again, up to maxShapeAttempts times; it returns
-// the positions in work of the items that never found a free one. A
-// record is never overwritten. Stored items are marked claimed.
-func (t *Tokenizer) claimShaped(ctx context.Context, tk *tenantKeys, work []pending) (refused []int, err error) {
+// claimShaped stores first, alone, with PutNew, the record of every
+// random shaped item of work that has none yet: the record name is the
+// token's claim in its tenant, and a shape's domain can be small enough
+// for two values to draw the same token. An item whose name the record of
+// another value holds gets fresh payloads from remint (which, under an
+// idempotency key, first records them in the call's entry) until it finds
+// a free name, up to maxShapeAttempts times; one that never does is marked
+// refused. A record is never overwritten. Claimed items are marked claimed.
+// nonces holds one per item of work: the record key is the token's own
+// (recordAEAD), so a nonce is never used twice under one key.
+func (t *Tokenizer) claimShaped(ctx context.Context, tk *tenantKeys, work []pending, nonces []byte, remint func(idx []int) error) error {
 	var idx []int
 	for i := range work {
-		if p := &work[i]; p.name != "" && p.class.Kind == KindRandom && p.class.shapeOf() != nil {
+		if p := &work[i]; !p.stored && p.class.Kind == KindRandom && p.class.shapeOf() != nil {
 			idx = append(idx, i)
 		}
 	}
 	for attempt := 0; len(idx) > 0; attempt++ {
 		if attempt == maxShapeAttempts {
-			return idx, nil
+			for _, i := range idx {
+				work[i].refused = true
+			}
+			return nil
 		}
 		if attempt > 0 {
-			for _, i := range idx {
-				if err := t.mintRandom(tk, &work[i]); err != nil {
-					return nil, err
-				}
+			if err := remint(idx); err != nil {
+				return err
 			}
-		}
-		nonces := make([]byte, len(idx)*nonceSize)
-		if _, err := io.ReadFull(t.rand, nonces); err != nil {
-			return nil, fmt.Errorf("tokenizer: reading nonce: %w", err)
 		}
 		entries := make([]Entry, len(idx))
-		parallel(len(idx), func(lo, hi int) {
-			for j := lo; j < hi; j++ {
-				p := &work[idx[j]]
-				blob, _ := sealRecordMAC(p.dek, nonces[j*nonceSize:(j+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
-				entries[j] = Entry{Key: p.name, Value: blob, TTL: p.ttl}
+		for j, i := range idx {
+			p := &work[i]
+			blob, err := sealRecordMAC(p.dek, nonces[i*nonceSize:(i+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
+			if err != nil {
+				return err
 			}
-		})
-		for _, e := range entries {
-			if e.Value == nil {
-				return nil, errors.New("tokenizer: sealing a record failed")
-			}
+			entries[j] = Entry{Key: p.name, Value: blob, TTL: p.ttl}
 		}
 		won, err := t.store.PutNew(ctx, entries)
 		if err != nil {
-			return nil, unavailable("store", err)
+			return unavailable("store", err)
 		}
-		var taken []int
+		var taken []int // positions in idx
 		var names []string
 		for j, ok := range won {
 			if ok {
@@ -133,31 +123,56 @@ func (t *Tokenizer) claimShaped(ctx context.Context, tk *tenantKeys, work []pend
 			names = append(names, entries[j].Key)
 		}
 		if len(taken) == 0 {
-			return nil, nil
+			return nil
 		}
-		// A store client that resent a write after a lost reply finds its
-		// own record there: the same bytes, random nonce included.
-		stored, err := t.store.Get(ctx, names)
+		held, err := t.store.Get(ctx, names)
 		if err != nil {
-			return nil, unavailable("store", err)
+			return unavailable("store", err)
 		}
 		var again []int
 		for k, j := range taken {
-			if bytes.Equal(stored[k], entries[j].Value) {
-				work[idx[j]].claimed = true
+			i := idx[j]
+			// A store client that resent the write after a lost reply
+			// finds its own record there: the same bytes, nonce included.
+			// Any other record, even of the same value, is another
+			// tokenization's: a random token is never shared.
+			if bytes.Equal(held[k], entries[j].Value) {
+				work[i].claimed = true
 				continue
 			}
-			again = append(again, idx[j])
+			again = append(again, i)
 		}
 		idx = again
 	}
-	return nil, nil
+	return nil
+}
+
+// holdsValue reports whether blob is a live record of p's token and p's
+// value, as another attempt of p's call would have written it. Absent,
+// of a destroyed generation, or of another value, it is not.
+func (t *Tokenizer) holdsValue(ctx context.Context, tk *tenantKeys, p *pending, blob []byte) (bool, error) {
+	if blob == nil {
+		return false, nil
+	}
+	h, err := parseEnvelopeHeader(blob)
+	if err != nil {
+		return false, nil
+	}
+	g, err := t.keys.genKeys(ctx, tk, h.gen)
+	if errors.Is(err, ErrKeyDestroyed) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	v, _, err := openRecordMAC(g.dek, p.tok, p.text, blob)
+	return err == nil && v == p.value, nil
 }
 
 // putNewShaped stores one shaped record, a canary's, minting its token
 // again while the name is taken; seal seals the record for a token.
 func (t *Tokenizer) putNewShaped(ctx context.Context, tk *tenantKeys, c *Class, value string, ttl time.Duration, seal func(tok Token) ([]byte, error)) (string, error) {
-	p := pending{class: *c, value: value}
+	p := pending{class: c, value: value}
 	for range maxShapeAttempts {
 		if err := t.mintRandom(tk, &p); err != nil {
 			return "", err

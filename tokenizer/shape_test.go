@@ -424,8 +424,9 @@ func (r *replayReader) again() {
 // first value's token, unless the claim catches it and mints again. Each
 // token must then reveal its own value.
 func TestShapedCollisionMintedAgain(t *testing.T) {
-	for _, class := range []string{"work-email", "mobile", "arrival"} {
-		t.Run(class, func(t *testing.T) {
+	for _, tc := range []struct{ class, key string }{{"work-email", ""}, {"mobile", ""}, {"arrival", ""}, {"work-email", "k-coll"}, {"mobile", "k-coll"}} {
+		class := tc.class
+		t.Run(class+"/key="+tc.key, func(t *testing.T) {
 			km, err := localkeys.New(true)
 			if err != nil {
 				t.Fatal(err)
@@ -445,12 +446,23 @@ func TestShapedCollisionMintedAgain(t *testing.T) {
 			rr.again() // forget the keys' bytes
 			ta := tokenize(t, tz, "demo", []tokenizer.Item{{Class: class, Value: a}}, "")[0]
 			rr.again()
-			tb := tokenize(t, tz, "demo", []tokenizer.Item{{Class: class, Value: b}}, "")[0]
+			tb := tokenize(t, tz, "demo", []tokenizer.Item{{Class: class, Value: b}}, tc.key)[0]
 			if store.refused != 1 {
 				t.Fatalf("%d collisions; the replayed draw should collide once", store.refused)
 			}
 			if ta == tb {
 				t.Fatalf("two values share one token")
+			}
+			if tc.key != "" {
+				// The token minted again after the collision is the one the
+				// call's entry holds: a retry, on another replica, gets it.
+				other, err := tokenizer.New(tokenizer.Config{Classes: append(tokenizer.DefaultClasses(), shapedClasses()...), Keys: km, Store: store})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if again := tokenize(t, other, "demo", []tokenizer.Item{{Class: class, Value: b}}, tc.key)[0]; again != tb {
+					t.Fatalf("a retry after a collision got another token")
+				}
 			}
 			for tok, want := range map[string]string{ta: a, tb: b} {
 				rt, classes, err := tz.Recognize(tok)

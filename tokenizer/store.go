@@ -13,6 +13,31 @@ type Entry struct {
 	TTL time.Duration
 }
 
+// SetAdd adds members to the set at Key, as Store.AddToSet does: a
+// positive TTL extends the set's lifetime to at least TTL, zero makes it
+// permanent.
+type SetAdd struct {
+	Key     string
+	Members []string
+	TTL     time.Duration
+}
+
+// Write is one batch of a Tokenize's writes: its records and its
+// subject-index additions, which Store.Write sends together.
+type Write struct {
+	// Create holds entries stored only where their key is absent: a key
+	// that holds a value keeps it, and keeps its lifetime. The first
+	// record written under a name wins.
+	Create []Entry
+	// Keep holds entries stored as Create's are, except that a key that
+	// holds a value, while keeping it, has its lifetime extended to at
+	// least the entry's TTL (zero: made permanent). A lifetime never
+	// shortens.
+	Keep []Entry
+	// Sets holds additions to sets.
+	Sets []SetAdd
+}
+
 // Store is the key/value storage that holds records, wrapped keys and
 // indexes. It only ever sees ciphertext and keyed hashes. Implementations
 // send each batch in one round trip where they can; a batch is not atomic.
@@ -27,6 +52,14 @@ type Store interface {
 	// whose key is present and reports, per entry, whether it was stored.
 	// It lets a read-modify-write never recreate a key deleted meanwhile.
 	PutExisting(ctx context.Context, entries []Entry) ([]bool, error)
+	// Swap replaces the value and TTL of e.Key with e's, only if the key
+	// holds exactly old, and reports whether it did: compare-and-set. An
+	// absent key is never created.
+	Swap(ctx context.Context, old []byte, e Entry) (bool, error)
+	// Write applies a batch of writes, in one round trip per node where
+	// it can. Set additions are sent before the entries; a batch is not
+	// atomic, so after an error any part of it may have been applied.
+	Write(ctx context.Context, w Write) error
 	// Get returns the value of each key, nil where a key is absent.
 	Get(ctx context.Context, keys []string) ([][]byte, error)
 	// Delete removes the keys and reports how many existed.

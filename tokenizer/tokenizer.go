@@ -19,17 +19,16 @@ import (
 	"cmp"
 	"context"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -37,10 +36,6 @@ import (
 
 // MaxSubjectLen bounds a data-subject id in bytes.
 const MaxSubjectLen = 256
-
-// idempotencyTTL is how long a retry with the same idempotency key gets the
-// same tokens back.
-const idempotencyTTL = 24 * time.Hour
 
 // Config configures a Tokenizer.
 type Config struct {
@@ -60,7 +55,7 @@ type Config struct {
 
 // Tokenizer mints tokens and reveals values. It is safe for concurrent use.
 type Tokenizer struct {
-	classes map[string]Class
+	classes map[string]*Class
 	order   []string
 	store   Store
 	rand    io.Reader
@@ -76,7 +71,7 @@ func New(cfg Config) (*Tokenizer, error) {
 	if len(cfg.Classes) == 0 {
 		return nil, errors.New("tokenizer: config needs at least one class")
 	}
-	t := &Tokenizer{classes: map[string]Class{}, store: cfg.Store, rand: cfg.Rand, now: cfg.Now}
+	t := &Tokenizer{classes: map[string]*Class{}, store: cfg.Store, rand: cfg.Rand, now: cfg.Now}
 	if t.rand == nil {
 		t.rand = rand.Reader
 	}
@@ -97,7 +92,7 @@ func New(cfg Config) (*Tokenizer, error) {
 		if _, dup := t.classes[c.Name]; dup {
 			return nil, fmt.Errorf("tokenizer: class %s is defined twice", c.Name)
 		}
-		t.classes[c.Name] = c
+		t.classes[c.Name] = &c
 		t.order = append(t.order, c.Name)
 	}
 	if err := ValidateShapes(t.Classes()); err != nil {
@@ -114,14 +109,17 @@ func New(cfg Config) (*Tokenizer, error) {
 // Class returns a configured class by name.
 func (t *Tokenizer) Class(name string) (Class, bool) {
 	c, ok := t.classes[name]
-	return c, ok
+	if !ok {
+		return Class{}, false
+	}
+	return *c, true
 }
 
 // Classes returns the configured classes in configuration order.
 func (t *Tokenizer) Classes() []Class {
 	out := make([]Class, 0, len(t.order))
 	for _, n := range t.order {
-		out = append(out, t.classes[n])
+		out = append(out, *t.classes[n])
 	}
 	return out
 }
@@ -145,7 +143,7 @@ type Result struct {
 // pending is an item on its way to becoming a stored record.
 type pending struct {
 	idx   int
-	class Class
+	class *Class
 	// value is the item's value as sent: what the record seals.
 	value string
 	// norm is its normalised form: what a deterministic token is minted
@@ -158,13 +156,13 @@ type pending struct {
 	name    string
 	gen     uint32  // the generation the record is sealed under
 	dek     *macKey // that generation's DEK
-	idem    string  // idempotency entry name, for random items under a key
-	idemKey []byte  // seals the token in that entry
-	// replaceClaim marks a token reminted because the earlier attempt's
-	// record is gone: its entry is overwritten, not claimed.
-	replaceClaim bool
-	// claimed marks a random shaped token whose record claimShaped stored.
-	claimed bool
+	// stored marks a random item whose record an earlier attempt of the
+	// call wrote and that still opens: it is not written again.
+	stored bool
+	// claimed marks a random shaped item whose record this attempt stored
+	// first, as its claim (claimShaped); refused, one that found no free
+	// token in its shape.
+	claimed, refused bool
 }
 
 // Tokenize mints a token for each item in tenant, creating the tenant's
@@ -173,14 +171,60 @@ type pending struct {
 // backend is down), and then no token from the batch may be used.
 //
 // With a non-empty idempotencyKey, a retry of the same items under the same
-// key returns the same random tokens instead of minting new ones. Callers
-// scope the key to the caller's identity.
+// key returns the same random tokens instead of minting new ones
+// (idempotency.go), and the same key with other items is refused with a
+// UserError wrapping ErrIdempotencyKeyReused. Callers scope the key to the
+// caller's identity.
+//
+// Records are created, never replaced: a deterministic value tokenized
+// again keeps the record its first tokenization wrote (its value as first
+// sent, its flags: a canary stays armed), and its retention is extended to
+// run from the latest tokenization, never shortened, never past the
+// class's RetainUntil.
 func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, idempotencyKey string) ([]Result, error) {
 	if err := validateName("tenant", tenant); err != nil {
 		return nil, err
 	}
+	results, work := t.validate(items)
+	if len(work) == 0 {
+		return results, nil
+	}
+	tk, cur, err := t.currentGen(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	// Randomness is read in one go: the seed of the call's random tokens,
+	// then a nonce per item.
+	random := make([]byte, seedSize+len(work)*nonceSize)
+	if _, err := io.ReadFull(t.rand, random); err != nil {
+		return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
+	}
+	seed, nonces := random[:seedSize], random[seedSize:]
+	// A call of deterministic items alone needs no idempotency entry:
+	// every attempt gets the same tokens and writes the same records.
+	if idempotencyKey == "" || !slices.ContainsFunc(work, func(p pending) bool { return p.class.Kind == KindRandom }) {
+		err = t.tokenizeOnce(ctx, tk, cur, work, &callEntry{seed: [seedSize]byte(seed)}, nonces)
+	} else {
+		err = t.tokenizeKeyed(ctx, tk, cur, work, items, idempotencyKey, seed, nonces)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range work {
+		if p.refused {
+			results[p.idx].Err = ErrShapeExhausted
+		} else {
+			results[p.idx].Token = p.text
+		}
+	}
+	return results, nil
+}
+
+// validate checks each item and returns the results of the bad ones and
+// the work of the good ones.
+func (t *Tokenizer) validate(items []Item) ([]Result, []pending) {
 	results := make([]Result, len(items))
-	var work []pending
+	work := make([]pending, 0, len(items))
 	now := t.now()
 	for i, it := range items {
 		c, ok := t.classes[it.Class]
@@ -204,175 +248,400 @@ func (t *Tokenizer) Tokenize(ctx context.Context, tenant string, items []Item, i
 		}
 		work = append(work, pending{idx: i, class: c, value: it.Value, norm: n, subject: it.Subject, ttl: ttl})
 	}
-	if len(work) == 0 {
-		return results, nil
+	return results, work
+}
+
+// tokenizeOnce mints the tokens of a call without idempotency key and
+// stores their records.
+func (t *Tokenizer) tokenizeOnce(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, e *callEntry, nonces []byte) error {
+	older, err := t.mint(ctx, tk, cur, work, e)
+	if err != nil {
+		return err
 	}
-	tk, cur, err := t.currentGen(ctx, tenant)
+	err = t.claimShaped(ctx, tk, work, nonces, func(idx []int) error {
+		for _, i := range idx {
+			var fresh [tokenPayloadLen]byte
+			if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
+				return fmt.Errorf("tokenizer: reading randomness: %w", err)
+			}
+			if err := work[i].setToken(tk, fresh); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := t.write(ctx, tk, work, nonces); err != nil {
+		return err
+	}
+	return t.checkNotDestroyed(ctx, tk, older)
+}
+
+// tokenizeKeyed is Tokenize under an idempotency key: claim, mint, check
+// what an earlier attempt left, store, complete (idempotency.go).
+func (t *Tokenizer) tokenizeKeyed(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, items []Item, key string, seed, nonces []byte) error {
+	c := newIdemCall(tk, key, items)
+	e, fresh, err := t.claim(ctx, c, len(items), seed)
+	if err != nil {
+		return err
+	}
+	for round := 0; ; round++ {
+		if round == maxCallRounds {
+			return fmt.Errorf("%w: the idempotency entry keeps changing under concurrent attempts", ErrUnavailable)
+		}
+		older, err := t.mint(ctx, tk, cur, work, e)
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			// Records an earlier attempt wrote are kept; gone ones are
+			// written again (pending) or reminted (done).
+			next, err := t.inspect(ctx, tk, work, e)
+			if err != nil {
+				return err
+			}
+			if next != nil {
+				ok, err := t.swap(ctx, c, e, next)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if e, fresh, err = t.current(ctx, c, len(items), seed); err != nil {
+						return err
+					}
+					continue
+				}
+				e = next
+			}
+		}
+		// Shaped tokens can collide: one whose name another value holds
+		// is reminted, the entry recording its new payload before its
+		// record is claimed.
+		err = t.claimShaped(ctx, tk, work, nonces, func(idx []int) error {
+			next := e.remint()
+			for _, i := range idx {
+				var fresh [tokenPayloadLen]byte
+				if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
+					return fmt.Errorf("tokenizer: reading randomness: %w", err)
+				}
+				next.reminted[work[i].idx] = fresh
+			}
+			ok, err := t.swap(ctx, c, e, next)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errEntryMoved
+			}
+			e = next
+			for _, i := range idx {
+				if err := work[i].setToken(tk, next.reminted[work[i].idx]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, errEntryMoved) {
+			if e, fresh, err = t.current(ctx, c, len(items), seed); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := t.write(ctx, tk, work, nonces); err != nil {
+			return err
+		}
+		if err := t.checkNotDestroyed(ctx, tk, older); err != nil {
+			return err
+		}
+		if e.done {
+			return nil
+		}
+		done := &callEntry{done: true, seed: e.seed, reminted: e.reminted, sealed: e.sealed}
+		ok, err := t.swap(ctx, c, e, done)
+		if err != nil || ok {
+			return err
+		}
+		// Another attempt changed the entry first. If it completed the
+		// same tokens, so be it; if it reminted some (their records were
+		// erased after the call completed), the records this attempt wrote
+		// for them are stale: take them back and go again.
+		now, err := t.reread(ctx, c, len(items))
+		if err != nil || now == nil || now.sameTokens(e) {
+			return err
+		}
+		if err := t.dropStale(ctx, work, e, now); err != nil {
+			return err
+		}
+		e, fresh = now, false
+	}
+}
+
+// errEntryMoved reports that another attempt changed the call's entry
+// first; the attempt starts its round again from the entry as stored.
+var errEntryMoved = errors.New("tokenizer: idempotency entry changed")
+
+// remint returns a pending copy of e to which fresh payloads are added.
+func (e *callEntry) remint() *callEntry {
+	next := &callEntry{seed: e.seed, reminted: maps.Clone(e.reminted)}
+	if next.reminted == nil {
+		next.reminted = map[int][tokenPayloadLen]byte{}
+	}
+	return next
+}
+
+// current returns the call's entry as now stored, claiming it again if it
+// has vanished.
+func (t *Tokenizer) current(ctx context.Context, c *idemCall, items int, seed []byte) (*callEntry, bool, error) {
+	e, err := t.reread(ctx, c, items)
+	if err != nil {
+		return nil, false, err
+	}
+	if e == nil {
+		return t.claim(ctx, c, items, seed)
+	}
+	return e, false, nil
+}
+
+// mint gives each item of work its token and record name: a random item
+// the token e draws for it, a deterministic one its MAC, or the token a
+// live older generation already holds a record of (deterministic.go),
+// whose generations it returns for checkNotDestroyed.
+func (t *Tokenizer) mint(ctx context.Context, tk *tenantKeys, cur *genKeys, work []pending, e *callEntry) ([]uint32, error) {
+	stream, err := drawTokens(e.seed[:], work[len(work)-1].idx+1)
 	if err != nil {
 		return nil, err
 	}
-
-	// Mint tokens. Randomness is read in one go, in item order, so an
-	// injected reader sees the same sequence however the work is split.
-	random := make([]byte, len(work)*(tokenPayloadLen+nonceSize))
-	if _, err := io.ReadFull(t.rand, random); err != nil {
-		return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
-	}
-	var idemNames []string
+	var (
+		mu      sync.Mutex
+		mintErr error
+	)
 	parallel(len(work), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p := &work[i]
-			p.gen, p.dek = cur.gen, cur.dek
+			p.gen, p.dek, p.stored, p.claimed, p.refused = cur.gen, cur.dek, false, false, false
 			var payload [tokenPayloadLen]byte
-			switch {
+			switch reminted, ok := e.reminted[p.idx]; {
 			case p.class.Kind == KindDeterministic:
 				payload = deterministicPayload(cur.det, p.class.Name, p.norm)
-			case p.class.shapeOf() != nil:
-				continue // mintShaped, below
+			case ok:
+				payload = reminted
 			default:
-				copy(payload[:], random[i*tokenPayloadLen:])
+				payload = [tokenPayloadLen]byte(stream[p.idx*tokenPayloadLen:])
 			}
-			p.tok = newToken(&p.class, tenant, payload)
-			p.text = p.tok.String()
-			p.name = recordName(tk, p.text)
+			if err := p.setToken(tk, payload); err != nil {
+				mu.Lock()
+				mintErr = cmp.Or(mintErr, err)
+				mu.Unlock()
+			}
 		}
 	})
-	if err := t.mintShaped(tk, work); err != nil {
-		return nil, err
+	if mintErr != nil {
+		return nil, mintErr
 	}
-	// A value already tokenized under an older live generation keeps that
-	// token (deterministic.go).
-	olderGens, err := t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
-	if err != nil {
-		return nil, err
-	}
-	if idempotencyKey != "" {
-		for i := range work {
-			if p := &work[i]; p.class.Kind == KindRandom {
-				p.idem, p.idemKey = idemEntry(tk, idempotencyKey, p.idx, p.class.Name, p.value, p.subject)
-				idemNames = append(idemNames, p.idem)
-			}
-		}
-	}
-	nonces := random[len(work)*tokenPayloadLen:]
+	return t.adoptOlderDeterministic(ctx, tk, cur.gen, work)
+}
 
-	// A retry finds the tokens of the first attempt.
-	if len(idemNames) > 0 {
-		prior, err := t.store.Get(ctx, idemNames)
+// setToken gives p the token of payload and its record name. A random
+// shaped class's token is drawn from a stream keyed by payload
+// (shapeStream), so every attempt of a call draws the same one.
+func (p *pending) setToken(tk *tenantKeys, payload [tokenPayloadLen]byte) error {
+	sh := p.class.shapeOf()
+	if p.class.Kind == KindRandom && sh != nil {
+		text, err := sh.mint(shapeStream(payload), p.value)
 		if err != nil {
-			return nil, unavailable("store", err)
+			return err
 		}
-		j := 0
-		for i := range work {
-			if work[i].idem == "" {
-				continue
-			}
-			if prior[j] != nil {
-				if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
-					return nil, err
-				}
-			}
-			j++
+		p.tok = Token{Class: p.class.Name, Tenant: tk.name, Version: tokenVersion1, Shaped: text}
+	} else {
+		p.tok = newToken(p.class, tk.name, payload)
+	}
+	p.text = p.tok.String()
+	p.name = recordName(tk, p.text)
+	return nil
+}
+
+// inspect reads the records an earlier attempt of the call may have
+// written for its random items. One that exists and whose generation is
+// live is kept (marked stored). One that is missing is written again if
+// the entry is pending, since its token was never acknowledged; if the
+// entry is done, the record was erased or expired, and the item gets a
+// fresh token, as does one whose generation was destroyed. It returns the
+// entry with those fresh tokens, nil if there are none.
+func (t *Tokenizer) inspect(ctx context.Context, tk *tenantKeys, work []pending, e *callEntry) (*callEntry, error) {
+	var idx []int
+	var names []string
+	for i, p := range work {
+		if p.class.Kind == KindRandom {
+			idx = append(idx, i)
+			names = append(names, p.name)
 		}
-		if err := t.remintErased(ctx, tk, work); err != nil {
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	blobs, err := t.store.Get(ctx, names)
+	if err != nil {
+		return nil, unavailable("store", err)
+	}
+	var next *callEntry
+	for j, i := range idx {
+		p := &work[i]
+		dead := blobs[j] == nil && e.done
+		if blobs[j] != nil {
+			// Kept only if it is this item's record and still opens: not
+			// one of a destroyed generation (its token would reveal
+			// nothing), nor another value's that drew the same shaped token.
+			ok, err := t.holdsValue(ctx, tk, p, blobs[j])
+			if err != nil {
+				return nil, err
+			}
+			p.stored, dead = ok, !ok
+		}
+		if !dead {
+			continue
+		}
+		if next == nil {
+			next = e.remint()
+		}
+		var fresh [tokenPayloadLen]byte
+		if _, err := io.ReadFull(t.rand, fresh[:]); err != nil {
+			return nil, fmt.Errorf("tokenizer: reading randomness: %w", err)
+		}
+		next.reminted[p.idx] = fresh
+		if err := p.setToken(tk, fresh); err != nil {
 			return nil, err
 		}
+		p.stored = false
 	}
+	return next, nil
+}
 
-	// A random shaped token's record is its claim, stored first, alone:
-	// one whose name is taken is minted again (shape_mint.go).
-	refused, err := t.claimShaped(ctx, tk, work)
-	if err != nil {
-		return nil, err
-	}
-	if len(refused) > 0 {
-		for _, i := range refused {
-			results[work[i].idx].Err = ErrShapeExhausted
-			work[i].idx = -1
+// dropStale deletes the records this attempt wrote under tokens of e that
+// now, the entry as another attempt left it, has replaced.
+func (t *Tokenizer) dropStale(ctx context.Context, work []pending, e, now *callEntry) error {
+	var stale []string
+	for _, p := range work {
+		if p.class.Kind != KindRandom || p.stored {
+			continue
 		}
-		work = slices.DeleteFunc(work, func(p pending) bool { return p.idx < 0 })
+		if mine, ok := e.reminted[p.idx]; ok {
+			if theirs, ok := now.reminted[p.idx]; !ok || theirs != mine {
+				stale = append(stale, p.name)
+			}
+		} else if _, ok := now.reminted[p.idx]; ok || now.seed != e.seed {
+			stale = append(stale, p.name)
+		}
 	}
+	if len(stale) == 0 {
+		return nil
+	}
+	if _, err := t.store.Delete(ctx, stale); err != nil {
+		return unavailable("store", err)
+	}
+	return nil
+}
 
-	// Records first, idempotency entries second: an entry then always
-	// points at a stored record, whoever wins a race.
-	// Seal and store in chunks, storing each chunk while the next one is
-	// sealed, so the store's round trip and the crypto overlap.
+// write seals and stores the records of work that are not marked stored,
+// with the call's additions to subject indexes. Random records are
+// created; deterministic ones are created or, when present, kept with
+// their lifetime extended (Store.Write). Large batches go in chunks,
+// each chunk stored while the next one is sealed, so that the store's
+// round trip and the crypto overlap; the subject indexes go with the
+// first chunk.
+func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, nonces []byte) error {
 	var (
-		putWG  sync.WaitGroup
-		putMu  sync.Mutex
-		putErr error
-		putSem = make(chan struct{}, maxPutsInFlight)
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		werr error
+		sem  = make(chan struct{}, maxPutsInFlight)
 	)
-	subjects := map[string][]string{}
-	subjectTTL := map[string]time.Duration{}
+	sets := subjectAdds(tk, work)
 	for lo := 0; lo < len(work); lo += putChunk {
 		chunk := work[lo:min(lo+putChunk, len(work))]
 		blobs := make([][]byte, len(chunk))
 		parallel(len(chunk), func(a, b int) {
 			for i := a; i < b; i++ {
-				// No name: adopted from an earlier attempt; claimed: stored.
-				if p := &chunk[i]; p.name != "" && !p.claimed {
+				if p := &chunk[i]; !p.stored && !p.claimed && !p.refused {
 					j := lo + i
 					blobs[i], _ = sealRecordMAC(p.dek, nonces[j*nonceSize:(j+1)*nonceSize], p.gen, 0, p.tok, p.text, p.value)
 				}
 			}
 		})
-		entries := make([]Entry, 0, len(chunk))
+		var w Write
+		if lo == 0 {
+			w.Sets = sets
+		}
 		for i := range chunk {
 			p := &chunk[i]
-			if p.name == "" {
+			if p.stored || p.claimed || p.refused {
 				continue
 			}
-			if !p.claimed {
-				if blobs[i] == nil {
-					putWG.Wait()
-					return nil, errors.New("tokenizer: sealing a record failed")
-				}
-				entries = append(entries, Entry{Key: p.name, Value: blobs[i], TTL: p.ttl})
+			if blobs[i] == nil {
+				wg.Wait()
+				return errors.New("tokenizer: sealing a record failed")
 			}
-			if p.subject != "" {
-				// The index lives as long as its longest-lived member (zero:
-				// permanent wins); AddToSet only ever extends it.
-				s := subjectName(tk, p.subject)
-				subjects[s] = append(subjects[s], p.name)
-				if ttl, seen := subjectTTL[s]; !seen || (ttl != 0 && (p.ttl == 0 || p.ttl > ttl)) {
-					subjectTTL[s] = p.ttl
-				}
+			e := Entry{Key: p.name, Value: blobs[i], TTL: p.ttl}
+			if p.class.Kind == KindDeterministic {
+				w.Keep = append(w.Keep, e)
+			} else {
+				w.Create = append(w.Create, e)
 			}
 		}
-		if len(entries) == 0 {
+		if len(w.Create)+len(w.Keep)+len(w.Sets) == 0 {
 			continue
 		}
-		putSem <- struct{}{}
-		putWG.Add(1)
-		go func() {
-			defer func() { <-putSem; putWG.Done() }()
-			if err := t.store.Put(ctx, entries); err != nil {
-				putMu.Lock()
-				putErr = cmp.Or(putErr, err)
-				putMu.Unlock()
+		store := func() {
+			if err := t.store.Write(ctx, w); err != nil {
+				mu.Lock()
+				werr = cmp.Or(werr, err)
+				mu.Unlock()
 			}
-		}()
+		}
+		if lo+putChunk >= len(work) {
+			store() // the last chunk: nothing left to overlap with
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			store()
+		})
 	}
-	putWG.Wait()
-	if putErr != nil {
-		return nil, unavailable("store", putErr)
+	wg.Wait()
+	if werr != nil {
+		return unavailable("store", werr)
 	}
-	for s, members := range subjects {
-		if err := t.store.AddToSet(ctx, s, members, subjectTTL[s]); err != nil {
-			return nil, unavailable("store", err)
+	return nil
+}
+
+// subjectAdds groups the record names of work by data subject. An index
+// lives as long as its longest-lived member (zero: permanent wins); a
+// set addition only ever extends it.
+func subjectAdds(tk *tenantKeys, work []pending) []SetAdd {
+	var adds []SetAdd
+	at := map[string]int{} // by subject: its index is named once per call
+	for _, p := range work {
+		if p.subject == "" || p.refused {
+			continue
+		}
+		i, seen := at[p.subject]
+		if !seen {
+			i = len(adds)
+			at[p.subject] = i
+			adds = append(adds, SetAdd{Key: subjectName(tk, p.subject), TTL: p.ttl})
+		}
+		a := &adds[i]
+		a.Members = append(a.Members, subjectMember(tk, p.name))
+		if seen && a.TTL != 0 && (p.ttl == 0 || p.ttl > a.TTL) {
+			a.TTL = p.ttl
 		}
 	}
-	if err := t.claimIdempotent(ctx, tk, work); err != nil {
-		return nil, err
-	}
-	if err := t.checkNotDestroyed(ctx, tk, olderGens); err != nil {
-		return nil, err
-	}
-	for _, p := range work {
-		results[p.idx].Token = p.text
-	}
-	return results, nil
+	return adds
 }
 
 // Large batches are stored in chunks of putChunk records, at most
@@ -426,129 +695,6 @@ func (t *Tokenizer) currentGen(ctx context.Context, tenant string) (*tenantKeys,
 		return nil, nil, err
 	}
 	return tk, keys, nil
-}
-
-// remintErased gives a fresh token to every item whose earlier attempt's
-// token no longer has a record (erased, or past its retention): a retry
-// must never acknowledge a token that reveals nothing. Its idempotency
-// entry is then replaced rather than claimed.
-func (t *Tokenizer) remintErased(ctx context.Context, tk *tenantKeys, work []pending) error {
-	var idx []int
-	var names []string
-	for i, p := range work {
-		if p.idem != "" && p.name == "" {
-			idx = append(idx, i)
-			names = append(names, recordName(tk, p.text))
-		}
-	}
-	if len(names) == 0 {
-		return nil
-	}
-	blobs, err := t.store.Get(ctx, names)
-	if err != nil {
-		return unavailable("store", err)
-	}
-	for j, i := range idx {
-		if blobs[j] != nil {
-			continue
-		}
-		p := &work[i]
-		if err := t.mintRandom(tk, p); err != nil {
-			return err
-		}
-		p.replaceClaim = true
-	}
-	return nil
-}
-
-// claimIdempotent records the freshly minted random tokens under their
-// idempotency entries. Where a concurrent attempt won, it adopts that
-// attempt's token and deletes its own now-orphaned record.
-func (t *Tokenizer) claimIdempotent(ctx context.Context, tk *tenantKeys, work []pending) error {
-	var claims []Entry
-	var idx []int
-	var replace []Entry
-	for i, p := range work {
-		if p.idem == "" || p.name == "" {
-			continue
-		}
-		blob, err := sealSmall(t.rand, p.idemKey, p.idem, []byte(p.text))
-		if err != nil {
-			return err
-		}
-		e := Entry{Key: p.idem, Value: blob, TTL: idempotencyTTL}
-		if p.replaceClaim {
-			replace = append(replace, e)
-			continue
-		}
-		claims = append(claims, e)
-		idx = append(idx, i)
-	}
-	if len(replace) > 0 {
-		if err := t.store.Put(ctx, replace); err != nil {
-			return unavailable("store", err)
-		}
-	}
-	if len(claims) == 0 {
-		return nil
-	}
-	won, err := t.store.PutNew(ctx, claims)
-	if err != nil {
-		return unavailable("store", err)
-	}
-	var lostNames, orphans []string
-	var lost []int
-	for j, ok := range won {
-		if !ok {
-			lostNames = append(lostNames, claims[j].Key)
-			orphans = append(orphans, work[idx[j]].name)
-			lost = append(lost, idx[j])
-		}
-	}
-	if len(lost) == 0 {
-		return nil
-	}
-	prior, err := t.store.Get(ctx, lostNames)
-	if err != nil {
-		return unavailable("store", err)
-	}
-	for j, i := range lost {
-		if prior[j] == nil {
-			return fmt.Errorf("%w: idempotency entry vanished", ErrUnavailable)
-		}
-		mine := work[i].text
-		if err := t.adoptIdempotent(tk, &work[i], prior[j]); err != nil {
-			return err
-		}
-		// A store client that resent the claim after a lost reply sees its
-		// own entry as a rival's: then the record is ours and must stay.
-		if work[i].text == mine {
-			orphans[j] = ""
-		}
-	}
-	orphans = slices.DeleteFunc(orphans, func(s string) bool { return s == "" })
-	if len(orphans) == 0 {
-		return nil
-	}
-	if _, err := t.store.Delete(ctx, orphans); err != nil {
-		return unavailable("store", err)
-	}
-	return nil
-}
-
-// adoptIdempotent replaces p's fresh token with the one an earlier attempt
-// stored, and marks p as needing no record.
-func (t *Tokenizer) adoptIdempotent(tk *tenantKeys, p *pending, blob []byte) error {
-	text, err := openSmall(p.idemKey, p.idem, blob)
-	if err != nil {
-		return fmt.Errorf("tokenizer: idempotency entry does not open: %w", err)
-	}
-	tok, err := parseOwnToken(&p.class, tk.name, string(text))
-	if err != nil {
-		return fmt.Errorf("tokenizer: idempotency entry holds no token: %w", err)
-	}
-	p.tok, p.text, p.name = tok, string(text), ""
-	return nil
 }
 
 // Revealed is the outcome of revealing one token. Err is ErrNotFound for
@@ -657,69 +803,85 @@ func (t *Tokenizer) EraseSubject(ctx context.Context, tenant, subject string) (i
 	if err != nil {
 		return 0, err
 	}
-	s := subjectName(tk, subject)
-	members, err := t.store.SetMembers(ctx, s)
+	index, legacy := subjectName(tk, subject), legacySubjectName(tk, subject)
+	members, err := t.store.SetMembers(ctx, index)
 	if err != nil {
 		return 0, unavailable("store", err)
 	}
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		if len(m) == recordHashLen {
+			names = append(names, recordPrefix(tk.name)+base64.RawURLEncoding.EncodeToString([]byte(m)))
+		}
+	}
+	old, err := t.store.SetMembers(ctx, legacy)
+	if err != nil {
+		return 0, unavailable("store", err)
+	}
+	names = append(names, old...)
 	n := 0
-	if len(members) > 0 {
-		if n, err = t.store.Delete(ctx, members); err != nil {
+	if len(names) > 0 {
+		if n, err = t.store.Delete(ctx, names); err != nil {
 			return 0, unavailable("store", err)
 		}
 	}
-	if _, err := t.store.Delete(ctx, []string{s}); err != nil {
+	if _, err := t.store.Delete(ctx, []string{index, legacy}); err != nil {
 		return 0, unavailable("store", err)
 	}
 	return n, nil
 }
 
 // The store names of records, subjects and idempotency entries are keyed
-// hashes under the tenant's index key, truncated to 160 bits.
+// hashes under the tenant's index key, truncated to 160 bits
+// (recordHashLen bytes).
 func recordName(tk *tenantKeys, tokText string) string {
-	return "jeton:r:" + tk.name + ":" + keyedName(tk.index, "record", tokText)
+	// One allocation: the name is built in a Builder sized for it.
+	var sum [sha256.Size]byte
+	var enc [32]byte
+	h := tk.index.mac(sum[:0], "record", "\x00", tokText)[:recordHashLen]
+	var b strings.Builder
+	b.Grow(len(recordSpace) + len(tk.name) + 1 + base64.RawURLEncoding.EncodedLen(recordHashLen))
+	b.WriteString(recordSpace)
+	b.WriteString(tk.name)
+	b.WriteByte(':')
+	b.Write(base64.RawURLEncoding.AppendEncode(enc[:0], h))
+	return b.String()
 }
 
+// recordSpace starts every record's name; recordPrefix adds the tenant.
+const recordSpace = "jeton:r:"
+
+// recordHashLen is the length of the keyed hash that names a record.
+const recordHashLen = 20
+
+// subjectName names a data subject's index: a set whose members are the
+// keyed hashes that name its records, as bytes (recordHashLen of them,
+// where the record's name holds them in base64), so a member costs the
+// store 20 bytes, not the 40 of a whole record name.
 func subjectName(tk *tenantKeys, subject string) string {
-	return "jeton:s:" + tk.name + ":" + keyedName(tk.index, "subject", subject)
+	return subjectPrefix(tk.name) + keyedName(tk.index, "subject-index", subject)
 }
 
-// idemEntry names a random item's idempotency entry and derives the key
-// that seals the token in it. Both are MACs over everything a retry
-// resends (the caller's key, the item's position, class, value and
-// subject), so the entry opens only for a caller who holds the value: the
-// tenant's keys alone, even with the KEK, cannot turn the entries of a
-// store dump into tokens.
-func idemEntry(tk *tenantKeys, key string, idx int, class, value, subject string) (name string, sealKey []byte) {
-	sum := func(m hash.Hash, domain string) []byte {
-		for _, f := range []string{domain, key, class, value, subject} {
-			var n [4]byte
-			binary.BigEndian.PutUint32(n[:], uint32(len(f)))
-			m.Write(n[:])
-			m.Write([]byte(f))
-		}
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(idx))
-		m.Write(n[:])
-		return m.Sum(nil)
+// subjectMember is the member that stands for a record in its subject's
+// index: the keyed hash in its name, as bytes.
+func subjectMember(tk *tenantKeys, recordName string) string {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(recordName, recordPrefix(tk.name)))
+	if err != nil || len(b) != recordHashLen {
+		panic("tokenizer: a record name that recordName did not make")
 	}
-	m := tk.index.get()
-	name = "jeton:i:" + tk.name + ":" + base64.RawURLEncoding.EncodeToString(sum(m, "idempotency")[:20])
-	tk.index.put(m)
-	return name, sum(hmac.New(sha256.New, tk.idem), "idempotency-seal")
+	return string(b)
+}
+
+// legacySubjectName names a subject index as versions before compact
+// members wrote it, whose members are whole record names. EraseSubject
+// still reads and erases it; nothing adds to it any more.
+func legacySubjectName(tk *tenantKeys, subject string) string {
+	return subjectPrefix(tk.name) + keyedName(tk.index, "subject", subject)
 }
 
 func keyedName(key *macKey, domain, s string) string {
-	m := key.get()
-	// One write of one buffer: each conversion passed to Write would
-	// allocate, and this runs for every item.
-	var stack [128]byte
-	buf := append(append(append(stack[:0], domain...), 0), s...)
-	m.Write(buf)
 	var sum [sha256.Size]byte
-	out := base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:20])
-	key.put(m)
-	return out
+	return base64.RawURLEncoding.EncodeToString(key.mac(sum[:0], domain, "\x00", s)[:recordHashLen])
 }
 
 // systemKeyring names the keyring of the service's own keys. Tenant names

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -19,7 +20,7 @@ import (
 const exitTampered = 1
 
 const auditUsage = `usage:
-  jeton audit verify (--public-key FILE --checkpoint FILE | --vault [--replica R]) [--partial] DIR | FILE...
+  jeton audit verify (--public-key FILE --checkpoint FILE [--replica R] | --vault --replica R) [--partial] DIR | FILE...
   jeton audit archive --dir DIR --reason TEXT
   jeton audit public-key [--vault-mount transit]      (reads VAULT_*; prints the verifier keys)
   jeton audit checkpoint --replica R                   (reads VAULT_*; prints the stored checkpoint)`
@@ -60,7 +61,7 @@ type vaultFlags struct {
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.transitMount, "vault-mount", vaultanchor.DefaultTransitMount, "Transit `mount` of the checkpoint signing key")
-	fs.StringVar(&v.replica, "replica", "", "replica `id` whose checkpoint to read (default: the one the log names)")
+	fs.StringVar(&v.replica, "replica", "", "replica `id` (audit.replica) whose log and checkpoint to check")
 }
 
 func (v *vaultFlags) anchor(ctx context.Context, replica string) (*vaultanchor.Anchor, error) {
@@ -116,18 +117,18 @@ func runAuditVerify(args []string, e *env) int {
 		dir = paths[0]
 	}
 
-	opts := audit.VerifyOptions{Partial: *partial}
+	// The replica is the verifier's to name, never the log's: a directory
+	// swapped for another replica's log would otherwise verify against
+	// that replica's own checkpoint.
+	opts := audit.VerifyOptions{Partial: *partial, Replica: vf.replica}
 	if *useVault {
+		if vf.replica == "" {
+			e.errorf("audit verify: --vault needs --replica: the replica (audit.replica) whose log this is meant to be")
+			return exitUsage
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 		defer cancel()
 		replica := vf.replica
-		if replica == "" {
-			replica = logReplica(dir, paths)
-		}
-		if replica == "" {
-			e.errorf("audit verify: the log names no replica (empty or damaged); give --replica")
-			return exitUsage
-		}
 		a, err := vf.anchor(ctx, replica)
 		if err != nil {
 			e.errorf("audit verify: %v", err)
@@ -204,8 +205,19 @@ func printChainReport(e *env, i int, r audit.ChainReport) {
 	fmt.Fprintf(e.stdout, "%schain %s of replica %s: %d records, last seq %d", prefix, chain, replica, r.Records, r.LastSeq)
 	if r.Checkpoint != nil {
 		fmt.Fprintf(e.stdout, ", signed checkpoint at seq %d (%s)", r.Checkpoint.Seq, r.Checkpoint.Time.UTC().Format(time.RFC3339))
+		if r.Checkpoint.Closed {
+			fmt.Fprint(e.stdout, ", closed at a clean stop")
+		}
 	}
 	fmt.Fprintln(e.stdout)
+	for _, rc := range r.Recoveries {
+		if rc.Head > rc.Anchored {
+			fmt.Fprintf(e.stdout, "  unclean stop before seq %d: records %d to %d were covered by no checkpoint when the server stopped, "+
+				"and are anchored only from the restart on: trust them less\n", rc.Seq, rc.Anchored+1, rc.Head)
+		} else {
+			fmt.Fprintf(e.stdout, "  unclean stop before seq %d: every record was covered by a checkpoint\n", rc.Seq)
+		}
+	}
 	if r.Torn != nil {
 		fmt.Fprintf(e.stdout, "  torn final record: %d bytes at offset %d of %s (a write cut short by a crash; never acknowledged, cut off when jetond starts)\n",
 			r.Torn.Bytes, r.Torn.Offset, r.Torn.File)
@@ -216,12 +228,10 @@ func printChainReport(e *env, i int, r audit.ChainReport) {
 	}
 }
 
-// logReplica returns the replica the log's first record names, or "".
-func logReplica(dir string, paths []string) string {
-	files := paths
-	if dir != "" {
-		files, _ = audit.Files(dir)
-	}
+// logReplica returns the replica the first record of the log in dir
+// names, or "".
+func logReplica(dir string) string {
+	files, _ := audit.Files(dir)
 	if len(files) == 0 {
 		return ""
 	}
@@ -256,8 +266,12 @@ func runAuditArchive(args []string, e *env) int {
 		e.errorf("%v", err)
 		return exitTampered
 	}
-	fmt.Fprintf(e.stdout, "archived %d log files to %s\nstart jetond: it opens a new chain naming the last checkpoint; then check with\n  jeton audit verify --vault %s\n",
-		res.Files, res.Dir, *dir)
+	replica := logReplica(filepath.Join(*dir, res.Dir))
+	if replica == "" {
+		replica = "REPLICA"
+	}
+	fmt.Fprintf(e.stdout, "archived %d log files to %s\nstart jetond: it opens a new chain naming the last checkpoint; then check with\n  jeton audit verify --vault --replica %s %s\n",
+		res.Files, res.Dir, replica, *dir)
 	return exitOK
 }
 

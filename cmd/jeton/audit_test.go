@@ -63,7 +63,7 @@ func appendN(t testing.TB, lg *audit.Log, n int) {
 }
 
 // writeAuditLog writes n records to a new anchored log and closes it (a
-// checkpoint covers them all).
+// closed checkpoint covers them all).
 func writeAuditLog(t testing.TB, n int) *auditLog {
 	t.Helper()
 	l := &auditLog{dir: t.TempDir(), anchorDir: t.TempDir()}
@@ -77,6 +77,52 @@ func writeAuditLog(t testing.TB, n int) *auditLog {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// writeAuditLogCrashed writes n records to a new anchored log that stops
+// without its last checkpoint, as kill -9 leaves it: only the chain's
+// first record is anchored.
+func writeAuditLogCrashed(t testing.TB, n int) *auditLog {
+	t.Helper()
+	l := &auditLog{dir: t.TempDir(), anchorDir: t.TempDir()}
+	var err error
+	if l.anchor, err = fileanchor.New(l.anchorDir, auditReplica, nil); err != nil {
+		t.Fatal(err)
+	}
+	down := &failingStore{Anchor: l.anchor}
+	lg, err := audit.Open(audit.Config{Dir: l.dir, Key: auditTestKey, Anchor: down, Replica: auditReplica})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, lg, n)
+	down.fail = true
+	if err := lg.Close(); err == nil {
+		t.Fatal("Close stored its checkpoint")
+	}
+	return l
+}
+
+// failingStore is an anchor whose Store fails once fail is set.
+type failingStore struct {
+	audit.Anchor
+	fail bool
+}
+
+func (a *failingStore) Store(ctx context.Context, cp []byte, v uint64) (uint64, error) {
+	if a.fail {
+		return 0, fmt.Errorf("anchor unreachable (test)")
+	}
+	return a.Anchor.Store(ctx, cp, v)
+}
+
+// appendForged appends a correctly chained record to l's log, as anyone
+// could: a reveal by an identity that never made it.
+func appendForged(t testing.TB, l *auditLog) {
+	t.Helper()
+	editLines(t, l.file(1), func(ls [][]byte) [][]byte {
+		rec := []byte(`{"v":2,"seq":0,"prev":"","rec":{"time":"2025-01-01T00:00:00Z","identity":"spiffe://ttp.test/officer-fake","peer":"","method":"Detokenize","outcome":"ok"},"hash":""}` + "\n")
+		return rehash(t, append(ls[:len(ls)-1], rec, nil), len(ls)-1)
+	})
 }
 
 func editLines(t testing.TB, path string, f func([][]byte) [][]byte) {
@@ -147,10 +193,22 @@ func TestAuditVerify(t *testing.T) {
 	appendN(t, lg, 3)
 	lg.Close()
 	os.WriteFile(rolledBack.file(1), old, 0o600)
-	torn := writeAuditLog(t, 5)
+	torn := writeAuditLogCrashed(t, 5)
 	f, _ := os.OpenFile(torn.file(1), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"v":2,"seq":7,"prev":"ab`)
 	f.Close()
+	tornAfterClose := writeAuditLog(t, 5)
+	f, _ = os.OpenFile(tornAfterClose.file(1), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"v":2,"seq":7,"prev":"ab`)
+	f.Close()
+	forgedAfterClose := writeAuditLog(t, 5)
+	appendForged(t, forgedAfterClose)
+	// After a crash and a restart, the log says which records no
+	// checkpoint covered.
+	recovered := writeAuditLogCrashed(t, 5)
+	lg = openAuditLog(t, recovered)
+	appendN(t, lg, 1)
+	lg.Close()
 	// A forger rewrites the log and signs a checkpoint with a key of
 	// their own: the verifier's public key does not accept it.
 	forged := writeAuditLog(t, 5)
@@ -168,6 +226,15 @@ func TestAuditVerify(t *testing.T) {
 	cp, _, _ := forger.Load(context.Background())
 	os.WriteFile(forgedCP, cp, 0o600)
 
+	// One file per record: 10 records, audit-000001..000011.
+	rotated := &auditLog{dir: t.TempDir(), anchorDir: t.TempDir()}
+	rotated.anchor, _ = fileanchor.New(rotated.anchorDir, auditReplica, nil)
+	lg, err = audit.Open(audit.Config{Dir: rotated.dir, Key: auditTestKey, Anchor: rotated.anchor, Replica: auditReplica, MaxFileBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, lg, 10)
+	lg.Close()
 	tests := []struct {
 		name       string
 		args       []string
@@ -183,8 +250,17 @@ func TestAuditVerify(t *testing.T) {
 		{"wiped", wiped.verifyArgs(wiped.dir), 1, "", "seq 1: behind checkpoint"},
 		{"older copy restored", rolledBack.verifyArgs(rolledBack.dir), 1, "", "seq 4: behind checkpoint"},
 		{"torn final record", torn.verifyArgs(torn.dir), 0, "torn final record: 25 bytes at offset", ""},
+		{"partial line after a clean stop", tornAfterClose.verifyArgs(tornAfterClose.dir), 1, "", "seq 7: past closed checkpoint"},
+		{"record forged after a clean stop", forgedAfterClose.verifyArgs(forgedAfterClose.dir), 1, "", "seq 7: past closed checkpoint"},
+		{"recovered after a crash", recovered.verifyArgs(recovered.dir), 0, "unclean stop before seq 7: records 2 to 6 were covered by no checkpoint", ""},
+		{"closed", good.verifyArgs(good.dir), 0, "), closed at a clean stop", ""},
 		{"forged checkpoint", []string{"audit", "verify", "--public-key", forged.publicKey(), "--checkpoint", forgedCP, forged.dir}, 1, "", "checkpoint signature"},
 		{"no checkpoint", []string{"audit", "verify", "--public-key", good.publicKey(), good.dir}, exitUsage, "", "--public-key and --checkpoint, or --vault"},
+		{"vault without a replica", []string{"audit", "verify", "--vault", good.dir}, exitUsage, "", "--vault needs --replica"},
+		{"the log's replica", append(good.verifyArgs("--replica", auditReplica), good.dir), 0, "last seq 6", ""},
+		{"another replica's log", append(good.verifyArgs("--replica", "replica-1"), good.dir), 1, "", `other replica (the checkpoint is of replica "replica-0", not "replica-1")`},
+		{"partial, checkpoint not covered", append(good.verifyArgs("--partial"), rotated.file(9), rotated.file(10)), 1, "", "checkpoint not covered"},
+		{"partial, covered", append(rotated.verifyArgs("--partial"), rotated.file(9), rotated.file(10), rotated.file(11)), 0, "last seq 11", ""},
 		{"no files", good.verifyArgs(), exitUsage, "", "no log files"},
 		{"no verb", []string{"audit"}, exitUsage, "", "usage"},
 	}

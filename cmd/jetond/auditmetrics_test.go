@@ -37,10 +37,14 @@ func TestAuditMetrics(t *testing.T) {
 		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
 	}
 	// The chain start is anchored when the log opens; the reveal is not yet.
-	want := map[string]float64{"jeton_audit_head_seq": 2, "jeton_audit_anchored_seq": 1, "jeton_audit_anchor_failing": 0}
+	want := map[string]float64{"jeton_audit_head_seq": 2, "jeton_audit_anchored_seq": 1, "jeton_audit_anchor_failing": 0,
+		"jeton_audit_unclean_start": 0, "jeton_audit_recovered_records": 0}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
+	}
+	if _, ok := got["jeton_audit_unanchored_seconds"]; !ok {
+		t.Error("jeton_audit_unanchored_seconds is not exported")
 	}
 }

@@ -168,10 +168,14 @@ type AuditConfig struct {
 type AuditCheckpointConfig struct {
 	EveryRecords int           `yaml:"every_records"` // default 1000
 	Every        time.Duration `yaml:"every"`         // default 10s
-	// MaxUnanchored bounds the records that may wait for a checkpoint
-	// while Vault cannot sign or store one; past it reveals fail closed.
-	// Default 100000.
-	MaxUnanchored int `yaml:"max_unanchored"`
+	// MaxUnanchored and MaxUnanchoredAge bound the records that may wait
+	// for a checkpoint while Vault cannot sign or store one: how many, and
+	// how long the oldest of them. Past either, reveals fail closed and
+	// readiness goes down until Vault answers. Defaults 10000 and 5m (at
+	// least three times Every): long enough to ride out a Vault leader
+	// election with loaded tenants served.
+	MaxUnanchored    int           `yaml:"max_unanchored"`
+	MaxUnanchoredAge time.Duration `yaml:"max_unanchored_age"`
 }
 
 // MetricsConfig places the HTTP listener of /metrics, /healthz and
@@ -335,8 +339,8 @@ func (c *Config) Validate() error {
 	if c.Audit.Replica != "" && !audit.ValidReplica(c.Audit.Replica) {
 		return fmt.Errorf("audit.replica %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Audit.Replica)
 	}
-	if cp := c.Audit.Checkpoint; cp.EveryRecords < 0 || cp.Every < 0 || cp.MaxUnanchored < 0 {
-		return errors.New("audit.checkpoint.every_records, every and max_unanchored must not be negative")
+	if cp := c.Audit.Checkpoint; cp.EveryRecords < 0 || cp.Every < 0 || cp.MaxUnanchored < 0 || cp.MaxUnanchoredAge < 0 {
+		return errors.New("audit.checkpoint.every_records, every, max_unanchored and max_unanchored_age must not be negative")
 	}
 	if c.Rotation.Every < 0 || c.Rotation.Check < 0 {
 		return errors.New("rotation.every and rotation.check must not be negative")

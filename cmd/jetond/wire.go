@@ -312,7 +312,7 @@ func openAudit(ctx context.Context, cfg *Config, vc *vault.Client, key []byte, l
 	return audit.Open(audit.Config{
 		Dir: cfg.Audit.Dir, Key: key, MaxFileBytes: cfg.Audit.MaxFileBytes, Logger: log,
 		Anchor: anchor, Replica: replica, AnchorTimeout: startupTimeout,
-		CheckpointEvery: cp.EveryRecords, CheckpointInterval: cp.Every, MaxUnanchored: cp.MaxUnanchored,
+		CheckpointEvery: cp.EveryRecords, CheckpointInterval: cp.Every, MaxUnanchored: cp.MaxUnanchored, MaxUnanchoredAge: cp.MaxUnanchoredAge,
 	})
 }
 

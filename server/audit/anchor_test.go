@@ -267,7 +267,7 @@ func TestReplacedFile(t *testing.T) {
 				mustAppend(t, l, i)
 			}
 			waitFor(t, "a checkpoint", func() bool { return anchoredSeq(t, a) == 5 })
-			before := anchorOpts(t, a).Checkpoint
+			before := loadCheckpoint(t, a)
 			tc.replace(t, logFile(dir, 1))
 
 			for i := range 3 {
@@ -281,9 +281,10 @@ func TestReplacedFile(t *testing.T) {
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if got := anchorOpts(t, a).Checkpoint; string(got) != string(before) {
-				t.Fatal("a record refused after the file was replaced was anchored")
+			if got := loadCheckpoint(t, a); got.Seq != before.Seq || got.Head != before.Head || !got.Closed {
+				t.Fatalf("checkpoint at Close = %v; want the last record acknowledged, %v, closed: a refused record was anchored", got, before)
 			}
+			closedCP := anchorOpts(t, a).Checkpoint
 
 			// Recovery: archive, then start again.
 			if tc.undo != nil {
@@ -309,9 +310,8 @@ func TestReplacedFile(t *testing.T) {
 			if err != nil {
 				t.Fatalf("VerifyHistory: %v", err)
 			}
-			// The moved file may hold the refused record after seq 5.
-			if len(hist) != 2 || hist[0].Chain.Previous != string(before) || hist[0].Chain.Reason != "live file replaced (test)" ||
-				hist[1].Chain.ID != hist[0].Previous.Chain || hist[1].LastSeq < 5 || hist[0].LastSeq != 2 {
+			if len(hist) != 2 || hist[0].Chain.Previous != string(closedCP) || hist[0].Chain.Reason != "live file replaced (test)" ||
+				hist[1].Chain.ID != hist[0].Previous.Chain || hist[1].LastSeq != 5 || hist[0].LastSeq != 2 {
 				t.Fatalf("history = %+v / %+v", hist[0].Report, hist[len(hist)-1].Report)
 			}
 		})
@@ -425,14 +425,17 @@ func TestAnchorNeverMovesBack(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := anchoredSeq(t, a); got != 11 {
-		t.Fatalf("anchored at %d, want 11", got)
+	// The rival's Open reopened the anchor's closed checkpoint, so the
+	// real one found it open (as after a crash) and wrote a recovery
+	// record: seq 5, then 7 records.
+	if got := anchoredSeq(t, a); got != 12 {
+		t.Fatalf("anchored at %d, want 12", got)
 	}
 	mustAppend(t, old, 100)
 	if err := old.Close(); err == nil {
 		t.Error("the rival's last checkpoint was stored without complaint")
 	}
-	if got := anchoredSeq(t, a); got != 11 {
+	if got := anchoredSeq(t, a); got != 12 {
 		t.Fatalf("the rival moved the anchor back to seq %d", got)
 	}
 }
@@ -477,5 +480,78 @@ func TestReplacedByOlderCopy(t *testing.T) {
 	var ve *audit.VerifyError
 	if !errors.As(err, &ve) || ve.Reason != audit.ReasonBehindCheckpoint {
 		t.Fatalf("VerifyHistory = %v; want the archive behind its checkpoint", err)
+	}
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestAnchorDownAgeBound: while the anchor is unreachable, records are
+// durable locally but uncovered; an operator who blocks the anchor and
+// then kills the server could rewrite them all. However few they are,
+// once the oldest has waited longer than MaxUnanchoredAge (default five
+// minutes, or three checkpoint intervals if longer) Append fails closed and readiness goes down; both
+// recover once a checkpoint is stored again.
+func TestAnchorDownAgeBound(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		interval time.Duration // CheckpointInterval; ticks retry the anchor
+		maxAge   time.Duration // MaxUnanchoredAge; 0: the default
+		bound    time.Duration // what it should be
+	}{
+		{"configured", 10 * time.Millisecond, 30 * time.Second, 30 * time.Second},
+		{"default", 20 * time.Millisecond, 0, audit.DefaultMaxUnanchoredAge},
+		{"default, long intervals: three of them", 4 * time.Minute, 0, 12 * time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := &fakeClock{now: testTime}
+			a := &countingAnchor{Anchor: newFileAnchor(t)}
+			l := openLog(t, t.TempDir(), func(c *audit.Config) {
+				anchoredConfig(a)(c)
+				c.Now, c.CheckpointEvery, c.CheckpointInterval, c.MaxUnanchoredAge = clock.Now, 1000, tt.interval, tt.maxAge
+			})
+			a.down.Store(true)
+			mustAppend(t, l, 0) // the oldest uncovered record
+			clock.Advance(tt.bound - tt.bound/10)
+			mustAppend(t, l, 1)
+			if st := l.Status(); st.Unanchored != tt.bound-tt.bound/10 || st.Anchored != 1 || st.Head != 3 {
+				t.Fatalf("Status = %+v, want the oldest uncovered record %s old", st, tt.bound-tt.bound/10)
+			}
+			if err := l.Healthy(); err != nil {
+				t.Fatalf("Healthy within the bound: %v", err)
+			}
+			clock.Advance(tt.bound / 5)
+			if err := l.Append(context.Background(), rec(2)); !errors.Is(err, audit.ErrUnavailable) ||
+				!strings.Contains(err.Error(), "no checkpoint covers") {
+				t.Fatalf("Append past the age bound = %v, want ErrUnavailable naming it", err)
+			}
+			if err := l.Healthy(); !errors.Is(err, audit.ErrUnavailable) {
+				t.Fatalf("Healthy past the age bound = %v", err)
+			}
+			if tt.interval > time.Second {
+				return // the anchor is retried at the next tick, minutes away
+			}
+			a.down.Store(false)
+			waitFor(t, "the uncovered records to be anchored", func() bool { return l.Healthy() == nil })
+			if st := l.Status(); st.Unanchored != 0 || st.Anchored != 3 {
+				t.Fatalf("Status after the anchor came back = %+v", st)
+			}
+			mustAppend(t, l, 3)
+		})
 	}
 }

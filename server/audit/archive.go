@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,21 @@ func readNewChainRequest(dir string) (*newChainRequest, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("audit: %s is not a request written by jeton audit archive: %w", filepath.Join(dir, newChainName), err)
 	}
+	// The new chain names the archive so that a verifier checks the old
+	// chain there; a request naming any other place (the directory
+	// itself, outside it, a file) would send the verifier elsewhere.
+	parts := strings.Split(r.Archive, "/")
+	if len(parts) != 2 || parts[0] != archivedDir || !filepath.IsLocal(r.Archive) || filepath.Clean(r.Archive) != r.Archive {
+		return nil, fmt.Errorf("audit: %s names %q, not a directory %s/<time> made by jeton audit archive; remove it and run jeton audit archive --dir %s",
+			filepath.Join(dir, newChainName), r.Archive, archivedDir, dir)
+	}
+	if st, err := os.Lstat(filepath.Join(dir, r.Archive)); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("audit: %s names the archive %s, which is not a directory there; remove it and run jeton audit archive --dir %s",
+			filepath.Join(dir, newChainName), r.Archive, dir)
+	}
+	if strings.TrimSpace(r.Reason) == "" {
+		return nil, fmt.Errorf("audit: %s gives no reason; remove it and run jeton audit archive --dir %s", filepath.Join(dir, newChainName), dir)
+	}
 	return &r, nil
 }
 
@@ -58,6 +74,12 @@ type ArchiveResult struct {
 //
 // It fails if jetond has the directory open, and if reason is blank.
 func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
+	return archive(dir, reason, now, osOpenFile)
+}
+
+// archive is Archive with its file seam: open writes the request and
+// makes the directory entries durable.
+func archive(dir, reason string, now time.Time, open OpenFileFunc) (*ArchiveResult, error) {
 	if strings.TrimSpace(reason) == "" {
 		return nil, errors.New("audit: archive: give a reason; it is written into the new chain")
 	}
@@ -78,11 +100,11 @@ func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	rel := filepath.Join(archivedDir, now.UTC().Format("20060102T150405Z"))
-	dst := filepath.Join(dir, rel)
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return nil, fmt.Errorf("audit: archive: %w", err)
+	rel, err := newArchiveDir(dir, now)
+	if err != nil {
+		return nil, err
 	}
+	dst := filepath.Join(dir, rel)
 	for _, r := range refs {
 		if err := os.Rename(r.path, filepath.Join(dst, filepath.Base(r.path))); err != nil {
 			return nil, fmt.Errorf("audit: archive: %w", err)
@@ -92,13 +114,65 @@ func Archive(dir, reason string, now time.Time) (*ArchiveResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, newChainName), b, 0o600); err != nil {
+	// The request's content is made durable before its name: after a power
+	// loss there is either no request or a whole one, never an empty file
+	// that blocks both jetond and a second archive.
+	if err := writeDurable(filepath.Join(dir, newChainName), b, open); err != nil {
 		return nil, fmt.Errorf("audit: archive: %w", err)
 	}
+	// The renames and the request become durable together, in the
+	// directories they changed.
 	for _, d := range []string{dst, filepath.Join(dir, archivedDir), dir} {
-		if err := syncDir(d); err != nil {
+		if err := syncDir(d, open); err != nil {
 			return nil, fmt.Errorf("audit: archive: %w", err)
 		}
 	}
 	return &ArchiveResult{Dir: rel, Files: len(refs)}, nil
+}
+
+// newArchiveDir creates an archive directory of its own under
+// dir/archived, named by now's UTC time to the second, with a suffix (-2,
+// -3, ...) when that name is taken: a clock that repeats or steps back, or
+// two breaks within a second, must never move a chain's files into an
+// earlier archive, where they would replace that chain's files.
+func newArchiveDir(dir string, now time.Time) (string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, archivedDir), 0o700); err != nil {
+		return "", fmt.Errorf("audit: archive: %w", err)
+	}
+	// Slash-separated on every system: the name is written into the new
+	// chain's first record, which verifiers read anywhere.
+	base := archivedDir + "/" + now.UTC().Format("20060102T150405Z")
+	for n := 1; ; n++ {
+		rel := base
+		if n > 1 {
+			rel = fmt.Sprintf("%s-%d", base, n)
+		}
+		err := os.Mkdir(filepath.Join(dir, rel), 0o700)
+		if err == nil {
+			return rel, nil
+		}
+		if !errors.Is(err, fs.ErrExist) || n >= maxArchivesPerName {
+			return "", fmt.Errorf("audit: archive: %w", err)
+		}
+	}
+}
+
+// maxArchivesPerName bounds the suffixes tried for one time stamp.
+const maxArchivesPerName = 1000
+
+// writeDurable creates path (it must not exist) holding b, fsynced. The
+// caller syncs the directory.
+func writeDurable(path string, b []byte, open OpenFileFunc) error {
+	f, err := open(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

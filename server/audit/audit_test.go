@@ -330,8 +330,8 @@ func TestVerifyTamper(t *testing.T) {
 	// makeLog writes n records with a checkpoint at the end (Close), one
 	// file per record if rotate. snapshot, if set, gets a copy of the log
 	// as it was after the first half.
-	makeLog := func(t *testing.T, rotate bool, snapshot string) (string, audit.Anchor) {
-		dir, a := t.TempDir(), newFileAnchor(t)
+	makeLog := func(t *testing.T, rotate, unclean bool, snapshot string) (string, audit.Anchor) {
+		dir, a := t.TempDir(), &countingAnchor{Anchor: newFileAnchor(t)}
 		mod := func(c *audit.Config) {
 			anchoredConfig(a)(c)
 			if rotate {
@@ -349,6 +349,13 @@ func TestVerifyTamper(t *testing.T) {
 			}
 			mustAppend(t, l, i)
 		}
+		if unclean {
+			// The last checkpoint cannot be stored: as after kill -9.
+			a.down.Store(true)
+			defer a.down.Store(false)
+			l.Close()
+			return dir, a
+		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -365,6 +372,7 @@ func TestVerifyTamper(t *testing.T) {
 	tests := []struct {
 		name     string
 		rotate   bool
+		unclean  bool // the log stops without its closing checkpoint
 		snapshot bool // tamper gets the copy made after half the records
 		tamper   func(t *testing.T, dir string)
 		noCP     bool // verify without the checkpoint: the control cases
@@ -457,14 +465,42 @@ func TestVerifyTamper(t *testing.T) {
 		{
 			// A crash mid-write leaves a partial line that was never
 			// acknowledged: tolerated and reported; Open cuts it off.
-			name:   "torn unacknowledged line",
-			openOK: true,
+			name:    "torn unacknowledged line",
+			unclean: true,
+			openOK:  true,
 			tamper: func(t *testing.T, dir string) {
 				f, _ := os.OpenFile(filepath.Join(dir, first), os.O_WRONLY|os.O_APPEND, 0)
 				f.WriteString(`{"v":2,"seq":12,"prev":"00`)
 				f.Close()
 			},
 			wantTorn: true,
+		},
+		{
+			// After a clean stop no write was under way: a partial line
+			// was added by someone else.
+			name: "partial line after a clean stop",
+			tamper: func(t *testing.T, dir string) {
+				f, _ := os.OpenFile(filepath.Join(dir, first), os.O_WRONLY|os.O_APPEND, 0)
+				f.WriteString(`{"v":2,"seq":12,"prev":"00`)
+				f.Close()
+			},
+			want: &audit.VerifyError{File: first, Line: int(last) + 1, Seq: last + 1, Reason: audit.ReasonPastClosed},
+		},
+		{
+			// A well-formed record, correctly chained, appended after a
+			// clean stop: a forgery only the closed checkpoint shows.
+			name:   "record appended after a clean stop",
+			tamper: func(t *testing.T, dir string) { forgeAppend(t, dir, framing()) },
+			want:   &audit.VerifyError{File: first, Line: int(last) + 1, Seq: last + 1, Reason: audit.ReasonPastClosed},
+		},
+		{
+			// Control: the same forgery after an unclean stop is inside
+			// the uncovered window; Open takes it and says so (see
+			// TestUncleanStopRecovered).
+			name:    "record appended after an unclean stop",
+			unclean: true,
+			openOK:  true,
+			tamper:  func(t *testing.T, dir string) { forgeAppend(t, dir, framing()) },
 		},
 		{
 			// The same cut into a record a checkpoint covers is a
@@ -597,7 +633,7 @@ func TestVerifyTamper(t *testing.T) {
 			if tt.snapshot {
 				snap = t.TempDir()
 			}
-			dir, a := makeLog(t, tt.rotate, snap)
+			dir, a := makeLog(t, tt.rotate, tt.unclean, snap)
 			if tt.snapshot {
 				removeLogFiles(t, dir)
 				copyDir(t, snap, dir)
@@ -870,36 +906,44 @@ func TestOpenRecovery(t *testing.T) {
 		name    string
 		damage  func(t *testing.T, dir string)
 		wantErr bool
+		unclean bool // the log stopped without its closing checkpoint
 	}{
-		{"clean", func(*testing.T, string) {}, false},
-		{"partial unacknowledged line", func(t *testing.T, dir string) {
+		{"clean", func(*testing.T, string) {}, false, false},
+		{"partial unacknowledged line after a crash", func(t *testing.T, dir string) {
 			f, _ := os.OpenFile(logFile(dir, 1), os.O_WRONLY|os.O_APPEND, 0)
 			f.WriteString(`{"v":2,"seq":5,"prev":"00`)
 			f.Close()
-		}, false},
+		}, false, true},
+		{"partial line after a clean stop", func(t *testing.T, dir string) {
+			f, _ := os.OpenFile(logFile(dir, 1), os.O_WRONLY|os.O_APPEND, 0)
+			f.WriteString(`{"v":2,"seq":5,"prev":"00`)
+			f.Close()
+		}, true, false},
 		{"acknowledged line cut short", func(t *testing.T, dir string) {
 			p := logFile(dir, 1)
 			b, _ := os.ReadFile(p)
 			os.WriteFile(p, b[:len(b)-3], 0o600)
-		}, true},
+		}, true, false},
 		{"edited record", func(t *testing.T, dir string) {
 			p := logFile(dir, 1)
 			b, _ := os.ReadFile(p)
 			os.WriteFile(p, bytes.Replace(b, []byte("case-0001"), []byte("case-0009"), 1), 0o600)
-		}, true},
-		{"log file deleted", func(t *testing.T, dir string) { os.Remove(logFile(dir, 1)) }, true},
+		}, true, false},
+		{"log file deleted", func(t *testing.T, dir string) { os.Remove(logFile(dir, 1)) }, true, false},
 		{"new-chain request beside the log", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "NEW-CHAIN"), []byte(`{"archive":"x","reason":"test"}`), 0o600)
-		}, true},
+		}, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, a := t.TempDir(), newFileAnchor(t)
+			dir, a := t.TempDir(), &countingAnchor{Anchor: newFileAnchor(t)}
 			l := openLog(t, dir, anchoredConfig(a))
 			for i := range 3 {
 				mustAppend(t, l, i)
 			}
+			a.down.Store(tt.unclean)
 			l.Close()
+			a.down.Store(false)
 			tt.damage(t, dir)
 			l, err := audit.Open(audit.Config{Dir: dir, Key: testKey, Anchor: a, Replica: testReplica})
 			if tt.wantErr {
@@ -917,7 +961,11 @@ func TestOpenRecovery(t *testing.T) {
 			}
 			mustAppend(t, l, 3)
 			l.Close()
-			mustVerify(t, dir, 4)
+			n := 4
+			if tt.unclean {
+				n++ // the recovery record
+			}
+			mustVerify(t, dir, n)
 			if _, err := verifyDir(t, dir, anchorOpts(t, a)); err != nil {
 				t.Fatal(err)
 			}
@@ -1008,8 +1056,16 @@ func TestKnownAnswer(t *testing.T) {
 	}
 	rep, err := audit.Verify([]string{filepath.Join(golden, "audit-000001.jsonl")},
 		audit.VerifyOptions{Keys: keys, Checkpoint: must(os.ReadFile(filepath.Join(golden, "checkpoint")))})
-	if err != nil || rep.Records != 4 || rep.Checkpoint.Seq != 4 {
+	if err != nil || rep.Records != 4 || rep.Checkpoint.Seq != 4 || !rep.Checkpoint.Closed {
 		t.Fatalf("Verify(testdata) = %+v, %v", rep, err)
+	}
+	// Checkpoints stored before closed checkpoints existed have no
+	// extension line: they still verify (and read as open, so the first
+	// start after an upgrade counts as one after an unclean stop).
+	rep, err = audit.Verify([]string{filepath.Join(golden, "audit-000001.jsonl")},
+		audit.VerifyOptions{Keys: keys, Checkpoint: must(os.ReadFile(filepath.Join(golden, "checkpoint-unmarked")))})
+	if err != nil || rep.Checkpoint.Seq != 4 || rep.Checkpoint.Closed {
+		t.Fatalf("Verify(testdata, unmarked checkpoint) = %+v, %v", rep, err)
 	}
 }
 

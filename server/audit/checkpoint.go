@@ -44,6 +44,7 @@ func ValidReplica(id string) bool { return replicaPattern.MatchString(id) }
 //	<base64 head hash>
 //	chain <32 hex digits>
 //	time <RFC 3339 UTC>
+//	[closed | recovered <anchored> <head>]
 //
 //	— jeton-audit <base64 key hash and Ed25519 signature>
 type Checkpoint struct {
@@ -52,16 +53,39 @@ type Checkpoint struct {
 	Seq     uint64
 	Head    [hashSize]byte
 	Time    time.Time
+	// Closed marks the checkpoint Close stores after a run's last record
+	// (a clean stop): the chain ends at Seq until a checkpoint at the same
+	// Seq, stored when the log is opened again, reopens it. A record past a
+	// closed checkpoint was not written by the log.
+	Closed bool
+	// Recovered is set on the first checkpoint after a run that stopped
+	// without closing (crash, kill -9, power loss, anchor unreachable at
+	// shutdown): see Recovery. Record Seq is then the recovery record.
+	Recovered *Recovery
 }
 
 // body is the signed text of c.
 func (c Checkpoint) body() string {
-	return fmt.Sprintf("%s%s\n%d\n%s\nchain %s\ntime %s\n", originPrefix, c.Replica, c.Seq,
+	s := fmt.Sprintf("%s%s\n%d\n%s\nchain %s\ntime %s\n", originPrefix, c.Replica, c.Seq,
 		base64.StdEncoding.EncodeToString(c.Head[:]), c.Chain, c.Time.UTC().Format(time.RFC3339Nano))
+	switch {
+	case c.Closed:
+		s += "closed\n"
+	case c.Recovered != nil:
+		s += fmt.Sprintf("recovered %d %d\n", c.Recovered.Anchored, c.Recovered.Head)
+	}
+	return s
 }
 
 func (c Checkpoint) String() string {
-	return fmt.Sprintf("replica %s, chain %s, seq %d, head %x", c.Replica, c.Chain, c.Seq, c.Head[:8])
+	s := fmt.Sprintf("replica %s, chain %s, seq %d, head %x", c.Replica, c.Chain, c.Seq, c.Head[:8])
+	switch {
+	case c.Closed:
+		s += ", closed"
+	case c.Recovered != nil:
+		s += fmt.Sprintf(", recovered %d..%d", c.Recovered.Anchored+1, c.Recovered.Head)
+	}
+	return s
 }
 
 // parseBody parses a checkpoint's text, which must be exactly as body
@@ -70,7 +94,7 @@ func parseBody(text string) (Checkpoint, error) {
 	var c Checkpoint
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	bad := errors.New("audit: checkpoint is not in the jeton-audit format")
-	if len(lines) != 5 {
+	if len(lines) != 5 && len(lines) != 6 {
 		return c, bad
 	}
 	var ok bool
@@ -96,6 +120,18 @@ func parseBody(text string) (Checkpoint, error) {
 	}
 	if c.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
 		return c, bad
+	}
+	if len(lines) == 6 {
+		if lines[5] == "closed" {
+			c.Closed = true
+		} else {
+			var r Recovery
+			if _, err := fmt.Sscanf(lines[5], "recovered %d %d", &r.Anchored, &r.Head); err != nil ||
+				r.Anchored > r.Head || r.Head >= c.Seq {
+				return c, bad
+			}
+			c.Recovered = &r
+		}
 	}
 	if c.body() != text {
 		return c, bad

@@ -21,16 +21,24 @@ type checkpointer struct {
 	every    uint64
 	interval time.Duration
 	max      uint64
+	maxAge   time.Duration
 	timeout  time.Duration
+	now      func() time.Time
 	log      *slog.Logger
 
-	mu           sync.Mutex // serialises checkpoint
+	mu           sync.Mutex // serialises storing checkpoints
 	keys         []ed25519.PublicKey
 	stored       *Checkpoint // the anchor's checkpoint as last read or written
 	storedSigned []byte
 	version      uint64
-	anchoredSeq  atomic.Uint64 // stored.Seq when stored is of this chain
 	failing      atomic.Bool
+
+	// anchoredSeq is stored.Seq once stored is of this chain (atomic for
+	// readers); pendingSince is when the oldest record past it was
+	// committed, or zero. pmu orders their updates against committed's.
+	pmu          sync.Mutex
+	anchoredSeq  atomic.Uint64
+	pendingSince time.Time
 
 	kickc chan struct{}
 	quit  chan struct{}
@@ -40,7 +48,7 @@ type checkpointer struct {
 func newCheckpointer(l *Log, cfg Config) *checkpointer {
 	return &checkpointer{
 		l: l, a: cfg.Anchor, every: uint64(cfg.CheckpointEvery), interval: cfg.CheckpointInterval,
-		max: uint64(cfg.MaxUnanchored), timeout: cfg.AnchorTimeout, log: cfg.Logger,
+		max: uint64(cfg.MaxUnanchored), maxAge: cfg.MaxUnanchoredAge, timeout: cfg.AnchorTimeout, now: cfg.Now, log: cfg.Logger,
 		kickc: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -79,9 +87,10 @@ func (c *checkpointer) load() (*Checkpoint, error) {
 
 // checkStart decides whether the log st may be continued (or, empty,
 // started) given the anchor's checkpoint; recover has already checked
-// that the log agrees with it where they overlap. With newChain (an
-// archive request) and an empty log it returns the checkpoint the new
-// chain must name.
+// that the log is the checkpoint's chain (a chain written by hand over an
+// anchored one is refused there, even if it names the checkpoint), agrees
+// with it where they overlap, and, if it is closed, ends there. With newChain (an archive request) and an empty log it
+// returns the checkpoint the new chain must name.
 func (c *checkpointer) checkStart(st *logState, newChain bool) ([]byte, error) {
 	dir := c.l.w.dir
 	s := c.stored
@@ -105,17 +114,18 @@ func (c *checkpointer) checkStart(st *logState, newChain bool) ([]byte, error) {
 	if err := advances(s, c.storedSigned, head, st.chain); err != nil {
 		return nil, fmt.Errorf("audit: refusing to continue the log in %s: %w. %s", dir, err, recoveryHint(dir))
 	}
-	if s.Chain == st.chain.ID {
-		c.anchoredSeq.Store(s.Seq)
-	}
+	c.anchoredSeq.Store(s.Seq)
 	return nil, nil
 }
 
 // advances reports whether next may replace prev in the anchor: the one
 // rule that keeps checkpoints moving forward. Within a chain the sequence
-// never goes back, and at an equal sequence the head is the same. A new
-// chain may replace another's checkpoint only if its first record, start,
-// names exactly that checkpoint (an operator archived the old chain).
+// never goes back, and at an equal sequence the head is the same. A closed
+// checkpoint (a clean stop) is followed only by one at the same sequence
+// (the chain reopened) or by a new chain. A recovered checkpoint follows
+// the open checkpoint its Recovered names. A new chain may replace
+// another's checkpoint only if its first record, start, names exactly that
+// checkpoint (an operator archived the old chain).
 func advances(prev *Checkpoint, prevSigned []byte, next Checkpoint, start *ChainStart) error {
 	switch {
 	case prev == nil:
@@ -127,6 +137,12 @@ func advances(prev *Checkpoint, prevSigned []byte, next Checkpoint, start *Chain
 			"records were removed or an older copy was restored", next.Seq, prev.Seq, prev.Time.UTC().Format(time.RFC3339))
 	case prev.Chain == next.Chain && next.Seq == prev.Seq && next.Head != prev.Head:
 		return fmt.Errorf("the log's head at seq %d differs from the anchor's checkpoint: the chain was rewritten", next.Seq)
+	case prev.Chain == next.Chain && prev.Closed && next.Seq > prev.Seq:
+		return fmt.Errorf("the anchor's checkpoint closed chain %s at seq %d when the server stopped cleanly, and nothing reopened it: "+
+			"records past it were not written by the server", prev.Chain, prev.Seq)
+	case prev.Chain == next.Chain && next.Recovered != nil && (prev.Closed || next.Recovered.Anchored != prev.Seq):
+		return fmt.Errorf("a recovered checkpoint must follow the open checkpoint at seq %d it names; the anchor's is at seq %d (closed: %v)",
+			next.Recovered.Anchored, prev.Seq, prev.Closed)
 	case prev.Chain == next.Chain:
 		return nil
 	case start != nil && start.ID == next.Chain && start.Previous != "" && start.Previous == string(prevSigned):
@@ -137,19 +153,42 @@ func advances(prev *Checkpoint, prevSigned []byte, next Checkpoint, start *Chain
 	}
 }
 
-// admit refuses a batch of n records after seq when the records waiting
-// for a checkpoint would exceed the bound: a log whose anchor is down must
-// not grow an unanchored tail without limit.
+// admit refuses a batch of n records after seq when the records no
+// checkpoint covers would be too many, or the oldest of them too old: a
+// log whose anchor is down must not grow an uncovered tail without limit,
+// in size or in time.
 func (c *checkpointer) admit(seq uint64, n int) error {
 	if waiting := seq + uint64(n) - c.anchoredSeq.Load(); waiting > c.max {
 		return fmt.Errorf("%d records would wait for a checkpoint, more than %d: the anchor has been unreachable too long", waiting, c.max)
 	}
+	if age := c.unanchored(); age > c.maxAge {
+		return fmt.Errorf("no checkpoint covers records written %s ago, longer than %s: the anchor has been unreachable too long",
+			age.Round(time.Millisecond), c.maxAge)
+	}
 	return nil
+}
+
+// unanchored returns how long the oldest record no checkpoint covers has
+// waited, or zero.
+func (c *checkpointer) unanchored() time.Duration {
+	c.pmu.Lock()
+	since := c.pendingSince
+	c.pmu.Unlock()
+	if since.IsZero() {
+		return 0
+	}
+	return c.now().Sub(since)
 }
 
 // committed is called by the writer after each commit.
 func (c *checkpointer) committed(seq uint64) {
-	if seq-c.anchoredSeq.Load() >= c.every {
+	c.pmu.Lock()
+	anchored := c.anchoredSeq.Load()
+	if c.pendingSince.IsZero() && seq > anchored {
+		c.pendingSince = c.now()
+	}
+	c.pmu.Unlock()
+	if seq-anchored >= c.every {
 		c.kick()
 	}
 }
@@ -194,31 +233,53 @@ func (c *checkpointer) report(err error) {
 	}
 }
 
-// stop ends run and stores a last checkpoint. It does so even when the
-// file was replaced: the head is the last record acknowledged, which was
-// in the file at its path when it was written; if the replacement lacks
-// it, the checkpoint is what shows the loss.
-func (c *checkpointer) stop() error {
+// stop ends run and stores a last checkpoint, marked closed when
+// closed: the caller has everything acknowledged durable and nothing
+// else in the file, so the chain ends exactly there. It stores one even
+// when the file was replaced: the head is the last record acknowledged,
+// which was in the file at its path when it was written; if the
+// replacement lacks it, or holds more, the checkpoint is what shows.
+func (c *checkpointer) stop(closed bool) error {
 	close(c.quit)
 	<-c.done
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	if err := c.checkpoint(ctx); err != nil {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seq, head := c.l.Head()
+	if s := c.stored; s != nil && s.Chain == c.l.chain.ID && s.Seq == seq && (s.Closed || !closed) {
+		return nil
+	}
+	next := Checkpoint{Replica: c.l.replica, Chain: c.l.chain.ID, Seq: seq, Head: head, Time: c.l.now().UTC(), Closed: closed}
+	if err := c.storeLocked(ctx, next); err != nil {
 		return fmt.Errorf("audit: last checkpoint at close: %w", err)
 	}
 	return nil
 }
 
-// checkpoint signs the durable head and stores it with check-and-set.
+// checkpoint signs the durable head and stores it, unless the anchor
+// already covers it.
 func (c *checkpointer) checkpoint(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq, head := c.l.Head()
-	chain := c.l.chain
-	if s := c.stored; s != nil && s.Chain == chain.ID && s.Seq >= seq {
+	if s := c.stored; s != nil && s.Chain == c.l.chain.ID && s.Seq >= seq {
 		return nil
 	}
-	next := Checkpoint{Replica: c.l.replica, Chain: chain.ID, Seq: seq, Head: head, Time: c.l.now().UTC()}
+	return c.storeLocked(ctx, Checkpoint{Replica: c.l.replica, Chain: c.l.chain.ID, Seq: seq, Head: head, Time: c.l.now().UTC()})
+}
+
+// store signs next and stores it; see storeLocked.
+func (c *checkpointer) store(ctx context.Context, next Checkpoint) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.storeLocked(ctx, next)
+}
+
+// storeLocked signs next and stores it with check-and-set, if it may
+// follow the anchor's checkpoint (advances). c.mu must be held.
+func (c *checkpointer) storeLocked(ctx context.Context, next Checkpoint) error {
+	chain := c.l.chain
 	if err := advances(c.stored, c.storedSigned, next, chain); err != nil {
 		return err
 	}
@@ -251,6 +312,14 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("store checkpoint: %w", err)
 	}
 	c.stored, c.storedSigned, c.version = &next, signed, version
-	c.anchoredSeq.Store(seq)
+	c.pmu.Lock()
+	c.anchoredSeq.Store(next.Seq)
+	if head, _ := c.l.Head(); head <= next.Seq {
+		c.pendingSince = time.Time{}
+	} else {
+		// Records committed after next's head was read, at next.Time.
+		c.pendingSince = next.Time
+	}
+	c.pmu.Unlock()
 	return nil
 }

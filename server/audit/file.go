@@ -27,9 +27,11 @@ func osOpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	return os.OpenFile(name, flag, perm)
 }
 
-// syncDir makes the directory's entries (new files, renames) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// syncDir makes the directory's entries (new files, renames) durable. It
+// opens dir through open, the log's file seam (os.OpenFile opens a
+// directory read-only as well).
+func syncDir(dir string, open OpenFileFunc) error {
+	d, err := open(dir, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -38,6 +40,28 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// mkdirDurable creates dir (0700) and any missing parent, and makes each
+// new entry durable in its parent, so that a power loss cannot take away
+// a directory whose log a checkpoint already covers.
+func mkdirDurable(dir string, open OpenFileFunc) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirDurable(parent, open); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent, open)
 }
 
 // listFiles returns the log files in dir, sorted by number. Other names

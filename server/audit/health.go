@@ -1,9 +1,11 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // probeName is the scratch file Healthy writes. It matches no log file
@@ -11,20 +13,29 @@ import (
 const probeName = "PROBE.tmp"
 
 // Healthy reports whether the log can take records. It fails when the log
-// is closed; when its file was replaced, moved or removed (until an
-// operator recovers it: this never heals by itself); when too many records
-// wait for a checkpoint; and when the last commit failed and a scratch
-// write with fsync in the log's directory still fails. The scratch write
-// lets a readiness probe see the disk come back even when no Append has
-// been tried since (traffic may be held off precisely because the log was
-// reported down). Otherwise it does no I/O. Errors wrap ErrUnavailable and
-// name no record content.
+// is closed; when its file was replaced, moved, removed, truncated or
+// written to by another process (until an operator recovers it: this
+// never heals by itself; it stats the file to see that, between commits);
+// when too many records wait for a checkpoint; and when the last commit
+// failed and a scratch write with fsync in the log's directory still
+// fails. The scratch write lets a readiness probe see the disk come back
+// even when no Append has been tried since (traffic may be held off
+// precisely because the log was reported down). Errors wrap
+// ErrUnavailable and name no record content.
 func (l *Log) Healthy() error {
 	l.mu.RLock()
 	closed := l.closed
 	l.mu.RUnlock()
 	if closed {
 		return fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	if err := l.w.check(); err != nil {
+		var changed *fileChangedError
+		if errors.As(err, &changed) {
+			l.markBroken(changed, 0)
+		} else {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 	}
 	if p := l.broken.Load(); p != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
@@ -59,13 +70,29 @@ func (l *Log) Healthy() error {
 	return nil
 }
 
-// AnchorStatus reports how far the anchor's checkpoints lag the log:
-// the last durable seq, the last anchored seq, and whether the last
-// attempt to checkpoint failed. Unanchored logs report anchored == 0.
-func (l *Log) AnchorStatus() (head, anchored uint64, failing bool) {
-	head, _ = l.Head()
-	if l.cp == nil {
-		return head, 0, false
+// Status is a snapshot of the log for metrics and operators.
+type Status struct {
+	// Head is the last durable record; Anchored the last one a stored
+	// checkpoint covers (0 for an unanchored log).
+	Head, Anchored uint64
+	// AnchorFailing is set while the last attempt to checkpoint failed.
+	AnchorFailing bool
+	// Unanchored is how long the oldest record no checkpoint covers has
+	// waited; zero when there is none.
+	Unanchored time.Duration
+	// Recovered is how many records the last run left uncovered when this
+	// run started after an unclean stop (see Recovery); UncleanStart says
+	// whether it did.
+	Recovered    uint64
+	UncleanStart bool
+}
+
+// Status reports the log's state. It does no I/O.
+func (l *Log) Status() Status {
+	st := Status{Recovered: l.recovered, UncleanStart: l.uncleanStart}
+	st.Head, _ = l.Head()
+	if l.cp != nil {
+		st.Anchored, st.AnchorFailing, st.Unanchored = l.cp.anchoredSeq.Load(), l.cp.failing.Load(), l.cp.unanchored()
 	}
-	return head, l.cp.anchoredSeq.Load(), l.cp.failing.Load()
+	return st
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +32,12 @@ const (
 	DefaultMaxBatch           = 1024
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 10 * time.Second
-	DefaultMaxUnanchored      = 100_000
-	DefaultAnchorTimeout      = 10 * time.Second
+	DefaultMaxUnanchored      = 10_000
+	// DefaultMaxUnanchoredAge rides out a Vault leader election or a
+	// short outage of the anchor with loaded tenants served, and no more;
+	// never less than three CheckpointIntervals.
+	DefaultMaxUnanchoredAge = 5 * time.Minute
+	DefaultAnchorTimeout    = 10 * time.Second
 	// DefaultReplica names the chain of an unnamed replica.
 	DefaultReplica = "local"
 )
@@ -60,10 +65,15 @@ type Config struct {
 	// Defaults DefaultCheckpointEvery and DefaultCheckpointInterval.
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
-	// MaxUnanchored bounds how many records may wait for a checkpoint
-	// while the anchor is unreachable; past it Append fails closed.
-	// Default DefaultMaxUnanchored.
-	MaxUnanchored int
+	// MaxUnanchored and MaxUnanchoredAge bound the records no checkpoint
+	// covers yet, which someone with write access to Dir could still
+	// change: how many may wait, and how long the oldest of them may
+	// wait, while the anchor is unreachable. Past either, Append fails
+	// closed and Healthy reports it, until a checkpoint is stored.
+	// Defaults DefaultMaxUnanchored, and DefaultMaxUnanchoredAge or three
+	// CheckpointIntervals, whichever is longer.
+	MaxUnanchored    int
+	MaxUnanchoredAge time.Duration
 	// AnchorTimeout bounds each call to the anchor. Default
 	// DefaultAnchorTimeout.
 	AnchorTimeout time.Duration
@@ -115,6 +125,11 @@ type Log struct {
 	headHash [hashSize]byte
 
 	cp *checkpointer // nil when unanchored
+
+	// Set by Open: this run started after an unclean stop, which left
+	// recovered records uncovered.
+	uncleanStart bool
+	recovered    uint64
 }
 
 type request struct {
@@ -150,13 +165,13 @@ func Open(cfg Config) (*Log, error) {
 		return nil, errors.New("audit: Config.MaxFileBytes must not be negative")
 	case cfg.MaxBatch < 0:
 		return nil, errors.New("audit: Config.MaxBatch must not be negative")
-	case cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 || cfg.MaxUnanchored < 0 || cfg.AnchorTimeout < 0:
-		return nil, errors.New("audit: Config.CheckpointEvery, CheckpointInterval, MaxUnanchored and AnchorTimeout must not be negative")
+	case cfg.CheckpointEvery < 0 || cfg.CheckpointInterval < 0 || cfg.MaxUnanchored < 0 || cfg.MaxUnanchoredAge < 0 || cfg.AnchorTimeout < 0:
+		return nil, errors.New("audit: Config.CheckpointEvery, CheckpointInterval, MaxUnanchored, MaxUnanchoredAge and AnchorTimeout must not be negative")
 	case cfg.Replica != "" && !ValidReplica(cfg.Replica):
 		return nil, fmt.Errorf("audit: Config.Replica %q must be 1-63 letters, digits, '.', '_' or '-'", cfg.Replica)
 	}
 	setDefaults(&cfg)
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if err := mkdirDurable(cfg.Dir, cfg.OpenFile); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	unlock, err := lockDir(cfg.Dir)
@@ -205,6 +220,9 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.MaxUnanchored == 0 {
 		cfg.MaxUnanchored = DefaultMaxUnanchored
+	}
+	if cfg.MaxUnanchoredAge == 0 {
+		cfg.MaxUnanchoredAge = max(DefaultMaxUnanchoredAge, 3*cfg.CheckpointInterval)
 	}
 	if cfg.AnchorTimeout == 0 {
 		cfg.AnchorTimeout = DefaultAnchorTimeout
@@ -255,12 +273,16 @@ func (l *Log) start(cfg Config) error {
 		}
 	}
 	if st.seq > 0 {
+		// Open the file now, so that Healthy watches it from the start.
+		if err := l.w.ensureOpen(); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
 		l.chain = st.chain
 		l.publish(st.seq, st.last)
-		if l.cp != nil && st.seq > l.cp.anchoredSeq.Load() {
-			l.cp.kick() // anchor what the last run left unanchored
+		if l.cp == nil {
+			return nil
 		}
-		return nil
+		return l.resume(cfg)
 	}
 
 	// An empty directory: open a chain, and anchor it before serving, so
@@ -293,11 +315,52 @@ func (l *Log) start(cfg Config) error {
 		if err := os.Remove(filepath.Join(cfg.Dir, newChainName)); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
-		if err := syncDir(cfg.Dir); err != nil {
+		if err := syncDir(cfg.Dir, cfg.OpenFile); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
 		l.log.Warn("audit: started a new chain after an archived one", "chain", cs.ID, "archive", cs.Archive)
 	}
+	return nil
+}
+
+// resume anchors a continued chain before the log serves, so that every
+// record past the anchor's checkpoint is this run's from now on. After a
+// clean stop (a closed checkpoint, which the log ends at exactly) it
+// reopens the chain: the same head, no longer closed, so that a crash of
+// this run is not mistaken for a clean stop. After an unclean stop it
+// writes a recovery record naming the records the last run left
+// uncovered, and anchors it with a checkpoint marked recovered.
+func (l *Log) resume(cfg Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.AnchorTimeout)
+	defer cancel()
+	seq, head := l.Head()
+	cp := Checkpoint{Replica: l.replica, Chain: l.chain.ID, Seq: seq, Head: head, Time: cfg.Now().UTC()}
+	s := l.cp.stored
+	if s == nil || s.Closed {
+		// Reopened, or a chain whose first record was never anchored
+		// (nothing was ever acknowledged in it).
+		if err := l.cp.store(ctx, cp); err != nil {
+			return fmt.Errorf("audit: anchor the reopened chain: %w", err)
+		}
+		return nil
+	}
+	r := &Recovery{Anchored: s.Seq, Head: seq}
+	l.uncleanStart, l.recovered = true, r.Head-r.Anchored
+	b, err := json.Marshal(Record{Time: cfg.Now(), Identity: "jetond", Method: MethodRecovered, Outcome: "ok", Recovery: r})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := l.w.commit([]*request{{rec: b}}); err != nil {
+		return fmt.Errorf("audit: write the recovery record: %w", err)
+	}
+	l.publish(l.w.seq, l.w.last)
+	cp.Seq, cp.Head, cp.Recovered = l.w.seq, l.w.last, r
+	if err := l.cp.store(ctx, cp); err != nil {
+		return fmt.Errorf("audit: anchor the recovery record: %w", err)
+	}
+	l.log.Warn("audit: continued the chain after an unclean stop (crash, kill, power loss, or the anchor unreachable at shutdown); "+
+		"records the last run wrote after its last checkpoint are anchored only now, and marked so",
+		"chain", l.chain.ID, "last_checkpoint_seq", r.Anchored, "uncovered_from", r.Anchored+1, "uncovered_to", r.Head)
 	return nil
 }
 
@@ -317,7 +380,8 @@ func (l *Log) Head() (uint64, [hashSize]byte) {
 
 // Append writes rec to the log and returns once it is fsynced, together with
 // every record queued alongside it (group commit). A zero rec.Time is set
-// to Config.Now(). rec.Chain must be nil.
+// to Config.Now(). rec.Chain and rec.Recovery must be nil, and rec.Method
+// must not start with "audit/": those records are the log's own.
 //
 // Any error wraps ErrUnavailable. If ctx ends before the record is queued,
 // it is not written; if ctx ends while it is being written, Append returns
@@ -328,8 +392,8 @@ func (l *Log) Append(ctx context.Context, rec Record) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if rec.Chain != nil {
-		return fmt.Errorf("%w: a record may not open a chain", ErrUnavailable)
+	if rec.Chain != nil || rec.Recovery != nil || strings.HasPrefix(rec.Method, "audit/") {
+		return fmt.Errorf("%w: only the log writes chain-start and recovery records", ErrUnavailable)
 	}
 	if rec.Time.IsZero() {
 		rec.Time = l.now()
@@ -375,8 +439,10 @@ func (l *Log) TokenHash(token string) string {
 }
 
 // Close writes and fsyncs everything queued, signs and stores a last
-// checkpoint of the last acknowledged record, then stops the log; later
-// Appends fail with ErrUnavailable. Closing a closed log does nothing.
+// checkpoint of the last acknowledged record, marked closed, then stops
+// the log; later Appends fail with ErrUnavailable. After it, nothing may
+// follow that record: Open and Verify refuse a record past a closed
+// checkpoint. Closing a closed log does nothing.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -388,9 +454,15 @@ func (l *Log) Close() error {
 	close(l.reqs)
 	l.mu.Unlock()
 	<-l.done
-	var err error
+	// Cut off what a failed write left, so the file ends at the last
+	// record acknowledged; only then may the last checkpoint close the
+	// chain there. If that fails, the checkpoint stays open and the next
+	// Open treats the stop as unclean.
+	err := l.w.settle()
 	if l.cp != nil {
-		err = l.cp.stop()
+		if cerr := l.cp.stop(err == nil); err == nil {
+			err = cerr
+		}
 	}
 	if cerr := l.w.close(); err == nil {
 		err = cerr
@@ -437,13 +509,10 @@ func (l *Log) commit(batch []*request) error {
 		}
 	}
 	err := l.w.commit(batch)
-	var moved *fileMovedError
+	var changed *fileChangedError
 	switch {
-	case errors.As(err, &moved):
-		l.broken.Store(&err)
-		l.log.Error("audit: the log file was replaced, moved or removed under the running server; "+
-			"reveals are refused and readiness is down until an operator recovers the log (README: audit recovery)",
-			"file", moved.path, "detail", moved.detail, "records", len(batch))
+	case errors.As(err, &changed):
+		l.markBroken(changed, len(batch))
 	case err != nil:
 		l.log.Error("audit: commit failed; records not acknowledged", "records", len(batch), "error", err)
 	}
@@ -458,9 +527,23 @@ func (l *Log) commit(batch []*request) error {
 	return nil
 }
 
+// markBroken makes the log refuse every later record, for good: its file
+// was changed by something else. Only the first cause is kept and logged.
+func (l *Log) markBroken(e *fileChangedError, records int) {
+	err := error(e)
+	if !l.broken.CompareAndSwap(nil, &err) {
+		return
+	}
+	l.log.Error("audit: the log file was replaced, moved, removed, truncated or written to by another process under the running server; "+
+		"reveals are refused and readiness is down until an operator recovers the log (README: audit recovery)",
+		"file", e.path, "detail", e.detail, "records_refused", records)
+}
+
 // writer owns the files. Only the writer goroutine (and Open, before it
-// starts) touches it.
+// starts, and Close, after it stopped) writes through it; Healthy only
+// checks the file, and only while no commit holds mu.
 type writer struct {
+	mu       sync.Mutex // held by commit and close, tried by check
 	dir      string
 	open     OpenFileFunc
 	maxBytes int64
@@ -492,6 +575,8 @@ func (w *writer) path(n uint64) string { return filepath.Join(w.dir, fileName(n)
 // record, so later commits continue a valid chain. There is no other
 // file to update: what makes the log's end binding is the anchor.
 func (w *writer) commit(batch []*request) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	buf := w.buf[:0]
 	seq, last := w.seq, w.last
 	for _, r := range batch {
@@ -510,6 +595,11 @@ func (w *writer) commit(batch []*request) error {
 	if err := w.ensureOpen(); err != nil {
 		return err
 	}
+	// Write nothing into a file that was changed since the last commit;
+	// the check after the fsync catches a change made meanwhile.
+	if err := w.checkFile(w.size); err != nil {
+		return err
+	}
 	if _, err := w.f.Write(buf); err != nil {
 		w.abandon()
 		return fmt.Errorf("write %s: %w", fileName(w.num), err)
@@ -518,37 +608,62 @@ func (w *writer) commit(batch []*request) error {
 		w.abandon()
 		return fmt.Errorf("fsync %s: %w", fileName(w.num), err)
 	}
-	// Durable, but in the file at the path? If not, the records went to
-	// a file no verifier will read: refuse them.
-	if err := w.checkIdentity(); err != nil {
+	// Durable, but in the file at the path, right after the records
+	// before? If not, the records went to a file no verifier will read,
+	// or to the wrong place in it: refuse them.
+	if err := w.checkFile(w.size + int64(len(buf))); err != nil {
 		return err
 	}
 	w.seq, w.last, w.size = seq, last, w.size+int64(len(buf))
 	return nil
 }
 
-// fileMovedError says the file being written is not the one at its path.
-type fileMovedError struct{ path, detail string }
+// fileChangedError says the file being written is not the one at its
+// path, or no longer holds exactly what the log wrote to it.
+type fileChangedError struct{ path, detail string }
 
-func (e *fileMovedError) Error() string {
-	return fmt.Sprintf("%s is no longer the file the log opened (%s)", e.path, e.detail)
+func (e *fileChangedError) Error() string {
+	return fmt.Sprintf("%s was changed under the log: %s", e.path, e.detail)
 }
 
-// checkIdentity checks that the open file is still linked at its path:
-// same device and inode. A file renamed over the log (sed -i, an editor,
-// logrotate's create mode), moved away or deleted fails it.
-func (w *writer) checkIdentity() error {
+func fileReplaced(path string, opened, now os.FileInfo) error {
+	return &fileChangedError{path, "it is no longer the file the log opened: another file was put in its place; " + inodes(opened, now)}
+}
+
+// checkFile checks that the open file is still linked at its path (same
+// device and inode: not renamed over by sed -i, an editor or logrotate's
+// create mode, moved away or deleted) and holds exactly size bytes: the
+// records the log wrote, no fewer (truncated in place, as logrotate's
+// copytruncate does) and no more (written to by another process).
+func (w *writer) checkFile(size int64) error {
 	p := w.path(w.num)
 	now, err := os.Stat(p)
 	switch {
 	case err != nil && isNotExist(err):
-		return &fileMovedError{p, "it was deleted or moved away"}
+		return &fileChangedError{p, "it is no longer the file the log opened: it was deleted or moved away"}
 	case err != nil:
 		return fmt.Errorf("stat %s: %w", fileName(w.num), err)
 	case !os.SameFile(w.fi, now):
-		return &fileMovedError{p, "another file was put in its place; " + inodes(w.fi, now)}
+		return fileReplaced(p, w.fi, now)
+	case now.Size() != size:
+		return &fileChangedError{p, fmt.Sprintf("it holds %d bytes where the log wrote %d: it was truncated or written to by another process", now.Size(), size)}
 	}
 	return nil
+}
+
+// check is Healthy's look at the file between commits: the same checks as
+// after each commit, against the records acknowledged so far. It does
+// nothing while a commit runs (that commit checks when it is done) or
+// while no file is open.
+func (w *writer) check() error {
+	if !w.mu.TryLock() {
+		return nil
+	}
+	defer w.mu.Unlock()
+	if w.f == nil || w.dirty {
+		return nil
+	}
+	return w.checkFile(w.size)
 }
 
 // abandon drops the current file after a failed write or fsync. Whatever
@@ -575,7 +690,14 @@ func (w *writer) ensureOpen() error {
 	if w.fi != nil && !os.SameFile(w.fi, fi) {
 		// Reopened after a failure, and the path now holds another file.
 		f.Close()
-		return &fileMovedError{w.path(w.num), "another file was put in its place; " + inodes(w.fi, fi)}
+		return fileReplaced(w.path(w.num), w.fi, fi)
+	}
+	// It must hold every record acknowledged, and nothing more unless a
+	// failed write left it (dirty). Cutting a file that is shorter than
+	// that "back" would extend it with zeros.
+	if fi.Size() < w.size || (!w.dirty && fi.Size() != w.size) {
+		f.Close()
+		return &fileChangedError{w.path(w.num), fmt.Sprintf("it holds %d bytes where the log wrote %d: it was truncated or written to by another process", fi.Size(), w.size)}
 	}
 	if w.dirty {
 		if err := f.Truncate(w.size); err != nil {
@@ -592,7 +714,10 @@ func (w *writer) ensureOpen() error {
 	return nil
 }
 
-// openFile opens log file n for appending and identifies it.
+// openFile opens log file n for appending and identifies it. An empty
+// file may have just been created: its name is made durable before any
+// record in it can be acknowledged, or a power loss could take the file
+// (and the records a checkpoint covers) with it.
 func (w *writer) openFile(n uint64) (File, os.FileInfo, error) {
 	f, err := w.open(w.path(n), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -602,6 +727,12 @@ func (w *writer) openFile(n uint64) (File, os.FileInfo, error) {
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("stat %s: %w", fileName(n), err)
+	}
+	if fi.Size() == 0 {
+		if err := syncDir(w.dir, w.open); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("fsync %s: %w", w.dir, err)
+		}
 	}
 	return f, fi, nil
 }
@@ -617,14 +748,9 @@ func (w *writer) rotate() error {
 	}
 	w.f, w.fi = nil, nil
 	next := w.num + 1
-	f, fi, err := w.openFile(next)
+	f, fi, err := w.openFile(next) // makes the new name durable
 	if err != nil {
 		return err
-	}
-	// The new name must be durable before records in it are acknowledged.
-	if err := syncDir(w.dir); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", w.dir, err)
 	}
 	w.f, w.fi, w.num, w.size = f, fi, next, 0
 	return nil
@@ -687,16 +813,27 @@ func recoveryHint(dir string) string {
 		"then start jetond again; see README, audit recovery", dir)
 }
 
+// settle cuts off what a failed write left past the last record, if
+// anything.
+func (w *writer) settle() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.dirty {
+		return nil
+	}
+	if err := w.ensureOpen(); err != nil {
+		return fmt.Errorf("audit: close: %w", err)
+	}
+	return nil
+}
+
 // close closes the current file and releases the directory.
 func (w *writer) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var err error
-	if w.dirty {
-		err = w.ensureOpen()
-	}
 	if w.f != nil {
-		if cerr := w.f.Close(); err == nil {
-			err = cerr
-		}
+		err = w.f.Close()
 		w.f = nil
 	}
 	w.unlock()

@@ -18,10 +18,32 @@ type Record struct {
 	Detail string `json:"detail,omitempty"`
 	// Chain is set on the first record of every chain, and only there.
 	Chain *ChainStart `json:"chain,omitempty"`
+	// Recovery is set on the record the log writes when it continues a
+	// chain after an unclean stop, and only there.
+	Recovery *Recovery `json:"recovery,omitempty"`
 }
 
-// MethodChainStart is the Method of the record that opens a chain.
-const MethodChainStart = "audit/chain-start"
+// Methods of the records only the log writes; Append refuses them, and
+// any other Method starting with "audit/".
+const (
+	// MethodChainStart is the Method of the record that opens a chain.
+	MethodChainStart = "audit/chain-start"
+	// MethodRecovered is the Method of a recovery record.
+	MethodRecovered = "audit/recovered"
+)
+
+// Recovery says what a run that stopped without closing its chain left
+// behind (crash, kill -9, power loss, or the anchor unreachable at
+// shutdown). Its last checkpoint covered records up to Anchored; it wrote
+// records up to Head, which no checkpoint covered while it ran: until the
+// next run anchored them, someone with write access to the audit
+// directory could have changed, removed or appended to them undetected.
+// The next Open writes this as record Head+1, and the checkpoint that
+// first covers it carries it too, so the window is on record.
+type Recovery struct {
+	Anchored uint64 `json:"anchored"`
+	Head     uint64 `json:"head"`
+}
 
 // ChainStart opens a chain. A replica's log is one chain until an operator
 // archives it (after damage, loss or a replaced file); the next chain then

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 )
 
 // Reasons a VerifyError gives. Each names one kind of tampering or damage.
@@ -46,6 +47,17 @@ const (
 	// checkpoint covers: its last records were removed, an older copy was
 	// restored, or it was wiped.
 	ReasonBehindCheckpoint = "behind checkpoint"
+	// ReasonPastClosed: the log goes on past a checkpoint that closed the
+	// chain (the server stopped cleanly there): a record, or part of one,
+	// was added that the server did not write.
+	ReasonPastClosed = "past closed checkpoint"
+	// ReasonNotCovered: the files given (VerifyOptions.Partial) start
+	// after the checkpoint's seq, so it proves nothing about them: they
+	// may be another log altogether.
+	ReasonNotCovered = "checkpoint not covered"
+	// ReasonReplica: the log or the checkpoint is another replica's than
+	// the one the verifier named (VerifyOptions.Replica).
+	ReasonReplica = "other replica"
 )
 
 // VerifyError locates the first record at which a log fails to verify.
@@ -93,6 +105,16 @@ type Report struct {
 	Previous *Checkpoint
 	// Torn is a tolerated partial last line, or nil.
 	Torn *Torn
+	// Recoveries are the recovery records in the files, oldest first:
+	// each says the run before stopped uncleanly and which records no
+	// checkpoint covered when it did.
+	Recoveries []RecoveryReport
+}
+
+// RecoveryReport is a recovery record found by Verify, at Seq.
+type RecoveryReport struct {
+	Seq uint64
+	Recovery
 }
 
 // VerifyOptions says what to check a log against.
@@ -101,13 +123,18 @@ type VerifyOptions struct {
 	// checkpoint a chain's first record names. Nothing secret is needed.
 	Keys []ed25519.PublicKey
 	// Checkpoint is a signed checkpoint of this chain (from the anchor).
-	// The log must reach its seq, with the same hash there. Without one,
+	// The log must reach its seq, with the same hash there, and, if it is
+	// closed, end there, partial line included. Without one,
 	// only the chain's internal consistency is checked: removal of its last
 	// records, rollback and a wipe then go unnoticed.
 	Checkpoint []byte
 	// Partial accepts files that do not start at audit-000001.jsonl (older
-	// files archived), trusting where the first one starts.
+	// files archived), trusting where the first one starts. A Checkpoint
+	// must then fall within the files given, and match there.
 	Partial bool
+	// Replica, if set, is the replica the verifier means to check: the
+	// chain's first record and the checkpoints must name it.
+	Replica string
 }
 
 // Verify checks a log: every record's hash, an unbroken sequence and chain
@@ -136,10 +163,15 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	v := newVerifier()
 	v.allowTorn = true
 	var cp *Checkpoint
+	v.replica = opts.Replica
 	if opts.Checkpoint != nil {
 		c, err := OpenCheckpoint(opts.Checkpoint, opts.Keys)
 		if err != nil {
 			return nil, &VerifyError{Reason: ReasonCheckpoint, Detail: err.Error()}
+		}
+		if opts.Replica != "" && c.Replica != opts.Replica {
+			return nil, &VerifyError{Reason: ReasonReplica,
+				Detail: fmt.Sprintf("the checkpoint is of replica %q, not %q", c.Replica, opts.Replica)}
 		}
 		cp, v.checkpoint = &c, &c
 	}
@@ -150,7 +182,14 @@ func Verify(files []string, opts VerifyOptions) (*Report, error) {
 	if err := v.run(refs); err != nil {
 		return nil, err
 	}
-	rep := &Report{Records: v.records, FirstSeq: v.firstSeq, LastSeq: v.seq, Head: v.last, Chain: v.chain, Checkpoint: cp, Torn: v.torn}
+	if cp != nil && v.records > 0 && cp.Seq < v.firstSeq {
+		// Only with Partial: non-partial files start at seq 1.
+		return nil, &VerifyError{File: refs[0].path, Line: 1, Seq: v.firstSeq, Reason: ReasonNotCovered,
+			Detail: fmt.Sprintf("the files start at seq %d, after the checkpoint's seq %d: it says nothing about them, "+
+				"which may be another log altogether; give the files that hold seq %d", v.firstSeq, cp.Seq, cp.Seq)}
+	}
+	rep := &Report{Records: v.records, FirstSeq: v.firstSeq, LastSeq: v.seq, Head: v.last, Chain: v.chain, Checkpoint: cp,
+		Torn: v.torn, Recoveries: v.recoveries}
 	if v.chain != nil && v.chain.Previous != "" && opts.Keys != nil {
 		prev, err := OpenCheckpoint([]byte(v.chain.Previous), opts.Keys)
 		if err != nil {
@@ -180,6 +219,8 @@ type verifier struct {
 	// allowTorn tolerates a partial final line in the last file, recording
 	// it in torn instead of failing.
 	allowTorn bool
+	// replica, if set, is the replica the chain's first record must name.
+	replica string
 
 	started  bool // the chain state below is set
 	seq      uint64
@@ -193,6 +234,8 @@ type verifier struct {
 	lastLines int
 	lastLen   int64
 	torn      *Torn
+
+	recoveries []RecoveryReport
 }
 
 func newVerifier() *verifier { return &verifier{hash: newChainHasher()} }
@@ -252,6 +295,10 @@ func (v *verifier) file(refs []fileRef, i int) error {
 			if len(b) == 0 {
 				return nil
 			}
+			if cp := v.checkpoint; cp != nil && cp.Closed && v.seq >= cp.Seq && v.reached(cp) {
+				return &VerifyError{File: ref.path, Line: n, Seq: v.seq + 1, Reason: ReasonPastClosed,
+					Detail: fmt.Sprintf("a partial line follows seq %d, where a checkpoint closed the chain when the server stopped cleanly", cp.Seq)}
+			}
 			if i == len(refs)-1 && v.allowTorn {
 				v.torn = &Torn{File: ref.path, Offset: v.lastLen, Bytes: int64(len(b))}
 				return nil
@@ -308,9 +355,25 @@ func (v *verifier) record(refs []fileRef, i, n int, b []byte) error {
 			!validChainID(r.Chain.ID) || !ValidReplica(r.Chain.Replica) {
 			return bad(1, ReasonMalformed, "the first record does not open a chain")
 		}
+		if v.replica != "" && r.Chain.Replica != v.replica {
+			return bad(1, ReasonReplica, fmt.Sprintf("this log is the chain of replica %q, not %q", r.Chain.Replica, v.replica))
+		}
 		v.chain = r.Chain
 	}
+	if bytes.Contains(l.rec, []byte(`"`+MethodRecovered+`"`)) {
+		var r Record
+		if err := json.Unmarshal(l.rec, &r); err == nil && r.Method == MethodRecovered {
+			if r.Recovery == nil || r.Recovery.Head+1 != l.seq || r.Recovery.Anchored > r.Recovery.Head {
+				return bad(l.seq, ReasonMalformed, "a recovery record that does not name the records before it")
+			}
+			v.recoveries = append(v.recoveries, RecoveryReport{Seq: l.seq, Recovery: *r.Recovery})
+		}
+	}
 	if cp := v.checkpoint; cp != nil {
+		if cp.Closed && l.seq > cp.Seq && v.reached(cp) {
+			return bad(l.seq, ReasonPastClosed, fmt.Sprintf("a checkpoint closed the chain at seq %d when the server stopped cleanly (%s); "+
+				"this record was added after that, not by the server", cp.Seq, cp.Time.UTC().Format(time.RFC3339)))
+		}
 		if v.chain != nil && v.chain.ID != cp.Chain {
 			return bad(l.seq, ReasonCheckpoint, fmt.Sprintf("this log is chain %s; the checkpoint is of chain %s", v.chain.ID, cp.Chain))
 		}
@@ -325,6 +388,13 @@ func (v *verifier) record(refs []fileRef, i, n int, b []byte) error {
 	v.seq, v.last = l.seq, l.hash
 	v.records++
 	return nil
+}
+
+// reached reports whether the records verified so far include the one
+// cp covers. Only files given with Partial can start past it; what
+// follows is then not covered by cp, which Verify reports as such.
+func (v *verifier) reached(cp *Checkpoint) bool {
+	return v.records > 0 && v.firstSeq <= cp.Seq
 }
 
 // seqLater reports whether a record numbered want appears after line n of
@@ -394,6 +464,6 @@ func VerifyHistory(dir string, opts VerifyOptions) ([]ChainReport, error) {
 				Detail: fmt.Sprintf("the archive of chain %s (checkpoint at seq %d) holds no log file", prev.Chain, prev.Seq)}
 		}
 		cur = next
-		opts = VerifyOptions{Keys: opts.Keys, Checkpoint: []byte(rep.Chain.Previous)}
+		opts = VerifyOptions{Keys: opts.Keys, Checkpoint: []byte(rep.Chain.Previous), Replica: opts.Replica}
 	}
 }

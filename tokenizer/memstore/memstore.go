@@ -4,6 +4,7 @@
 package memstore
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"slices"
@@ -113,6 +114,53 @@ func (s *Store) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]b
 	return out, nil
 }
 
+// Swap implements tokenizer.Store.
+func (s *Store) Swap(ctx context.Context, old []byte, e tokenizer.Entry) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, ok := s.kv[e.Key]
+	if !ok || !s.live(it.expires) || !bytes.Equal(it.val, old) {
+		return false, nil
+	}
+	s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
+	return true, nil
+}
+
+// Write implements tokenizer.Store, all of it under one lock.
+func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range w.Sets {
+		s.addToSet(a.Key, a.Members, a.TTL)
+	}
+	for _, e := range w.Create {
+		if it, ok := s.kv[e.Key]; !ok || !s.live(it.expires) {
+			s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
+		}
+	}
+	for _, e := range w.Keep {
+		it, ok := s.kv[e.Key]
+		if !ok || !s.live(it.expires) {
+			s.kv[e.Key] = item{val: clone(e.Value), expires: s.expiry(e.TTL)}
+			continue
+		}
+		switch exp := s.expiry(e.TTL); {
+		case exp.IsZero():
+			it.expires = time.Time{}
+		case !it.expires.IsZero() && exp.After(it.expires):
+			it.expires = exp
+		}
+		s.kv[e.Key] = it
+	}
+	return nil
+}
+
 // Get implements tokenizer.Store.
 func (s *Store) Get(ctx context.Context, keys []string) ([][]byte, error) {
 	if err := ctx.Err(); err != nil {
@@ -163,13 +211,19 @@ func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.addToSet(key, members, ttl)
+	return nil
+}
+
+// addToSet is AddToSet with s.mu held.
+func (s *Store) addToSet(key string, members []string, ttl time.Duration) {
 	st, ok := s.sets[key]
 	if !ok || !s.live(st.expires) {
 		if len(members) == 0 {
 			// As in Redis, an empty set does not exist; Delete must not
 			// count it.
 			delete(s.sets, key)
-			return nil
+			return
 		}
 		st = set{members: map[string]struct{}{}, expires: s.expiry(ttl)}
 	}
@@ -183,7 +237,6 @@ func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl 
 		st.expires = exp
 	}
 	s.sets[key] = st
-	return nil
 }
 
 // SetMembers implements tokenizer.Store.

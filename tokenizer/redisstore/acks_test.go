@@ -63,6 +63,16 @@ func writes(prefix string) []struct {
 			_, err := s.Delete(ctx, []string{prefix + "new"})
 			return err
 		}},
+		{"Swap", func(ctx context.Context, s *redisstore.Store) error {
+			_, err := s.Swap(ctx, []byte("v"), tokenizer.Entry{Key: prefix + "put", Value: []byte("w")})
+			return err
+		}},
+		{"Write", func(ctx context.Context, s *redisstore.Store) error {
+			return s.Write(ctx, tokenizer.Write{
+				Sets:   []tokenizer.SetAdd{{Key: prefix + "wset", Members: []string{"a"}}},
+				Create: e("wnew"),
+			})
+		}},
 	}
 }
 
@@ -83,11 +93,14 @@ func TestReplicaAcksSingleMaster(t *testing.T) {
 	}
 	// WAIT answered, so the replica has applied every write already: no
 	// polling here, or a missing WAIT would pass.
-	if got, err := replica.Get(ctx, "jeton:test:up:put").Result(); err != nil || got != "v" {
-		t.Fatalf("replica GET right after Put = %q, %v; want the value", got, err)
+	if got, err := replica.Get(ctx, "jeton:test:up:put").Result(); err != nil || got != "w" {
+		t.Fatalf("replica GET right after Put and Swap = %q, %v; want the swapped value", got, err)
 	}
-	if n, err := replica.SCard(ctx, "jeton:test:up:set").Result(); err != nil || n != 2 {
-		t.Fatalf("replica SCARD right after AddToSet = %d, %v; want 2", n, err)
+	if n, err := replica.Exists(ctx, "jeton:test:up:wnew", "jeton:test:up:wset").Result(); err != nil || n != 2 {
+		t.Fatalf("replica EXISTS right after Write = %d, %v; want 2", n, err)
+	}
+	if n, err := replica.HLen(ctx, "jeton:test:up:set").Result(); err != nil || n != 2 {
+		t.Fatalf("replica HLEN right after AddToSet = %d, %v; want 2", n, err)
 	}
 	if n, err := replica.Exists(ctx, "jeton:test:up:new").Result(); err != nil || n != 0 {
 		t.Fatalf("replica EXISTS right after Delete = %d, %v; want 0", n, err)

@@ -223,6 +223,103 @@ func (s *Store) PutExisting(ctx context.Context, entries []tokenizer.Entry) ([]b
 	return out, nil
 }
 
+// swap replaces KEYS[1]'s value with ARGV[2] if it is ARGV[1], with a
+// lifetime of ARGV[3] milliseconds (0: none). Lua compares and sets in one
+// step, which Redis runs without interleaving other clients' commands.
+var swap = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+`)
+
+// Swap implements tokenizer.Store in one script call.
+func (s *Store) Swap(ctx context.Context, old []byte, e tokenizer.Entry) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, wrap(ctx, err)
+	}
+	c, err := s.evalWrite(ctx, swap, []string{e.Key}, old, e.Value, strconv.FormatInt(ttlMillis(e.TTL), 10))
+	if err != nil {
+		return false, err
+	}
+	n, err := c.Int()
+	if err != nil {
+		return false, wrap(ctx, err)
+	}
+	return n == 1, nil
+}
+
+// Write implements tokenizer.Store in one pipeline: one addToSet script
+// call per set, then SET NX for each entry, followed for a Keep entry by
+// PEXPIRE GT (or PERSIST for no TTL), which extends the lifetime of a key
+// that already held a value and leaves a fresh one as SET made it.
+//
+// The scripts go by digest (EVALSHA). A node that does not have the
+// script cached (restarted, or SCRIPT FLUSH) answers NOSCRIPT; those
+// calls alone are sent again in full (EVAL), which caches it. Sending a
+// set addition twice changes nothing.
+func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(ctx, err)
+	}
+	n := len(w.Sets) + len(w.Create) + 2*len(w.Keep)
+	if n == 0 {
+		return nil
+	}
+	p := s.c.Pipeline()
+	sets := make([]*redis.Cmd, len(w.Sets))
+	for i, a := range w.Sets {
+		sets[i] = addToSet.EvalSha(ctx, p, []string{a.Key}, setArgs(a.Members, a.TTL)...)
+	}
+	for _, e := range w.Create {
+		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+	}
+	for _, e := range w.Keep {
+		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+		if e.TTL <= 0 {
+			p.Persist(ctx, e.Key)
+		} else {
+			p.Do(ctx, "PEXPIRE", e.Key, ttlMillis(e.TTL), "GT")
+		}
+	}
+	cmds, err := p.Exec(withWrite(ctx))
+	if err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return s.failed(ctx, err)
+	}
+	if len(cmds) != n && err == nil {
+		return fmt.Errorf("redisstore: pipeline returned %d results for %d commands", len(cmds), n)
+	}
+	var again []int
+	for i, c := range cmds {
+		cerr := c.Err()
+		switch {
+		case cerr == nil:
+		case i < len(sets) && redis.HasErrorPrefix(cerr, "NOSCRIPT"):
+			again = append(again, i)
+		default:
+			return s.failed(ctx, cerr)
+		}
+	}
+	if err != nil && len(again) == 0 {
+		return s.failed(ctx, err)
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	_, err = s.pipeline(withWrite(ctx), len(again), func(p redis.Pipeliner) {
+		for _, i := range again {
+			a := w.Sets[i]
+			addToSet.Eval(ctx, p, []string{a.Key}, setArgs(a.Members, a.TTL)...)
+		}
+	})
+	return err
+}
+
 // Get implements tokenizer.Store with pipelined GETs rather than MGET: MGET
 // needs all its keys in one cluster slot, and record keys are spread.
 func (s *Store) Get(ctx context.Context, keys []string) ([][]byte, error) {
@@ -265,6 +362,16 @@ func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
 	return n, nil
 }
 
+// A set is kept as a Redis hash whose fields are its members (with empty
+// values), not as a Redis set: Redis keeps a small hash as one compact
+// listpack (up to hash-max-listpack-entries fields, 128 by default, of up
+// to hash-max-listpack-value bytes, 64), about two bytes beside each
+// member, where a set of strings (before Redis 7.2) is a hash table from
+// its first member, some 50 bytes beside each. A subject index of a few
+// records so costs about half the memory. A key that an earlier version
+// wrote as a Redis set stays one: the scripts below add to it and read it
+// as such.
+
 // addToSet adds ARGV[2:] to the set KEYS[1] and sets its lifetime from
 // ARGV[1] (milliseconds, 0 for permanent). A script is needed because the
 // lifetime rule depends on whether the set existed before: a new set gets
@@ -275,9 +382,21 @@ func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
 var addToSet = redis.NewScript(`
 local key = KEYS[1]
 local ttl = ARGV[1]
-local existed = redis.call('EXISTS', key) == 1
-for i = 2, #ARGV, 1000 do
-  redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+local kind = redis.call('TYPE', key)['ok']
+local existed = kind ~= 'none'
+if kind == 'set' then
+  for i = 2, #ARGV, 1000 do
+    redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+else
+  for i = 2, #ARGV, 500 do
+    local fields = {}
+    for j = i, math.min(i + 499, #ARGV) do
+      fields[#fields + 1] = ARGV[j]
+      fields[#fields + 1] = ''
+    end
+    redis.call('HSET', key, unpack(fields))
+  end
 end
 if not existed and #ARGV < 2 then
   return 0
@@ -292,38 +411,65 @@ end
 return 1
 `)
 
+// setMembers returns the members of the set KEYS[1], kept as a hash or,
+// written by an earlier version, as a Redis set.
+var setMembers = redis.NewScript(`
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+  return {}
+elseif kind == 'set' then
+  return redis.call('SMEMBERS', KEYS[1])
+end
+return redis.call('HKEYS', KEYS[1])
+`)
+
 // AddToSet implements tokenizer.Store in one script call, so the members
 // and the lifetime change together.
 func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return wrap(ctx, err)
 	}
+	_, err := s.evalWrite(ctx, addToSet, []string{key}, setArgs(members, ttl)...)
+	return err
+}
+
+// evalWrite runs a writing script as a pipeline of one, so that the write
+// waits for replicas as the others do (see replicaAcks): EVALSHA first, the
+// script body only when the server does not have it yet.
+func (s *Store) evalWrite(ctx context.Context, sc *redis.Script, keys []string, args ...any) (*redis.Cmd, error) {
+	for _, eval := range []func(redis.Pipeliner) *redis.Cmd{
+		func(p redis.Pipeliner) *redis.Cmd { return sc.EvalSha(ctx, p, keys, args...) },
+		func(p redis.Pipeliner) *redis.Cmd { return sc.Eval(ctx, p, keys, args...) },
+	} {
+		var c *redis.Cmd
+		_, err := s.pipeline(withWrite(ctx), 1, func(p redis.Pipeliner) { c = eval(p) })
+		if err == nil {
+			return c, nil
+		}
+		if !redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return nil, err
+		}
+	}
+	return nil, errors.New("redisstore: script not loaded after EVAL")
+}
+
+// setArgs are the arguments of the addToSet script.
+func setArgs(members []string, ttl time.Duration) []any {
 	args := make([]any, 0, len(members)+1)
 	args = append(args, strconv.FormatInt(ttlMillis(ttl), 10))
 	for _, m := range members {
 		args = append(args, m)
 	}
-	// A pipeline of one, so that a write waits for replicas as the others
-	// do (see replicaAcks). EVALSHA first; the script body only when the
-	// server does not have it yet.
-	for _, eval := range []func(redis.Pipeliner) *redis.Cmd{
-		func(p redis.Pipeliner) *redis.Cmd { return addToSet.EvalSha(ctx, p, []string{key}, args...) },
-		func(p redis.Pipeliner) *redis.Cmd { return addToSet.Eval(ctx, p, []string{key}, args...) },
-	} {
-		_, err := s.pipeline(withWrite(ctx), 1, func(p redis.Pipeliner) { eval(p) })
-		if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return err
-		}
-	}
-	return nil
+	return args
 }
 
-// SetMembers implements tokenizer.Store with SMEMBERS.
+// SetMembers implements tokenizer.Store with HKEYS (SMEMBERS for a set
+// written as a Redis set), in one script call.
 func (s *Store) SetMembers(ctx context.Context, key string) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(ctx, err)
 	}
-	m, err := s.c.SMembers(ctx, key).Result()
+	m, err := setMembers.Run(ctx, s.c, []string{key}).StringSlice()
 	if err != nil {
 		return nil, s.failed(ctx, err)
 	}

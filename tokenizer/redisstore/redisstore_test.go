@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,17 +39,46 @@ func newStore(t testing.TB, cfg redisstore.Config) *redisstore.Store {
 	return s
 }
 
+// flushable is a Store whose server can be made to forget its cached
+// scripts, as a restarted Redis has; the conformance suite checks that
+// Write recovers.
+type flushable struct {
+	*redisstore.Store
+	c redis.UniversalClient
+}
+
+func (f flushable) FlushScripts(ctx context.Context) error {
+	if cc, ok := f.c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.ScriptFlush(ctx).Err()
+		})
+	}
+	return f.c.ScriptFlush(ctx).Err()
+}
+
 func TestConformanceSingleNode(t *testing.T) {
 	r := testenv.StartRedis(t)
-	s := newStore(t, redisstore.Config{Addrs: []string{r.Addr}})
+	cfg := redisstore.Config{Addrs: []string{r.Addr}}
+	s := flushable{newStore(t, cfg), newClient(t, cfg)}
 	// The suite keeps each subtest's keys apart, so they share the server.
 	storetest.Run(t, func(testing.TB) tokenizer.Store { return s })
 }
 
 func TestConformanceCluster(t *testing.T) {
 	cl := testenv.StartRedisCluster(t)
-	s := newStore(t, redisstore.Config{Addrs: cl.Addrs})
+	cfg := redisstore.Config{Addrs: cl.Addrs}
+	s := flushable{newStore(t, cfg), newClient(t, cfg)}
 	storetest.Run(t, func(testing.TB) tokenizer.Store { return s })
+}
+
+func newClient(t testing.TB, cfg redisstore.Config) redis.UniversalClient {
+	t.Helper()
+	c, err := redisstore.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // recordEntries returns n entries keyed like jeton's records,
@@ -459,4 +489,51 @@ func benchEntries(b *testing.B) []tokenizer.Entry {
 		entries[i].Value = make([]byte, 100)
 	}
 	return entries
+}
+
+// A set is kept as a hash that Redis encodes as a compact listpack while
+// small; a set an earlier version wrote as a Redis set is still read and
+// added to as one, by AddToSet and by Write alike.
+func TestSetRepresentation(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStore(t, redisstore.Config{Addrs: []string{r.Addr}})
+	raw := r.Client(t)
+	ctx := context.Background()
+	member := string([]byte{0, 0xff, 'm', 0x80}) // binary members are kept exactly
+	if err := s.Write(ctx, tokenizer.Write{Sets: []tokenizer.SetAdd{{Key: "jeton:s:t1:new", Members: []string{member, "m2"}, TTL: time.Hour}}}); err != nil {
+		t.Fatal(err)
+	}
+	if typ := raw.Type(ctx, "jeton:s:t1:new").Val(); typ != "hash" {
+		t.Fatalf("a new set is a Redis %s, want a hash", typ)
+	}
+	if enc := raw.ObjectEncoding(ctx, "jeton:s:t1:new").Val(); enc != "listpack" {
+		t.Fatalf("a small set is encoded as %s, want listpack", enc)
+	}
+	if got, err := s.SetMembers(ctx, "jeton:s:t1:new"); err != nil || len(got) != 2 || !slices.Contains(got, member) {
+		t.Fatalf("SetMembers = %q, %v", got, err)
+	}
+	// Written by an earlier version.
+	if err := raw.SAdd(ctx, "jeton:s:t1:old", "jeton:r:t1:a").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Expire(ctx, "jeton:s:t1:old", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddToSet(ctx, "jeton:s:t1:old", []string{"jeton:r:t1:b"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, tokenizer.Write{Sets: []tokenizer.SetAdd{{Key: "jeton:s:t1:old", Members: []string{"jeton:r:t1:c"}, TTL: time.Hour}}}); err != nil {
+		t.Fatal(err)
+	}
+	if typ := raw.Type(ctx, "jeton:s:t1:old").Val(); typ != "set" {
+		t.Fatalf("an existing Redis set became a %s", typ)
+	}
+	got, err := s.SetMembers(ctx, "jeton:s:t1:old")
+	slices.Sort(got)
+	if err != nil || !slices.Equal(got, []string{"jeton:r:t1:a", "jeton:r:t1:b", "jeton:r:t1:c"}) {
+		t.Fatalf("SetMembers of an old set = %q, %v", got, err)
+	}
+	if ttl := raw.PTTL(ctx, "jeton:s:t1:old").Val(); ttl <= time.Minute {
+		t.Fatalf("the old set's lifetime was not extended: %v left", ttl)
+	}
 }

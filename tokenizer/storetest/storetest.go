@@ -58,6 +58,13 @@ func Run(t *testing.T, newStore func(t testing.TB) tokenizer.Store) {
 		{"PutNew", testPutNew},
 		{"PutNewDuplicateKeysInBatch", testPutNewDuplicates},
 		{"PutExisting", testPutExisting},
+		{"Swap", testSwap},
+		{"ConcurrentSwapHasOneWinner", testConcurrentSwap},
+		{"WriteCreatesNeverReplaces", testWriteCreate},
+		{"WriteKeep", testWriteKeep},
+		{"WriteSets", testWriteSets},
+		{"WriteLargeBatch", testWriteLarge},
+		{"WriteScriptCacheFlushed", testWriteAfterScriptFlush},
 		{"Delete", testDelete},
 		{"DeleteRemovesSets", testDeleteRemovesSets},
 		{"AddToSetAndSetMembers", testSets},
@@ -104,6 +111,12 @@ func runTTL(t *testing.T, newStore func(t testing.TB) tokenizer.Store) {
 		{"SetTTLNeverShortens", testSetTTLNeverShortens},
 		{"PermanentSetStaysPermanent", testPermanentSetStays},
 		{"ZeroTTLMakesSetPermanent", testZeroTTLMakesSetPermanent},
+		{"SwapSetsTTL", testSwapTTL},
+		{"WriteCreateKeepsExistingTTL", testWriteCreateKeepsTTL},
+		{"WriteKeepExtendsTTL", testWriteKeepExtends},
+		{"WriteKeepNeverShortens", testWriteKeepNeverShortens},
+		{"WriteKeepZeroTTLMakesPermanent", testWriteKeepPermanent},
+		{"WriteSetTTL", testWriteSetTTL},
 		{"ScanSkipsExpired", testScanSkipsExpired},
 	}
 	for _, tc := range tests {
@@ -493,6 +506,245 @@ func testPutNew(t *testing.T, s tokenizer.Store, k keys) {
 	wantValue(t, s, k.key("old"), []byte("again"))
 }
 
+// --- Swap ---
+
+func swap(t testing.TB, s tokenizer.Store, old []byte, e tokenizer.Entry) bool {
+	t.Helper()
+	ok, err := s.Swap(context.Background(), old, e)
+	if err != nil {
+		t.Fatalf("Swap: %v", err)
+	}
+	return ok
+}
+
+func testSwap(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v1")})
+	if swap(t, s, []byte("other"), tokenizer.Entry{Key: k.key("a"), Value: []byte("v2")}) {
+		t.Error("Swap replaced a value that was not the one expected")
+	}
+	wantValue(t, s, k.key("a"), []byte("v1"))
+	if !swap(t, s, []byte("v1"), tokenizer.Entry{Key: k.key("a"), Value: []byte("v2")}) {
+		t.Error("Swap did not replace the value expected")
+	}
+	wantValue(t, s, k.key("a"), []byte("v2"))
+	// The old value is gone: swapping from it again fails.
+	if swap(t, s, []byte("v1"), tokenizer.Entry{Key: k.key("a"), Value: []byte("v3")}) {
+		t.Error("Swap replaced a value twice from the same old value")
+	}
+	// Byte-exact: a prefix, or the value with a trailing zero, is not it.
+	if swap(t, s, []byte("v"), tokenizer.Entry{Key: k.key("a"), Value: []byte("v4")}) ||
+		swap(t, s, []byte("v2\x00"), tokenizer.Entry{Key: k.key("a"), Value: []byte("v4")}) {
+		t.Error("Swap matched a value that is not byte-for-byte the one stored")
+	}
+	// An absent key is never created, whatever old says.
+	for _, old := range [][]byte{nil, {}, []byte("v1")} {
+		if swap(t, s, old, tokenizer.Entry{Key: k.key("absent"), Value: []byte("v")}) {
+			t.Errorf("Swap from %q reported storing an absent key", old)
+		}
+	}
+	wantAbsent(t, s, k.key("absent"))
+	// Binary values compare exactly.
+	bin := []byte{0, 0xff, 0x80, 0}
+	put(t, s, tokenizer.Entry{Key: k.key("b"), Value: bin})
+	if !swap(t, s, bin, tokenizer.Entry{Key: k.key("b"), Value: []byte{1}}) {
+		t.Error("Swap of a binary value failed")
+	}
+	wantValue(t, s, k.key("b"), []byte{1})
+}
+
+func testConcurrentSwap(t *testing.T, s tokenizer.Store, k keys) {
+	const n = 16
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("start")})
+	won := make([]bool, n)
+	errs := parallel(n, func(i int) error {
+		ok, err := s.Swap(context.Background(), []byte("start"), tokenizer.Entry{Key: k.key("a"), Value: []byte(fmt.Sprint("w", i))})
+		won[i] = ok
+		return err
+	})
+	winners := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("Swap %d: %v", i, errs[i])
+		}
+		if won[i] {
+			winners++
+			wantValue(t, s, k.key("a"), []byte(fmt.Sprint("w", i)))
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d concurrent Swaps from one value won; want exactly 1", winners)
+	}
+}
+
+func testSwapTTL(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v1")})
+	swap(t, s, []byte("v1"), tokenizer.Entry{Key: k.key("a"), Value: []byte("v2"), TTL: shortTTL})
+	put(t, s, tokenizer.Entry{Key: k.key("b"), Value: []byte("v1"), TTL: shortTTL})
+	swap(t, s, []byte("v1"), tokenizer.Entry{Key: k.key("b"), Value: []byte("v2")})
+	eventually(t, "a swapped key with a TTL expires", func() bool { return get1(t, s, k.key("a")) == nil })
+	wantValue(t, s, k.key("b"), []byte("v2"))
+}
+
+// --- Write ---
+
+func write(t testing.TB, s tokenizer.Store, w tokenizer.Write) {
+	t.Helper()
+	if err := s.Write(context.Background(), w); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+}
+
+func testWriteCreate(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("old"), Value: []byte("first")})
+	write(t, s, tokenizer.Write{Create: []tokenizer.Entry{
+		{Key: k.key("new"), Value: []byte("n")},
+		{Key: k.key("old"), Value: []byte("second")},
+		{Key: k.key("twice"), Value: []byte("t1")},
+		{Key: k.key("twice"), Value: []byte("t2")},
+	}})
+	wantValue(t, s, k.key("new"), []byte("n"))
+	wantValue(t, s, k.key("old"), []byte("first"))
+	wantValue(t, s, k.key("twice"), []byte("t1")) // the first in the batch wins
+	// An empty Write is fine.
+	write(t, s, tokenizer.Write{})
+}
+
+func testWriteKeep(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("old"), Value: []byte("first")})
+	write(t, s, tokenizer.Write{Keep: []tokenizer.Entry{
+		{Key: k.key("old"), Value: []byte("second"), TTL: longTTL},
+		{Key: k.key("new"), Value: []byte("n"), TTL: longTTL},
+	}})
+	wantValue(t, s, k.key("old"), []byte("first"))
+	wantValue(t, s, k.key("new"), []byte("n"))
+}
+
+func testWriteSets(t *testing.T, s tokenizer.Store, k keys) {
+	addToSet(t, s, k.key("s1"), longTTL, "m0")
+	write(t, s, tokenizer.Write{
+		Create: []tokenizer.Entry{{Key: k.key("r"), Value: []byte("v")}},
+		Sets: []tokenizer.SetAdd{
+			{Key: k.key("s1"), Members: []string{"m1", "m2"}, TTL: longTTL},
+			{Key: k.key("s2"), Members: []string{"m3"}, TTL: 0},
+			{Key: k.key("s3"), Members: nil, TTL: longTTL},
+		},
+	})
+	wantMembers(t, s, k.key("s1"), "m0", "m1", "m2")
+	wantMembers(t, s, k.key("s2"), "m3")
+	wantMembers(t, s, k.key("s3"))
+	wantValue(t, s, k.key("r"), []byte("v"))
+	// Sets written by Write read like those of AddToSet, and take more.
+	addToSet(t, s, k.key("s2"), 0, "m4")
+	wantMembers(t, s, k.key("s2"), "m3", "m4")
+	if n := del(t, s, k.key("s1"), k.key("s2"), k.key("s3")); n != 2 {
+		t.Errorf("Delete of two sets and an empty one counted %d", n)
+	}
+}
+
+func testWriteLarge(t *testing.T, s tokenizer.Store, k keys) {
+	const n = 3000
+	var w tokenizer.Write
+	var names []string
+	for i := range n {
+		e := tokenizer.Entry{Key: k.n("r", i), Value: []byte(fmt.Sprint("v", i)), TTL: longTTL}
+		names = append(names, e.Key)
+		if i%2 == 0 {
+			w.Create = append(w.Create, e)
+		} else {
+			w.Keep = append(w.Keep, e)
+		}
+		if i%4 == 0 {
+			w.Sets = append(w.Sets, tokenizer.SetAdd{Key: k.n("s", i/40), Members: []string{e.Key}, TTL: longTTL})
+		}
+	}
+	write(t, s, w)
+	got := get(t, s, names...)
+	for i, v := range got {
+		if string(v) != fmt.Sprint("v", i) {
+			t.Fatalf("record %d reads %s after a large Write", i, show(v))
+		}
+	}
+	if m := members(t, s, k.n("s", 0)); len(m) != 10 {
+		t.Fatalf("set 0 has %d members, want 10", len(m))
+	}
+}
+
+// scriptFlusher is a Store that can drop its server's cached scripts, as a
+// restarted Redis has none.
+type scriptFlusher interface {
+	FlushScripts(ctx context.Context) error
+}
+
+func testWriteAfterScriptFlush(t *testing.T, s tokenizer.Store, k keys) {
+	f, ok := s.(scriptFlusher)
+	if !ok {
+		t.Skip("the store has no script cache")
+	}
+	write(t, s, tokenizer.Write{Sets: []tokenizer.SetAdd{{Key: k.key("s"), Members: []string{"m1"}, TTL: longTTL}}})
+	if err := f.FlushScripts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, tokenizer.Write{
+		Create: []tokenizer.Entry{{Key: k.key("r"), Value: []byte("v")}},
+		Sets:   []tokenizer.SetAdd{{Key: k.key("s"), Members: []string{"m2"}, TTL: longTTL}, {Key: k.key("t"), Members: []string{"m3"}, TTL: 0}},
+	})
+	wantMembers(t, s, k.key("s"), "m1", "m2")
+	wantMembers(t, s, k.key("t"), "m3")
+	wantValue(t, s, k.key("r"), []byte("v"))
+}
+
+func testWriteCreateKeepsTTL(t *testing.T, s tokenizer.Store, k keys) {
+	// A Create that finds the key leaves its lifetime as it was.
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v"), TTL: shortTTL})
+	write(t, s, tokenizer.Write{Create: []tokenizer.Entry{{Key: k.key("a"), Value: []byte("other"), TTL: longTTL}}})
+	put(t, s, tokenizer.Entry{Key: k.key("b"), Value: []byte("v")})
+	write(t, s, tokenizer.Write{Create: []tokenizer.Entry{{Key: k.key("b"), Value: []byte("other"), TTL: shortTTL / 3}}})
+	write(t, s, tokenizer.Write{Create: []tokenizer.Entry{{Key: k.key("c"), Value: []byte("v"), TTL: shortTTL}}})
+	eventually(t, "the created keys keep their TTL", func() bool {
+		return get1(t, s, k.key("a")) == nil && get1(t, s, k.key("c")) == nil
+	})
+	wantValue(t, s, k.key("b"), []byte("v"))
+}
+
+func testWriteKeepExtends(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v"), TTL: shortTTL})
+	write(t, s, tokenizer.Write{Keep: []tokenizer.Entry{{Key: k.key("a"), Value: []byte("other"), TTL: longTTL}}})
+	write(t, s, tokenizer.Write{Keep: []tokenizer.Entry{{Key: k.key("b"), Value: []byte("v"), TTL: shortTTL}}})
+	time.Sleep(shortTTL + 100*time.Millisecond)
+	wantValue(t, s, k.key("a"), []byte("v"))
+	// A kept key created by the Write has the entry's TTL.
+	eventually(t, "a key Keep created expires", func() bool { return get1(t, s, k.key("b")) == nil })
+}
+
+func testWriteKeepNeverShortens(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v"), TTL: longTTL})
+	put(t, s, tokenizer.Entry{Key: k.key("b"), Value: []byte("v")})
+	write(t, s, tokenizer.Write{Keep: []tokenizer.Entry{
+		{Key: k.key("a"), Value: []byte("other"), TTL: shortTTL / 3},
+		{Key: k.key("b"), Value: []byte("other"), TTL: shortTTL / 3},
+	}})
+	time.Sleep(shortTTL + 100*time.Millisecond)
+	wantValue(t, s, k.key("a"), []byte("v"))
+	wantValue(t, s, k.key("b"), []byte("v"))
+}
+
+func testWriteKeepPermanent(t *testing.T, s tokenizer.Store, k keys) {
+	put(t, s, tokenizer.Entry{Key: k.key("a"), Value: []byte("v"), TTL: shortTTL})
+	write(t, s, tokenizer.Write{Keep: []tokenizer.Entry{{Key: k.key("a"), Value: []byte("other")}}})
+	time.Sleep(shortTTL + 100*time.Millisecond)
+	wantValue(t, s, k.key("a"), []byte("v"))
+}
+
+func testWriteSetTTL(t *testing.T, s tokenizer.Store, k keys) {
+	write(t, s, tokenizer.Write{Sets: []tokenizer.SetAdd{
+		{Key: k.key("short"), Members: []string{"m"}, TTL: shortTTL},
+		{Key: k.key("ext"), Members: []string{"m1"}, TTL: shortTTL},
+	}})
+	write(t, s, tokenizer.Write{Sets: []tokenizer.SetAdd{{Key: k.key("ext"), Members: []string{"m2"}, TTL: longTTL}}})
+	eventually(t, "a set Write gave a TTL expires", func() bool { return len(members(t, s, k.key("short"))) == 0 })
+	wantMembers(t, s, k.key("ext"), "m1", "m2")
+}
+
 // --- PutExisting ---
 
 func putExisting(t testing.TB, s tokenizer.Store, entries ...tokenizer.Entry) []bool {
@@ -660,6 +912,13 @@ func contextCases(t *testing.T, s tokenizer.Store, k keys, ctx context.Context, 
 		{"AddToSet", func() error { return s.AddToSet(ctx, k.key("s"), []string{"m"}, 0) }},
 		{"SetMembers", func() error { _, err := s.SetMembers(ctx, k.key("s")); return err }},
 		{"Scan", func() error { return s.Scan(ctx, k.key(""), func([]string) error { return nil }) }},
+		{"Swap", func() error {
+			_, err := s.Swap(ctx, []byte("v"), tokenizer.Entry{Key: k.key("a"), Value: []byte("w")})
+			return err
+		}},
+		{"Write", func() error {
+			return s.Write(ctx, tokenizer.Write{Create: []tokenizer.Entry{{Key: k.key("w"), Value: []byte("v")}}})
+		}},
 	}
 	for _, c := range calls {
 		if err := c.call(); !errors.Is(err, want) {

@@ -17,6 +17,18 @@ type AuditSetupResult struct {
 	KeyCreated, MountCreated bool
 }
 
+// AuditKVMaxVersions is how many versions of each replica's checkpoint
+// the audit KV mount keeps (Setup sets it on the mount, every run). The
+// older versions are the anchor's recent history, read only to jetond: a
+// Vault administrator who rolls a checkpoint back leaves the newer one
+// there for a while. Bounded, because jetond writes a version at every
+// checkpoint (every few seconds while reveals happen) and Vault's storage
+// must not grow with them; 1000 versions of a few hundred bytes each.
+// Setup also sets delete_version_after to 0 (never): a mount that expired
+// versions would lose the latest checkpoint of a quiet replica, which
+// jetond would then refuse to start without.
+const AuditKVMaxVersions = 1000
+
 // kvUpgradeWait bounds how long Setup waits for a new KV v2 mount to
 // finish its initial upgrade before its config can be written.
 const kvUpgradeWait = 30 * time.Second
@@ -24,7 +36,8 @@ const kvUpgradeWait = 30 * time.Second
 // setupAudit creates the audit anchor's objects: the Ed25519 signing key
 // (exportable=false, allow_plaintext_backup=false) on the KEK's Transit
 // mount, and the KV v2 mount with cas_required=true, so every write of a
-// checkpoint must name the version it replaces. Existing objects are
+// checkpoint must name the version it replaces, a bounded history
+// (AuditKVMaxVersions) and no expiry. Existing objects are
 // checked and refused on the same grounds.
 func setupAudit(ctx context.Context, root *api.Client, mount, kek string) (*AuditSetupResult, error) {
 	res := &AuditSetupResult{SigningKey: DefaultAuditSigningKey, KVMount: DefaultAuditKVMount}
@@ -81,7 +94,9 @@ func setupAudit(ctx context.Context, root *api.Client, mount, kek string) (*Audi
 	wctx, cancel := context.WithTimeout(ctx, kvUpgradeWait)
 	defer cancel()
 	for {
-		_, err = root.Logical().WriteWithContext(wctx, res.KVMount+"/config", map[string]any{"cas_required": true})
+		_, err = root.Logical().WriteWithContext(wctx, res.KVMount+"/config", map[string]any{
+			"cas_required": true, "max_versions": AuditKVMaxVersions, "delete_version_after": "0s",
+		})
 		if err == nil {
 			return res, nil
 		}

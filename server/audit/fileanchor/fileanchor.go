@@ -114,12 +114,58 @@ func (a *Anchor) Store(_ context.Context, checkpoint []byte, v uint64) (uint64, 
 	if bytes.Equal(cur, checkpoint) {
 		return cv, nil
 	}
+	// The content is durable before the rename, and the rename before the
+	// checkpoint counts as stored: after a power loss the file holds this
+	// checkpoint or the one before, never an empty or lost file.
 	tmp := a.path + ".tmp"
-	if err := os.WriteFile(tmp, checkpoint, 0o600); err != nil {
+	if err := writeSynced(tmp, checkpoint); err != nil {
 		return 0, fmt.Errorf("fileanchor: %w", err)
 	}
 	if err := os.Rename(tmp, a.path); err != nil {
 		return 0, fmt.Errorf("fileanchor: %w", err)
 	}
+	if err := syncPath(filepath.Dir(a.path)); err != nil {
+		return 0, fmt.Errorf("fileanchor: %w", err)
+	}
 	return version(checkpoint), nil
+}
+
+// syncFile is what Store needs of an open file; openFile is a seam for
+// tests that watch the fsyncs.
+type syncFile interface {
+	Write([]byte) (int, error)
+	Sync() error
+	Close() error
+}
+
+var openFile = func(name string, flag int, perm os.FileMode) (syncFile, error) {
+	return os.OpenFile(name, flag, perm)
+}
+
+func writeSynced(path string, b []byte) error {
+	f, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncPath fsyncs a directory (os.OpenFile opens one read-only).
+func syncPath(path string) error {
+	f, err := openFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +147,32 @@ func TestVaultAnchor(t *testing.T) {
 		if err != nil || cp != nil || v != v1 {
 			t.Fatalf("Load after delete = %q, %d, %v; want nothing at version %d", cp, v, err, v1)
 		}
+	})
+
+	t.Run("setup bounds the checkpoint history and never expires it", func(t *testing.T) {
+		cfgPath := vaultanchor.DefaultKVMount + "/config"
+		check := func(when string) {
+			t.Helper()
+			s, err := e.root.Logical().Read(cfgPath)
+			if err != nil || s == nil {
+				t.Fatalf("read %s: %v", cfgPath, err)
+			}
+			mv, _ := s.Data["max_versions"].(json.Number)
+			if mv.String() != strconv.Itoa(vaultkeys.AuditKVMaxVersions) || s.Data["cas_required"] != true || s.Data["delete_version_after"] != "0s" {
+				t.Fatalf("%s: the audit KV mount's config is %v; want max_versions %d, cas_required, delete_version_after 0s",
+					when, s.Data, vaultkeys.AuditKVMaxVersions)
+			}
+		}
+		check("after setup")
+		// Loosened by hand (unbounded history, expiry, no check-and-set):
+		// setup, run again, restores the bounds.
+		if _, err := e.root.Logical().Write(cfgPath, map[string]any{"max_versions": 0, "delete_version_after": "1h", "cas_required": false}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vaultkeys.Setup(ctx, e.root, vaultkeys.SetupConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		check("after setup over a loosened mount")
 	})
 
 	t.Run("refuses an exportable signing key", func(t *testing.T) {
