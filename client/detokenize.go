@@ -73,9 +73,18 @@ func (c *Revealer) reveal(ctx context.Context, tokens []string, purpose string, 
 		return nil, nil
 	}
 	results := make([]RevealResult, 0, len(tokens))
-	for start := 0; start < len(tokens); start += c.batchSize {
-		part := tokens[start:min(start+c.batchSize, len(tokens))]
+	size := c.batchSize
+	for start := 0; start < len(tokens); {
+		end := min(start+size, len(tokens))
+		part := tokens[start:end]
 		got, err := call(ctx, part)
+		if n, ok := MaxBatch(err); ok && n < len(part) {
+			// Refused before anything was looked up or revealed: the
+			// identity's max_batch is smaller. Send the rest in calls of
+			// that size (size only ever shrinks, so this ends).
+			size = n
+			continue
+		}
 		if err != nil {
 			return partial(results), callError(err)
 		}
@@ -91,6 +100,7 @@ func (c *Revealer) reveal(ctx context.Context, tokens []string, purpose string, 
 			}
 			results = append(results, res)
 		}
+		start = end
 	}
 	return results, nil
 }

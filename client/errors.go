@@ -116,6 +116,28 @@ func RetryAfter(err error) (time.Duration, bool) {
 	return 0, false
 }
 
+// MaxBatch returns the most items per call the server admits for this
+// identity, when err is a refusal for a call larger than that
+// (RESOURCE_EXHAUSTED with a google.rpc.QuotaFailure violation whose
+// quota_id is "max_batch"). Send smaller calls: the Revealer's Detokenize
+// and Mask do so by themselves.
+func MaxBatch(err error) (int, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if q, ok := d.(*errdetails.QuotaFailure); ok {
+			for _, v := range q.GetViolations() {
+				if v.GetQuotaId() == "max_batch" && v.GetQuotaValue() > 0 {
+					return int(v.GetQuotaValue()), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
 // codeOf returns the gRPC code of err.
 func codeOf(err error) codes.Code { return status.Code(err) }
 

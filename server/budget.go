@@ -145,7 +145,8 @@ func (k *lazyKey) get(ctx context.Context, tok *tokenizer.Tokenizer) ([]byte, er
 }
 
 // reserve asks the limiter, and reports what it decided: a distinct
-// refusal raises an alert, a suspension another; rate and batch refusals
+// refusal raises an alert (unless it repeats one already counted, see
+// budget.ExceededError.Repeat), a suspension another; rate and batch refusals
 // are counted but raise nothing, since a client that goes too fast is
 // told how long to wait, not treated as an extraction. The error it
 // returns is a refusal that toStatus turns into the caller's answer.
@@ -157,9 +158,13 @@ func (s *Server) reserve(ctx context.Context, p *Principal, op, method string, r
 		return nil
 	case errors.As(err, &ex):
 		s.alerts.refusals.WithLabelValues(op, string(ex.Limit)).Inc()
-		if ex.Limit == budget.LimitDistinct {
+		switch {
+		case ex.Limit == budget.LimitDistinct && ex.Repeat:
+			// A retry of a refused call: counted, but no new alert.
+			s.log.DebugContext(ctx, "a refused call was sent again", "identity", p.ID, "method", method, "limit", string(ex.Limit))
+		case ex.Limit == budget.LimitDistinct:
 			s.alerts.raise(ctx, slog.LevelWarn, AlertBudgetExceeded, p.ID, "limit", string(ex.Limit), "method", method)
-		} else {
+		default:
 			s.log.DebugContext(ctx, "call refused by a rate or batch limit", "identity", p.ID, "method", method,
 				"limit", string(ex.Limit), "retry_after", ex.RetryAfter)
 		}
@@ -168,7 +173,11 @@ func (s *Server) reserve(ctx context.Context, p *Principal, op, method string, r
 		}
 		return refusal{op: op, maxBatch: req.Limits.MaxBatch, err: err}
 	case errors.Is(err, budget.ErrSuspended):
-		s.log.WarnContext(ctx, "suspended identity refused", "identity", p.ID, "method", method)
+		listener := ListenerTrusted
+		if op == opTokenize {
+			listener = ListenerPublic
+		}
+		s.warnRefused(ctx, listener, p.ID, "suspended identity refused", "method", method)
 		return refusal{op: op, err: err}
 	default:
 		// Fail closed: no check, no reveal and no deterministic token.

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -447,6 +448,33 @@ func TestBulkExtractionAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestRetriedRefusalNotSuspended: a client that sends one over-budget
+// reveal again and again, as a naive retry loop does, is refused every
+// time, raises one alert, and is never suspended; a sweep, each call
+// asking for new records, still is. Both over a real Redis.
+func TestRetriedRefusalNotSuspended(t *testing.T) {
+	e := startGuardEnv(t, guardOpts{budget: "{distinct: 5, window: 1h, suspend_after: 2}", redis: true})
+	toks := e.fakeTokens(t, 20)
+	cc := e.conn(t, 0, devpki.TTPID)
+	if res, err := detok(cc, toks[:5]); err != nil || values(res) != 5 {
+		t.Fatalf("within the budget: %v", err)
+	}
+	for i := range 10 {
+		res, err := detok(cc, toks[5:10])
+		wantRefused(t, fmt.Sprintf("retry %d of one over-budget call", i), res, err, codes.ResourceExhausted, "reveal budget of distinct records exhausted for this window")
+	}
+	if got := e.logs.alerts(t, server.AlertBudgetExceeded); len(got) != 1 {
+		t.Fatalf("%d budget alerts for one call sent 10 times, want 1", len(got))
+	}
+	if n := e.counter(t, "jeton_budget_refusals_total", "limit", "distinct"); n != 10 {
+		t.Fatalf("jeton_budget_refusals_total{limit=distinct} = %v, want every refusal counted (10)", n)
+	}
+	// The sweep's next call asks for records never refused: the second
+	// counted refusal, which suspends.
+	res, err := detok(cc, toks[10:15])
+	wantRefused(t, "a sweep's next call", res, err, codes.PermissionDenied, "identity suspended; a custodian must reinstate it")
+}
+
 // TestSweepOfRandomTokens: 100,000 random well-formed tokens in batches of
 // 1,000 reveal nothing; the sweep trips the distinct budget after 5,000
 // lookups, and from then on every call is refused without a lookup.
@@ -525,6 +553,20 @@ func TestRateAndBatchLimits(t *testing.T) {
 
 	res, err := detok(cc, toks[:6])
 	wantRefused(t, "6 items under max_batch 5", res, err, codes.ResourceExhausted, "reveal budget: too many items in one call for this identity; at most 5")
+	// The bound as a number, for a client to split its call by.
+	var qv []int64
+	for _, d := range status.Convert(err).Details() {
+		if q, ok := d.(*errdetails.QuotaFailure); ok {
+			for _, v := range q.GetViolations() {
+				if v.GetQuotaId() == "max_batch" {
+					qv = append(qv, v.GetQuotaValue())
+				}
+			}
+		}
+	}
+	if len(qv) != 1 || qv[0] != 5 {
+		t.Fatalf("the max_batch refusal's QuotaFailure quota values = %v, want [5]", qv)
+	}
 	if res, err = detok(cc, toks[:5]); err != nil || values(res) != 5 {
 		t.Fatalf("5 items: %v, %d values", err, values(res))
 	}

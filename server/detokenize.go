@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"unicode"
 
 	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server/audit"
@@ -54,8 +55,8 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	if !ok || !p.MayUsePurpose(purpose) {
 		return refuse(denied("purpose not permitted for this identity"))
 	}
-	if pr.CaseRefRequired && strings.TrimSpace(caseRef) == "" {
-		// A space or a tab is no reference to a case.
+	if pr.CaseRefRequired && blank(caseRef) {
+		// Spaces, tabs and invisible characters are no reference to a case.
 		return refuse(invalid("case reference is required for this purpose"))
 	}
 	if len(texts) > s.maxBatch {
@@ -206,14 +207,27 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 }
 
 // auditFailure records a reveal that failed as a whole, best effort: the
-// caller gets no value either way.
+// caller gets no value either way. Past a bounded pace per identity,
+// method and code, refusals are counted into aggregate records
+// (auditRefusal).
 func (s *Server) auditFailure(ctx context.Context, p *Principal, method, purpose, caseRef string, cause error) {
 	markAudited(ctx)
-	rec := audit.Record{
+	s.auditRefusal(ctx, audit.Record{
 		Time: s.now(), Identity: p.ID, Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Outcome: "failed", Detail: toStatus(cause).Code().String(),
-	}
-	if err := s.audit.Append(context.WithoutCancel(ctx), rec); err != nil {
-		s.log.ErrorContext(ctx, "audit append failed", "method", method, "error", err)
-	}
+	})
+}
+
+// blank reports whether s shows nothing: every rune a space of any script
+// (U+00A0, U+2003, U+3000, ...), a format or control character (U+200B
+// zero-width space, U+FEFF, U+2060 word joiner, ...) or one of the letters
+// and symbols drawn as nothing (Hangul fillers, the blank Braille cell).
+func blank(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool {
+		switch r {
+		case '\u115f', '\u1160', '\u3164', '\uffa0', '\u2800':
+			return false
+		}
+		return unicode.IsGraphic(r) && !unicode.IsSpace(r)
+	}) < 0
 }

@@ -80,7 +80,10 @@ func (r refusal) status() *status.Status {
 		detail = &errdetails.RetryInfo{RetryDelay: durationpb.New(d)}
 	case budget.LimitMaxBatch:
 		st = status.New(codes.ResourceExhausted, what+" budget: too many items in one call for this identity; at most "+strconv.Itoa(r.maxBatch))
-		detail = quota(ex.Limit, "at most "+strconv.Itoa(r.maxBatch)+" items per call")
+		// The bound as a number, for a client to split its call by.
+		q := quota(ex.Limit, "at most "+strconv.Itoa(r.maxBatch)+" items per call")
+		q.Violations[0].QuotaId, q.Violations[0].QuotaValue = string(ex.Limit), int64(r.maxBatch)
+		detail = q
 	default:
 		unit := "records"
 		if r.op == opTokenize {

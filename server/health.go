@@ -5,11 +5,19 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultCheckInterval is how often readiness is probed when the config
 // sets no interval.
 const DefaultCheckInterval = 5 * time.Second
+
+// The listeners, as Check.Listener and ListenerReady name them.
+const (
+	ListenerPublic  = "public"
+	ListenerTrusted = "trusted"
+)
 
 // Check is one dependency that readiness reflects.
 type Check struct {
@@ -26,7 +34,33 @@ type Check struct {
 	// as the dependency's own state only: Degraded, and the
 	// jeton_dependency_up metric. Nil: a failure takes readiness down.
 	ServesWithout func() bool
+	// Listener, when set (ListenerPublic or ListenerTrusted), is the one
+	// listener that needs the dependency: its failure takes only that
+	// listener's readiness down. The audit log is the trusted listener's
+	// alone: Tokenize writes no audit record. Empty: both listeners.
+	Listener string
 }
+
+// newListenerReady registers jeton_listener_ready{listener}: 1 while the
+// listener's health is SERVING, 0 otherwise. Alert on the trusted one: a
+// replica whose audit log fails keeps serving Tokenize and is ready for
+// /readyz/public, but refuses every reveal.
+func newListenerReady(reg prometheus.Registerer) (*prometheus.GaugeVec, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "jeton_listener_ready",
+		Help: "Whether a listener's health is SERVING (1) or not (0), per listener (public, trusted).",
+	}, []string{"listener"})
+	if err := reg.Register(g); err != nil {
+		return nil, err
+	}
+	for _, l := range []string{ListenerPublic, ListenerTrusted} {
+		g.WithLabelValues(l)
+	}
+	return g, nil
+}
+
+// affects reports whether c's failure takes listener down.
+func (c Check) affects(listener string) bool { return c.Listener == "" || c.Listener == listener }
 
 // readiness is the prober's view of the dependencies.
 type readiness struct {
@@ -35,14 +69,18 @@ type readiness struct {
 	stopping bool
 	failing  []string // names of failing checks, in config order
 	degraded []string // failing checks the replica serves without
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// byListener holds, per listener, the failing checks that take it
+	// down; a listener absent from it serves.
+	byListener map[string][]string
+	cancel     context.CancelFunc
+	done       chan struct{}
 }
 
-// Ready reports whether every dependency answered its last probe, and if
-// not, why: the names of the failing checks, or "not started" or
-// "stopping". The reasons hold no value and no error text, so they may be
-// shown to anyone who can reach the metrics listener.
+// Ready reports whether both listeners can serve, every dependency having
+// answered its last probe, and if not, why: the names of the failing
+// checks, or "not started" or "stopping". The reasons hold no value and no
+// error text, so they may be shown to anyone who can reach the metrics
+// listener.
 func (s *Server) Ready() (bool, []string) {
 	r := &s.ready
 	r.mu.Lock()
@@ -54,6 +92,24 @@ func (s *Server) Ready() (bool, []string) {
 		return false, []string{"not started"}
 	case len(r.failing) > 0:
 		return false, slices.Clone(r.failing)
+	}
+	return true, nil
+}
+
+// ListenerReady is Ready for one listener (ListenerPublic or
+// ListenerTrusted): only the checks it needs count. The public listener
+// stays ready while the audit log fails, since Tokenize writes none.
+func (s *Server) ListenerReady(listener string) (bool, []string) {
+	r := &s.ready
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.stopping:
+		return false, []string{"stopping"}
+	case !r.started:
+		return false, []string{"not started"}
+	case len(r.byListener[listener]) > 0:
+		return false, slices.Clone(r.byListener[listener])
 	}
 	return true, nil
 }
@@ -124,6 +180,7 @@ func (s *Server) probe(ctx context.Context) {
 		return // stopping: the results say nothing about the dependencies
 	}
 	var failing, degraded []string
+	byListener := map[string][]string{}
 	for i, err := range errs {
 		c := s.checks[i]
 		s.metrics.dependencyUp(c.Name, err == nil)
@@ -133,8 +190,13 @@ func (s *Server) probe(ctx context.Context) {
 		s.metrics.BackendError(c.Name)
 		if c.ServesWithout != nil && c.ServesWithout() {
 			degraded = append(degraded, c.Name)
-		} else {
-			failing = append(failing, c.Name)
+			continue
+		}
+		failing = append(failing, c.Name)
+		for _, l := range []string{ListenerPublic, ListenerTrusted} {
+			if c.affects(l) {
+				byListener[l] = append(byListener[l], c.Name)
+			}
 		}
 	}
 
@@ -159,17 +221,24 @@ func (s *Server) probe(ctx context.Context) {
 	if slices.Equal(failing, r.failing) {
 		return
 	}
-	r.failing = failing
+	r.failing, r.byListener = failing, byListener
 	// Set under the lock so that two transitions cannot apply out of order.
-	s.SetServing(len(failing) == 0)
+	for _, l := range []string{ListenerPublic, ListenerTrusted} {
+		s.setServing(l, len(byListener[l]) == 0)
+	}
 	if len(failing) == 0 {
 		s.log.Info("ready: every dependency is up; health is SERVING")
 		return
 	}
 	for i, err := range errs {
 		if err != nil && slices.Contains(failing, s.checks[i].Name) {
+			c := s.checks[i]
+			listeners := c.Listener
+			if listeners == "" {
+				listeners = "both"
+			}
 			s.log.Warn("not ready: a dependency is down; health is NOT_SERVING",
-				"check", s.checks[i].Name, "error", err.Error())
+				"check", c.Name, "listeners", listeners, "error", err.Error())
 		}
 	}
 }

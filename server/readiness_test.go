@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	jetonv1 "github.com/jeton-dev/jeton/proto/jeton/v1"
 	"github.com/jeton-dev/jeton/server"
 )
 
@@ -105,4 +106,69 @@ func TestVaultDownKeepsReadiness(t *testing.T) {
 	waitFor("public health NOT_SERVING", func() bool { return health(public) == healthpb.HealthCheckResponse_NOT_SERVING })
 	redis.down.Store(false)
 	waitFor("ready after Redis", func() bool { ok, _ := e.srv.Ready(); return ok })
+}
+
+// TestAuditDownLeavesPublicServing: the audit log is the trusted
+// listener's dependency alone. While it fails, the trusted listener's
+// health is NOT_SERVING and reveals fail closed, and the public listener
+// stays SERVING and tokenizes: a full audit disk must not stop Tokenize,
+// which writes no audit record. Redis takes both down.
+func TestAuditDownLeavesPublicServing(t *testing.T) {
+	var auditCheck, redis switchable
+	reg := prometheus.NewRegistry()
+	e := startEnv(t, envOpts{registry: reg, checkInterval: 10 * time.Millisecond, checks: []server.Check{
+		{Name: server.BackendRedis, Probe: redis.probe},
+		{Name: server.BackendAudit, Probe: auditCheck.probe, Listener: server.ListenerTrusted},
+	}})
+	trusted := healthpb.NewHealthClient(e.ttpConn(t))
+	public := healthpb.NewHealthClient(e.sponsorConn(t))
+	health := func(h healthpb.HealthClient, service string) healthpb.HealthCheckResponse_ServingStatus {
+		r, err := h.Check(ctx(t), &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetStatus()
+	}
+	ready := func(l string) float64 {
+		return series(t, reg, "jeton_listener_ready", map[string]string{"listener": l})
+	}
+	eventually(t, "both listeners ready", func() bool { return ready("public") == 1 && ready("trusted") == 1 })
+
+	auditCheck.down.Store(true)
+	eventually(t, "the trusted listener NOT_SERVING", func() bool {
+		return health(trusted, "") == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	if st := health(trusted, "jeton.v1.Detokenizer"); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Detokenizer health with the audit log down: %v", st)
+	}
+	if st, st2 := health(public, ""), health(public, "jeton.v1.Tokenizer"); st != healthpb.HealthCheckResponse_SERVING || st2 != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("public health with the audit log down: %v, Tokenizer %v; want SERVING", st, st2)
+	}
+	if ok, why := e.srv.ListenerReady(server.ListenerPublic); !ok {
+		t.Fatalf("public listener not ready with the audit log down: %v", why)
+	}
+	if ok, why := e.srv.ListenerReady(server.ListenerTrusted); ok || !slices.Equal(why, []string{"audit"}) {
+		t.Fatalf("trusted listener ready=%v (%v) with the audit log down; want not ready because of audit", ok, why)
+	}
+	if ok, why := e.srv.Ready(); ok || !slices.Equal(why, []string{"audit"}) {
+		t.Fatalf("Ready() = %v %v; want not ready, naming audit", ok, why)
+	}
+	if ready("public") != 1 || ready("trusted") != 0 {
+		t.Fatalf("jeton_listener_ready public=%v trusted=%v; want 1 and 0", ready("public"), ready("trusted"))
+	}
+	tokenize(t, e.sponsorConn(t), &jetonv1.TokenizeItem{FieldClass: "name", Value: useValue("Audit Down Testperson")})
+
+	// Redis is both listeners' dependency.
+	redis.down.Store(true)
+	eventually(t, "public NOT_SERVING with Redis down", func() bool {
+		return health(public, "") == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	if ok, why := e.srv.ListenerReady(server.ListenerTrusted); ok || !slices.Equal(why, []string{"redis", "audit"}) {
+		t.Fatalf("trusted listener ready=%v (%v); want not ready because of redis and audit", ok, why)
+	}
+	redis.down.Store(false)
+	auditCheck.down.Store(false)
+	eventually(t, "both SERVING again", func() bool {
+		return health(public, "") == healthpb.HealthCheckResponse_SERVING && health(trusted, "") == healthpb.HealthCheckResponse_SERVING
+	})
 }

@@ -38,7 +38,9 @@ func markAudited(ctx context.Context) {
 // handler audits everything it refuses itself; a probe of purposes or
 // batch sizes leaves a trail either way. The record names the certificate
 // identity, and the purpose and case reference as sent, made valid UTF-8
-// and clipped.
+// and clipped. Like every refused reveal, it is written one by one only at
+// a bounded pace per identity, method and code, and counted in an
+// aggregate record past it (auditRefusal).
 func (s *Server) auditRefusals(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	method, ok := revealMethods[info.FullMethod]
 	if !ok {
@@ -70,13 +72,10 @@ func (s *Server) auditRefused(ctx context.Context, method string, req any, code 
 		purpose, caseRef = clip(r.GetPurpose(), 64), clip(r.GetCaseRef(), 256)
 	}
 	id, _ := certIdentity(ctx)
-	rec := audit.Record{
+	s.auditRefusal(ctx, audit.Record{
 		Time: s.now(), Identity: clip(id, 1024), Peer: peerAddr(ctx), Method: method,
 		Purpose: purpose, CaseRef: caseRef, Outcome: "failed", Detail: code,
-	}
-	if err := s.audit.Append(context.WithoutCancel(ctx), rec); err != nil {
-		s.log.ErrorContext(ctx, "audit append failed", "method", method, "error", err)
-	}
+	})
 }
 
 // clip makes s valid UTF-8 and at most n bytes, cut on a rune boundary.

@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,13 +17,25 @@ import (
 	"github.com/jeton-dev/jeton/server/devpki"
 )
 
-// TestBlankCaseReference: a case reference of blanks does not satisfy a
+// TestBlankCaseReference: a case reference of blanks (spaces of any
+// script, zero-width and other invisible characters) does not satisfy a
 // purpose that requires one, and the refusal is audited.
 func TestBlankCaseReference(t *testing.T) {
-	e := startEnv(t, envOpts{})
+	// A minute passes between calls: each refusal is written on its own,
+	// not counted into an aggregate (refusalgate.go).
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	e := startEnv(t, envOpts{now: now})
 	tok := tokenize(t, e.sponsorConn(t), &jetonv1.TokenizeItem{FieldClass: "name", Value: useValue("Case Person")})[0].GetToken()
 	dc := jetonv1.NewDetokenizerClient(e.ttpConn(t))
-	for _, ref := range []string{" ", "\t", " \n\t "} {
+	blanks := []string{" ", "\t", " \n\t ",
+		"\u00a0", "\u2003", "\u3000", "\u0085", "\u2028", "\u200b", "\ufeff", "\u2060", "\u200b\u00a0\u202f",
+		"\u3164", "\u2800", "\x00"}
+	for _, ref := range blanks {
+		mu.Lock()
+		clock = clock.Add(time.Minute)
+		mu.Unlock()
 		before := len(e.audit.records())
 		out, err := dc.Detokenize(ctx(t), &jetonv1.DetokenizeRequest{Tokens: []string{tok}, Purpose: "vetting", CaseRef: ref})
 		if code(err) != codes.InvalidArgument || out != nil {

@@ -101,8 +101,9 @@ type Config struct {
 	// share them with the tokenizer (as its Observer). Nil: New registers
 	// them on Registry.
 	Metrics *Metrics
-	// Checks are the dependencies that readiness reflects: while any
-	// fails, the health status is NOT_SERVING.
+	// Checks are the dependencies that readiness reflects: while one
+	// fails, the health status of the listeners it affects (see
+	// Check.Listener) is NOT_SERVING.
 	Checks []Check
 	// CheckInterval is how often Checks run; DefaultCheckInterval if zero.
 	CheckInterval time.Duration
@@ -154,6 +155,9 @@ type Server struct {
 	health                *health.Server
 	trustedHealth         *health.Server
 	lis                   [2]net.Listener
+	refusals              refusals
+	conns                 *connMetrics
+	listenerReady         *prometheus.GaugeVec
 	wg                    sync.WaitGroup
 	serveErr              chan error
 }
@@ -181,6 +185,9 @@ func New(cfg Config) (*Server, error) {
 	for i, c := range cfg.Checks {
 		if c.Name == "" || c.Probe == nil {
 			return nil, fmt.Errorf("server: config: checks[%d] needs a name and a probe", i)
+		}
+		if c.Listener != "" && c.Listener != ListenerPublic && c.Listener != ListenerTrusted {
+			return nil, fmt.Errorf("server: config: checks[%d].listener must be %q, %q or empty", i, ListenerPublic, ListenerTrusted)
 		}
 	}
 	for _, l := range []struct {
@@ -225,6 +232,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.refusals.audit, s.refusals.log = newRefusalGate(s.now), newRefusalGate(s.now)
 	if err := s.initGuard(cfg); err != nil {
 		return nil, err
 	}
@@ -245,6 +253,10 @@ func New(cfg Config) (*Server, error) {
 
 	cm, err := newConnMetrics(s.registry)
 	if err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	s.conns = cm
+	if s.listenerReady, err = newListenerReady(s.registry); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
 	pubLimits, truLimits := cfg.Public.Conns.withDefaults(), cfg.Trusted.Conns.withDefaults()
@@ -298,31 +310,39 @@ func (s *Server) Start() {
 	}
 	s.SetServing(true)
 	s.startProber()
+	s.startRefusalFlush()
 }
 
 // Err delivers a listener's fatal serve error.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
-// SetServing sets both listeners' health status. Each listener's health
+// SetServing sets both listeners' health status.
+func (s *Server) SetServing(ok bool) {
+	s.setServing(ListenerPublic, ok)
+	s.setServing(ListenerTrusted, ok)
+}
+
+// setServing sets one listener's health status. Each listener's health
 // service lists the services it serves, and only those: the public one
 // never names the Detokenizer or Admin.
-func (s *Server) SetServing(ok bool) {
+func (s *Server) setServing(listener string, ok bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, l := range []struct {
-		h        *health.Server
-		services []string
-	}{
-		{s.health, publicServices},
-		{s.trustedHealth, trustedServices},
-	} {
-		l.h.SetServingStatus("", st)
-		for _, name := range l.services {
-			l.h.SetServingStatus(name, st)
-		}
+	h, services := s.health, publicServices
+	if listener == ListenerTrusted {
+		h, services = s.trustedHealth, trustedServices
 	}
+	h.SetServingStatus("", st)
+	for _, name := range services {
+		h.SetServingStatus(name, st)
+	}
+	up := 0.0
+	if ok {
+		up = 1
+	}
+	s.listenerReady.WithLabelValues(listener).Set(up)
 }
 
 // The services each listener serves, as its health service lists them.
@@ -355,6 +375,8 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	s.wg.Wait()
 	s.dual.stopSweeps()
+	// Every call has ended: the last aggregates of refusals are final.
+	s.stopRefusalFlush()
 }
 
 // SetPolicy swaps the policy; calls already authorised finish under the old
@@ -431,9 +453,12 @@ func (s *Server) serverOptions(t *ReloadableTLS, listener string, lim ConnLimits
 		// to every caller within MaxConnectionAge.
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.NumStreamWorkers(streamWorkers),
-		// Pings find dead peers, whose slots would otherwise stay taken.
+		// Pings find dead peers, whose slots would otherwise stay taken;
+		// an authenticated connection with no call for IdleTimeout gives
+		// its place back (a certificate the policy refuses included).
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
+			MaxConnectionIdle: lim.IdleTimeout,
+			MaxConnectionAge:  maxConnectionAge, MaxConnectionAgeGrace: time.Minute,
 			Time: keepaliveTime, Timeout: keepaliveTimeout,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
@@ -465,9 +490,9 @@ func withStats(opts []grpc.ServerOption, h stats.Handler) []grpc.ServerOption {
 // the trusted listener, an identity with no trusted-side right (a sponsor
 // identity, whatever CA signed it) is refused.
 func (s *Server) authFunc(trusted bool) auth.AuthFunc {
-	mine := s.publicTLS
+	listener, mine := ListenerPublic, s.publicTLS
 	if trusted {
-		mine = s.trustedTLS
+		listener, mine = ListenerTrusted, s.trustedTLS
 	}
 	return func(ctx context.Context) (context.Context, error) {
 		id, ok := certIdentity(ctx)
@@ -476,17 +501,18 @@ func (s *Server) authFunc(trusted bool) auth.AuthFunc {
 		}
 		chains := verifiedChains(ctx)
 		// A connection opened before its certificate was revoked.
+		// Refusals are logged at a bounded pace per identity (warnRefused).
 		if mine.revoked(chains) {
-			s.log.WarnContext(ctx, "revoked certificate refused", "identity", id, "peer", peerAddr(ctx))
+			s.warnRefused(ctx, listener, id, "revoked certificate refused")
 			return nil, status.Error(codes.Unauthenticated, "client certificate revoked")
 		}
 		p, ok := s.policy().Principal(id)
 		if !ok {
-			s.log.WarnContext(ctx, "unknown identity refused", "identity", id, "peer", peerAddr(ctx))
+			s.warnRefused(ctx, listener, id, "unknown identity refused")
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		if trusted && !p.Trusted() || !trusted && !p.Tokenizes() {
-			s.log.WarnContext(ctx, "identity refused on this listener", "identity", id, "trusted", trusted)
+			s.warnRefused(ctx, listener, id, "identity refused on this listener")
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		// The identity's certificate must come from the CA the policy
@@ -497,7 +523,7 @@ func (s *Server) authFunc(trusted bool) auth.AuthFunc {
 			ca, other = other, ca
 		}
 		if !ca.anchoredIn(chains, other) {
-			s.log.WarnContext(ctx, "identity refused: its certificate is not from the CA the policy names", "identity", id, "ca", p.CA, "peer", peerAddr(ctx))
+			s.warnRefused(ctx, listener, id, "identity refused: its certificate is not from the CA the policy names", "ca", p.CA)
 			return nil, status.Error(codes.PermissionDenied, "identity not permitted")
 		}
 		return withPrincipal(ctx, p), nil

@@ -104,7 +104,7 @@ func TestStatsBudgetUsage(t *testing.T) {
 	for _, useRedis := range []bool{false, true} {
 		t.Run(map[bool]string{false: "memory", true: "redis"}[useRedis], func(t *testing.T) {
 			e := startGuardEnv(t, guardOpts{budget: "{distinct: 8, window: 1h, suspend_after: 2}", redis: useRedis})
-			toks := e.fakeTokens(t, 12)
+			toks := e.fakeTokens(t, 13)
 			reader := e.conn(t, 0, devpki.TTPID)
 			free := e.conn(t, 0, "spiffe://jeton.dev/ttp/free")
 			admin := jetonv1.NewAdminClient(e.conn(t, 0, devpki.CustodianID))
@@ -151,10 +151,16 @@ func TestStatsBudgetUsage(t *testing.T) {
 				t.Fatal("over-budget call admitted")
 			}
 			stats("after a refusal", usage(5, 1, false), false)
+			// The same call again is a retry: counted once.
 			if _, err := detok(reader, toks[5:9]); err == nil {
 				t.Fatal("over-budget call admitted")
 			}
-			// The second refusal suspends and resets the count.
+			stats("after a retry", usage(5, 1, false), false)
+			// A refusal of other records is the second: it suspends and
+			// resets the count.
+			if _, err := detok(reader, toks[9:13]); err == nil {
+				t.Fatal("over-budget call admitted")
+			}
 			stats("suspended", usage(5, 0, true), true)
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,33 @@ type material struct {
 	// stale names the CRL files past their next update. They are still
 	// enforced: a stale list revokes no less.
 	stale []string
+	// crls is, per issuer (raw subject), the newest CRL loaded: a reload
+	// never goes back to an older one (crlVersion.older).
+	crls map[string]crlVersion
+}
+
+// crlVersion is where a CRL stands in its issuer's sequence.
+type crlVersion struct {
+	number     *big.Int // the CRL Number extension; nil when absent
+	thisUpdate time.Time
+	path       string
+}
+
+// older reports whether v comes before w: by CRL Number when both carry
+// one (RFC 5280 5.2.3: it increases monotonically), by thisUpdate
+// otherwise.
+func (v crlVersion) older(w crlVersion) bool {
+	if v.number != nil && w.number != nil {
+		return v.number.Cmp(w.number) < 0
+	}
+	return v.thisUpdate.Before(w.thisUpdate)
+}
+
+func (v crlVersion) String() string {
+	if v.number != nil {
+		return fmt.Sprintf("number %s, this update %s", v.number, v.thisUpdate.UTC().Format(time.RFC3339))
+	}
+	return "this update " + v.thisUpdate.UTC().Format(time.RFC3339)
 }
 
 // revocations maps an issuer (its raw subject) to the revoked serial
@@ -107,7 +135,7 @@ func (r *ReloadableTLS) load() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: tls: client_ca: %w", err)
 	}
-	m := &material{anchors: map[string]bool{}, revoked: revocations{}}
+	m := &material{anchors: map[string]bool{}, revoked: revocations{}, crls: map[string]crlVersion{}}
 	pool := x509.NewCertPool()
 	var cas []*x509.Certificate
 	for rest := caPEM; ; {
@@ -132,6 +160,17 @@ func (r *ReloadableTLS) load() (*material, error) {
 	for _, path := range f.CRLs {
 		if err := r.loadCRL(m, path, cas); err != nil {
 			return nil, err
+		}
+	}
+	// Rollback: replacing a CRL by an older one of the same issuer (a
+	// restored backup, a stale copy from a mirror) would lift the
+	// revocations made since. Refused; the material in use stays.
+	if cur := r.cur.Load(); cur != nil {
+		for issuer, was := range cur.crls {
+			if now, ok := m.crls[issuer]; ok && now.older(was) {
+				return nil, fmt.Errorf("server: tls: crl %s (%s) is older than the one in use, %s (%s): refusing to roll revocations back; publish the newest CRL of that CA",
+					now.path, now, was.path, was)
+			}
 		}
 	}
 	m.cfg = &tls.Config{
@@ -174,6 +213,10 @@ func (r *ReloadableTLS) loadCRL(m *material, path string, cas []*x509.Certificat
 	}
 	if !crl.NextUpdate.IsZero() && r.now().After(crl.NextUpdate) {
 		m.stale = append(m.stale, path)
+	}
+	v := crlVersion{number: crl.Number, thisUpdate: crl.ThisUpdate, path: path}
+	if was, ok := m.crls[string(crl.RawIssuer)]; !ok || was.older(v) {
+		m.crls[string(crl.RawIssuer)] = v
 	}
 	serials := m.revoked[string(crl.RawIssuer)]
 	if serials == nil {

@@ -222,3 +222,70 @@ purposes:
 		})
 	}
 }
+
+// TestCRLRollbackRefused: a reload never replaces a CRL by an older one
+// of the same CA (a restored backup would lift the revocations made
+// since): the reload fails and the newer list stays in force. The same
+// list again, or a newer one, loads.
+func TestCRLRollbackRefused(t *testing.T) {
+	e := startEnv(t, envOpts{crls: true})
+	tok := tokenize(t, e.sponsorConn(t), &jetonv1.TokenizeItem{FieldClass: "name", Value: useValue("Rollback Reader")})[0].GetToken()
+	leaf, err := e.bundle.TTPAuthority.Issue(devpki.LeafOptions{URI: devpki.TTPID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := leaf.Write(e.dir, "reader-r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := devpki.Serial(leaf.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reveal := func() error {
+		_, err := jetonv1.NewDetokenizerClient(dial(t, e.srv.TrustedAddr().String(), e.bundle.ServerCA, cert, key)).
+			Detokenize(ctx(t), &jetonv1.DetokenizeRequest{Tokens: []string{tok}, Purpose: "support"})
+		return err
+	}
+	crl := filepath.Join(e.dir, "ttp.crl")
+	old := mustRead(t, crl) // number 1, revokes nothing
+	if err := e.bundle.TTPAuthority.WriteCRL(crl, 5, serial); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.truTLS.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := reveal(); code(err) != codes.Unavailable {
+		t.Fatalf("revoked: %v, want the handshake refused", err)
+	}
+	// The same list again loads.
+	if err := e.truTLS.Reload(); err != nil {
+		t.Fatalf("reloading the same CRL: %v", err)
+	}
+	// An older list, signed by the right CA: refused, and the newer stays.
+	for _, n := range []int64{4, 1} {
+		if n == 1 {
+			if err := os.WriteFile(crl, old, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := e.bundle.TTPAuthority.WriteCRL(crl, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.truTLS.Reload(); err == nil || !strings.Contains(err.Error(), "older than the one in use") {
+			t.Fatalf("reload of CRL number %d after number 5: %v, want refused as a rollback", n, err)
+		}
+		if err := reveal(); code(err) != codes.Unavailable {
+			t.Fatalf("after a refused rollback to number %d: %v, want the certificate still revoked", n, err)
+		}
+	}
+	// A newer list that lifts the revocation loads.
+	if err := e.bundle.TTPAuthority.WriteCRL(crl, 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.truTLS.Reload(); err != nil {
+		t.Fatalf("a newer CRL: %v", err)
+	}
+	if err := reveal(); err != nil {
+		t.Fatalf("after a newer CRL without the serial: %v", err)
+	}
+}

@@ -176,7 +176,7 @@ func wireDev(ctx context.Context, o devOptions, stderr io.Writer) (_ *app, err e
 		MinApprovals: 1,
 		// The in-memory store and in-process keys cannot fail; the audit
 		// log writes to a real disk that can.
-		Checks: []server.Check{{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }}},
+		Checks: []server.Check{{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }, Listener: server.ListenerTrusted}},
 	})
 	if err != nil {
 		alog.Close()

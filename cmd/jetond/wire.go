@@ -145,7 +145,7 @@ func wireConfigSpans(ctx context.Context, path string, getenv func(string) strin
 			// tenants whose keys are loaded are still served, so it takes
 			// readiness down only for a replica that has none loaded.
 			{Name: server.BackendVault, Probe: km.Check, ServesWithout: func() bool { return len(tok.LoadedTenants()) > 0 }},
-			{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }},
+			{Name: server.BackendAudit, Probe: func(context.Context) error { return alog.Healthy() }, Listener: server.ListenerTrusted},
 		},
 	})
 	if err != nil {

@@ -16,6 +16,12 @@ type Record struct {
 	Outcome string `json:"outcome"`
 	// Detail is a fixed, value-free note, such as a status code name.
 	Detail string `json:"detail,omitempty"`
+	// Count, when set, makes the record stand for Count refused calls of
+	// Identity to Method with this Detail, from Since to Time, that were
+	// not written one by one: refusals past a rate are aggregated so that
+	// a flood of them cannot fill the disk, yet each is accounted for.
+	Count int       `json:"count,omitempty"`
+	Since time.Time `json:"since,omitzero"`
 	// Chain is set on the first record of every chain, and only there.
 	Chain *ChainStart `json:"chain,omitempty"`
 	// Recovery is set on the record the log writes when it continues a

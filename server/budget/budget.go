@@ -57,6 +57,14 @@
 // towards a suspension: a client that retries too fast is slowed down,
 // not locked out. A rate refusal says how long to wait (RetryAfter).
 //
+// A distinct refusal counts only when it asks for a record that was
+// neither read within the window nor part of a refusal already counted
+// within the refusal window (ExceededError.Repeat otherwise). A client
+// retrying one over-budget call is refused every time and counted once; a
+// sweep asks for new records with every call, and each of its refusals
+// counts. The records of counted refusals are kept, under their keyed
+// hashes, for the refusal window: at most SuspendAfter calls' worth.
+//
 // # Order and failure
 //
 // Reserve is called before any record is opened and admits or refuses the
@@ -78,6 +86,7 @@
 //	jeton:b:{<h>}:rate      hash: tokens, ts (the token bucket)
 //	jeton:b:{<h>}:seen      sorted set: record hash -> ms of latest lookup
 //	jeton:b:{<h>}:refusals  distinct refusals since the first one of this window
+//	jeton:b:{<h>}:refused   sorted set: record hash -> ms, of counted refusals
 //	jeton:susp:{<h>}        hash: identity, reason, at (ms); present = suspended
 package budget
 
@@ -127,6 +136,11 @@ type ExceededError struct {
 	// Suspended is set when this refusal was the one that suspended the
 	// identity. Only distinct refusals ever suspend.
 	Suspended bool
+	// Repeat is set on a distinct refusal that asked for no record outside
+	// the refusals already counted within the refusal window: a retry of a
+	// refused call, which does not count towards SuspendAfter. It is only
+	// told apart while SuspendAfter is set.
+	Repeat bool
 	// RetryAfter, when positive, is how long until the same call would fit
 	// the rate limit: set for rate refusals of a call no larger than the
 	// burst. Zero means waiting alone does not help.
@@ -162,7 +176,9 @@ type Limits struct {
 	Window time.Duration `yaml:"window"`
 	// SuspendAfter suspends the identity at its SuspendAfter-th distinct
 	// refusal within one Window, counted from the first. Rate and batch
-	// refusals never count.
+	// refusals never count, nor does a refusal that asks for no record
+	// beyond those of the refusals already counted: retrying a refused
+	// call is no sweep.
 	SuspendAfter int `yaml:"suspend_after"`
 	// Also are further distinct bounds, each over a window of its own,
 	// shorter than Window. Merge sets them; a policy file cannot.

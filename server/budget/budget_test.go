@@ -162,7 +162,8 @@ func TestLimits(t *testing.T) {
 				if lim, susp := exceeded(req(hashes("t", 1))); lim != budget.LimitDistinct || susp {
 					t.Fatalf("first refusal: limit %q suspended %v, want distinct and not suspended", lim, susp)
 				}
-				if lim, susp := exceeded(req(hashes("t", 1))); lim != budget.LimitDistinct || !susp {
+				// A second refusal, of records not refused before.
+				if lim, susp := exceeded(req(hashes("v", 1))); lim != budget.LimitDistinct || !susp {
 					t.Fatalf("second refusal: limit %q suspended %v, want distinct and suspended", lim, susp)
 				}
 				// Suspended: even a call within every limit is refused.

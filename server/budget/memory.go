@@ -24,6 +24,7 @@ type memState struct {
 	tokens   float64
 	ts       int64 // ms; 0: bucket full
 	seen     map[string]int64
+	refused  map[string]int64 // records of counted refusals -> ms
 	refusals int
 	refUntil int64
 	susp     *suspension
@@ -34,7 +35,7 @@ type suspension struct{ identity, reason string }
 func (m *memoryBackend) state(key string) *memState {
 	s := m.ids[key]
 	if s == nil {
-		s = &memState{seen: map[string]int64{}}
+		s = &memState{seen: map[string]int64{}, refused: map[string]int64{}}
 		m.ids[key] = s
 	}
 	return s
@@ -98,6 +99,9 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 	switch limit {
 	case "":
 	case LimitDistinct:
+		if !s.newRefusal(uniq, now, bounds[0].Window.Milliseconds(), l) {
+			return &ExceededError{Limit: limit, Repeat: true}
+		}
 		if s.refusals == 0 || now >= s.refUntil {
 			s.refusals, s.refUntil = 0, now+l.refusalWindow().Milliseconds()
 		}
@@ -130,6 +134,33 @@ func (m *memoryBackend) isSuspended(_ context.Context, key string) (bool, error)
 	return s != nil && s.susp != nil, nil
 }
 
+// newRefusal reports whether a distinct refusal of uniq asks for a record
+// that neither was read within the window nor was in a refusal counted
+// within the refusal window, and remembers those records: a retry of a
+// refused call is no sweep, and counts towards SuspendAfter once. (Redis:
+// the refused block of reserveScript.)
+func (s *memState) newRefusal(uniq []string, now, window int64, l Limits) bool {
+	if l.SuspendAfter == 0 {
+		return true // nothing suspends: nothing to remember
+	}
+	for h, at := range s.refused {
+		if at <= now-l.refusalWindow().Milliseconds() {
+			delete(s.refused, h)
+		}
+	}
+	added := false
+	for _, h := range uniq {
+		if at, ok := s.seen[h]; ok && at > now-window {
+			continue
+		}
+		if _, ok := s.refused[h]; !ok {
+			added = true
+		}
+		s.refused[h] = now
+	}
+	return added
+}
+
 func (m *memoryBackend) suspend(_ context.Context, key, identity, reason string, _ int64) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -147,6 +178,7 @@ func (m *memoryBackend) reinstate(_ context.Context, key string) (bool, error) {
 	s := m.state(key)
 	was := s.susp != nil
 	s.susp, s.refusals = nil, 0
+	clear(s.refused)
 	return was, nil
 }
 

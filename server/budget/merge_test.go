@@ -275,3 +275,52 @@ func TestNoRetryDelayPastTheBurst(t *testing.T) {
 		})
 	}
 }
+
+// TestRetriesDoNotSuspend: suspension reflects extraction, not retries. A
+// client that sends one over-budget call again and again is refused each
+// time, and its refusals count once towards suspend_after; a sweep, each
+// call asking for records not refused before, is suspended as before.
+func TestRetriesDoNotSuspend(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			clk := newClock()
+			l := b.new(t, budget.Config{Now: clk.Now})
+			lim := budget.Limits{Distinct: 2, Window: time.Minute, SuspendAfter: 3}
+			req := func(h []string) error {
+				return l.Reserve(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: len(h), Lookups: h})
+			}
+			seen := hashes("s", 2)
+			if err := req(seen); err != nil {
+				t.Fatal(err)
+			}
+			// The same refused call, 20 times, some with records already
+			// read: one refusal towards suspension.
+			over := hashes("t", 3)
+			for i := range 20 {
+				call := over
+				if i%2 == 1 {
+					call = append(append([]string{}, seen...), over[:2]...)
+				}
+				err := req(call)
+				if lim, susp := exceeded(err); lim != budget.LimitDistinct || susp {
+					t.Fatalf("retry %d: limit %q suspended %v, want a distinct refusal that does not suspend", i, lim, susp)
+				}
+				var ex *budget.ExceededError
+				if errors.As(err, &ex); ex.Repeat != (i > 0) {
+					t.Fatalf("retry %d: Repeat = %v", i, ex.Repeat)
+				}
+				clk.Advance(time.Millisecond)
+			}
+			if u, err := l.Usage(ctx(t), alice, lim); err != nil || u.Refusals != 1 || u.Suspended {
+				t.Fatalf("usage after 20 retries of one call: %+v, %v; want 1 refusal, not suspended", u, err)
+			}
+			// A sweep: each call asks for records never refused.
+			if lim, susp := exceeded(req(hashes("u", 1))); lim != budget.LimitDistinct || susp {
+				t.Fatalf("second new batch: limit %q suspended %v, want distinct, not suspended", lim, susp)
+			}
+			if lim, susp := exceeded(req(append(over, hashes("v", 1)...))); lim != budget.LimitDistinct || !susp {
+				t.Fatalf("third new batch: limit %q suspended %v, want the refusal that suspends", lim, susp)
+			}
+		})
+	}
+}

@@ -14,14 +14,16 @@ import (
 // reserveScript decides one call atomically. Redis runs one script at a
 // time, so every replica sees every other's admissions.
 //
-//	KEYS: susp, rate, seen, refusals
+//	KEYS: susp, rate, seen, refusals, refused
 //	ARGV: now_ms (-1: use TIME), identity, items, max_batch, rate (items/s),
 //	      burst, suspend_after, cost (rate tokens), refusal_window_ms, nb,
 //	      then nb pairs (distinct, window_ms), longest window first, then
 //	      the keyed hashes, duplicates removed (only when nb > 0)
 //
 // It returns {"ok"}, {"suspended"} or {"exceeded", limit, suspended_now,
-// retry_ms}; retry_ms is how long until the call fits the rate, or -1.
+// retry_ms[, repeat]}; retry_ms is how long until the call fits the rate,
+// or -1; repeat, 1 when present, marks a distinct refusal not counted
+// towards suspend_after (ExceededError.Repeat).
 //
 // Its cost falls on Redis's main thread, which every replica shares, and
 // every command a script runs costs that thread about a microsecond of
@@ -32,7 +34,8 @@ import (
 // call that could go over a distinct bound if all its lookups were new
 // also reads their scores, with one ZMSCORE, to count exactly which are.
 // Lookups past 1,000 add one ZMSCORE and one ZADD per 1,000 (unpack's
-// limit). A refused call writes nothing but the refusal count.
+// limit). A refused call writes nothing but the refusal count and, for a
+// distinct refusal, the records it asked for (KEYS[5]).
 var reserveScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -79,6 +82,9 @@ if not limit and rate > 0 then
   end
 end
 
+-- scores[1..k] are the lookups' last reads, when they were read.
+local scores = {}
+local k = 0
 if not limit and nb > 0 then
   -- The first bound has the longest window: nothing older counts, and
   -- once it is trimmed the set's size is that window's count.
@@ -100,8 +106,6 @@ if not limit and nb > 0 then
   -- which lookups are new does not matter. Only a call that might not
   -- fit reads the records' scores.
   if close then
-    local scores = {}
-    local k = 0
     for i = first, last, chunk do
       local got = redis.call('ZMSCORE', KEYS[3], unpack(ARGV, i, math.min(i + chunk - 1, last)))
       for j = 1, #got do
@@ -131,6 +135,33 @@ if limit then
   -- batch refusal is a client going too fast, and never suspends.
   if limit ~= 'distinct' then
     return {'exceeded', limit, 0, retry}
+  end
+  -- Retries are no sweep: a refusal counts towards suspend_after only if
+  -- it asks for a record neither read within the window nor in a refusal
+  -- counted within the refusal window (KEYS[5]: record -> ms). A distinct
+  -- refusal comes from the close branch above, so scores holds every
+  -- lookup.
+  if suspendAfter > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - refusalWindow)
+    local since = now - tonumber(ARGV[12])
+    local added, args = 0, {}
+    for j = 1, k do
+      if (not scores[j]) or tonumber(scores[j]) <= since then
+        args[#args + 1] = now
+        args[#args + 1] = ARGV[first + j - 1]
+        if #args >= 2 * chunk then
+          added = added + redis.call('ZADD', KEYS[5], unpack(args))
+          args = {}
+        end
+      end
+    end
+    if #args > 0 then
+      added = added + redis.call('ZADD', KEYS[5], unpack(args))
+    end
+    redis.call('PEXPIRE', KEYS[5], refusalWindow)
+    if added == 0 then
+      return {'exceeded', limit, 0, -1, 1}
+    end
   end
   local n = redis.call('INCR', KEYS[4])
   if n == 1 then
@@ -207,6 +238,7 @@ func seenKey(k string) string { return "jeton:b:{" + k + "}:seen" }
 func refusalsKey(k string) string {
 	return "jeton:b:{" + k + "}:refusals"
 }
+func refusedKey(k string) string { return "jeton:b:{" + k + "}:refused" }
 
 // NewRedis returns a Limiter whose counters live in Redis, shared by every
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
@@ -232,7 +264,7 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 			args = append(args, h)
 		}
 	}
-	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key)}
+	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
 	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
 	if err != nil {
 		return unavailable(err)
@@ -242,11 +274,15 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 		return nil
 	case len(res) == 1 && res[0] == "suspended":
 		return ErrSuspended
-	case len(res) == 4 && res[0] == "exceeded":
+	case (len(res) == 4 || len(res) == 5) && res[0] == "exceeded":
 		lim, _ := res[1].(string)
 		n, _ := res[2].(int64)
 		ms, _ := res[3].(int64)
-		return &ExceededError{Limit: Limit(lim), Suspended: n == 1, RetryAfter: retryAfter(ms)}
+		ex := &ExceededError{Limit: Limit(lim), Suspended: n == 1, RetryAfter: retryAfter(ms)}
+		if len(res) == 5 {
+			ex.Repeat = res[4] == int64(1)
+		}
+		return ex
 	}
 	return fmt.Errorf("%w: unexpected script reply", ErrUnavailable)
 }
@@ -268,8 +304,8 @@ func (r *redisBackend) suspend(ctx context.Context, key, identity, reason string
 }
 
 func (r *redisBackend) reinstate(ctx context.Context, key string) (bool, error) {
-	// Both keys share a slot, so one DEL works on a cluster too.
-	if _, err := r.c.Del(ctx, refusalsKey(key)).Result(); err != nil {
+	// The keys share a slot, so one DEL works on a cluster too.
+	if _, err := r.c.Del(ctx, refusalsKey(key), refusedKey(key)).Result(); err != nil {
 		return false, unavailable(err)
 	}
 	n, err := r.c.Del(ctx, suspKey(key)).Result()

@@ -48,7 +48,12 @@ func TestUsage(t *testing.T) {
 				t.Fatal("first refusal suspended")
 			}
 			want("after a refusal", usage(alice), budget.Usage{Distinct: 4, DistinctLimit: 5, Refusals: 1})
+			// The same call again is a retry, not a second refusal.
 			if _, susp := exceeded(req(hashes("c", 2))); susp {
+				t.Fatal("a retry suspended")
+			}
+			want("after a retry", usage(alice), budget.Usage{Distinct: 4, DistinctLimit: 5, Refusals: 1})
+			if _, susp := exceeded(req(hashes("e", 2))); susp {
 				t.Fatal("second refusal suspended")
 			}
 			want("after two refusals", usage(alice), budget.Usage{Distinct: 4, DistinctLimit: 5, Refusals: 2})
