@@ -105,18 +105,26 @@ test: tools checkgenerate lint testenv node-deps deploytest
 # interleaved with their baselines over BENCH_ROUNDS rounds. It prints the
 # table and adds the run to BENCHMARKS.md. BENCH_PROFILE=dir also saves
 # jetond's CPU and allocation profiles of each workload (last round);
-# BENCH_TITLE names the run, BENCH_NOTE adds a remark.
+# BENCH_TITLE names the run, BENCH_NOTE adds a remark. BENCH_BEFORE=bin
+# also runs every jeton workload against that jetond binary (e.g. one built
+# from main), interleaved, and adds a before/after table (about twice as
+# long). BENCH_ONLY=key,key runs those workloads only (keys as in
+# integration/bench/workloads_test.go), to measure one change quickly.
 BENCH_ROUNDS   ?= 3
 BENCH_DURATION ?= 1.5s
 BENCH_PROFILE  ?=
 BENCH_TITLE    ?=
 BENCH_NOTE     ?=
+BENCH_BEFORE   ?=
+BENCH_ONLY     ?=
 
 bench: testenv
 	go test -count=1 -timeout 15m -run '^TestBench$$' -v ./integration/bench -args -jeton.bench \
 		-jeton.bench.rounds=$(BENCH_ROUNDS) -jeton.bench.duration=$(BENCH_DURATION) \
 		-jeton.bench.out=$(CURDIR)/BENCHMARKS.md -jeton.bench.title="$(BENCH_TITLE)" -jeton.bench.note="$(BENCH_NOTE)" \
-		$(if $(BENCH_PROFILE),-jeton.bench.profile=$(abspath $(BENCH_PROFILE)))
+		$(if $(BENCH_PROFILE),-jeton.bench.profile=$(abspath $(BENCH_PROFILE))) \
+		$(if $(BENCH_BEFORE),-jeton.bench.before=$(abspath $(BENCH_BEFORE))) \
+		$(if $(BENCH_ONLY),-jeton.bench.only=$(BENCH_ONLY))
 
 # soak runs the long reliability test, not part of test: SOAK_DURATION of
 # mixed load over three jetond replicas, Redis Cluster with replicas and

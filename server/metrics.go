@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +42,18 @@ type Metrics struct {
 	backendErrors *prometheus.CounterVec
 	dekCache      *prometheus.CounterVec
 	depUp         *prometheus.GaugeVec
+
+	// The series the request path adds to, resolved once: a label lookup
+	// hashes its values and takes the vector's lock, on every call.
+	dekHit, dekMiss prometheus.Counter
+	// classes maps a configured class name to its series; initClasses
+	// replaces the whole map, so readers never lock.
+	classes atomic.Pointer[map[string]*classSeries]
+}
+
+// classSeries are one field class's series.
+type classSeries struct {
+	tokenized, full, masked prometheus.Counter
 }
 
 // NewMetrics registers jeton's series on reg. Build them before the
@@ -88,20 +102,45 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, b := range []string{BackendRedis, BackendVault, BackendAudit} {
 		m.backendErrors.WithLabelValues(b)
 	}
-	m.dekCache.WithLabelValues("hit")
-	m.dekCache.WithLabelValues("miss")
+	m.dekHit = m.dekCache.WithLabelValues("hit")
+	m.dekMiss = m.dekCache.WithLabelValues("miss")
+	m.classes.Store(&map[string]*classSeries{})
 	return m, nil
 }
 
-// initClasses creates the per-class series at zero.
+// initClasses creates the per-class series at zero. Servers sharing m
+// may call it concurrently, each with its classes.
 func (m *Metrics) initClasses(classes []tokenizer.Class) {
 	if m == nil {
 		return
 	}
-	for _, c := range classes {
-		m.tokenized.WithLabelValues(c.Name)
-		m.revealed.WithLabelValues(c.Name, "full")
-		m.revealed.WithLabelValues(c.Name, "masked")
+	for {
+		old := m.classes.Load()
+		next := maps.Clone(*old)
+		for _, c := range classes {
+			next[c.Name] = &classSeries{
+				tokenized: m.tokenized.WithLabelValues(c.Name),
+				full:      m.revealed.WithLabelValues(c.Name, "full"),
+				masked:    m.revealed.WithLabelValues(c.Name, "masked"),
+			}
+		}
+		if m.classes.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
+
+// class returns the series of a configured class; a name initClasses has
+// not seen (never on the request path, whose classes are configured) gets
+// its series looked up.
+func (m *Metrics) class(name string) *classSeries {
+	if c, ok := (*m.classes.Load())[name]; ok {
+		return c
+	}
+	return &classSeries{
+		tokenized: m.tokenized.WithLabelValues(name),
+		full:      m.revealed.WithLabelValues(name, "full"),
+		masked:    m.revealed.WithLabelValues(name, "masked"),
 	}
 }
 
@@ -110,11 +149,11 @@ func (m *Metrics) DEKCache(hit bool) {
 	if m == nil {
 		return
 	}
-	r := "miss"
 	if hit {
-		r = "hit"
+		m.dekHit.Inc()
+	} else {
+		m.dekMiss.Inc()
 	}
-	m.dekCache.WithLabelValues(r).Inc()
 }
 
 // BackendError counts one failure of a backend: BackendRedis, BackendVault
@@ -147,18 +186,13 @@ func (m *Metrics) countTokenized(items []*jetonv1.TokenizeItem, results []*jeton
 	}
 	// Add once per class and call, not per item: a batch of thousands
 	// would otherwise contend on one atomic per item.
-	var counts map[string]float64
+	t := make(tally, 0, 8)
 	for i, r := range results {
 		if _, ok := r.GetOutcome().(*jetonv1.TokenizeResult_Token); ok {
-			if counts == nil {
-				counts = map[string]float64{}
-			}
-			counts[items[i].GetFieldClass()]++
+			t = t.add(m.class(items[i].GetFieldClass()).tokenized)
 		}
 	}
-	for class, n := range counts {
-		m.tokenized.WithLabelValues(class).Add(n)
-	}
+	t.flush()
 }
 
 // countRevealed counts the values of one reveal call that left the server.
@@ -167,26 +201,44 @@ func (m *Metrics) countRevealed(results []*jetonv1.RevealResult) {
 	if m == nil {
 		return
 	}
-	type key struct {
-		class  string
-		masked bool
-	}
-	var counts map[key]float64
+	t := make(tally, 0, 8)
 	for _, r := range results {
 		if _, ok := r.GetOutcome().(*jetonv1.RevealResult_Value); !ok || r.GetFieldClass() == "" {
 			continue
 		}
-		if counts == nil {
-			counts = map[key]float64{}
+		c := m.class(r.GetFieldClass())
+		if r.GetMasked() {
+			t = t.add(c.masked)
+		} else {
+			t = t.add(c.full)
 		}
-		counts[key{r.GetFieldClass(), r.GetMasked()}]++
 	}
-	for k, n := range counts {
-		mode := "full"
-		if k.masked {
-			mode = "masked"
+	t.flush()
+}
+
+// tally adds up one call's increments per series, so that each series is
+// added to once. A call's items span a few classes: a short list searched
+// in place costs no allocation, where a map costs one per call.
+type tally []tallied
+
+type tallied struct {
+	c prometheus.Counter
+	n float64
+}
+
+func (t tally) add(c prometheus.Counter) tally {
+	for i := range t {
+		if t[i].c == c {
+			t[i].n++
+			return t
 		}
-		m.revealed.WithLabelValues(k.class, mode).Add(n)
+	}
+	return append(t, tallied{c, 1})
+}
+
+func (t tally) flush() {
+	for _, e := range t {
+		e.c.Add(e.n)
 	}
 }
 

@@ -52,10 +52,9 @@ func newRequestID() string {
 
 // requestIDFor takes the caller's id when it is valid, or makes one.
 func requestIDFor(ctx context.Context) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(RequestIDHeader); len(v) == 1 && validRequestID(v[0]) {
-			return v[0]
-		}
+	// One key's values, not FromIncomingContext's copy of every header.
+	if v := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(v) == 1 && validRequestID(v[0]) {
+		return v[0]
 	}
 	return newRequestID()
 }
@@ -65,13 +64,13 @@ func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handl
 	ctx = context.WithValue(ctx, requestIDKey{}, id)
 	// Sent with the response headers (or with the status if the call
 	// fails first), so a caller can quote it to an operator.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+	_ = grpc.SetHeader(ctx, metadata.MD{RequestIDHeader: {id}})
 	return handler(ctx, req)
 }
 
 func requestIDStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	id := requestIDFor(ss.Context())
-	_ = ss.SetHeader(metadata.Pairs(RequestIDHeader, id))
+	_ = ss.SetHeader(metadata.MD{RequestIDHeader: {id}})
 	w := middleware.WrapServerStream(ss)
 	w.WrappedContext = context.WithValue(ss.Context(), requestIDKey{}, id)
 	return handler(srv, w)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 
 	"google.golang.org/grpc/codes"
 
@@ -66,7 +67,9 @@ func (ts *tokenizerService) Tokenize(ctx context.Context, req *jetonv1.TokenizeR
 		j++
 	}
 	ts.s.metrics.countTokenized(req.GetItems(), out.Results)
-	ts.s.log.DebugContext(ctx, "tokenized", "identity", p.ID, "items", len(items), "tokens", minted)
+	if ts.s.log.Enabled(ctx, slog.LevelDebug) {
+		ts.s.log.DebugContext(ctx, "tokenized", "identity", p.ID, "items", len(items), "tokens", minted)
+	}
 	return out, nil
 }
 

@@ -3,11 +3,11 @@ package tokenizer
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Record envelope, version 3, the one the service writes:
@@ -98,8 +98,11 @@ type envelopeHdr struct {
 	// keeps its flags in the sealed body, and opening it returns them.
 	legacyFlags Flags
 	gen         uint32
-	// class is the field class of a v2 or v3 record; "" for v1.
-	class string
+	// class is the field class of a v2 or v3 record; "" for v1. Only
+	// parseEnvelopeHeader sets it: scanEnvelopeHeader leaves it in the
+	// blob, at blob[classAt:size].
+	class   string
+	classAt int
 	// size is the header's length; the nonce follows it.
 	size int
 }
@@ -109,6 +112,18 @@ type envelopeHdr struct {
 // blob too short to hold the header, a nonce and a tag (for v3, and a
 // smallest padded body).
 func parseEnvelopeHeader(blob []byte) (envelopeHdr, error) {
+	h, err := scanEnvelopeHeader(blob)
+	if err != nil {
+		return envelopeHdr{}, err
+	}
+	h.class = string(blob[h.classAt:h.size])
+	return h, nil
+}
+
+// scanEnvelopeHeader is parseEnvelopeHeader, with the same checks, but
+// leaves the class name in blob instead of copying it out: what opening a
+// record needs, once per record.
+func scanEnvelopeHeader(blob []byte) (envelopeHdr, error) {
 	if len(blob) < 1 {
 		return envelopeHdr{}, errEnvelope
 	}
@@ -119,8 +134,9 @@ func parseEnvelopeHeader(blob []byte) (envelopeHdr, error) {
 			return envelopeHdr{}, errEnvelope
 		}
 		h.legacyFlags, h.gen, h.size = Flags(blob[1]), binary.BigEndian.Uint32(blob[2:6]), envelopeHeader
+		h.classAt = h.size
 		if h.version == envelopeVersion2 {
-			if h.class, h.size = parseClass(blob, envelopeHeader); h.class == "" || len(blob) < h.size+nonceSize+tagSize {
+			if h.classAt, h.size = scanClass(blob, envelopeHeader); h.size == 0 || len(blob) < h.size+nonceSize+tagSize {
 				return envelopeHdr{}, errEnvelope
 			}
 		}
@@ -129,7 +145,7 @@ func parseEnvelopeHeader(blob []byte) (envelopeHdr, error) {
 			return envelopeHdr{}, errEnvelope
 		}
 		h.gen = binary.BigEndian.Uint32(blob[1:5])
-		if h.class, h.size = parseClass(blob, v3HeaderFixed-1); h.class == "" || len(blob) < h.size+nonceSize+minBucket+tagSize {
+		if h.classAt, h.size = scanClass(blob, v3HeaderFixed-1); h.size == 0 || len(blob) < h.size+nonceSize+minBucket+tagSize {
 			return envelopeHdr{}, errEnvelope
 		}
 	default:
@@ -138,19 +154,18 @@ func parseEnvelopeHeader(blob []byte) (envelopeHdr, error) {
 	return h, nil
 }
 
-// parseClass reads the length-prefixed class name at blob[at] and returns
-// it with the header size it ends; "" when it is not a valid name.
-func parseClass(blob []byte, at int) (string, int) {
+// scanClass finds the length-prefixed class name at blob[at]: it is
+// blob[start:end], and end is the header size it ends. end is 0 when it is
+// not a valid name.
+func scanClass(blob []byte, at int) (start, end int) {
 	n := int(blob[at])
-	end := at + 1 + n
-	if n == 0 || len(blob) < end {
-		return "", 0
+	start, end = at+1, at+1+n
+	// ValidName keeps no reference to its argument, so the conversion
+	// copies nothing to the heap.
+	if n == 0 || len(blob) < end || !ValidName(string(blob[start:end])) {
+		return 0, 0
 	}
-	class := string(blob[at+1 : end])
-	if !ValidName(class) {
-		return "", 0
-	}
-	return class, end
+	return start, end
 }
 
 // envelopeClassOf returns the generation and the field class a stored
@@ -181,7 +196,9 @@ func sealRecordMAC(dek *macKey, nonce []byte, gen uint32, flags Flags, tok Token
 	if !ValidName(tok.Class) {
 		return nil, errors.New("tokenizer: sealing a record with an invalid class name")
 	}
-	aead, err := recordAEAD(dek, tokText)
+	sc := getScratch()
+	defer putScratch(sc)
+	aead, err := sc.recordAEAD(dek, tokText)
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +214,8 @@ func sealRecordMAC(dek *macKey, nonce []byte, gen uint32, flags Flags, tok Token
 	pt[0] = byte(flags)
 	copy(pt[1:], value)
 	pt[1+len(value)] = padMarker // the rest is already zero
-	ad := recordAD(out[:hs], tok, tokText)
-	return aead.Seal(out[:hs+nonceSize], out[hs:hs+nonceSize], pt, ad), nil
+	sc.ad = appendRecordAD(sc.ad[:0], out[:hs], tok, tokText)
+	return aead.Seal(out[:hs+nonceSize], out[hs:hs+nonceSize], pt, sc.ad), nil
 }
 
 // openRecord decrypts a record of any version sealed for the same token.
@@ -209,22 +226,30 @@ func openRecord(dek []byte, tok Token, tokText string, blob []byte) (string, Fla
 // openRecordMAC decrypts a record of any version sealed for the same token
 // and returns its value and flags: from the sealed body of a v3 record,
 // from the authenticated clear header of an older one.
+//
+// Its working memory (the associated data, the plaintext) comes from a pool
+// and the plaintext is cleared before it goes back: per record, only the
+// AES-GCM instance of the record's own key and the returned value are
+// allocated.
 func openRecordMAC(dek *macKey, tok Token, tokText string, blob []byte) (string, Flags, error) {
-	h, err := parseEnvelopeHeader(blob)
+	h, err := scanEnvelopeHeader(blob)
 	if err != nil {
 		return "", 0, err
 	}
 	// The AD would refuse it too; refusing first costs no key derivation.
-	if h.version != envelopeVersion1 && h.class != tok.Class {
+	if h.version != envelopeVersion1 && string(blob[h.classAt:h.size]) != tok.Class {
 		return "", 0, errEnvelope
 	}
-	aead, err := recordAEAD(dek, tokText)
+	sc := getScratch()
+	defer putScratch(sc)
+	aead, err := sc.recordAEAD(dek, tokText)
 	if err != nil {
 		return "", 0, err
 	}
-	ad := recordAD(blob[:h.size], tok, tokText)
+	sc.ad = appendRecordAD(sc.ad[:0], blob[:h.size], tok, tokText)
 	nonce := blob[h.size : h.size+nonceSize]
-	pt, err := aead.Open(nil, nonce, blob[h.size+nonceSize:], ad)
+	pt, err := aead.Open(sc.pt[:0], nonce, blob[h.size+nonceSize:], sc.ad)
+	sc.pt = pt[:0] // keep a grown buffer, cleared by putScratch
 	if err != nil {
 		return "", 0, errEnvelope
 	}
@@ -244,8 +269,39 @@ func openRecordMAC(dek *macKey, tok Token, tokText string, blob []byte) (string,
 }
 
 func recordAEAD(dek *macKey, tokText string) (cipher.AEAD, error) {
-	var buf [sha256.Size]byte
-	return newGCM(dek.expand32(buf[:0], "jeton/v1/record\x00", tokText))
+	sc := getScratch()
+	defer putScratch(sc)
+	return sc.recordAEAD(dek, tokText)
+}
+
+// recordAEAD derives a record's key into sc; the AES key schedule copies
+// it, so sc may be reused as soon as this returns.
+func (sc *scratch) recordAEAD(dek *macKey, tokText string) (cipher.AEAD, error) {
+	sc.key = dek.expand32(sc.key[:0], "jeton/v1/record\x00", tokText)
+	return newGCM(sc.key)
+}
+
+// scratch is the working memory of sealing or opening one record, pooled
+// because every item of a batch needs it: the record key (which the AES
+// key schedule copies), the associated data and the plaintext.
+type scratch struct {
+	key, ad, pt []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+// putScratch clears what sc held, a record key and possibly a value, and
+// pools it.
+func putScratch(sc *scratch) {
+	clear(sc.key[:cap(sc.key)])
+	clear(sc.pt[:cap(sc.pt)])
+	// A huge value's buffer is not worth keeping.
+	if cap(sc.pt) > 64<<10 {
+		sc.pt = nil
+	}
+	scratchPool.Put(sc)
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
@@ -261,7 +317,11 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // header delimits itself: its version, and in v2 its class length, give
 // its size).
 func recordAD(header []byte, tok Token, tokText string) []byte {
-	ad := make([]byte, 0, 21+len(header)+len(tok.Tenant)+len(tok.Class)+len(tokText))
+	return appendRecordAD(make([]byte, 0, 21+len(header)+len(tok.Tenant)+len(tok.Class)+len(tokText)), header, tok, tokText)
+}
+
+// appendRecordAD appends recordAD(header, tok, tokText) to ad.
+func appendRecordAD(ad []byte, header []byte, tok Token, tokText string) []byte {
 	ad = append(ad, "jeton/v1/record"...)
 	ad = append(ad, header...)
 	for _, f := range []string{tok.Tenant, tok.Class, tokText} {

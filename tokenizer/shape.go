@@ -20,8 +20,10 @@ import (
 // documented check that every token passes and that Tokenize refuses a
 // value passing (the reserved e-mail domain; the reserved leading digits, or
 // the Luhn residue of a class whose values carry a Luhn check digit; the
-// reserved date range). Each carries a check character, so a mistyped token
-// is refused without a store lookup.
+// reserved date range). Each carries a check, so a mistyped token is
+// refused without a store lookup: every single mistyped character, except
+// in a date-only token, whose check (a parity) catches 5 of the 9 wrong
+// digits in each place (shape_date.go says why no stronger one fits).
 //
 // A shaped token does not name its tenant or class: there is no room. Its
 // record name is keyed per tenant (recordName), so a reveal looks the token
@@ -217,13 +219,15 @@ func luhnSum(s string) int {
 // ValidateShapes checks that no one mistyped character can turn a token of
 // one shaped class into a well-formed token of another of classes: then
 // every such token is refused without a store lookup, as one of a single
-// class is. Digits and date tokens share their Luhn sum, so a changed
-// digit is always caught; what is left to refuse is separators and
+// class is. Digits and date tokens share their Luhn sum (date-only tokens
+// its parity), and a changed digit keeps a token's skeleton, so it cannot
+// make another class's token; what is left to refuse is separators and
 // domains one character apart:
 //   - two email domains of one length that differ in one character;
 //   - two date layouts of one width whose separators differ in one place;
-//   - a date layout with a single separator beside a digits class (that
-//     separator mistyped as a digit would make a digit string).
+//   - a date layout with no separator or a single one beside a digits
+//     class (the token, or that separator mistyped as a digit, would be a
+//     digit string).
 //
 // Classes sharing one domain or one layout share one token space: a token
 // then names its class through its record.
@@ -256,8 +260,8 @@ func ValidateShapes(classes []Class) error {
 	}
 	if digits != "" {
 		for _, s := range skeletons {
-			if strings.Count(s.text, "0") == len(s.text)-1 {
-				return fmt.Errorf("tokenizer: classes %s and %s: a date layout with a single separator beside a digits class lets a mistyped separator pass as a digits token; give the layout two separators", s.class, digits)
+			if strings.Count(s.text, "0") >= len(s.text)-1 {
+				return fmt.Errorf("tokenizer: classes %s and %s: a date layout with fewer than two separators beside a digits class lets a token, or one with a mistyped separator, pass as a digits token; give the layout two separators", s.class, digits)
 			}
 		}
 	}

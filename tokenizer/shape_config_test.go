@@ -48,7 +48,11 @@ func TestShapeValidate(t *testing.T) {
 		{"date, RFC 3339 without zone", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02T15:04:05"}), ""},
 		{"date with hours", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "02/01/2006 15h"}), ""},
 		{"date without a layout", email(tokenizer.Shape{Kind: tokenizer.ShapeDate}), "needs a layout"},
-		{"date without a time of day", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02"}), "without a time of day cannot reach the floor"},
+		{"birth date, default range", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02"}), ""},
+		{"birth date, day first", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "02/01/2006"}), ""},
+		{"birth date, range too narrow", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02", From: day(3000, 1, 1), To: day(7999, 12, 31)}), "holds 913105 tokens"},
+		{"birth date, too narrow, says what to do", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02", From: day(5000, 1, 1)}), "add a time of day"},
+		{"date, 12-hour clock without minutes", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 03"}), "24-hour clock"},
 		{"date without a day", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01"}), "at least the year, month and day"},
 		{"date, month names", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "02 Jan 2006 15:04"}), "numeric and fixed-width"},
 		{"date, unpadded day", email(tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-2 15:04"}), "numeric and fixed-width"},
@@ -95,7 +99,9 @@ func TestValidateShapesAcrossClasses(t *testing.T) {
 		{"domains one apart", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeEmail, Domain: "a.jeton.test"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeEmail, Domain: "b.jeton.test"})}, "email domains differ in one character"},
 		{"layouts one apart", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 15:04"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006/01-02 15:04"})}, "date layouts differ in one character"},
 		{"layouts far apart", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 15:04"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "02/01/2006 15:04"})}, ""},
-		{"one separator beside digits", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "20060102T1504"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9"})}, "single separator"},
+		{"one separator beside digits", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "20060102T1504"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9"})}, "fewer than two separators"},
+		{"no separator beside digits", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "20060102"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9"})}, "fewer than two separators"},
+		{"date-only beside digits", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02"}), mk("b", tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9"})}, ""},
 		{"one separator alone", []tokenizer.Class{mk("a", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "20060102T1504"})}, ""},
 	}
 	for _, tt := range tests {
@@ -109,8 +115,8 @@ func TestValidateShapesAcrossClasses(t *testing.T) {
 }
 
 // TestShapeDomains pins the documented domain bounds: 128 bits for email,
-// exactly 10^6 for the shortest digits value, and the date bound the README
-// quotes for minutes over the default range.
+// exactly 10^6 for the shortest digits value, and the date domains the
+// README quotes for the default range.
 func TestShapeDomains(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -120,12 +126,61 @@ func TestShapeDomains(t *testing.T) {
 		{"email", tokenizer.Shape{Kind: tokenizer.ShapeEmail}, 128, 128},
 		{"digits", tokenizer.Shape{Kind: tokenizer.ShapeDigits, Prefix: "9"}, 19.93, 19.94},
 		{"date, minutes, 3000-9999", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 15:04"}, 28.4, 28.5}, // 3.68e8
-		{"date, hours, 3000-9999", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 15"}, 22.2, 22.3},      // 5.1e6
+		{"date, hours, 3000-9999", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02 15"}, 22.54, 22.56},    // 6.14e6
+		{"date only, 3000-9999", tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: "2006-01-02"}, 20.28, 20.29},         // 1.28e6
 	}
 	for _, tt := range tests {
 		bits, err := tokenizer.ShapeDomainBits(tt.shape)
 		if err != nil || bits < tt.min || bits > tt.max {
 			t.Errorf("%s: domain of 2^%.2f, %v; want 2^%.2f to 2^%.2f", tt.name, bits, err, tt.min, tt.max)
 		}
+	}
+}
+
+// TestDateTokenCount: the date shape's token count, computed at
+// configuration from years rather than days, equals the count found by
+// walking every instant of the range and applying the documented check
+// (written here afresh): a Luhn sum of 1 with a time of day, an odd one
+// without. Ranges cover partial first and last years, leap days, centuries
+// and each resolution.
+func TestDateTokenCount(t *testing.T) {
+	tests := []struct {
+		name     string
+		layout   string
+		from, to time.Time
+		step     time.Duration // the layout's resolution; a day when date-only
+		want     int64         // pinned where the README quotes it; 0 to only compare
+	}{
+		{"date only, default range", "2006-01-02", time.Time{}, time.Time{}, 24 * time.Hour, 1_278_345},
+		{"date only, partial years and 2000", "2006-01-02", day(1999, 3, 17), day(2009, 2, 3), 24 * time.Hour, 0},
+		{"date only, day first, one leap day", "02/01/2006", day(2024, 2, 29), day(2024, 2, 29), 24 * time.Hour, 0},
+		{"date only, across 2100", "20060102", day(2099, 12, 30), day(2101, 1, 2), 24 * time.Hour, 0},
+		{"date only, one partial year", "2006.01.02", day(4000, 2, 27), day(4000, 11, 3), 24 * time.Hour, 0},
+		{"hours", "2006-01-02 15", day(2015, 6, 1), day(2017, 3, 1), time.Hour, 0},
+		{"minutes, day first", "02/01/2006 15:04", day(2024, 2, 27), day(2024, 3, 2), time.Minute, 0},
+		{"seconds", "20060102T150405", day(2024, 2, 29), day(2024, 2, 29), time.Second, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			shape := tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: tt.layout, From: tt.from, To: tt.to}
+			got, err := tokenizer.DateTokenCount(shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			from, to := tt.from, tt.to
+			if from.IsZero() {
+				from, to = tokenizer.DefaultDateFrom, tokenizer.DefaultDateTo
+			}
+			var walked int64
+			for at := from; at.Before(to.AddDate(0, 0, 1)); at = at.Add(tt.step) {
+				s := at.Format(tt.layout)
+				if tt.step == 24*time.Hour && luhnSum(s)%2 == 1 || tt.step < 24*time.Hour && luhnSum(s) == 1 {
+					walked++
+				}
+			}
+			if got != walked || tt.want != 0 && got != tt.want {
+				t.Errorf("counted %d tokens; walking the range finds %d (pinned %d)", got, walked, tt.want)
+			}
+		})
 	}
 }

@@ -88,3 +88,64 @@ func TestShapedAgainstRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestShapedBirthDatesAgainstRedisAndVault: date-only tokens minted with
+// a real Redis store and Vault keys are dates in the reserved range with an
+// odd Luhn sum, reveal each value as sent, and a token with a digit
+// changed to break the parity is refused before any lookup; Redis holds
+// neither a value nor a token.
+func TestShapedBirthDatesAgainstRedisAndVault(t *testing.T) {
+	r := testenv.StartRedis(t)
+	e := startRealEnv(t)
+	rc, err := redisstore.NewClient(redisstore.Config{Addrs: []string{r.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	store := &countingStore{Store: redisstore.New(rc)}
+	tz, err := tokenizer.New(tokenizer.Config{Classes: append(tokenizer.DefaultClasses(), shapedClasses()...),
+		Keys: e.keys(t), Store: store, KeyRefresh: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []tokenizer.Item
+	for i := range 300 {
+		items = append(items, tokenizer.Item{Class: "birth", Value: time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, 61*i).Format(birthLayout)})
+	}
+	toks := tokenize(t, tz, "acme", items, "")
+	for i, tok := range toks {
+		checkFormat(t, "birth", items[i].Value, tok)
+		if luhnSum(tok)%2 != 1 {
+			t.Fatalf("item %d: token with an even Luhn sum", i)
+		}
+		if got := lookupShaped(t, tz, tok, []string{"acme"}, []string{"birth"}); got.Err != nil || got.Value != items[i].Value {
+			t.Fatalf("item %d: %v; want the value as sent", i, got.Err)
+		}
+	}
+	// The last digit changed by one flips the parity: no lookup.
+	tok := toks[0]
+	last := tok[len(tok)-1]
+	mistyped := tok[:len(tok)-1] + string(rune('0'+(last-'0'+1)%10))
+	if _, _, err := tz.Recognize(mistyped); !errors.Is(err, tokenizer.ErrInvalidToken) {
+		t.Errorf("a token with its parity broken: %v; want ErrInvalidToken", err)
+	}
+	if store.claimed != len(items) || store.putRecord != 0 {
+		t.Errorf("%d records claimed, %d put, for %d items", store.claimed, store.putRecord, len(items))
+	}
+
+	rdb := r.Client(t)
+	keys, err := rdb.Keys(ctxTimeout(t), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		v, _ := rdb.Get(ctxTimeout(t), k).Bytes()
+		for i := range items {
+			for _, secret := range []string{toks[i], items[i].Value} {
+				if bytes.Contains([]byte(k), []byte(secret)) || bytes.Contains(v, []byte(secret)) {
+					t.Fatalf("Redis key %d of %d holds a birth date or its token", len(k), len(keys))
+				}
+			}
+		}
+	}
+}

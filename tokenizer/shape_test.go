@@ -24,6 +24,9 @@ const (
 	// hourLayout's tokens come from a domain of about 1.3 million, so that
 	// collisions show at 10^5 items.
 	hourLayout = "2006-01-02 15h"
+	// birthLayout is date-only: its tokens are the days of 3000 to 9999
+	// with an odd Luhn sum, about 1.28 million.
+	birthLayout = "2006-01-02"
 )
 
 func shapedClasses() []tokenizer.Class {
@@ -38,6 +41,7 @@ func shapedClasses() []tokenizer.Class {
 		{Name: "arrival", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: arrivalLayout}},
 		{Name: "slot", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: hourLayout,
 			From: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(4499, 12, 31, 0, 0, 0, 0, time.UTC)}},
+		{Name: "birth", Shape: tokenizer.Shape{Kind: tokenizer.ShapeDate, Layout: birthLayout}},
 	}
 }
 
@@ -49,6 +53,7 @@ var sampleShaped = map[string][]string{
 	"card":       {"4111111111111111", "4000000000000002"},
 	"arrival":    {"2026-07-14 09:30", "1999-12-31 23:59"},
 	"slot":       {"2026-07-14 09h"},
+	"birth":      {"1970-01-01", "1999-12-31"},
 }
 
 func newShapedEnv(tb testing.TB, opts ...envOption) *env {
@@ -155,6 +160,9 @@ func TestShapedValuesThatLookLikeTokens(t *testing.T) {
 		{"too short for 10^6 tokens", "mobile", "060000001"},
 		{"card too short for 10^6 tokens", "card", "4242424242"},
 		{"not in the layout", "arrival", "2026-07-14"},
+		{"birth date in the reserved range", "birth", "3000-01-02"},
+		{"birth date in the reserved range, even Luhn sum", "birth", "3000-01-01"},
+		{"birth date with a time", "birth", "1970-01-01 00:00"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,27 +202,92 @@ func mistypes(s, alphabet string) []string {
 }
 
 // TestShapedTokenMistypes: every single-character change of a shaped token
-// fails its check. Recognize has no store to look anything up in; the
-// server test TestDetokenizeShapedMistypeTouchesNoStore shows the call
-// as a whole makes no lookup.
+// fails its check, except, in a date-only token, a digit changed for one
+// that keeps the parity of the Luhn sum: at least 5 of the 9 wrong digits
+// in each place are caught, as documented. Recognize has no store to look
+// anything up in; the server test TestDetokenizeShapedMistypeTouchesNoStore
+// shows the call as a whole makes no lookup.
 func TestShapedTokenMistypes(t *testing.T) {
 	e := newShapedEnv(t)
 	alphabet := "0123456789abcdefghijklmnopqrstuvwxyzABCXYZ-_.@:/ +"
-	checked := 0
+	checked, passed := 0, 0
 	for class, values := range sampleShaped {
+		dateOnly := shapeOf(t, class).Layout == birthLayout
 		for _, v := range values {
 			for range 5 {
 				tok := tokenize(t, e.tz, "demo", []tokenizer.Item{{Class: class, Value: v}}, "")[0]
+				kept := make([]int, len(tok)) // digits per place that keep the parity
 				for _, m := range mistypes(tok, alphabet) {
 					checked++
-					if got, _, err := e.tz.Recognize(m); err == nil {
-						t.Fatalf("%s: a token with one character changed passes the check (%s)", class, got.Shaped)
+					if _, _, err := e.tz.Recognize(m); err != nil {
+						continue
 					}
+					at := 0
+					for m[at] == tok[at] {
+						at++
+					}
+					if !dateOnly || strings.Trim(m[at:at+1], "0123456789") != "" {
+						t.Fatalf("%s: a token with one character changed passes the check", class)
+					}
+					if kept[at]++; kept[at] > 4 {
+						t.Fatalf("%s: more than 4 of the 9 wrong digits in place %d pass the check", class, at)
+					}
+					passed++
 				}
 			}
 		}
 	}
-	t.Logf("%d mistyped tokens refused", checked)
+	t.Logf("%d mistyped tokens refused, %d date-only ones with the parity kept left to the lookup", checked-passed, passed)
+}
+
+// TestDateOnlyTokenCheck: a date-only token's digits have an odd Luhn sum,
+// and an in-range date with an even sum, or a date outside the range, is
+// no token.
+func TestDateOnlyTokenCheck(t *testing.T) {
+	e := newShapedEnv(t)
+	for range 200 {
+		tok := tokenize(t, e.tz, "demo", []tokenizer.Item{{Class: "birth", Value: "1970-01-01"}}, "")[0]
+		if sum := luhnSum(tok); sum%2 != 1 {
+			t.Fatalf("a birth-date token has the Luhn sum %d; want an odd one", sum)
+		}
+	}
+	tests := []struct {
+		date  string
+		token bool
+	}{
+		{"3000-01-02", true},  // sum 9, the range's second day
+		{"3000-01-01", false}, // sum 8
+		{"9999-12-31", true},  // sum 7, the range's last day
+		{"9999-12-30", false}, // sum 6
+		{"2999-12-30", false}, // sum 1, before the range
+		{"1970-01-02", false}, // sum 9, a real date
+		{"3000-02-29", false}, // sum 1, no such day
+		{"3000-02-31", false}, // sum 5, no such day
+	}
+	for _, tt := range tests {
+		_, classes, err := e.tz.Recognize(tt.date)
+		if got := err == nil && slices.Contains(classes, "birth"); got != tt.token {
+			t.Errorf("%s (Luhn sum %d): read as a token %v, want %v (%v)", tt.date, luhnSum(tt.date), got, tt.token, err)
+		}
+	}
+}
+
+// luhnSum is the Luhn sum, mod 10, of the digits of s.
+func luhnSum(s string) int {
+	sum, pos := 0, 0
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] < '0' || s[i] > '9' {
+			continue
+		}
+		d := int(s[i] - '0')
+		if pos%2 == 1 {
+			if d *= 2; d > 9 {
+				d -= 9
+			}
+		}
+		sum, pos = sum+d, pos+1
+	}
+	return sum % 10
 }
 
 // countingStore counts what the shape claim does with record keys: the
@@ -262,7 +335,7 @@ func (s *countingStore) Put(ctx context.Context, entries []tokenizer.Entry) erro
 // tenant holds exactly one record per item.
 func TestShapedCollisionsAt1e5(t *testing.T) {
 	if testing.Short() {
-		t.Skip("mints 3 * 10^5 tokens")
+		t.Skip("mints 4 * 10^5 tokens")
 	}
 	const n = 100_000
 	tests := []struct {
@@ -273,6 +346,7 @@ func TestShapedCollisionsAt1e5(t *testing.T) {
 		{"work-email", func(i int) string { return fmt.Sprintf("user%d.test@example.org", i) }, "2^128"},
 		{"mobile", func(i int) string { return fmt.Sprintf("06%06d%02d", i%1_000_000, 42) }, "10^6 (6 random digits)"},
 		{"slot", func(int) string { return "2026-07-14 09h" }, "about 1.3 * 10^6 hours in 3000-4499"},
+		{"birth", func(int) string { return "1970-01-01" }, "about 1.28 * 10^6 days in 3000-9999"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.class, func(t *testing.T) {

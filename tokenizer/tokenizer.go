@@ -745,29 +745,55 @@ func (t *Tokenizer) Reveal(ctx context.Context, tokens []Token) ([]Revealed, err
 	if err != nil {
 		return nil, unavailable("store", err)
 	}
+	// The key of each record, looked up once per tenant and generation:
+	// this is where the key manager can fail the whole call.
+	keys := make([]revealKey, len(idx))
+	var known []revealKey
 	for j, i := range idx {
 		if blobs[j] == nil {
 			continue
 		}
-		h, err := parseEnvelopeHeader(blobs[j])
+		h, err := scanEnvelopeHeader(blobs[j])
 		if err != nil {
 			continue
 		}
-		dek, err := t.keys.dek(ctx, tenants[tokens[i].Tenant], h.gen)
-		if errors.Is(err, ErrKeyDestroyed) {
-			continue
+		k := revealKey{tk: tenants[tokens[i].Tenant], gen: h.gen}
+		if at := slices.IndexFunc(known, k.same); at >= 0 {
+			k.dek = known[at].dek
+		} else {
+			if k.dek, err = t.keys.dek(ctx, k.tk, k.gen); err != nil && !errors.Is(err, ErrKeyDestroyed) {
+				return nil, err
+			}
+			known = append(known, k)
 		}
-		if err != nil {
-			return nil, err
-		}
-		v, flags, err := openRecordMAC(dek, tokens[i], texts[i], blobs[j])
-		if err != nil {
-			continue // tampered or swapped: indistinguishable from unknown
-		}
-		out[i] = Revealed{Token: tokens[i], Value: v, Flags: flags, Generation: h.gen}
+		keys[j] = k // a nil dek: destroyed, so unknown
 	}
+	// Then the records, spread over the cores for a large batch.
+	parallel(len(idx), func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			if keys[j].dek == nil {
+				continue
+			}
+			i := idx[j]
+			v, flags, err := openRecordMAC(keys[j].dek, tokens[i], texts[i], blobs[j])
+			if err != nil {
+				continue // tampered or swapped: indistinguishable from unknown
+			}
+			out[i] = Revealed{Token: tokens[i], Value: v, Flags: flags, Generation: keys[j].gen}
+		}
+	})
 	return out, nil
 }
+
+// revealKey is the data key of a tenant's generation, as Reveal looked it
+// up: nil when the generation is destroyed.
+type revealKey struct {
+	tk  *tenantKeys
+	gen uint32
+	dek *macKey
+}
+
+func (k revealKey) same(o revealKey) bool { return k.tk == o.tk && k.gen == o.gen }
 
 // EraseTokens deletes the records behind tokens and reports how many
 // existed.

@@ -15,6 +15,7 @@ const shapedClassesYAML = `classes:
   - {name: badge, mask: last3, shape: {type: digits, prefix: "09", keep_suffix: 2}}
   - {name: card, mask: last3, shape: {type: digits, luhn_values: true}}
   - {name: arrival, mask: all, shape: {type: date, layout: "2006-01-02 15:04", from: 3000-01-01, to: 9999-12-31}}
+  - {name: birth, mask: all, shape: {type: date, layout: "2006-01-02"}}
   - {name: text, mask: all}
 `
 
@@ -56,6 +57,9 @@ func TestCheckConfigShapes(t *testing.T) {
 		if w, ok := want[cl.Name]; ok && cl.Shape != w {
 			t.Errorf("class %s: shape %+v, want %+v", cl.Name, cl.Shape, w)
 		}
+		if cl.Name == "birth" && (cl.Shape.Layout != "2006-01-02" || !cl.Shape.From.IsZero()) {
+			t.Errorf("class birth: shape %+v", cl.Shape)
+		}
 		if cl.Name == "arrival" && (cl.Shape.Layout != "2006-01-02 15:04" || cl.Shape.From.Year() != 3000 || cl.Shape.To.Year() != 9999) {
 			t.Errorf("class arrival: shape %+v", cl.Shape)
 		}
@@ -70,7 +74,8 @@ func TestCheckConfigShapes(t *testing.T) {
 		{"digits told from nothing", `prefix: "09", `, "", []string{"class badge", "needs a prefix"}},
 		{"prefix not digits", `prefix: "09"`, `prefix: "0x"`, []string{"class badge", "prefix"}},
 		{"parameter of another type", `keep_suffix: 2}`, `keep_suffix: 2, layout: "2006"}`, []string{"class badge", "takes only keep_suffix"}},
-		{"date without a time of day", `layout: "2006-01-02 15:04"`, `layout: "2006-01-02"`, []string{"class arrival", "time of day", "floor"}},
+		{"date without a time of day, range too narrow", `layout: "2006-01-02 15:04", from: 3000-01-01`, `layout: "2006-01-02", from: 5000-01-01`, []string{"class arrival", "under the floor of 1000000", "add a time of day"}},
+		{"birth date, range too narrow", `layout: "2006-01-02"}`, `layout: "2006-01-02", to: 7999-12-31}`, []string{"class birth", "holds 913105 tokens", "floor"}},
 		{"date range too narrow", "to: 9999-12-31", "to: 3000-12-31", []string{"class arrival", "under the floor"}},
 		{"deterministic digits", "{name: badge,", "{name: badge, kind: deterministic,", []string{"class badge", "deterministic class cannot use the digits shape"}},
 		{"typo'd shape key", "keep_suffix:", "keep_sufix:", []string{"unknown key", "keep_sufix", "keep_suffix"}},

@@ -50,8 +50,29 @@ func TestBench(t *testing.T) {
 	loadBefore := loadAvg()
 
 	d := deploy(t, prof != "")
+	var bd *deployment // the before binary's, when comparing
+	if *before != "" {
+		bd = d.twin(t, *before)
+	}
 	f := prepare(t, d, pool, *fullRun)
 	ws := workloads(d, f)
+	if *fullRun && *only != "" {
+		ws = onlyWorkloads(t, ws, *only)
+	}
+	// Each workload runs on its deployment; a before workload runs next
+	// to its twin (see before_test.go).
+	on := make([]*deployment, len(ws))
+	for i := range on {
+		on[i] = d
+	}
+	twinOf := map[int]int{}
+	if bd != nil {
+		for _, w := range beforeWorkloads(ws, bd, f) {
+			twinOf[indexOf(ws, strings.TrimSuffix(w.key, beforeSuffix))] = len(ws)
+			ws, on = append(ws, w), append(on, bd)
+		}
+	}
+	nOwn := len(on) - len(twinOf)
 	ctx := context.Background()
 	fmt.Printf("bench: set up in %s\n", time.Since(started).Round(time.Second))
 	setFsync := func(always bool) {
@@ -68,9 +89,9 @@ func TestBench(t *testing.T) {
 
 	if *fullRun {
 		fmt.Printf("bench: warming up every workload for %s\n", warmUp)
-		for _, w := range ws {
+		for i, w := range ws {
 			setFsync(w.always)
-			if _, err := d.measure(w, warmUp, ""); err != nil {
+			if _, err := on[i].measure(w, warmUp, ""); err != nil {
 				t.Fatal(err)
 			}
 			if err := f.clean(ctx, d.rdb); err != nil {
@@ -84,7 +105,22 @@ func TestBench(t *testing.T) {
 		results[i].w = w
 	}
 	for r := range nRounds {
-		for i, w := range ws {
+		// This tree's workloads in order, each with its twin just after
+		// it, or just before it in odd rounds.
+		var order []int
+		for i := range nOwn {
+			tw, ok := twinOf[i]
+			switch {
+			case !ok:
+				order = append(order, i)
+			case r%2 == 0:
+				order = append(order, i, tw)
+			default:
+				order = append(order, tw, i)
+			}
+		}
+		for _, i := range order {
+			w := ws[i]
 			setFsync(w.always)
 			wdur, wprof := dur, ""
 			switch {
@@ -93,7 +129,7 @@ func TestBench(t *testing.T) {
 			case !*fullRun && w.key == kTokRand16:
 				wdur, wprof = time.Second, prof // a CPU profile takes whole seconds
 			}
-			s, err := d.measure(w, wdur, wprof)
+			s, err := on[i].measure(w, wdur, wprof)
 			if err != nil {
 				t.Fatalf("%s: %v", w.key, err)
 			}
@@ -135,6 +171,13 @@ func TestBench(t *testing.T) {
 	if *fullRun && prof != "" {
 		info.notes = append(info.notes, fmt.Sprintf("The last round ran with jetond's CPU and allocation profiles being taken (files in %s; `go tool pprof -top <file>`).", prof))
 	}
+	if bd != nil {
+		info.notes = append(info.notes, fmt.Sprintf("Before and after: every jeton workload, and the health checks, also ran against the jetond binary %s "+
+			"(rows marked [before]), on the same Redis and Vault, each next to its twin in every round, the order alternating by round.", *before))
+	}
+	if *fullRun && *only != "" {
+		info.notes = append(info.notes, "Only the workloads "+*only+" ran (-jeton.bench.only): the other rows and most ratios are not measured.")
+	}
 	if *note != "" {
 		info.notes = append(info.notes, *note)
 	}
@@ -170,7 +213,7 @@ func TestBench(t *testing.T) {
 		}
 	}
 	for _, c := range append(targets(), otherRatios()...) {
-		if v := evaluate(c, results); v != v || (v <= 0 && !c.signed) {
+		if v := evaluate(c, results); (v != v || (v <= 0 && !c.signed)) && (*only == "" || !*fullRun) {
 			t.Errorf("%q: measured %v", c.what, v)
 		}
 	}
@@ -209,7 +252,7 @@ func command() string {
 	args := []string{"-jeton.bench"}
 	flag.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "jeton.bench.rounds", "jeton.bench.duration", "jeton.bench.profile":
+		case "jeton.bench.rounds", "jeton.bench.duration", "jeton.bench.profile", "jeton.bench.before", "jeton.bench.only":
 			args = append(args, "-"+f.Name+"="+f.Value.String())
 		}
 	})

@@ -15,6 +15,8 @@
 //
 //	make bench                                   # the full run; adds it to BENCHMARKS.md
 //	make bench BENCH_PROFILE=/tmp/jeton-prof     # also saves jetond CPU and alloc profiles
+//	make bench BENCH_BEFORE=/tmp/jetond-main     # also runs the jeton workloads against that
+//	                                             # binary, interleaved: a before/after table
 //	go test ./integration/bench                  # a short smoke run that checks the harness
 //
 // It is a test rather than a main package because integration/testenv,

@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -111,7 +112,10 @@ type deployment struct {
 	dir   string
 
 	jetond      *exec.Cmd
+	jetondBin   string // the binary jetond runs; jetondBin if empty
+	jetondToken string // its Vault token
 	jetondLog   string
+	replica     string // its audit chain's replica name; "bench" if empty
 	metricsAddr string
 	pprof       bool
 
@@ -162,20 +166,26 @@ func deploy(t *testing.T, pprof bool) *deployment {
 	if err != nil || s == nil || s.Auth == nil {
 		t.Fatalf("jetond's Vault token: %v", err)
 	}
-	jetondToken := s.Auth.ClientToken
+	d.jetondToken = s.Auth.ClientToken
 
 	if d.pki, err = devpki.Generate(filepath.Join(d.dir, "pki")); err != nil {
 		t.Fatal(err)
 	}
-	d.startJetond(t, jetondToken)
+	d.startJetond(t, d.jetondToken)
+	d.connect(t)
+	d.inproc = d.inprocTokenizer(t, d.jetondToken)
+	return d
+}
+
+// connect opens the connections to jetond's listeners.
+func (d *deployment) connect(t *testing.T) {
+	t.Helper()
 	d.public = d.dial(t, d.publicAddr(t), d.pki.SponsorCert, d.pki.SponsorKey)
 	d.trusted = d.dial(t, d.trustedAddr(t), d.pki.TTPCert, d.pki.TTPKey)
 	d.tok = jetonv1.NewTokenizerClient(d.public)
 	d.detok = jetonv1.NewDetokenizerClient(d.trusted)
 	d.pubHealth = healthpb.NewHealthClient(d.public)
 	d.truHealth = healthpb.NewHealthClient(d.trusted)
-	d.inproc = d.inprocTokenizer(t, jetondToken)
-	return d
 }
 
 // vaultClient returns a Vault client with token whose HTTP pool keeps
@@ -236,12 +246,12 @@ redis:
   timeout: 2s
 vault: {mount: transit, key: %s}
 %spolicy_file: %q
-audit: {dir: %q}
+audit: {dir: %q, replica: %s}
 log: {level: info, format: json}
 metrics: {addr: %q, pprof: %t}
 `, d.publicAddr(t), d.pki.ServerCert, d.pki.ServerKey, d.pki.SponsorCA,
 		d.trustedAddr(t), d.pki.ServerCert, d.pki.ServerKey, d.pki.TTPCA,
-		d.redis.Addr, vaultkeys.DefaultKey, classesYAML(), policy, filepath.Join(d.dir, "audit"), d.metricsAddr, d.pprof)
+		d.redis.Addr, vaultkeys.DefaultKey, classesYAML(), policy, filepath.Join(d.dir, "audit"), cmp.Or(d.replica, "bench"), d.metricsAddr, d.pprof)
 	cfgPath := filepath.Join(d.dir, "jetond.yaml")
 	writeFile(t, cfgPath, cfg)
 
@@ -256,7 +266,11 @@ metrics: {addr: %q, pprof: %t}
 			env = append(env, kv)
 		}
 	}
-	cmd := exec.Command(jetondBin, "--config", cfgPath, "--drain-timeout", "5s")
+	bin := d.jetondBin
+	if bin == "" {
+		bin = jetondBin
+	}
+	cmd := exec.Command(bin, "--config", cfgPath, "--drain-timeout", "5s")
 	cmd.Env = append(env, "HOME="+d.dir, "VAULT_ADDR="+d.vault.Addr, "VAULT_TOKEN="+vaultToken)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -18,6 +18,8 @@ var (
 	outPath  = flag.String("jeton.bench.out", "", "markdown file the run is added to, e.g. BENCHMARKS.md; none if empty")
 	title    = flag.String("jeton.bench.title", "", "title of the run in the markdown file")
 	profDir  = flag.String("jeton.bench.profile", "", "directory for jetond CPU and allocation profiles of every jeton workload (taken in the last round)")
+	only     = flag.String("jeton.bench.only", "", "full run: only these workloads (keys, comma-separated, e.g. detokenize-1-c64,health-trusted-c64), to measure one change quickly; ratios that need others are not measured")
+	before   = flag.String("jeton.bench.before", "", "a jetond binary to compare with, e.g. one built from main: each jeton workload also runs against it, interleaved, on the same Redis and Vault, and a before/after table is added")
 )
 
 // jetondBin is the jetond binary built once by TestMain.

@@ -118,3 +118,43 @@ func TestAddRunKeepsEarlierRuns(t *testing.T) {
 		t.Fatalf("got %q, want %q", b, want)
 	}
 }
+
+// The before/after table pairs each workload with its before twin and
+// reports the median of the ratios taken within each round, not the ratio
+// of the medians.
+func TestRenderBefore(t *testing.T) {
+	w := workload{key: "tok", name: "Tokenize 1 item", conc: 64, perCall: 1, cpu: cpuJetond, redis: true}
+	wb := w
+	wb.key, wb.name = w.key+beforeSuffix, w.name+" [before]"
+	round := func(calls int, cpu time.Duration) sample {
+		return sample{calls: calls, okItems: calls, elapsed: time.Second, cpu: cpu, lat: []time.Duration{time.Millisecond}}
+	}
+	// Round by round: 2×, 3×, 1.5× faster; the medians of each side
+	// alone would give 300 ÷ 100 = 3×.
+	after := result{w: w, rounds: []sample{round(200, time.Second), round(300, time.Second), round(600, time.Second)}}
+	before := result{w: wb, rounds: []sample{round(100, time.Second), round(100, time.Second), round(400, time.Second)}}
+	md := renderBefore([]result{after, before, {w: workload{key: "alone", name: "health"}}})
+	if !strings.Contains(md, "| Tokenize 1 item | 64 | 1 | 100 | 300 | 2.00× |") {
+		t.Fatalf("want the median of the per-round ratios (2×):\n%s", md)
+	}
+	if strings.Count(md, "\n| ") != 2 || strings.Contains(md, "health") {
+		t.Fatalf("want one row, for the pair only:\n%s", md)
+	}
+	if renderBefore([]result{after}) != "" {
+		t.Fatal("a run without before twins has a before/after table")
+	}
+}
+
+// TestTargetsNotRunAreNotMeasured: a target whose workload did not run
+// (-jeton.bench.only) is not measured, never a pass on a zero value.
+func TestTargetsNotRunAreNotMeasured(t *testing.T) {
+	rs := []result{{w: workload{key: kHealthPub64}, rounds: []sample{{}}}}
+	for _, c := range targets() {
+		if c.overRun != nil {
+			continue
+		}
+		if v := evaluate(c, rs); !math.IsNaN(v) && !math.IsInf(v, 0) {
+			t.Errorf("%s: %v without its workload, want not measured", c.what, v)
+		}
+	}
+}

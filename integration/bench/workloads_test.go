@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"testing"
 
 	"github.com/redis/go-redis/v9"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -259,4 +261,27 @@ func okN(n int, err error) (int, int, error) {
 		return 0, n, err
 	}
 	return n, 0, nil
+}
+
+// onlyWorkloads keeps the workloads of ws named in keys (comma-separated),
+// in their order; a name that is no workload fails the run.
+func onlyWorkloads(t *testing.T, ws []workload, keys string) []workload {
+	t.Helper()
+	want := map[string]bool{}
+	for _, k := range strings.Split(keys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			want[k] = true
+		}
+	}
+	var out []workload
+	for _, w := range ws {
+		if want[w.key] {
+			out = append(out, w)
+			delete(want, w.key)
+		}
+	}
+	for k := range want {
+		t.Fatalf("-jeton.bench.only: no workload %q", k)
+	}
+	return out
 }

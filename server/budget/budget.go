@@ -22,6 +22,13 @@
 // and could only slide in bucket steps; with budgets in the thousands the
 // exact set costs about 100 bytes per member and is the better trade.
 //
+// A call that looks nothing up and costs no rate token (a tokenization of
+// random classes only) spends nothing, so only a suspension or its batch
+// size can refuse it; it never runs the script, only a check that the
+// identity is not suspended, whose "no" it may trust for Config.Recheck.
+//
+// The script needs Redis 6.2 or later (ZMSCORE).
+//
 // Records are named by a keyed hash (the audit log's token hash for
 // reveals, a keyed hash of the normalised value for deterministic
 // tokenization), never a token or a value: Redis learns nothing it could
@@ -42,7 +49,11 @@
 //
 // Only the signals of extraction suspend: a distinct budget exhausted
 // SuspendAfter times within the refusal window (and, outside this
-// package, a canary revealed). A rate or batch refusal never counts
+// package, a canary revealed). A suspension refuses every call of the
+// identity at once, on every replica; only a call that spends nothing may,
+// on a replica other than the one that suspended it, go through for up to
+// Config.Recheck more (it can reveal nothing, and tokenizes only random
+// values, which answer no question). A rate or batch refusal never counts
 // towards a suspension: a client that retries too fast is slowed down,
 // not locked out. A rate refusal says how long to wait (RetryAfter).
 //
@@ -87,6 +98,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -221,6 +233,12 @@ func (l Limits) window() time.Duration {
 // bounds returns every distinct bound of l, windows defaulted, longest
 // window first.
 func (l Limits) bounds() []Bound {
+	if len(l.Also) == 0 {
+		if l.Distinct == 0 {
+			return nil
+		}
+		return []Bound{{Distinct: l.Distinct, Window: l.window()}}
+	}
 	var out []Bound
 	if l.Distinct > 0 {
 		out = append(out, Bound{Distinct: l.Distinct, Window: l.window()})
@@ -341,11 +359,20 @@ type Config struct {
 	// Now is the clock. If nil, the Redis Limiter uses the Redis server's
 	// clock, one clock for every replica, and the memory one time.Now.
 	Now func() time.Time
+	// Recheck is how long a call that spends nothing (see Reserve) trusts
+	// an earlier answer that its identity is not suspended, instead of
+	// asking the store again. A suspension made on another replica then
+	// stops such calls on this one within Recheck; on the replica that
+	// makes it, and for every call that spends budget (whose script checks
+	// the suspension itself), at once. Zero asks every time.
+	Recheck time.Duration
 }
 
 // backend is where the counters live.
 type backend interface {
 	reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error
+	// isSuspended is reserve for a call that spends nothing.
+	isSuspended(ctx context.Context, key string) (bool, error)
 	suspend(ctx context.Context, key, identity, reason string, now int64) (bool, error)
 	reinstate(ctx context.Context, key string) (bool, error)
 	suspended(ctx context.Context) ([]string, error)
@@ -356,6 +383,58 @@ type backend interface {
 type Limiter struct {
 	b   backend
 	now func() time.Time
+
+	recheck time.Duration
+	mu      sync.Mutex
+	// clear holds, by identity key, when the store last said the identity
+	// was not suspended (Config.Recheck).
+	clear map[string]time.Time
+}
+
+func newLimiter(b backend, cfg Config) *Limiter {
+	return &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}}
+}
+
+// maxClear bounds the identities whose answers are kept: more than any
+// policy names. Past it they are all forgotten and asked for again.
+const maxClear = 4096
+
+// notSuspended reports whether the store said, within Recheck, that the
+// identity was not suspended.
+func (l *Limiter) notSuspended(key string) bool {
+	if l.recheck <= 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.clear[key]
+	return ok && l.clock().Sub(at) < l.recheck
+}
+
+// found records what the store said of an identity's suspension.
+func (l *Limiter) found(key string, suspended bool) {
+	if l.recheck <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if suspended {
+		delete(l.clear, key)
+		return
+	}
+	if len(l.clear) >= maxClear {
+		clear(l.clear)
+	}
+	l.clear[key] = l.clock()
+}
+
+// clock is the injected clock, else the local one (Recheck is a span on
+// this replica, whatever clock the store uses).
+func (l *Limiter) clock() time.Time {
+	if l.now != nil {
+		return l.now()
+	}
+	return time.Now()
 }
 
 // Reserve admits req or refuses it whole. It returns nil when the call may
@@ -367,21 +446,64 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 	if err := req.Limits.Validate(); err != nil {
 		return err
 	}
-	seen := make(map[string]struct{}, len(req.Lookups))
-	uniq := make([]string, 0, len(req.Lookups))
-	for _, h := range req.Lookups {
+	key := Key(req.Identity)
+	if req.cost() == 0 {
+		// Nothing to spend: no rate token, no record. Only a suspension
+		// or the batch size can refuse it, in that order, and neither
+		// needs the script. (A call looking nothing up cannot go over a
+		// distinct budget either, even one lowered below the records
+		// already counted.)
+		if !l.notSuspended(key) {
+			susp, err := l.b.isSuspended(ctx, key)
+			if err != nil {
+				return err
+			}
+			l.found(key, susp)
+			if susp {
+				return ErrSuspended
+			}
+		}
+		if req.Limits.MaxBatch > 0 && req.Items > req.Limits.MaxBatch {
+			return &ExceededError{Limit: LimitMaxBatch}
+		}
+		return nil
+	}
+	err := l.b.reserve(ctx, key, req, dedup(req.Lookups), l.nowMS())
+	var ex *ExceededError
+	if errors.Is(err, ErrSuspended) || errors.As(err, &ex) && ex.Suspended {
+		l.found(key, true)
+	}
+	return err
+}
+
+// dedup returns hashes without repeats, in their first order. A call's
+// few lookups are compared in place; a map pays off only for many.
+func dedup(hashes []string) []string {
+	out := make([]string, 0, len(hashes))
+	if len(hashes) <= 32 {
+		for _, h := range hashes {
+			if !slices.Contains(out, h) {
+				out = append(out, h)
+			}
+		}
+		return out
+	}
+	seen := make(map[string]struct{}, len(hashes))
+	for _, h := range hashes {
 		if _, dup := seen[h]; !dup {
 			seen[h] = struct{}{}
-			uniq = append(uniq, h)
+			out = append(out, h)
 		}
 	}
-	return l.b.reserve(ctx, Key(req.Identity), req, uniq, l.nowMS())
+	return out
 }
 
 // Suspend suspends identity, with a fixed, value-free reason, and reports
 // whether it was not suspended already.
 func (l *Limiter) Suspend(ctx context.Context, identity, reason string) (bool, error) {
-	return l.b.suspend(ctx, Key(identity), identity, reason, l.nowMS())
+	key := Key(identity)
+	l.found(key, true)
+	return l.b.suspend(ctx, key, identity, reason, l.nowMS())
 }
 
 // Reinstate lifts identity's suspension and clears its refusal count, and

@@ -12,7 +12,7 @@ import (
 // decides exactly as the Redis Limiter does but bounds one replica only:
 // use it for dev mode and tests, never behind a load balancer.
 func NewMemory(cfg Config) *Limiter {
-	return &Limiter{b: &memoryBackend{ids: map[string]*memState{}}, now: cfg.Now}
+	return newLimiter(&memoryBackend{ids: map[string]*memState{}}, cfg)
 }
 
 type memoryBackend struct {
@@ -125,6 +125,13 @@ func (m *memoryBackend) reserve(_ context.Context, key string, req Request, uniq
 		}
 	}
 	return nil
+}
+
+func (m *memoryBackend) isSuspended(_ context.Context, key string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.ids[key]
+	return s != nil && s.susp != nil, nil
 }
 
 // newRefusal reports whether a distinct refusal of uniq asks for a record

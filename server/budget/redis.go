@@ -24,6 +24,18 @@ import (
 // retry_ms[, repeat]}; retry_ms is how long until the call fits the rate,
 // or -1; repeat, 1 when present, marks a distinct refusal not counted
 // towards suspend_after (ExceededError.Repeat).
+//
+// Its cost falls on Redis's main thread, which every replica shares, and
+// every command a script runs costs that thread about a microsecond of
+// glue besides its own work. So the script runs the same commands
+// whatever the number of lookups: an admitted call with a rate and a
+// distinct budget runs TIME, EXISTS, HMGET, ZREMRANGEBYSCORE, ZCARD (and
+// one ZCOUNT per further window), HSET, PEXPIRE, ZADD and PEXPIRE. Only a
+// call that could go over a distinct bound if all its lookups were new
+// also reads their scores, with one ZMSCORE, to count exactly which are.
+// Lookups past 1,000 add one ZMSCORE and one ZADD per 1,000 (unpack's
+// limit). A refused call writes nothing but the refusal count and, for a
+// distinct refusal, the records it asked for (KEYS[5]).
 var reserveScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -43,6 +55,9 @@ local cost = tonumber(ARGV[8])
 local refusalWindow = tonumber(ARGV[9])
 local nb = tonumber(ARGV[10])
 local first = 11 + 2 * nb
+local last = #ARGV
+-- unpack puts its values on Lua's C stack, which holds 8,000.
+local chunk = 1000
 
 local limit = nil
 local retry = -1
@@ -67,25 +82,50 @@ if not limit and rate > 0 then
   end
 end
 
+-- scores[1..k] are the lookups' last reads, when they were read.
 local scores = {}
+local k = 0
 if not limit and nb > 0 then
-  -- The first bound has the longest window: nothing older counts.
+  -- The first bound has the longest window: nothing older counts, and
+  -- once it is trimmed the set's size is that window's count.
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[12]))
-  for i = first, #ARGV do
-    scores[#scores + 1] = redis.call('ZSCORE', KEYS[3], ARGV[i])
-  end
+  local n = math.max(last - first + 1, 0)
+  local counts = {}
+  local close = false
   for b = 0, nb - 1 do
-    local distinct = tonumber(ARGV[11 + 2 * b])
-    local since = now - tonumber(ARGV[12 + 2 * b])
-    local fresh = 0
-    for j = 1, #scores do
-      if (not scores[j]) or tonumber(scores[j]) <= since then
-        fresh = fresh + 1
+    if b == 0 then
+      counts[b] = redis.call('ZCARD', KEYS[3])
+    else
+      counts[b] = redis.call('ZCOUNT', KEYS[3], '(' .. (now - tonumber(ARGV[12 + 2 * b])), '+inf')
+    end
+    if counts[b] + n > tonumber(ARGV[11 + 2 * b]) then
+      close = true
+    end
+  end
+  -- Were every lookup a new record, the call would fit every bound:
+  -- which lookups are new does not matter. Only a call that might not
+  -- fit reads the records' scores.
+  if close then
+    for i = first, last, chunk do
+      local got = redis.call('ZMSCORE', KEYS[3], unpack(ARGV, i, math.min(i + chunk - 1, last)))
+      for j = 1, #got do
+        k = k + 1
+        scores[k] = got[j]
       end
     end
-    if redis.call('ZCOUNT', KEYS[3], '(' .. since, '+inf') + fresh > distinct then
-      limit = 'distinct'
-      break
+    for b = 0, nb - 1 do
+      local since = now - tonumber(ARGV[12 + 2 * b])
+      local fresh = 0
+      for j = 1, k do
+        local sc = scores[j]
+        if (not sc) or tonumber(sc) <= since then
+          fresh = fresh + 1
+        end
+      end
+      if counts[b] + fresh > tonumber(ARGV[11 + 2 * b]) then
+        limit = 'distinct'
+        break
+      end
     end
   end
 end
@@ -98,16 +138,18 @@ if limit then
   end
   -- Retries are no sweep: a refusal counts towards suspend_after only if
   -- it asks for a record neither read within the window nor in a refusal
-  -- counted within the refusal window (KEYS[5]: record -> ms).
+  -- counted within the refusal window (KEYS[5]: record -> ms). A distinct
+  -- refusal comes from the close branch above, so scores holds every
+  -- lookup.
   if suspendAfter > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - refusalWindow)
     local since = now - tonumber(ARGV[12])
     local added, args = 0, {}
-    for j = 1, #scores do
+    for j = 1, k do
       if (not scores[j]) or tonumber(scores[j]) <= since then
         args[#args + 1] = now
         args[#args + 1] = ARGV[first + j - 1]
-        if #args >= 1000 then
+        if #args >= 2 * chunk then
           added = added + redis.call('ZADD', KEYS[5], unpack(args))
           args = {}
         end
@@ -138,17 +180,17 @@ if rate > 0 and cost > 0 then
   -- Once full again the bucket is as good as absent.
   redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
 end
-if nb > 0 and #ARGV >= first then
-  -- In chunks: unpack of a whole batch would overflow Lua's stack.
-  local i = first
-  while i <= #ARGV do
+if nb > 0 and last >= first then
+  local score = tostring(now)
+  for i = first, last, chunk do
     local args = {}
-    for j = i, math.min(i + 499, #ARGV) do
-      args[#args + 1] = now
-      args[#args + 1] = ARGV[j]
+    local k = 0
+    for j = i, math.min(i + chunk - 1, last) do
+      args[k + 1] = score
+      args[k + 2] = ARGV[j]
+      k = k + 2
     end
     redis.call('ZADD', KEYS[3], unpack(args))
-    i = i + 500
   end
   redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[12]))
 end
@@ -202,7 +244,7 @@ func refusedKey(k string) string { return "jeton:b:{" + k + "}:refused" }
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
 // all work: each identity's keys share one hash slot.
 func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
-	return &Limiter{b: &redisBackend{c: c}, now: cfg.Now}
+	return newLimiter(&redisBackend{c: c}, cfg)
 }
 
 type redisBackend struct{ c redis.UniversalClient }
@@ -243,6 +285,14 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 		return ex
 	}
 	return fmt.Errorf("%w: unexpected script reply", ErrUnavailable)
+}
+
+func (r *redisBackend) isSuspended(ctx context.Context, key string) (bool, error) {
+	n, err := r.c.Exists(ctx, suspKey(key)).Result()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return n == 1, nil
 }
 
 func (r *redisBackend) suspend(ctx context.Context, key, identity, reason string, now int64) (bool, error) {
