@@ -174,7 +174,8 @@ func TestVaultHALeaderLoss(t *testing.T) {
 		}
 		return nil
 	})
-	if body := waitReadiness(t, h, http.StatusOK); body != "ready" {
+	// /readyz has a line per listener (per-listener readiness, trusted2).
+	if body := waitReadiness(t, h, http.StatusOK); body != "public: ready\ntrusted: ready" {
 		t.Errorf("/readyz after the leader loss: %q; want ready", body)
 	}
 	mu.Lock()
