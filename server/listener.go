@@ -531,8 +531,9 @@ func (c countingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Auth
 			conn.Close()
 			return nil, nil, errEvicted
 		} else if reason != "" {
-			conn.Close()
+			// Counted before the close the client sees.
 			c.m.refused.WithLabelValues(c.name, reason).Inc()
+			conn.Close()
 			c.log.warn("connection refused: "+strings.ReplaceAll(reason, "_", " ")+" of authenticated connections", "listener", c.name, "peer", raw.RemoteAddr().String())
 			return nil, nil, errors.New("server: no room for another authenticated connection")
 		}
