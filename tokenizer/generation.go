@@ -44,7 +44,7 @@ func (t *Tokenizer) RotateGeneration(ctx context.Context, tenant string) (uint32
 	if err := validateName("tenant", tenant); err != nil {
 		return 0, &UserError{err}
 	}
-	gen, won, err := t.keys.rotate(ctx, tenant)
+	gen, won, err := t.keys.rotate(ctx, tenant, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -95,7 +95,9 @@ func (t *Tokenizer) RotateIfOlder(ctx context.Context, tenant string, maxAge tim
 			return false, cur, nil
 		}
 	}
-	gen, won, err := t.keys.rotate(ctx, tenant)
+	// Only from the generation found old: a replica that read it before
+	// another rotated must not rotate again.
+	gen, won, err := t.keys.rotate(ctx, tenant, cur)
 	if err != nil {
 		return false, 0, err
 	}

@@ -595,7 +595,9 @@ func (k *keyring) cached(tenant string) *tenantKeys {
 // rotate makes generation current+1 current for the tenant, creating the
 // tenant if needed. won is false when another caller created that
 // generation first; gen is then the current generation as now stored.
-func (k *keyring) rotate(ctx context.Context, tenant string) (gen uint32, won bool, err error) {
+// from, when not 0, is the generation the caller found due for rotation:
+// if another generation is current by now, nothing is rotated.
+func (k *keyring) rotate(ctx context.Context, tenant string, from uint32) (gen uint32, won bool, err error) {
 	tk, err := k.tenant(ctx, tenant, true)
 	if err != nil {
 		return 0, false, err
@@ -606,6 +608,11 @@ func (k *keyring) rotate(ctx context.Context, tenant string) (gen uint32, won bo
 	}
 	if !ok {
 		return 0, false, fmt.Errorf("%w: tenant %s lost its current generation", ErrUnavailable, tenant)
+	}
+	if from != 0 && cur != from {
+		// Another replica rotated past the generation the caller found
+		// old: its rotation is the one that was due.
+		return cur, false, nil
 	}
 	if cur >= MaxGenerations {
 		return 0, false, &UserError{fmt.Errorf("tokenizer: tenant %s has reached the most generations a tenant can have (%d)", tenant, MaxGenerations)}
