@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/mail"
 	"slices"
@@ -342,11 +343,12 @@ func TestShapedCollisionsAt1e5(t *testing.T) {
 		class  string
 		value  func(i int) string
 		domain string
+		size   float64 // tokens in the domain
 	}{
-		{"work-email", func(i int) string { return fmt.Sprintf("user%d.test@example.org", i) }, "2^128"},
-		{"mobile", func(i int) string { return fmt.Sprintf("06%06d%02d", i%1_000_000, 42) }, "10^6 (6 random digits)"},
-		{"slot", func(int) string { return "2026-07-14 09h" }, "about 1.3 * 10^6 hours in 3000-4499"},
-		{"birth", func(int) string { return "1970-01-01" }, "about 1.28 * 10^6 days in 3000-9999"},
+		{"work-email", func(i int) string { return fmt.Sprintf("user%d.test@example.org", i) }, "2^128", math.Pow(2, 128)},
+		{"mobile", func(i int) string { return fmt.Sprintf("06%06d%02d", i%1_000_000, 42) }, "10^6 (6 random digits)", 1e6},
+		{"slot", func(int) string { return "2026-07-14 09h" }, "about 1.3 * 10^6 hours in 3000-4499", 1.3e6},
+		{"birth", func(int) string { return "1970-01-01" }, "about 1.28 * 10^6 days in 3000-9999", 1_278_345},
 	}
 	for _, tt := range tests {
 		t.Run(tt.class, func(t *testing.T) {
@@ -384,6 +386,15 @@ func TestShapedCollisionsAt1e5(t *testing.T) {
 				t.Errorf("the tenant holds %d records for %d items", records, n)
 			}
 			t.Logf("shape %s, domain %s: %d collisions in %d mints (%.3f%%), each minted again", tt.class, tt.domain, store.refused, n, 100*float64(store.refused)/n)
+			// Drawn uniformly, the k-th mint meets one of the k tokens
+			// issued with probability k/size: about n^2/(2 size) in all.
+			// Far fewer means the draw skips part of the domain's
+			// collisions (or the count is wrong); far more, a draw that
+			// is not uniform over the domain.
+			want := float64(n) * float64(n) / (2 * tt.size)
+			if got := float64(store.refused); (want >= 1 && got < 0.7*want) || got > 1.3*want+1 {
+				t.Errorf("%d collisions; a uniform draw over %s gives about %.0f", store.refused, tt.domain, want)
+			}
 		})
 	}
 }

@@ -59,9 +59,10 @@ type vaultFlags struct {
 	replica      string
 }
 
-func (v *vaultFlags) register(fs *flag.FlagSet) {
+// register adds the Vault flags; replicaHelp says what --replica picks.
+func (v *vaultFlags) register(fs *flag.FlagSet, replicaHelp string) {
 	fs.StringVar(&v.transitMount, "vault-mount", vaultanchor.DefaultTransitMount, "Transit `mount` of the checkpoint signing key")
-	fs.StringVar(&v.replica, "replica", "", "replica `id` (audit.replica) whose log and checkpoint to check")
+	fs.StringVar(&v.replica, "replica", "", replicaHelp)
 }
 
 func (v *vaultFlags) anchor(ctx context.Context, replica string) (*vaultanchor.Anchor, error) {
@@ -85,7 +86,7 @@ func runAuditVerify(args []string, e *env) int {
 	cpFile := fs.String("checkpoint", "", "`file` holding the replica's latest signed checkpoint")
 	useVault := fs.Bool("vault", false, "read the public keys and the checkpoint from Vault (VAULT_ADDR, VAULT_TOKEN, ...)")
 	var vf vaultFlags
-	vf.register(fs)
+	vf.register(fs, "replica `id` (audit.replica) whose log and checkpoint to check")
 	partial := fs.Bool("partial", false, "accept files that do not start at audit-000001.jsonl (older files archived); checks only what is given")
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline for reading from Vault")
 	fs.Usage = func() {
@@ -280,7 +281,28 @@ func runAuditArchive(args []string, e *env) int {
 func runAuditExport(what string, args []string, e *env) int {
 	fs := flag.NewFlagSet("audit "+what, flag.ContinueOnError)
 	var vf vaultFlags
-	vf.register(fs)
+	if what == "public-key" {
+		vf.register(fs, "replica `id` (audit.replica) whose signing key to print; any replica's name works, the key is shared")
+		fs.Usage = func() {
+			fmt.Fprint(e.stderr, "Usage: jeton audit public-key [--vault-mount M]\n\n"+
+				"Prints the public keys that verify audit checkpoints, read from Vault with\n"+
+				"VAULT_ADDR and a VAULT_TOKEN of the jeton-audit-verifier policy, as PEM. Keep\n"+
+				"the output with the verifier: with a checkpoint (jeton audit checkpoint),\n"+
+				"`jeton audit verify --public-key FILE --checkpoint FILE` then\n"+
+				"checks a log offline, without any access to Vault.\n\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	} else {
+		vf.register(fs, "replica `id` (audit.replica) whose last checkpoint to print (required)")
+		fs.Usage = func() {
+			fmt.Fprint(e.stderr, "Usage: jeton audit checkpoint --replica ID [--vault-mount M]\n\n"+
+				"Prints the replica's last signed checkpoint as stored in Vault (KV jeton-audit),\n"+
+				"read with VAULT_ADDR and a VAULT_TOKEN of the jeton-audit-verifier policy. Keep\n"+
+				"it with a copy of the log: `jeton audit verify --checkpoint FILE --public-key\n"+
+				"KEYS` then checks that copy offline up to that checkpoint.\n\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
 	if _, code, ok := parse(fs, args, e); !ok {
 		return code
 	}

@@ -19,7 +19,9 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	}
 	invocations = append(invocations,
 		[]string{"csv", "tokenize", "-h"}, []string{"csv", "detokenize", "-h"},
-		[]string{"audit", "verify", "-h"}, []string{"vault", "setup", "-h"},
+		[]string{"audit", "verify", "-h"}, []string{"audit", "archive", "-h"},
+		[]string{"audit", "public-key", "-h"}, []string{"audit", "checkpoint", "-h"},
+		[]string{"vault", "setup", "-h"},
 		[]string{"help"}, []string{"-h"}, []string{"--help"})
 	slices.SortFunc(invocations, func(a, b []string) int { return strings.Compare(strings.Join(a, " "), strings.Join(b, " ")) })
 	for _, args := range invocations {

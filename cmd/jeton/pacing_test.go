@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/jeton-dev/jeton/server"
 	"github.com/jeton-dev/jeton/server/devpki"
 	"github.com/jeton-dev/jeton/tokenizer"
@@ -67,8 +69,9 @@ func TestCommandsPacedByRetryInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
 	srv, err := server.New(server.Config{
-		Tokenizer: tz, Policy: pol, Audit: nopAudit{},
+		Tokenizer: tz, Policy: pol, Audit: nopAudit{}, Registry: reg,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Public:  server.Listener{Addr: "127.0.0.1:0", TLS: pub},
 		Trusted: server.Listener{Addr: "127.0.0.1:0", TLS: tru, Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
@@ -99,5 +102,26 @@ func TestCommandsPacedByRetryInfo(t *testing.T) {
 		if got.code != exitOK || len(strings.Fields(got.stdout)) != 4 {
 			t.Fatalf("detokenize run %d: exit %d, stderr %q; want the refusal waited out", run, got.code, got.stderr)
 		}
+	}
+	// The runs went past the rate: refusals happened, and were waited out.
+	refused := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "jeton_budget_refusals_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" {
+					refused[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if refused["tokenize"] < 1 || refused["reveal"] < 1 {
+		t.Fatalf("rate refusals: %v; want some for tokenize and reveal, or the test paced nothing", refused)
 	}
 }
