@@ -35,6 +35,9 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			// line nor a flag.
 			prose := 0
 			for _, line := range strings.Split(text, "\n") {
+				if strings.HasPrefix(strings.TrimLeft(line, " "), "\t") {
+					continue // a flag's help (flag.PrintDefaults), not a description
+				}
 				l := strings.TrimSpace(line)
 				if len(l) > 30 && !strings.HasPrefix(l, "Usage:") && !strings.HasPrefix(l, "-") && strings.Contains(l, " ") {
 					prose++
