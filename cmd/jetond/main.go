@@ -85,6 +85,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "jetond: give exactly one of --dev or --config FILE")
 		return 2
 	}
+	tuneGC(getenv)
 	if err := refuseInapplicable(fs, *dev); err != nil {
 		fmt.Fprintf(stderr, "jetond: %v\n", err)
 		return 2
