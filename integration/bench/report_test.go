@@ -282,6 +282,53 @@ as it fills). Redis main thread time is used_cpu_{user,sys}_main_thread (command
 and, under appendfsync always, the fsync); commands per call are from INFO commandstats. Rows
 marked "baseline" do not involve jeton.
 `)
+	b.WriteString(renderCPU(rs))
+	return b.String()
+}
+
+// renderCPU splits each row's CPU time per item between the processes that
+// share the machine, and says how many cores they kept busy together. A
+// row whose cores busy is near the machine's count is bound by CPU: its
+// throughput is about cores ÷ total CPU per item, so the ratio of two such
+// rows is the inverse ratio of their totals, whatever each process does.
+func renderCPU(rs []result) string {
+	var b strings.Builder
+	b.WriteString("\n### CPU per item, by process\n\n")
+	b.WriteString("| workload | c | items/call | items/s | jetond µs/item | Redis µs/item | Vault µs/item | load generator µs/item | total µs/item | cores busy |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	per := func(d func(sample) time.Duration) func(sample) float64 {
+		return func(s sample) float64 { return float64(d(s).Microseconds()) / float64(max(s.okItems, 1)) }
+	}
+	for _, r := range rs {
+		w := r.w
+		jetond := func(s sample) time.Duration {
+			if w.cpu != cpuJetond {
+				return 0
+			}
+			return s.cpu
+		}
+		total := func(s sample) time.Duration { return jetond(s) + s.redis.procCPU + s.vaultCPU + s.loadCPU }
+		j := "—"
+		if w.cpu == cpuJetond {
+			j = fmtFloat(r.med(per(jetond)))
+		}
+		busy := r.med(func(s sample) float64 { return total(s).Seconds() / s.elapsed.Seconds() })
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %.2f |\n",
+			w.name, w.conc, fmtInt(float64(w.perCall)), fmtInt(r.med(sample.itemsPerSec)), j,
+			fmtFloat(r.med(per(func(s sample) time.Duration { return s.redis.procCPU }))),
+			fmtFloat(r.med(per(func(s sample) time.Duration { return s.vaultCPU }))),
+			fmtFloat(r.med(per(func(s sample) time.Duration { return s.loadCPU }))),
+			fmtFloat(r.med(per(total))), busy)
+	}
+	b.WriteString(`
+CPU time per item served, medians over rounds: jetond's (/proc/<pid>/stat), Redis's whole
+process (INFO used_cpu_user and used_cpu_sys: the main thread and its background threads),
+Vault's (/proc/<pid>/stat) and this process's, which generates the load and, in the rows "tokenizer
+in process", also runs the tokenizer. Cores busy is their sum over the elapsed time. All of them
+share the machine's CPUs; a row whose cores busy is close to that number is bound by CPU, so its
+items/s is about cores ÷ total µs/item, and making one process cheaper raises it only by that
+process's share of the total.
+`)
 	return b.String()
 }
 

@@ -158,3 +158,24 @@ func TestTargetsNotRunAreNotMeasured(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderCPU splits a row's CPU per item between the processes and adds
+// them up; jetond's time counts only in rows charged to jetond (in an
+// in-process row, the tokenizer's time is this process's, counted once).
+func TestRenderCPU(t *testing.T) {
+	s := sample{calls: 100, okItems: 1000, elapsed: time.Second, cpu: 4 * time.Millisecond,
+		loadCPU: 2 * time.Millisecond, vaultCPU: time.Millisecond, redis: redisCounters{procCPU: 3 * time.Millisecond}}
+	rows := []result{
+		{w: workload{name: "jeton", conc: 4, perCall: 10, cpu: cpuJetond}, rounds: []sample{s}},
+		{w: workload{name: "inproc", conc: 4, perCall: 10, cpu: cpuSelf}, rounds: []sample{s}},
+	}
+	md := renderCPU(rows)
+	for _, want := range []string{
+		"| jeton | 4 | 10 | 1,000 | 4.00 | 3.00 | 1.00 | 2.00 | 10.0 | 0.01 |",
+		"| inproc | 4 | 10 | 1,000 | — | 3.00 | 1.00 | 2.00 | 6.00 | 0.01 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Fatalf("want row %q in:\n%s", want, md)
+		}
+	}
+}

@@ -59,8 +59,11 @@ type sample struct {
 	elapsed                  time.Duration
 	lat                      []time.Duration // sorted
 	cpu                      time.Duration
-	rssPeak                  int
-	redis                    redisCounters // the change over the measurement
+	// loadCPU is this process's CPU time (the load generator, and the
+	// tokenizer in process for those rows), vaultCPU Vault's.
+	loadCPU, vaultCPU time.Duration
+	rssPeak           int
+	redis             redisCounters // the change over the measurement
 }
 
 func (s sample) itemsPerSec() float64 { return float64(s.okItems) / s.elapsed.Seconds() }
@@ -172,6 +175,11 @@ func (d *deployment) measure(w workload, dur time.Duration, profDir string) (sam
 	if err != nil {
 		return sample{}, err
 	}
+	self0 := selfCPU()
+	vault0, err := procCPU(d.vault.Pid())
+	if err != nil {
+		return sample{}, err
+	}
 	rss := sampleRSS(pid)
 	var prof sync.WaitGroup
 	profErrs := make([]error, 2)
@@ -194,6 +202,12 @@ func (d *deployment) measure(w workload, dur time.Duration, profDir string) (sam
 		return sample{}, err
 	}
 	s.cpu = cpu1 - cpu0
+	s.loadCPU = selfCPU() - self0
+	vault1, err := procCPU(d.vault.Pid())
+	if err != nil {
+		return sample{}, err
+	}
+	s.vaultCPU = vault1 - vault0
 	after, err := readRedis(ctx, d.rdb)
 	if err != nil {
 		return sample{}, err
@@ -201,6 +215,7 @@ func (d *deployment) measure(w workload, dur time.Duration, profDir string) (sam
 	s.redis = redisCounters{
 		usedMemory:  after.usedMemory - before.usedMemory,
 		mainCPU:     after.mainCPU - before.mainCPU,
+		procCPU:     after.procCPU - before.procCPU,
 		calls:       after.calls - before.calls,
 		usec:        after.usec - before.usec,
 		aofRewrites: after.aofRewrites - before.aofRewrites,

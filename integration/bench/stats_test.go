@@ -20,6 +20,9 @@ type redisCounters struct {
 	// mainCPU is the main thread's user and system time: command
 	// execution, network I/O and, under appendfsync always, the fsync.
 	mainCPU time.Duration
+	// procCPU is the whole process's: the main thread's, and its
+	// background threads' (the AOF's fsync under everysec, lazy frees).
+	procCPU time.Duration
 	// calls and usec sum INFO commandstats over every command but INFO.
 	calls, usec int64
 	aofRewrites int64
@@ -41,6 +44,7 @@ func readRedis(ctx context.Context, c *redis.Client) (redisCounters, error) {
 	// stays is the data, its dictionaries and their tables.
 	r.usedMemory = int64(num("Memory", "used_memory") - num("Memory", "mem_clients_normal") - num("Memory", "mem_aof_buffer"))
 	r.mainCPU = time.Duration((num("CPU", "used_cpu_sys_main_thread") + num("CPU", "used_cpu_user_main_thread")) * float64(time.Second))
+	r.procCPU = time.Duration((num("CPU", "used_cpu_sys") + num("CPU", "used_cpu_user")) * float64(time.Second))
 	r.aofRewrites = int64(num("Persistence", "aof_rewrites"))
 	for _, f := range strings.Split(info["Keyspace"]["db0"], ",") {
 		k, val, _ := strings.Cut(f, "=")

@@ -306,3 +306,13 @@ func closed(c chan struct{}) bool {
 }
 
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// pid is the running process's id, 0 when it is not running.
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil || closed(p.done) {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}

@@ -192,6 +192,10 @@ func (v *Vault) Stop() {
 	}
 }
 
+// Pid is the server's process id, 0 when it is not running: a benchmark
+// reads its CPU time.
+func (v *Vault) Pid() int { return v.p.pid() }
+
 // Start starts a stopped server again on the same port and storage, unseals
 // it and waits until it is active.
 func (v *Vault) Start() {
