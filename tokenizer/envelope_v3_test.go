@@ -271,3 +271,20 @@ func TestV3PaddingEdgeValues(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallestV3Record pins the length of the smallest record the service
+// writes, an empty value of a one-letter class: 67 bytes. The end-to-end
+// benchmark stores records of this length as the floor of Redis memory per
+// value (integration/bench, smallestRecord); change both together.
+func TestSmallestV3Record(t *testing.T) {
+	f := loadEnvelopeVectorsV3(t)[0]
+	tok := f.tok
+	tok.Class = "x"
+	b, err := sealRecordMAC(newMACKey(f.dek), f.nonce, 1, 0, tok, f.v.Token, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 67 {
+		t.Fatalf("the smallest v3 record is %d bytes, want 67", len(b))
+	}
+}

@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,26 +17,33 @@ import (
 
 // Workload keys that the ratios name.
 const (
-	kHealthPub16   = "health-public-c16"
-	kHealthPub64   = "health-public-c64"
-	kHealthTru64   = "health-trusted-c64"
-	kTokRand16     = "tokenize-1-random-c16"
-	kTokRand64     = "tokenize-1-random-c64"
-	kTokDet16      = "tokenize-1-deterministic-c16"
-	kTokDet64      = "tokenize-1-deterministic-c64"
-	kRawSet64      = "redis-set-c64"
-	kInprocUnary   = "inprocess-tokenize-1-c64"
-	kRawPipe1000   = "redis-set-pipelined-1000-c4"
-	kInprocBatch   = "inprocess-tokenize-1000-idem-c4"
-	kVaultBatch100 = "vault-batch-100-c4"
-	kVaultBatch1k  = "vault-batch-1000-c4"
-	kVaultField    = "vault-encrypt-1-c64"
-	kDetok64       = "detokenize-1-c64"
-	kRawGet100     = "redis-get-pipelined-100-c8"
-	kDetok100      = "detokenize-100-c8"
-	kMixed         = "mixed-80-20-c64"
-	kAlways        = "-always" // suffix of the appendfsync always pass
+	kHealthPub16 = "health-public-c16"
+	kHealthPub64 = "health-public-c64"
+	kHealthTru64 = "health-trusted-c64"
+	kTokRand16   = "tokenize-1-random-c16"
+	kTokRand64   = "tokenize-1-random-c64"
+	kTokDet16    = "tokenize-1-deterministic-c16"
+	kTokDet64    = "tokenize-1-deterministic-c64"
+	kRawSet64    = "redis-set-c64"
+	kInprocUnary = "inprocess-tokenize-1-c64"
+	kRawPipe1000 = "redis-set-pipelined-1000-c4"
+	// kRawPipeSmallest stores records of the smallest size jeton could write.
+	kRawPipeSmallest = "redis-set-pipelined-smallest-1000-c4"
+	kInprocBatch     = "inprocess-tokenize-1000-idem-c4"
+	kVaultBatch100   = "vault-batch-100-c4"
+	kVaultBatch1k    = "vault-batch-1000-c4"
+	kVaultField      = "vault-encrypt-1-c64"
+	kDetok64         = "detokenize-1-c64"
+	kRawGet100       = "redis-get-pipelined-100-c8"
+	kDetok100        = "detokenize-100-c8"
+	kMixed           = "mixed-80-20-c64"
+	kAlways          = "-always" // suffix of the appendfsync always pass
 )
+
+// smallestRecord is the length of the smallest v3 envelope: its fixed
+// header, a one-letter class, the nonce, the smallest padded body and the
+// tag (tokenizer/envelope.go).
+const smallestRecord = 6 + 1 + 12 + 32 + 16
 
 // kBatch names batched Tokenize of n items at concurrency c.
 func kBatch(n, c int, idem bool) string {
@@ -110,6 +118,27 @@ func workloads(d *deployment, f *fixtures) []workload {
 			_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for i := range int64(n) {
 					p.Set(ctx, f.rawKey("bench:raw:", id+i), f.rawValue, retention)
+				}
+				return nil
+			})
+			return okN(n, err)
+		}
+	}
+	// rawPipeSmallest stores the smallest record jeton could write as a
+	// Redis key with a TTL, as the memory target needs one per
+	// value (DESIGN: retention is a Redis TTL per record): the smallest v3
+	// envelope (a one-letter class, a nonce, the smallest padded body and
+	// a tag) under a bare 16-byte name, 128 bits and no prefix. Its bytes
+	// per value are the floor of any record encoding and naming.
+	smallest := make([]byte, smallestRecord)
+	rawPipeSmallest := func(n int) callFunc {
+		return func(ctx context.Context, _ int) (int, int, error) {
+			id := f.next.Add(1) * int64(n)
+			_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i := range int64(n) {
+					var k [16]byte
+					binary.BigEndian.PutUint64(k[8:], uint64(id+i))
+					p.Set(ctx, string(k[:]), smallest, retention)
 				}
 				return nil
 			})
@@ -199,6 +228,7 @@ func workloads(d *deployment, f *fixtures) []workload {
 	for _, n := range []int{100, 1000} {
 		if n == 1000 {
 			add(workload{key: kRawPipe1000, name: "baseline: Redis SET pipelined", conc: 4, perCall: 1000, redis: true, stores: true, call: rawPipe(1000)})
+			add(workload{key: kRawPipeSmallest, name: "baseline: Redis SET pipelined, the smallest possible record (16 B key, 67 B value)", conc: 4, perCall: 1000, redis: true, stores: true, call: rawPipeSmallest(1000)})
 		}
 		for _, c := range []int{4, 8} {
 			for _, idem := range []bool{true, false} {
