@@ -751,10 +751,14 @@ func testWriteSetTTL(t *testing.T, s tokenizer.Store, k keys) {
 // (or none), an existing one is only ever extended, a permanent one stays
 // permanent and a zero TTL makes one permanent.
 func testWriteManySetsLifetimes(t *testing.T, s tokenizer.Store, k keys) {
-	addToSet(t, s, k.key("extend"), shortTTL, "m")
+	// The sets that exist before the Write live long enough that a slow
+	// machine still writes before they run out.
+	const before = 3 * shortTTL
+	start := time.Now()
+	addToSet(t, s, k.key("extend"), before, "m")
 	addToSet(t, s, k.key("permanent"), 0, "m")
 	addToSet(t, s, k.key("long"), longTTL, "m")
-	addToSet(t, s, k.key("persist"), shortTTL, "m")
+	addToSet(t, s, k.key("persist"), before, "m")
 	sets := []tokenizer.SetAdd{
 		{Key: k.key("extend"), Members: []string{"n"}, TTL: longTTL},
 		{Key: k.key("permanent"), Members: []string{"n"}, TTL: shortTTL / 3},
@@ -769,8 +773,11 @@ func testWriteManySetsLifetimes(t *testing.T, s tokenizer.Store, k keys) {
 		sets = append(sets, tokenizer.SetAdd{Key: k.n("bulk", i), Members: []string{"a", "b"}, TTL: longTTL})
 	}
 	write(t, s, tokenizer.Write{Sets: sets})
+	if time.Since(start) >= before {
+		t.Fatalf("the sets made before the Write may have run out before it (%v)", time.Since(start))
+	}
 	eventually(t, "a new set given a short TTL expires", func() bool { return len(members(t, s, k.key("new-short"))) == 0 })
-	time.Sleep(shortTTL / 2) // every short lifetime set above has run out
+	time.Sleep(time.Until(start.Add(before + shortTTL/2))) // every lifetime set before the Write has run out
 	wantMembers(t, s, k.key("extend"), "m", "n")
 	wantMembers(t, s, k.key("permanent"), "m", "n")
 	wantMembers(t, s, k.key("long"), "m", "n")
