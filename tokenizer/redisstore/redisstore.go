@@ -254,10 +254,11 @@ func (s *Store) Swap(ctx context.Context, old []byte, e tokenizer.Entry) (bool, 
 	return n == 1, nil
 }
 
-// Write implements tokenizer.Store in one pipeline: one addToSet script
-// call per set, then SET NX for each entry, followed for a Keep entry by
-// PEXPIRE GT (or PERSIST for no TTL), which extends the lifetime of a key
-// that already held a value and leaves a fresh one as SET made it.
+// Write implements tokenizer.Store in one pipeline: the set additions in
+// as few addToSets script calls as the server allows (see setScripts), then
+// SET NX for each entry, followed for a Keep entry by PEXPIRE GT (or
+// PERSIST for no TTL), which extends the lifetime of a key that already
+// held a value and leaves a fresh one as SET made it.
 //
 // The scripts go by digest (EVALSHA). A node that does not have the
 // script cached (restarted, or SCRIPT FLUSH) answers NOSCRIPT; those
@@ -267,14 +268,15 @@ func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
 	if err := ctx.Err(); err != nil {
 		return wrap(ctx, err)
 	}
-	n := len(w.Sets) + len(w.Create) + 2*len(w.Keep)
+	scripts := s.setScripts(w.Sets)
+	n := len(scripts) + len(w.Create) + 2*len(w.Keep)
 	if n == 0 {
 		return nil
 	}
 	p := s.c.Pipeline()
-	sets := make([]*redis.Cmd, len(w.Sets))
-	for i, a := range w.Sets {
-		sets[i] = addToSet.EvalSha(ctx, p, []string{a.Key}, setArgs(a.Members, a.TTL)...)
+	for _, g := range scripts {
+		keys, args := setArgs(g)
+		addToSets.EvalSha(ctx, p, keys, args...)
 	}
 	for _, e := range w.Create {
 		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
@@ -294,13 +296,13 @@ func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
 	if len(cmds) != n && err == nil {
 		return fmt.Errorf("redisstore: pipeline returned %d results for %d commands", len(cmds), n)
 	}
-	var again []int
+	var again [][]tokenizer.SetAdd
 	for i, c := range cmds {
 		cerr := c.Err()
 		switch {
 		case cerr == nil:
-		case i < len(sets) && redis.HasErrorPrefix(cerr, "NOSCRIPT"):
-			again = append(again, i)
+		case i < len(scripts) && redis.HasErrorPrefix(cerr, "NOSCRIPT"):
+			again = append(again, scripts[i])
 		default:
 			return s.failed(ctx, cerr)
 		}
@@ -312,9 +314,9 @@ func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
 		return nil
 	}
 	_, err = s.pipeline(withWrite(ctx), len(again), func(p redis.Pipeliner) {
-		for _, i := range again {
-			a := w.Sets[i]
-			addToSet.Eval(ctx, p, []string{a.Key}, setArgs(a.Members, a.TTL)...)
+		for _, g := range again {
+			keys, args := setArgs(g)
+			addToSets.Eval(ctx, p, keys, args...)
 		}
 	})
 	return err
@@ -372,44 +374,107 @@ func (s *Store) Delete(ctx context.Context, keys []string) (int, error) {
 // wrote as a Redis set stays one: the scripts below add to it and read it
 // as such.
 
-// addToSet adds ARGV[2:] to the set KEYS[1] and sets its lifetime from
-// ARGV[1] (milliseconds, 0 for permanent). A script is needed because the
-// lifetime rule depends on whether the set existed before: a new set gets
-// the TTL; an existing one only ever has its TTL extended (PEXPIRE GT, which
-// leaves a permanent set permanent). PEXPIRE NX cannot stand in for the
-// existence test, since it would give an existing permanent set a TTL.
+// addToSets adds members to each set of KEYS and sets its lifetime. ARGV
+// holds, for each key in turn, its TTL (milliseconds, 0 for permanent),
+// the number of its members, then the members. A script is needed because
+// the lifetime rule depends on whether the set existed before: a new set
+// gets the TTL; an existing one only ever has its TTL extended (PEXPIRE GT,
+// which leaves a permanent set permanent). PEXPIRE NX cannot stand in for
+// the existence test, since it would give an existing permanent set a TTL.
 // Members go in chunks to stay under Lua's limit on unpack.
-var addToSet = redis.NewScript(`
-local key = KEYS[1]
-local ttl = ARGV[1]
-local kind = redis.call('TYPE', key)['ok']
-local existed = kind ~= 'none'
-if kind == 'set' then
-  for i = 2, #ARGV, 1000 do
-    redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-  end
-else
-  for i = 2, #ARGV, 500 do
-    local fields = {}
-    for j = i, math.min(i + 499, #ARGV) do
-      fields[#fields + 1] = ARGV[j]
-      fields[#fields + 1] = ''
+//
+// One call takes many sets where they live on one server: Redis spends
+// several microseconds entering any script, more than the commands inside
+// it for a set of a few members, and a batch of a thousand items may name
+// hundreds of subjects.
+var addToSets = redis.NewScript(`
+local at = 1
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local ttl = ARGV[at]
+  local first = at + 2
+  local last = at + 1 + tonumber(ARGV[at + 1])
+  at = last + 1
+  local kind = redis.call('TYPE', key)['ok']
+  local existed = kind ~= 'none'
+  if kind == 'set' then
+    for i = first, last, 1000 do
+      redis.call('SADD', key, unpack(ARGV, i, math.min(i + 999, last)))
     end
-    redis.call('HSET', key, unpack(fields))
+  else
+    for i = first, last, 500 do
+      local fields = {}
+      for j = i, math.min(i + 499, last) do
+        fields[#fields + 1] = ARGV[j]
+        fields[#fields + 1] = ''
+      end
+      redis.call('HSET', key, unpack(fields))
+    end
   end
-end
-if not existed and #ARGV < 2 then
-  return 0
-end
-if ttl == '0' then
-  redis.call('PERSIST', key)
-elseif existed then
-  redis.call('PEXPIRE', key, ttl, 'GT')
-else
-  redis.call('PEXPIRE', key, ttl)
+  if existed or last >= first then
+    if ttl == '0' then
+      redis.call('PERSIST', key)
+    elseif existed then
+      redis.call('PEXPIRE', key, ttl, 'GT')
+    else
+      redis.call('PEXPIRE', key, ttl)
+    end
+  end
 end
 return 1
 `)
+
+// Bounds of one addToSets call, so that no script holds Redis for long:
+// at most maxSetsPerScript sets and, unless one set alone has more,
+// maxMembersPerScript members.
+const (
+	maxSetsPerScript    = 128
+	maxMembersPerScript = 4096
+)
+
+// setScripts groups sets into addToSets calls: as many as the bounds allow
+// on a single server (or a Sentinel-managed one), one per set on Redis
+// Cluster, where a script's keys must share a slot and subject indexes are
+// spread over all of them.
+func (s *Store) setScripts(sets []tokenizer.SetAdd) [][]tokenizer.SetAdd {
+	if _, single := s.c.(*redis.Client); !single {
+		groups := make([][]tokenizer.SetAdd, len(sets))
+		for i := range sets {
+			groups[i] = sets[i : i+1]
+		}
+		return groups
+	}
+	var groups [][]tokenizer.SetAdd
+	lo, members := 0, 0
+	for i, a := range sets {
+		if i > lo && (i-lo == maxSetsPerScript || members+len(a.Members) > maxMembersPerScript) {
+			groups = append(groups, sets[lo:i])
+			lo, members = i, 0
+		}
+		members += len(a.Members)
+	}
+	if lo < len(sets) {
+		groups = append(groups, sets[lo:])
+	}
+	return groups
+}
+
+// setArgs are the keys and arguments of an addToSets call.
+func setArgs(sets []tokenizer.SetAdd) (keys []string, args []any) {
+	n := 0
+	for _, a := range sets {
+		n += 2 + len(a.Members)
+	}
+	keys, args = make([]string, 0, len(sets)), make([]any, 0, n)
+	for _, a := range sets {
+		keys = append(keys, a.Key)
+		args = append(args, strconv.FormatInt(ttlMillis(a.TTL), 10), len(a.Members))
+		for _, m := range a.Members {
+			args = append(args, m)
+		}
+	}
+	return keys, args
+}
 
 // setMembers returns the members of the set KEYS[1], kept as a hash or,
 // written by an earlier version, as a Redis set.
@@ -429,7 +494,8 @@ func (s *Store) AddToSet(ctx context.Context, key string, members []string, ttl 
 	if err := ctx.Err(); err != nil {
 		return wrap(ctx, err)
 	}
-	_, err := s.evalWrite(ctx, addToSet, []string{key}, setArgs(members, ttl)...)
+	keys, args := setArgs([]tokenizer.SetAdd{{Key: key, Members: members, TTL: ttl}})
+	_, err := s.evalWrite(ctx, addToSets, keys, args...)
 	return err
 }
 
@@ -451,16 +517,6 @@ func (s *Store) evalWrite(ctx context.Context, sc *redis.Script, keys []string, 
 		}
 	}
 	return nil, errors.New("redisstore: script not loaded after EVAL")
-}
-
-// setArgs are the arguments of the addToSet script.
-func setArgs(members []string, ttl time.Duration) []any {
-	args := make([]any, 0, len(members)+1)
-	args = append(args, strconv.FormatInt(ttlMillis(ttl), 10))
-	for _, m := range members {
-		args = append(args, m)
-	}
-	return args
 }
 
 // SetMembers implements tokenizer.Store with HKEYS (SMEMBERS for a set

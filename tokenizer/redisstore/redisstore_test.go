@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -522,8 +523,15 @@ func TestSetRepresentation(t *testing.T) {
 	if err := s.AddToSet(ctx, "jeton:s:t1:old", []string{"jeton:r:t1:b"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Write(ctx, tokenizer.Write{Sets: []tokenizer.SetAdd{{Key: "jeton:s:t1:old", Members: []string{"jeton:r:t1:c"}, TTL: time.Hour}}}); err != nil {
+	// In one script call with a new set, which is made a hash.
+	if err := s.Write(ctx, tokenizer.Write{Sets: []tokenizer.SetAdd{
+		{Key: "jeton:s:t1:old", Members: []string{"jeton:r:t1:c"}, TTL: time.Hour},
+		{Key: "jeton:s:t1:beside", Members: []string{"jeton:r:t1:d"}, TTL: time.Hour},
+	}}); err != nil {
 		t.Fatal(err)
+	}
+	if typ := raw.Type(ctx, "jeton:s:t1:beside").Val(); typ != "hash" {
+		t.Fatalf("a new set written beside an old one is a Redis %s, want a hash", typ)
 	}
 	if typ := raw.Type(ctx, "jeton:s:t1:old").Val(); typ != "set" {
 		t.Fatalf("an existing Redis set became a %s", typ)
@@ -536,4 +544,108 @@ func TestSetRepresentation(t *testing.T) {
 	if ttl := raw.PTTL(ctx, "jeton:s:t1:old").Val(); ttl <= time.Minute {
 		t.Fatalf("the old set's lifetime was not extended: %v left", ttl)
 	}
+}
+
+// TestWriteSetsInFewScripts: on a single server, Write adds to many sets in
+// few script calls (Redis's cost of entering a script exceeds that of a
+// small set's commands), within bounds on sets and members per call; on
+// Redis Cluster, where a script's keys must share a slot, one per set.
+func TestWriteSetsInFewScripts(t *testing.T) {
+	sets := func(n, members int) []tokenizer.SetAdd {
+		out := make([]tokenizer.SetAdd, n)
+		for i := range out {
+			out[i] = tokenizer.SetAdd{Key: fmt.Sprintf("jeton:s:t1:%d-%d", members, i), TTL: time.Hour}
+			for j := range members {
+				out[i].Members = append(out[i].Members, fmt.Sprintf("m%d", j))
+			}
+		}
+		return out
+	}
+	scriptCalls := func(t *testing.T, c redis.UniversalClient, s *redisstore.Store, w tokenizer.Write) int64 {
+		t.Helper()
+		ctx := context.Background()
+		reset := func(ctx context.Context, n *redis.Client) error { return n.ConfigResetStat(ctx).Err() }
+		count := func() int64 {
+			var total int64
+			add := func(ctx context.Context, n *redis.Client) error {
+				info, err := n.InfoMap(ctx, "commandstats").Result()
+				if err != nil {
+					return err
+				}
+				for _, cmd := range []string{"cmdstat_evalsha", "cmdstat_eval"} {
+					// A call refused with NOSCRIPT, then sent in full,
+					// counts once: as the successful EVAL.
+					if v, ok := info["Commandstats"][cmd]; ok {
+						var calls, failed int64
+						for _, f := range strings.Split(v, ",") {
+							k, n, _ := strings.Cut(f, "=")
+							switch k {
+							case "calls":
+								calls, _ = strconv.ParseInt(n, 10, 64)
+							case "failed_calls":
+								failed, _ = strconv.ParseInt(n, 10, 64)
+							}
+						}
+						total += calls - failed
+					}
+				}
+				return nil
+			}
+			var err error
+			if cl, ok := c.(*redis.ClusterClient); ok {
+				err = cl.ForEachMaster(ctx, add)
+			} else {
+				err = add(ctx, c.(*redis.Client))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return total
+		}
+		var err error
+		if cl, ok := c.(*redis.ClusterClient); ok {
+			err = cl.ForEachMaster(ctx, reset)
+		} else {
+			err = reset(ctx, c.(*redis.Client))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Write(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		return count()
+	}
+
+	t.Run("single server", func(t *testing.T) {
+		r := testenv.StartRedis(t)
+		cfg := redisstore.Config{Addrs: []string{r.Addr}}
+		c := newClient(t, cfg)
+		s := redisstore.New(c)
+		// 300 small sets: 128 per call.
+		if n := scriptCalls(t, c, s, tokenizer.Write{Sets: sets(300, 4)}); n != 3 {
+			t.Errorf("300 sets of 4 members took %d script calls, want 3", n)
+		}
+		// 3 sets of 3,000 members: 4,096 members per call, unless one set
+		// alone has more.
+		if n := scriptCalls(t, c, s, tokenizer.Write{Sets: sets(3, 3000)}); n != 3 {
+			t.Errorf("3 sets of 3,000 members took %d script calls, want 3", n)
+		}
+		if n := scriptCalls(t, c, s, tokenizer.Write{Sets: sets(1, 5000)}); n != 1 {
+			t.Errorf("one set of 5,000 members took %d script calls, want 1", n)
+		}
+		got, err := s.SetMembers(context.Background(), "jeton:s:t1:5000-0")
+		if err != nil || len(got) != 5000 {
+			t.Fatalf("a set of 5,000 members read back %d members, %v", len(got), err)
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		cl := testenv.StartRedisCluster(t)
+		cfg := redisstore.Config{Addrs: cl.Addrs}
+		c := newClient(t, cfg)
+		s := redisstore.New(c)
+		if n := scriptCalls(t, c, s, tokenizer.Write{Sets: sets(20, 4)}); n != 20 {
+			t.Errorf("20 sets on a cluster took %d script calls, want 20", n)
+		}
+	})
 }

@@ -117,6 +117,7 @@ func runTTL(t *testing.T, newStore func(t testing.TB) tokenizer.Store) {
 		{"WriteKeepNeverShortens", testWriteKeepNeverShortens},
 		{"WriteKeepZeroTTLMakesPermanent", testWriteKeepPermanent},
 		{"WriteSetTTL", testWriteSetTTL},
+		{"WriteManySetsLifetimes", testWriteManySetsLifetimes},
 		{"ScanSkipsExpired", testScanSkipsExpired},
 	}
 	for _, tc := range tests {
@@ -743,6 +744,49 @@ func testWriteSetTTL(t *testing.T, s tokenizer.Store, k keys) {
 	write(t, s, tokenizer.Write{Sets: []tokenizer.SetAdd{{Key: k.key("ext"), Members: []string{"m2"}, TTL: longTTL}}})
 	eventually(t, "a set Write gave a TTL expires", func() bool { return len(members(t, s, k.key("short"))) == 0 })
 	wantMembers(t, s, k.key("ext"), "m1", "m2")
+}
+
+// testWriteManySetsLifetimes applies every lifetime rule to sets of one
+// Write at once, which a store may send together: a new set gets its TTL
+// (or none), an existing one is only ever extended, a permanent one stays
+// permanent and a zero TTL makes one permanent.
+func testWriteManySetsLifetimes(t *testing.T, s tokenizer.Store, k keys) {
+	// The sets that exist before the Write live long enough that a slow
+	// machine still writes before they run out.
+	const before = 3 * shortTTL
+	start := time.Now()
+	addToSet(t, s, k.key("extend"), before, "m")
+	addToSet(t, s, k.key("permanent"), 0, "m")
+	addToSet(t, s, k.key("long"), longTTL, "m")
+	addToSet(t, s, k.key("persist"), before, "m")
+	sets := []tokenizer.SetAdd{
+		{Key: k.key("extend"), Members: []string{"n"}, TTL: longTTL},
+		{Key: k.key("permanent"), Members: []string{"n"}, TTL: shortTTL / 3},
+		{Key: k.key("long"), Members: []string{"n"}, TTL: shortTTL / 3},
+		{Key: k.key("persist"), Members: nil, TTL: 0},
+		{Key: k.key("new-short"), Members: []string{"n"}, TTL: shortTTL},
+		{Key: k.key("new-permanent"), Members: []string{"n"}, TTL: 0},
+		{Key: k.key("new-empty"), Members: nil, TTL: longTTL},
+	}
+	// Many more sets than one script call of a store may take.
+	for i := range 300 {
+		sets = append(sets, tokenizer.SetAdd{Key: k.n("bulk", i), Members: []string{"a", "b"}, TTL: longTTL})
+	}
+	write(t, s, tokenizer.Write{Sets: sets})
+	if time.Since(start) >= before {
+		t.Fatalf("the sets made before the Write may have run out before it (%v)", time.Since(start))
+	}
+	eventually(t, "a new set given a short TTL expires", func() bool { return len(members(t, s, k.key("new-short"))) == 0 })
+	time.Sleep(time.Until(start.Add(before + shortTTL/2))) // every lifetime set before the Write has run out
+	wantMembers(t, s, k.key("extend"), "m", "n")
+	wantMembers(t, s, k.key("permanent"), "m", "n")
+	wantMembers(t, s, k.key("long"), "m", "n")
+	wantMembers(t, s, k.key("persist"), "m")
+	wantMembers(t, s, k.key("new-permanent"), "n")
+	wantMembers(t, s, k.key("new-empty"))
+	for i := range 300 {
+		wantMembers(t, s, k.n("bulk", i), "a", "b")
+	}
 }
 
 // --- PutExisting ---
