@@ -146,7 +146,8 @@ const (
 // so no measurement sees a table double or halve: a step of megabytes
 // that would otherwise land in whichever workload crossed a power of two,
 // or, as a shrink after the previous workload's keys were deleted, be
-// subtracted from the next one's memory. maxItems keeps every workload
+// subtracted from the next one's memory. The default -jeton.bench.maxitems
+// keeps every workload
 // below the size that would grow them again: at most 2.25 keys per item
 // (a record, an idempotency entry, a quarter of a subject index) on top
 // of tableFloor. The slots a workload's keys

@@ -19,6 +19,7 @@ var (
 	title    = flag.String("jeton.bench.title", "", "title of the run in the markdown file")
 	profDir  = flag.String("jeton.bench.profile", "", "directory for jetond CPU and allocation profiles of every jeton workload (taken in the last round)")
 	only     = flag.String("jeton.bench.only", "", "full run: only these workloads (keys, comma-separated, e.g. detokenize-1-c64,health-trusted-c64), to measure one change quickly; ratios that need others are not measured")
+	maxItems = flag.Int("jeton.bench.maxitems", 200_000, "full run: a measurement stops after this many items (1,000 to 5,000,000); above the default, Redis's key tables grow during the longer measurements, so bytes per value are not comparable, but profiles can run for longer (with -jeton.bench.duration)")
 	before   = flag.String("jeton.bench.before", "", "a jetond binary to compare with, e.g. one built from main: each jeton workload also runs against it, interleaved, on the same Redis and Vault, and a before/after table is added")
 )
 

@@ -16,11 +16,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Bounds of one measurement besides its duration. maxItems also keeps
-// the keys a workload adds within the key tables presize made.
+// Bounds of one measurement besides its duration and the items it sends
+// (-jeton.bench.maxitems, whose default keeps the keys a workload adds
+// within the key tables presize made).
 const (
 	maxCalls    = 5_000_000
-	maxItems    = 200_000
 	callTimeout = 30 * time.Second
 )
 
@@ -112,7 +112,7 @@ func runLoad(w workload, dur time.Duration) sample {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
 				n := int(seq.Add(1)) - 1
-				if n >= maxCalls || n*w.perCall >= maxItems {
+				if n >= maxCalls || n*w.perCall >= *maxItems {
 					return
 				}
 				t0 := time.Now()
