@@ -116,18 +116,10 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 
 	// The budget is spent before any record is opened, on every
 	// well-formed token: a refused call opens nothing.
-	if err := s.admit(ctx, p, method, len(texts), lookups(items)); err != nil {
+	opened, err := s.admitOpen(ctx, p, method, len(texts), lookups(items), toOpen)
+	if err != nil {
 		s.auditFailure(ctx, p, method, purpose, caseRef, err)
 		return nil, rpcError(err)
-	}
-
-	var opened []tokenizer.Revealed
-	if len(toOpen) > 0 {
-		var err error
-		if opened, err = s.tok.Reveal(ctx, toOpen); err != nil {
-			s.auditFailure(ctx, p, method, purpose, caseRef, err)
-			return nil, rpcError(err)
-		}
 	}
 	if len(shaped) > 0 {
 		got, err := s.tok.RevealShaped(ctx, shaped)
@@ -204,6 +196,37 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 			"tokens", len(texts), "opened", revealed)
 	}
 	return results, nil
+}
+
+// admitOpen reserves the call's budget (admit) and opens the records of
+// toOpen, only once the call is admitted. Where the limiter can read
+// records, the reservation and the records' reads share one round trip:
+// ciphertext fetched before the budget answers is opened only if it
+// admits the call, and dropped if it refuses.
+func (s *Server) admitOpen(ctx context.Context, p *Principal, method string, items int, lookups []string, toOpen []tokenizer.Token) ([]tokenizer.Revealed, error) {
+	if len(toOpen) == 0 || !s.budgets.Reads() {
+		if err := s.admit(ctx, p, method, items, lookups); err != nil {
+			return nil, err
+		}
+		if len(toOpen) == 0 {
+			return nil, nil
+		}
+		return s.tok.Reveal(ctx, toOpen)
+	}
+	admitted := false
+	opened, err := s.tok.RevealWith(ctx, toOpen, func(ctx context.Context, names []string) ([][]byte, error) {
+		admitted = true
+		return s.admitRead(ctx, p, method, items, lookups, names)
+	})
+	if err != nil || admitted {
+		return opened, err
+	}
+	// No token named a record that could exist, so nothing was read or
+	// opened; the call spends its budget all the same.
+	if err := s.admit(ctx, p, method, items, lookups); err != nil {
+		return nil, err
+	}
+	return opened, nil
 }
 
 // auditFailure records a reveal that failed as a whole, best effort: the

@@ -366,6 +366,10 @@ type Config struct {
 	// makes it, and for every call that spends budget (whose script checks
 	// the suspension itself), at once. Zero asks every time.
 	Recheck time.Duration
+	// ReadsRecords tells a Redis Limiter that its Redis is the one holding
+	// the records, so that ReserveRead may read them in the round trip
+	// that reserves the call. The memory Limiter ignores it.
+	ReadsRecords bool
 }
 
 // backend is where the counters live.
@@ -379,9 +383,16 @@ type backend interface {
 	usage(ctx context.Context, key string, window, now int64) (Usage, error)
 }
 
+// reader is a backend that can read store keys in the round trip of a
+// reservation (Limiter.ReserveRead).
+type reader interface {
+	reserveRead(ctx context.Context, key string, req Request, uniq []string, now int64, names []string) ([][]byte, error)
+}
+
 // Limiter admits or refuses calls. It is safe for concurrent use.
 type Limiter struct {
 	b   backend
+	r   reader // nil: ReserveRead is not available
 	now func() time.Time
 
 	recheck time.Duration
@@ -392,7 +403,11 @@ type Limiter struct {
 }
 
 func newLimiter(b backend, cfg Config) *Limiter {
-	return &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}}
+	l := &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}}
+	if r, ok := b.(reader); ok && cfg.ReadsRecords {
+		l.r = r
+	}
+	return l
 }
 
 // maxClear bounds the identities whose answers are kept: more than any
@@ -474,6 +489,33 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 		l.found(key, true)
 	}
 	return err
+}
+
+// Reads reports whether ReserveRead is available: on a Redis Limiter
+// configured with ReadsRecords.
+func (l *Limiter) Reads() bool { return l.r != nil }
+
+// ReserveRead is Reserve, then, for an admitted call, the values of the
+// store keys names, nil where a key is absent: read in the round trip that
+// reserves the call, where Reserve and a read would take two. The values
+// are only returned once the call is admitted: a refused or failed call
+// gets its error and nothing read. A call that spends nothing still asks
+// the store whether its identity is suspended (no Recheck). Only
+// available when Reads is true.
+func (l *Limiter) ReserveRead(ctx context.Context, req Request, names []string) ([][]byte, error) {
+	if l.r == nil {
+		return nil, errors.New("budget: ReserveRead on a Limiter that does not read records")
+	}
+	if err := req.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	key := Key(req.Identity)
+	vals, err := l.r.reserveRead(ctx, key, req, dedup(req.Lookups), l.nowMS(), names)
+	var ex *ExceededError
+	if errors.Is(err, ErrSuspended) || errors.As(err, &ex) && ex.Suspended {
+		l.found(key, true)
+	}
+	return vals, err
 }
 
 // dedup returns hashes without repeats, in their first order. A call's

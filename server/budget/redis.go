@@ -250,6 +250,66 @@ func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
 type redisBackend struct{ c redis.UniversalClient }
 
 func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error {
+	keys, args := reserveArgs(key, req, uniq, now)
+	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
+	if err != nil {
+		return unavailable(err)
+	}
+	return reserveReply(res)
+}
+
+// reserveRead runs reserveScript and GETs names in one pipeline: one
+// round trip where a Reserve and then a read would take two. Redis runs
+// the script first, but nothing depends on that: the values are only
+// returned when the script admitted the call. On a cluster go-redis sends
+// each node its share of the pipeline, the script to its identity's slot.
+func (r *redisBackend) reserveRead(ctx context.Context, key string, req Request, uniq []string, now int64, names []string) (vals [][]byte, err error) {
+	keys, args := reserveArgs(key, req, uniq, now)
+	p := r.c.Pipeline()
+	eval := reserveScript.EvalSha(ctx, p, keys, args...)
+	gets := make([]*redis.StringCmd, len(names))
+	for i, n := range names {
+		gets[i] = p.Get(ctx, n)
+	}
+	// Exec's error is the first failed command's: a script the server does
+	// not hold yet (NOSCRIPT) or an absent key (redis.Nil) is no failure
+	// of the round trip, so each reply is checked on its own below.
+	_, _ = p.Exec(ctx)
+	defer func() {
+		// As the record store does: a master that died never answers
+		// MOVED, so have a cluster client learn the new layout now.
+		if cc, ok := r.c.(*redis.ClusterClient); ok && err != nil && ctx.Err() == nil {
+			cc.ReloadState(ctx)
+		}
+	}()
+	res, err := eval.Slice()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// First call since Redis started: the script did not run, so
+		// running it now (EVAL, which loads it) decides the call once.
+		res, err = reserveScript.Run(ctx, r.c, keys, args...).Slice()
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if err := reserveReply(res); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(names))
+	for i, g := range gets {
+		v, err := g.Bytes()
+		switch {
+		case err == redis.Nil:
+		case err != nil:
+			return nil, unavailable(err)
+		default:
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+// reserveArgs returns reserveScript's keys and arguments for req.
+func reserveArgs(key string, req Request, uniq []string, now int64) ([]string, []any) {
 	l := req.Limits
 	bounds := l.bounds()
 	args := make([]any, 0, 10+2*len(bounds)+len(uniq))
@@ -264,11 +324,11 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 			args = append(args, h)
 		}
 	}
-	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
-	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
-	if err != nil {
-		return unavailable(err)
-	}
+	return []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}, args
+}
+
+// reserveReply turns reserveScript's reply into Reserve's answer.
+func reserveReply(res []any) error {
 	switch {
 	case len(res) == 1 && res[0] == "ok":
 		return nil

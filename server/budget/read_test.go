@@ -1,0 +1,62 @@
+package budget_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jeton-dev/jeton/integration/testenv"
+	"github.com/jeton-dev/jeton/server/budget"
+)
+
+// TestReserveRead: ReserveRead decides like Reserve and returns the keys'
+// values only for an admitted call: nil where a key is absent, nothing at
+// all for a refused or failed call. It works on a Redis that has not
+// loaded the script yet (NOSCRIPT inside the pipeline), spending the
+// budget once. A memory Limiter, or a Redis one not told that its Redis
+// holds the records, does not read.
+func TestReserveRead(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { c.Close() })
+	if err := c.Set(ctx(t), "rec:a", "ciphertext-a", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if budget.NewMemory(budget.Config{}).Reads() || budget.NewRedis(c, budget.Config{}).Reads() {
+		t.Fatal("a Limiter not configured to read records says it does")
+	}
+	l := budget.NewRedis(c, budget.Config{ReadsRecords: true})
+	if !l.Reads() {
+		t.Fatal("a Redis Limiter with ReadsRecords does not read")
+	}
+	if err := c.ScriptFlush(ctx(t)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	lim := budget.Limits{Distinct: 2}
+	vals, err := l.ReserveRead(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 2, Lookups: hashes("x", 2)}, []string{"rec:a", "rec:absent"})
+	if err != nil || len(vals) != 2 || string(vals[0]) != "ciphertext-a" || vals[1] != nil {
+		t.Fatalf("admitted call: %q, %v", vals, err)
+	}
+	u, err := l.Usage(ctx(t), alice, lim)
+	if err != nil || u.Distinct != 2 {
+		t.Fatalf("after one admitted call of 2 lookups: %+v, %v; want 2 distinct", u, err)
+	}
+	vals, err = l.ReserveRead(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 1, Lookups: hashes("y", 1)}, []string{"rec:a"})
+	if !errors.Is(err, budget.ErrExceeded) || vals != nil {
+		t.Fatalf("refused call: %q, %v; want nothing and ErrExceeded", vals, err)
+	}
+	if _, err := l.Suspend(ctx(t), alice, "test"); err != nil {
+		t.Fatal(err)
+	}
+	vals, err = l.ReserveRead(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 1, Lookups: hashes("x", 1)}, []string{"rec:a"})
+	if !errors.Is(err, budget.ErrSuspended) || vals != nil {
+		t.Fatalf("suspended identity: %q, %v; want nothing and ErrSuspended", vals, err)
+	}
+	r.Kill()
+	vals, err = l.ReserveRead(ctx(t), budget.Request{Identity: alice + "-other", Items: 1, Lookups: hashes("x", 1)}, []string{"rec:a"})
+	if !errors.Is(err, budget.ErrUnavailable) || vals != nil {
+		t.Fatalf("Redis down: %q, %v; want nothing and ErrUnavailable", vals, err)
+	}
+}
