@@ -76,6 +76,9 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		return lvl
 	}
 
+	// The results, and below their values, are allocated in one go each,
+	// not one by one: a batch's allocations do not grow with its size.
+	slab := make([]jetonv1.RevealResult, len(texts))
 	results := make([]*jetonv1.RevealResult, len(texts))
 	items := make([]audit.Item, len(texts))
 	levels := make([]Reveal, len(texts))
@@ -84,7 +87,8 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	var shaped []tokenizer.ShapedLookup
 	var shapedIdx []int
 	for i, text := range texts {
-		results[i] = &jetonv1.RevealResult{Token: text}
+		slab[i].Token = text
+		results[i] = &slab[i]
 		tok, classes, err := s.tok.Recognize(text)
 		if err != nil {
 			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(err)}
@@ -140,6 +144,7 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		return nil, rpcError(err)
 	}
 	revealed := 0
+	outcomes := make([]jetonv1.RevealResult_Value, len(idx))
 	for j, i := range idx {
 		o := opened[j]
 		if o.Err != nil {
@@ -165,13 +170,14 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		class, _ := s.tok.Class(o.Token.Class)
 		results[i].FieldClass = class.Name
 		if levels[i] == RevealFull {
-			results[i].Outcome = &jetonv1.RevealResult_Value{Value: o.Value}
+			outcomes[j].Value = o.Value
 			items[i].Outcome = audit.OutcomeRevealed
 		} else {
-			results[i].Outcome = &jetonv1.RevealResult_Value{Value: class.MaskValue(o.Value)}
+			outcomes[j].Value = class.MaskValue(o.Value)
 			results[i].Masked = true
 			items[i].Outcome = audit.OutcomeMasked
 		}
+		results[i].Outcome = &outcomes[j]
 		revealed++
 	}
 

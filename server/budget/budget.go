@@ -400,10 +400,31 @@ type Limiter struct {
 	// clear holds, by identity key, when the store last said the identity
 	// was not suspended (Config.Recheck).
 	clear map[string]time.Time
+
+	keysMu sync.RWMutex
+	keys   map[string]string // Key of each identity seen, up to maxClear
+}
+
+// key is Key(identity), computed once per identity.
+func (l *Limiter) key(identity string) string {
+	l.keysMu.RLock()
+	k, ok := l.keys[identity]
+	l.keysMu.RUnlock()
+	if ok {
+		return k
+	}
+	k = Key(identity)
+	l.keysMu.Lock()
+	if len(l.keys) >= maxClear {
+		clear(l.keys)
+	}
+	l.keys[identity] = k
+	l.keysMu.Unlock()
+	return k
 }
 
 func newLimiter(b backend, cfg Config) *Limiter {
-	l := &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}}
+	l := &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}, keys: map[string]string{}}
 	if r, ok := b.(reader); ok && cfg.ReadsRecords {
 		l.r = r
 	}
@@ -461,7 +482,7 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 	if err := req.Limits.Validate(); err != nil {
 		return err
 	}
-	key := Key(req.Identity)
+	key := l.key(req.Identity)
 	if req.cost() == 0 {
 		// Nothing to spend: no rate token, no record. Only a suspension
 		// or the batch size can refuse it, in that order, and neither
@@ -509,7 +530,7 @@ func (l *Limiter) ReserveRead(ctx context.Context, req Request, names []string) 
 	if err := req.Limits.Validate(); err != nil {
 		return nil, err
 	}
-	key := Key(req.Identity)
+	key := l.key(req.Identity)
 	vals, err := l.r.reserveRead(ctx, key, req, dedup(req.Lookups), l.nowMS(), names)
 	var ex *ExceededError
 	if errors.Is(err, ErrSuspended) || errors.As(err, &ex) && ex.Suspended {

@@ -2,6 +2,8 @@ package budget_test
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +60,52 @@ func TestReserveRead(t *testing.T) {
 	vals, err = l.ReserveRead(ctx(t), budget.Request{Identity: alice + "-other", Items: 1, Lookups: hashes("x", 1)}, []string{"rec:a"})
 	if !errors.Is(err, budget.ErrUnavailable) || vals != nil {
 		t.Fatalf("Redis down: %q, %v; want nothing and ErrUnavailable", vals, err)
+	}
+}
+
+// BenchmarkReserveRead compares, in one run, a reveal's budget and record
+// reads in one round trip (ReserveRead) with Reserve followed by a
+// pipeline of GETs, for 1 and 100 records of jeton's size; Redis runs with
+// appendfsync everysec, as in `make bench`.
+func BenchmarkReserveRead(b *testing.B) {
+	r := testenv.StartRedis(b, testenv.WithAppendFsync("everysec"))
+	c := r.Client(b)
+	l := budget.NewRedis(c, budget.Config{ReadsRecords: true})
+	lim := budget.Limits{MaxBatch: 10000, Rate: 1e9, Burst: 1e9, Distinct: 1e9}
+	for _, n := range []int{1, 100} {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = fmt.Sprintf("jeton:r:bench:%d", i)
+			if err := c.Set(ctx(b), names[i], strings.Repeat("c", 120), 0).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		lookups := hashes("bench", n)
+		req := budget.Request{Identity: alice, Limits: lim, Items: n, Lookups: lookups}
+		b.Run(fmt.Sprintf("records=%d/one-trip", n), func(b *testing.B) {
+			cx := ctx(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				if vals, err := l.ReserveRead(cx, req, names); err != nil || vals[n-1] == nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("records=%d/two-trips", n), func(b *testing.B) {
+			cx := ctx(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := l.Reserve(cx, req); err != nil {
+					b.Fatal(err)
+				}
+				p := c.Pipeline()
+				for _, name := range names {
+					p.Get(cx, name)
+				}
+				if _, err := p.Exec(cx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -244,13 +244,39 @@ func refusedKey(k string) string { return "jeton:b:{" + k + "}:refused" }
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
 // all work: each identity's keys share one hash slot.
 func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
-	return newLimiter(&redisBackend{c: c}, cfg)
+	return newLimiter(&redisBackend{c: c, keys: map[string][]string{}}, cfg)
 }
 
-type redisBackend struct{ c redis.UniversalClient }
+type redisBackend struct {
+	c redis.UniversalClient
+
+	mu sync.RWMutex
+	// keys holds reserveScript's keys by identity key, built once: a
+	// policy names few identities (bounded by maxClear all the same).
+	keys map[string][]string
+}
+
+// scriptKeys returns reserveScript's keys for an identity key. The slice
+// is shared: read it only.
+func (r *redisBackend) scriptKeys(key string) []string {
+	r.mu.RLock()
+	k, ok := r.keys[key]
+	r.mu.RUnlock()
+	if ok {
+		return k
+	}
+	k = []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
+	r.mu.Lock()
+	if len(r.keys) >= maxClear {
+		clear(r.keys)
+	}
+	r.keys[key] = k
+	r.mu.Unlock()
+	return k
+}
 
 func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error {
-	keys, args := reserveArgs(key, req, uniq, now)
+	keys, args := r.scriptKeys(key), reserveArgs(req, uniq, now)
 	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
 	if err != nil {
 		return unavailable(err)
@@ -264,7 +290,7 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 // returned when the script admitted the call. On a cluster go-redis sends
 // each node its share of the pipeline, the script to its identity's slot.
 func (r *redisBackend) reserveRead(ctx context.Context, key string, req Request, uniq []string, now int64, names []string) (vals [][]byte, err error) {
-	keys, args := reserveArgs(key, req, uniq, now)
+	keys, args := r.scriptKeys(key), reserveArgs(req, uniq, now)
 	p := r.c.Pipeline()
 	eval := reserveScript.EvalSha(ctx, p, keys, args...)
 	gets := make([]*redis.StringCmd, len(names))
@@ -308,14 +334,18 @@ func (r *redisBackend) reserveRead(ctx context.Context, key string, req Request,
 	return out, nil
 }
 
-// reserveArgs returns reserveScript's keys and arguments for req.
-func reserveArgs(key string, req Request, uniq []string, now int64) ([]string, []any) {
+// reserveArgs returns reserveScript's arguments for req.
+func reserveArgs(req Request, uniq []string, now int64) []any {
 	l := req.Limits
 	bounds := l.bounds()
+	refusalWindow := l.window() // l.refusalWindow(), without a second bounds()
+	for _, b := range bounds {
+		refusalWindow = max(refusalWindow, b.Window)
+	}
 	args := make([]any, 0, 10+2*len(bounds)+len(uniq))
 	args = append(args, now, req.Identity, req.Items, l.MaxBatch,
 		strconv.FormatFloat(l.Rate, 'f', -1, 64), l.Burst, l.SuspendAfter, req.cost(),
-		l.refusalWindow().Milliseconds(), len(bounds))
+		refusalWindow.Milliseconds(), len(bounds))
 	for _, b := range bounds {
 		args = append(args, b.Distinct, b.Window.Milliseconds())
 	}
@@ -324,7 +354,7 @@ func reserveArgs(key string, req Request, uniq []string, now int64) ([]string, [
 			args = append(args, h)
 		}
 	}
-	return []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}, args
+	return args
 }
 
 // reserveReply turns reserveScript's reply into Reserve's answer.
