@@ -109,3 +109,42 @@ func BenchmarkReserveRead(b *testing.B) {
 		})
 	}
 }
+
+// TestReserveReadCluster: on Redis Cluster, a call's records spread over
+// slots and masters are read in the round trip of the script, which runs
+// on its identity's slot, loaded there by the call that finds it absent.
+func TestReserveReadCluster(t *testing.T) {
+	cl := testenv.StartRedisCluster(t)
+	c := cl.Client(t)
+	names := make([]string, 64)
+	for i := range names {
+		names[i] = fmt.Sprintf("jeton:r:cluster:%d", i)
+		if i%4 == 3 {
+			continue // absent
+		}
+		if err := c.Set(ctx(t), names[i], "ciphertext-"+names[i], 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := budget.NewRedis(c, budget.Config{ReadsRecords: true})
+	lim := budget.Limits{Distinct: 64}
+	for call := range 2 {
+		vals, err := l.ReserveRead(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 64, Lookups: hashes("x", 64)}, names)
+		if err != nil || len(vals) != len(names) {
+			t.Fatalf("call %d: %d values, %v", call, len(vals), err)
+		}
+		for i, v := range vals {
+			want := "ciphertext-" + names[i]
+			if i%4 == 3 {
+				want = ""
+			}
+			if string(v) != want || (want == "") != (v == nil) {
+				t.Fatalf("call %d: record %d read as %q, want %q", call, i, v, want)
+			}
+		}
+	}
+	vals, err := l.ReserveRead(ctx(t), budget.Request{Identity: alice, Limits: lim, Items: 1, Lookups: hashes("y", 1)}, names[:1])
+	if !errors.Is(err, budget.ErrExceeded) || vals != nil {
+		t.Fatalf("refused call on a cluster: %q, %v", vals, err)
+	}
+}
