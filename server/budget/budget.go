@@ -83,7 +83,7 @@
 // Keys are named by the first 32 hex digits of SHA-256(identity), with the
 // hash in a Redis Cluster hash tag so one script touches one slot:
 //
-//	jeton:b:{<h>}:rate      hash: tokens, ts (the token bucket)
+//	jeton:b:{<h>}:bucket    string "<tokens> <ms>" (the token bucket)
 //	jeton:b:{<h>}:seen      sorted set: record hash -> ms of latest lookup
 //	jeton:b:{<h>}:refusals  distinct refusals since the first one of this window
 //	jeton:b:{<h>}:refused   sorted set: record hash -> ms, of counted refusals

@@ -14,7 +14,7 @@ import (
 // reserveScript decides one call atomically. Redis runs one script at a
 // time, so every replica sees every other's admissions.
 //
-//	KEYS: susp, rate, seen, refusals, refused
+//	KEYS: susp, bucket, seen, refusals, refused
 //	ARGV: now_ms (-1: use TIME), identity, items, max_batch, rate (items/s),
 //	      burst, suspend_after, cost (rate tokens), refusal_window_ms, nb,
 //	      then nb pairs (distinct, window_ms), longest window first, then
@@ -29,8 +29,10 @@ import (
 // every command a script runs costs that thread about a microsecond of
 // glue besides its own work. So the script runs the same commands
 // whatever the number of lookups: an admitted call with a rate and a
-// distinct budget runs TIME, EXISTS, HMGET, ZREMRANGEBYSCORE, ZCARD (and
-// one ZCOUNT per further window), HSET, PEXPIRE, ZADD and PEXPIRE. Only a
+// distinct budget runs TIME, EXISTS, GET, ZREMRANGEBYSCORE, ZCARD (and
+// one ZCOUNT per further window), SET, ZADD and PEXPIRE. (The token bucket
+// is one string, "<tokens> <ms>", so that one SET with PX writes it and
+// its lifetime, where a hash took HSET and PEXPIRE.) Only a
 // call that could go over a distinct bound if all its lookups were new
 // also reads their scores, with one ZMSCORE, to count exactly which are.
 // Lookups past 1,000 add one ZMSCORE and one ZADD per 1,000 (unpack's
@@ -67,12 +69,14 @@ end
 
 local tokens = 0
 if not limit and rate > 0 then
-  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+  local b = redis.call('GET', KEYS[2])
   tokens = burst
-  if b[1] then
-    local elapsed = now - tonumber(b[2])
+  if b then
+    local sp = string.find(b, ' ', 1, true)
+    local left, ts = tonumber(string.sub(b, 1, sp - 1)), tonumber(string.sub(b, sp + 1))
+    local elapsed = now - ts
     if elapsed < 0 then elapsed = 0 end
-    tokens = math.min(burst, tonumber(b[1]) + elapsed * rate / 1000)
+    tokens = math.min(burst, left + elapsed * rate / 1000)
   end
   if cost > tokens then
     limit = 'rate'
@@ -176,9 +180,8 @@ if limit then
 end
 
 if rate > 0 and cost > 0 then
-  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - cost), 'ts', now)
   -- Once full again the bucket is as good as absent.
-  redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
+  redis.call('SET', KEYS[2], tostring(tokens - cost) .. ' ' .. now, 'PX', math.ceil(burst * 1000 / rate) + 1000)
 end
 if nb > 0 and last >= first then
   local score = tostring(now)
@@ -232,9 +235,9 @@ return {distinct, refusals, redis.call('EXISTS', KEYS[1])}
 // suspPattern matches every suspension key.
 const suspPattern = "jeton:susp:*"
 
-func suspKey(k string) string { return "jeton:susp:{" + k + "}" }
-func rateKey(k string) string { return "jeton:b:{" + k + "}:rate" }
-func seenKey(k string) string { return "jeton:b:{" + k + "}:seen" }
+func suspKey(k string) string   { return "jeton:susp:{" + k + "}" }
+func bucketKey(k string) string { return "jeton:b:{" + k + "}:bucket" }
+func seenKey(k string) string   { return "jeton:b:{" + k + "}:seen" }
 func refusalsKey(k string) string {
 	return "jeton:b:{" + k + "}:refusals"
 }
@@ -265,7 +268,7 @@ func (r *redisBackend) scriptKeys(key string) []string {
 	if ok {
 		return k
 	}
-	k = []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
+	k = []string{suspKey(key), bucketKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
 	r.mu.Lock()
 	if len(r.keys) >= maxClear {
 		clear(r.keys)
