@@ -73,6 +73,12 @@
 // cannot be reached it returns ErrUnavailable and the caller must reveal
 // nothing.
 //
+// ReserveRead is Reserve with the caller's records read in the same
+// round trip (the script and the reads in one pipeline), for a Redis that
+// holds both (Config.ReadsRecords). What it read is handed over only
+// once the script has admitted the call: a refused call gets its refusal
+// and nothing else, so it opens nothing, exactly as with Reserve.
+//
 // Usage reads an identity's counters for Admin.Stats without changing
 // them: the distinct records within the longest window (ZCOUNT over the
 // scores after now - window, the set Reserve would count), the refusal
