@@ -302,7 +302,9 @@ func (r *redisBackend) reserveRead(ctx context.Context, key string, req Request,
 	eval := reserveScript.EvalSha(ctx, p, keys, args...)
 	var gets []*redis.StringCmd
 	var mgets []*redis.SliceCmd
-	if _, cluster := r.c.(*redis.ClusterClient); cluster || len(names) == 1 {
+	// MGET only where one server holds every key: a plain or Sentinel
+	// client. A cluster or a ring spreads a call's records over nodes.
+	if _, single := r.c.(*redis.Client); !single || len(names) == 1 {
 		gets = make([]*redis.StringCmd, len(names))
 		for i, n := range names {
 			gets[i] = p.Get(ctx, n)
