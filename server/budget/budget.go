@@ -545,9 +545,14 @@ func (l *Limiter) ReserveRead(ctx context.Context, req Request, names []string) 
 	return vals, err
 }
 
-// dedup returns hashes without repeats, in their first order. A call's
-// few lookups are compared in place; a map pays off only for many.
+// dedup returns hashes without repeats, in their first order: hashes
+// itself when it has none (a unary call's one lookup), which the caller
+// must then not modify. A call's few lookups are compared in place; a map
+// pays off only for many.
 func dedup(hashes []string) []string {
+	if len(hashes) <= 1 {
+		return hashes
+	}
 	out := make([]string, 0, len(hashes))
 	if len(hashes) <= 32 {
 		for _, h := range hashes {
