@@ -55,6 +55,22 @@ func (s *Server) admit(ctx context.Context, p *Principal, method string, items i
 	return s.reserve(ctx, p, opReveal, method, budget.Request{Identity: p.ID, Limits: p.Budget, Items: items, Lookups: lookups})
 }
 
+// admitRead is admit, reading the store keys names in the same round trip
+// (budget.Limiter.ReserveRead); their values come back only when the call
+// is admitted.
+func (s *Server) admitRead(ctx context.Context, p *Principal, method string, items int, lookups, names []string) ([][]byte, error) {
+	var vals [][]byte
+	err := s.decide(ctx, p, opReveal, method, budget.Request{Identity: p.ID, Limits: p.Budget, Items: items, Lookups: lookups}, func(req budget.Request) error {
+		var err error
+		vals, err = s.budgets.ReserveRead(ctx, req, names)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
 // admitTokenize bounds how a sponsor can use deterministic classes as an
 // oracle ("is this phone number tokenized, and as what?"): the items of
 // deterministic classes spend the identity's budget, items per call and
@@ -151,7 +167,12 @@ func (k *lazyKey) get(ctx context.Context, tok *tokenizer.Tokenizer) ([]byte, er
 // told how long to wait, not treated as an extraction. The error it
 // returns is a refusal that toStatus turns into the caller's answer.
 func (s *Server) reserve(ctx context.Context, p *Principal, op, method string, req budget.Request) error {
-	err := s.budgets.Reserve(ctx, req)
+	return s.decide(ctx, p, op, method, req, func(req budget.Request) error { return s.budgets.Reserve(ctx, req) })
+}
+
+// decide is reserve with the limiter's call made by ask.
+func (s *Server) decide(ctx context.Context, p *Principal, op, method string, req budget.Request, ask func(budget.Request) error) error {
+	err := ask(req)
 	var ex *budget.ExceededError
 	switch {
 	case err == nil:

@@ -35,6 +35,7 @@ import (
 	"github.com/jeton-dev/jeton/tokenizer"
 	"github.com/jeton-dev/jeton/tokenizer/localkeys"
 	"github.com/jeton-dev/jeton/tokenizer/memstore"
+	"github.com/jeton-dev/jeton/tokenizer/redisstore"
 )
 
 // budgetPolicy gives the TTP identity the budget under test; the custodian
@@ -153,6 +154,7 @@ type guardEnv struct {
 	logs     *logCapture
 	replicas []*replica
 	redis    *testenv.Redis // nil with the memory limiter
+	trips    *tripCounter   // set with guardOpts.redisStore
 }
 
 type guardOpts struct {
@@ -165,6 +167,14 @@ type guardOpts struct {
 	realClock bool
 	replicas  int
 	redis     bool // share a real Redis; else one memory limiter for all
+	// redisStore keeps the records in the shared Redis too (it implies
+	// redis), the limiters reading them as in production
+	// (budget.Config.ReadsRecords), and counts what every client sends.
+	redisStore bool
+	// twoTrips, with redisStore, has the limiters not read records: a
+	// reveal reserves, then reads, in two round trips.
+	twoTrips  bool
+	redisOpts []testenv.RedisOption
 }
 
 func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
@@ -186,6 +196,13 @@ func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
 	classes := o.classes
 	if classes == nil {
 		classes = tokenizer.DefaultClasses()
+	}
+	if o.redisStore {
+		e.redis = testenv.StartRedis(t, o.redisOpts...)
+		e.trips = &tripCounter{}
+		sc := e.redis.Client(t)
+		sc.AddHook(e.trips)
+		e.store = &countingStore{Store: redisstore.New(sc)}
 	}
 	tok, err := tokenizer.New(tokenizer.Config{Classes: classes, Keys: km, Store: e.store})
 	if err != nil {
@@ -216,18 +233,21 @@ func startGuardEnv(t testing.TB, o guardOpts) *guardEnv {
 		now = nil
 	}
 	var shared *budget.Limiter
-	if o.redis {
-		e.redis = testenv.StartRedis(t)
-	} else {
+	if o.redis && !o.redisStore {
+		e.redis = testenv.StartRedis(t, o.redisOpts...)
+	} else if !o.redisStore {
 		shared = budget.NewMemory(budget.Config{Now: now})
 	}
 	for range max(o.replicas, 1) {
 		lim := shared
-		if o.redis {
+		if e.redis != nil {
 			// Each replica its own client, as separate processes would have.
 			c := redis.NewClient(&redis.Options{Addr: e.redis.Addr, MaxRetries: -1, DialTimeout: time.Second})
 			t.Cleanup(func() { c.Close() })
-			lim = budget.NewRedis(c, budget.Config{Now: now})
+			if e.trips != nil {
+				c.AddHook(e.trips)
+			}
+			lim = budget.NewRedis(c, budget.Config{Now: now, ReadsRecords: o.redisStore && !o.twoTrips})
 		}
 		r := &replica{reg: prometheus.NewRegistry(), audit: keyedAudit{&memAudit{}}}
 		r.srv, err = server.New(server.Config{

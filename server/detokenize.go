@@ -76,6 +76,9 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		return lvl
 	}
 
+	// The results, and below their values, are allocated in one go each,
+	// not one by one: a batch's allocations do not grow with its size.
+	slab := make([]jetonv1.RevealResult, len(texts))
 	results := make([]*jetonv1.RevealResult, len(texts))
 	items := make([]audit.Item, len(texts))
 	levels := make([]Reveal, len(texts))
@@ -84,7 +87,8 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 	var shaped []tokenizer.ShapedLookup
 	var shapedIdx []int
 	for i, text := range texts {
-		results[i] = &jetonv1.RevealResult{Token: text}
+		slab[i].Token = text
+		results[i] = &slab[i]
 		tok, classes, err := s.tok.Recognize(text)
 		if err != nil {
 			results[i].Outcome = &jetonv1.RevealResult_Error{Error: itemError(err)}
@@ -116,18 +120,10 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 
 	// The budget is spent before any record is opened, on every
 	// well-formed token: a refused call opens nothing.
-	if err := s.admit(ctx, p, method, len(texts), lookups(items)); err != nil {
+	opened, err := s.admitOpen(ctx, p, method, len(texts), lookups(items), toOpen)
+	if err != nil {
 		s.auditFailure(ctx, p, method, purpose, caseRef, err)
 		return nil, rpcError(err)
-	}
-
-	var opened []tokenizer.Revealed
-	if len(toOpen) > 0 {
-		var err error
-		if opened, err = s.tok.Reveal(ctx, toOpen); err != nil {
-			s.auditFailure(ctx, p, method, purpose, caseRef, err)
-			return nil, rpcError(err)
-		}
 	}
 	if len(shaped) > 0 {
 		got, err := s.tok.RevealShaped(ctx, shaped)
@@ -148,6 +144,7 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		return nil, rpcError(err)
 	}
 	revealed := 0
+	outcomes := make([]jetonv1.RevealResult_Value, len(idx))
 	for j, i := range idx {
 		o := opened[j]
 		if o.Err != nil {
@@ -173,13 +170,14 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 		class, _ := s.tok.Class(o.Token.Class)
 		results[i].FieldClass = class.Name
 		if levels[i] == RevealFull {
-			results[i].Outcome = &jetonv1.RevealResult_Value{Value: o.Value}
+			outcomes[j].Value = o.Value
 			items[i].Outcome = audit.OutcomeRevealed
 		} else {
-			results[i].Outcome = &jetonv1.RevealResult_Value{Value: class.MaskValue(o.Value)}
+			outcomes[j].Value = class.MaskValue(o.Value)
 			results[i].Masked = true
 			items[i].Outcome = audit.OutcomeMasked
 		}
+		results[i].Outcome = &outcomes[j]
 		revealed++
 	}
 
@@ -204,6 +202,37 @@ func (s *Server) reveal(ctx context.Context, method string, texts []string, purp
 			"tokens", len(texts), "opened", revealed)
 	}
 	return results, nil
+}
+
+// admitOpen reserves the call's budget (admit) and opens the records of
+// toOpen, only once the call is admitted. Where the limiter can read
+// records, the reservation and the records' reads share one round trip:
+// ciphertext fetched before the budget answers is opened only if it
+// admits the call, and dropped if it refuses.
+func (s *Server) admitOpen(ctx context.Context, p *Principal, method string, items int, lookups []string, toOpen []tokenizer.Token) ([]tokenizer.Revealed, error) {
+	if len(toOpen) == 0 || !s.budgets.Reads() {
+		if err := s.admit(ctx, p, method, items, lookups); err != nil {
+			return nil, err
+		}
+		if len(toOpen) == 0 {
+			return nil, nil
+		}
+		return s.tok.Reveal(ctx, toOpen)
+	}
+	admitted := false
+	opened, err := s.tok.RevealWith(ctx, toOpen, func(ctx context.Context, names []string) ([][]byte, error) {
+		admitted = true
+		return s.admitRead(ctx, p, method, items, lookups, names)
+	})
+	if err != nil || admitted {
+		return opened, err
+	}
+	// No token named a record that could exist, so nothing was read or
+	// opened; the call spends its budget all the same.
+	if err := s.admit(ctx, p, method, items, lookups); err != nil {
+		return nil, err
+	}
+	return opened, nil
 }
 
 // auditFailure records a reveal that failed as a whole, best effort: the

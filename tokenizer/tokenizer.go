@@ -711,6 +711,24 @@ type Revealed struct {
 // caller's job: pass only the tokens the caller may see. The error is
 // non-nil only when nothing could be done, and then no value may be used.
 func (t *Tokenizer) Reveal(ctx context.Context, tokens []Token) ([]Revealed, error) {
+	return t.RevealWith(ctx, tokens, func(ctx context.Context, names []string) ([][]byte, error) {
+		blobs, err := t.store.Get(ctx, names)
+		if err != nil {
+			return nil, unavailable("store", err)
+		}
+		return blobs, nil
+	})
+}
+
+// RevealWith is Reveal with the records read by read instead of the
+// Store's Get, so that a caller can send the read in a round trip of its
+// own, with a check that must pass before anything is opened. read is
+// called at most once, with the store names of the records, before any
+// record is opened; it returns their values as Store.Get does, or an
+// error that RevealWith returns as it is, having opened nothing. It is not
+// called when no token names a record that could exist (an unknown
+// tenant or class).
+func (t *Tokenizer) RevealWith(ctx context.Context, tokens []Token, read func(ctx context.Context, names []string) ([][]byte, error)) ([]Revealed, error) {
 	out := make([]Revealed, len(tokens))
 	names := make([]string, 0, len(tokens))
 	texts := make([]string, len(tokens))
@@ -741,9 +759,12 @@ func (t *Tokenizer) Reveal(ctx context.Context, tokens []Token) ([]Revealed, err
 	if len(names) == 0 {
 		return out, nil
 	}
-	blobs, err := t.store.Get(ctx, names)
+	blobs, err := read(ctx, names)
 	if err != nil {
-		return nil, unavailable("store", err)
+		return nil, err
+	}
+	if len(blobs) != len(names) {
+		return nil, fmt.Errorf("%w: store: %d values read for %d records", ErrUnavailable, len(blobs), len(names))
 	}
 	// The key of each record, looked up once per tenant and generation:
 	// this is where the key manager can fail the whole call.

@@ -133,8 +133,10 @@ func wireConfigSpans(ctx context.Context, path string, getenv func(string) strin
 		// Budgets and suspensions live in Redis so every replica enforces one.
 		// A call spending nothing (random classes only) asks Redis whether
 		// its identity is suspended at most once a second: a round trip
-		// per call was a fifth of a unary Tokenize's cost.
-		Budgets:   budget.NewRedis(rc, budget.Config{Recheck: time.Second}),
+		// per call was a fifth of a unary Tokenize's cost. The records live
+		// in the same Redis, so a reveal reserves its budget and reads its
+		// records in one round trip.
+		Budgets:   budget.NewRedis(rc, budget.Config{Recheck: time.Second, ReadsRecords: true}),
 		Approvals: approvals,
 		Public:    server.Listener{Addr: cfg.Public.Addr, TLS: pub, Allowed: pubAllowed, Conns: pubConns, StatsHandler: tr.grpcHandler(true)},
 		Trusted:   server.Listener{Addr: cfg.Trusted.Addr, TLS: tru, Allowed: truAllowed, Conns: truConns, StatsHandler: tr.grpcHandler(false)},

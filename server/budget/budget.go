@@ -73,6 +73,12 @@
 // cannot be reached it returns ErrUnavailable and the caller must reveal
 // nothing.
 //
+// ReserveRead is Reserve with the caller's records read in the same
+// round trip (the script and the reads in one pipeline), for a Redis that
+// holds both (Config.ReadsRecords). What it read is handed over only
+// once the script has admitted the call: a refused call gets its refusal
+// and nothing else, so it opens nothing, exactly as with Reserve.
+//
 // Usage reads an identity's counters for Admin.Stats without changing
 // them: the distinct records within the longest window (ZCOUNT over the
 // scores after now - window, the set Reserve would count), the refusal
@@ -83,7 +89,7 @@
 // Keys are named by the first 32 hex digits of SHA-256(identity), with the
 // hash in a Redis Cluster hash tag so one script touches one slot:
 //
-//	jeton:b:{<h>}:rate      hash: tokens, ts (the token bucket)
+//	jeton:b:{<h>}:bucket    string "<tokens> <ms>" (the token bucket)
 //	jeton:b:{<h>}:seen      sorted set: record hash -> ms of latest lookup
 //	jeton:b:{<h>}:refusals  distinct refusals since the first one of this window
 //	jeton:b:{<h>}:refused   sorted set: record hash -> ms, of counted refusals
@@ -366,6 +372,10 @@ type Config struct {
 	// makes it, and for every call that spends budget (whose script checks
 	// the suspension itself), at once. Zero asks every time.
 	Recheck time.Duration
+	// ReadsRecords tells a Redis Limiter that its Redis is the one holding
+	// the records, so that ReserveRead may read them in the round trip
+	// that reserves the call. The memory Limiter ignores it.
+	ReadsRecords bool
 }
 
 // backend is where the counters live.
@@ -379,9 +389,16 @@ type backend interface {
 	usage(ctx context.Context, key string, window, now int64) (Usage, error)
 }
 
+// reader is a backend that can read store keys in the round trip of a
+// reservation (Limiter.ReserveRead).
+type reader interface {
+	reserveRead(ctx context.Context, key string, req Request, uniq []string, now int64, names []string) ([][]byte, error)
+}
+
 // Limiter admits or refuses calls. It is safe for concurrent use.
 type Limiter struct {
 	b   backend
+	r   reader // nil: ReserveRead is not available
 	now func() time.Time
 
 	recheck time.Duration
@@ -389,10 +406,35 @@ type Limiter struct {
 	// clear holds, by identity key, when the store last said the identity
 	// was not suspended (Config.Recheck).
 	clear map[string]time.Time
+
+	keysMu sync.RWMutex
+	keys   map[string]string // Key of each identity seen, up to maxClear
+}
+
+// key is Key(identity), computed once per identity.
+func (l *Limiter) key(identity string) string {
+	l.keysMu.RLock()
+	k, ok := l.keys[identity]
+	l.keysMu.RUnlock()
+	if ok {
+		return k
+	}
+	k = Key(identity)
+	l.keysMu.Lock()
+	if len(l.keys) >= maxClear {
+		clear(l.keys)
+	}
+	l.keys[identity] = k
+	l.keysMu.Unlock()
+	return k
 }
 
 func newLimiter(b backend, cfg Config) *Limiter {
-	return &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}}
+	l := &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}, keys: map[string]string{}}
+	if r, ok := b.(reader); ok && cfg.ReadsRecords {
+		l.r = r
+	}
+	return l
 }
 
 // maxClear bounds the identities whose answers are kept: more than any
@@ -446,7 +488,7 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 	if err := req.Limits.Validate(); err != nil {
 		return err
 	}
-	key := Key(req.Identity)
+	key := l.key(req.Identity)
 	if req.cost() == 0 {
 		// Nothing to spend: no rate token, no record. Only a suspension
 		// or the batch size can refuse it, in that order, and neither
@@ -476,9 +518,41 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) error {
 	return err
 }
 
-// dedup returns hashes without repeats, in their first order. A call's
-// few lookups are compared in place; a map pays off only for many.
+// Reads reports whether ReserveRead is available: on a Redis Limiter
+// configured with ReadsRecords.
+func (l *Limiter) Reads() bool { return l.r != nil }
+
+// ReserveRead is Reserve, then, for an admitted call, the values of the
+// store keys names, nil where a key is absent: read in the round trip that
+// reserves the call, where Reserve and a read would take two. The values
+// are only returned once the call is admitted: a refused or failed call
+// gets its error and nothing read. A call that spends nothing still asks
+// the store whether its identity is suspended (no Recheck). Only
+// available when Reads is true.
+func (l *Limiter) ReserveRead(ctx context.Context, req Request, names []string) ([][]byte, error) {
+	if l.r == nil {
+		return nil, errors.New("budget: ReserveRead on a Limiter that does not read records")
+	}
+	if err := req.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	key := l.key(req.Identity)
+	vals, err := l.r.reserveRead(ctx, key, req, dedup(req.Lookups), l.nowMS(), names)
+	var ex *ExceededError
+	if errors.Is(err, ErrSuspended) || errors.As(err, &ex) && ex.Suspended {
+		l.found(key, true)
+	}
+	return vals, err
+}
+
+// dedup returns hashes without repeats, in their first order: hashes
+// itself when it has none (a unary call's one lookup), which the caller
+// must then not modify. A call's few lookups are compared in place; a map
+// pays off only for many.
 func dedup(hashes []string) []string {
+	if len(hashes) <= 1 {
+		return hashes
+	}
 	out := make([]string, 0, len(hashes))
 	if len(hashes) <= 32 {
 		for _, h := range hashes {

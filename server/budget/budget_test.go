@@ -374,7 +374,7 @@ func TestKeyNames(t *testing.T) {
 		t.Fatalf("Key is %d characters, want 32", len(h))
 	}
 	want := map[string]bool{
-		"jeton:b:{" + h + "}:rate": true, "jeton:b:{" + h + "}:seen": true, "jeton:susp:{" + h + "}": true,
+		"jeton:b:{" + h + "}:bucket": true, "jeton:b:{" + h + "}:seen": true, "jeton:susp:{" + h + "}": true,
 	}
 	for _, k := range keys {
 		if !want[k] {

@@ -14,7 +14,7 @@ import (
 // reserveScript decides one call atomically. Redis runs one script at a
 // time, so every replica sees every other's admissions.
 //
-//	KEYS: susp, rate, seen, refusals, refused
+//	KEYS: susp, bucket, seen, refusals, refused
 //	ARGV: now_ms (-1: use TIME), identity, items, max_batch, rate (items/s),
 //	      burst, suspend_after, cost (rate tokens), refusal_window_ms, nb,
 //	      then nb pairs (distinct, window_ms), longest window first, then
@@ -29,8 +29,10 @@ import (
 // every command a script runs costs that thread about a microsecond of
 // glue besides its own work. So the script runs the same commands
 // whatever the number of lookups: an admitted call with a rate and a
-// distinct budget runs TIME, EXISTS, HMGET, ZREMRANGEBYSCORE, ZCARD (and
-// one ZCOUNT per further window), HSET, PEXPIRE, ZADD and PEXPIRE. Only a
+// distinct budget runs TIME, EXISTS, GET, ZREMRANGEBYSCORE, ZCARD (and
+// one ZCOUNT per further window), SET, ZADD and PEXPIRE. (The token bucket
+// is one string, "<tokens> <ms>", so that one SET with PX writes it and
+// its lifetime, where a hash took HSET and PEXPIRE.) Only a
 // call that could go over a distinct bound if all its lookups were new
 // also reads their scores, with one ZMSCORE, to count exactly which are.
 // Lookups past 1,000 add one ZMSCORE and one ZADD per 1,000 (unpack's
@@ -67,12 +69,14 @@ end
 
 local tokens = 0
 if not limit and rate > 0 then
-  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+  local b = redis.call('GET', KEYS[2])
   tokens = burst
-  if b[1] then
-    local elapsed = now - tonumber(b[2])
+  if b then
+    local sp = string.find(b, ' ', 1, true)
+    local left, ts = tonumber(string.sub(b, 1, sp - 1)), tonumber(string.sub(b, sp + 1))
+    local elapsed = now - ts
     if elapsed < 0 then elapsed = 0 end
-    tokens = math.min(burst, tonumber(b[1]) + elapsed * rate / 1000)
+    tokens = math.min(burst, left + elapsed * rate / 1000)
   end
   if cost > tokens then
     limit = 'rate'
@@ -176,9 +180,8 @@ if limit then
 end
 
 if rate > 0 and cost > 0 then
-  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - cost), 'ts', now)
   -- Once full again the bucket is as good as absent.
-  redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
+  redis.call('SET', KEYS[2], tostring(tokens - cost) .. ' ' .. now, 'PX', math.ceil(burst * 1000 / rate) + 1000)
 end
 if nb > 0 and last >= first then
   local score = tostring(now)
@@ -232,9 +235,9 @@ return {distinct, refusals, redis.call('EXISTS', KEYS[1])}
 // suspPattern matches every suspension key.
 const suspPattern = "jeton:susp:*"
 
-func suspKey(k string) string { return "jeton:susp:{" + k + "}" }
-func rateKey(k string) string { return "jeton:b:{" + k + "}:rate" }
-func seenKey(k string) string { return "jeton:b:{" + k + "}:seen" }
+func suspKey(k string) string   { return "jeton:susp:{" + k + "}" }
+func bucketKey(k string) string { return "jeton:b:{" + k + "}:bucket" }
+func seenKey(k string) string   { return "jeton:b:{" + k + "}:seen" }
 func refusalsKey(k string) string {
 	return "jeton:b:{" + k + "}:refusals"
 }
@@ -244,18 +247,146 @@ func refusedKey(k string) string { return "jeton:b:{" + k + "}:refused" }
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
 // all work: each identity's keys share one hash slot.
 func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
-	return newLimiter(&redisBackend{c: c}, cfg)
+	return newLimiter(&redisBackend{c: c, keys: map[string][]string{}}, cfg)
 }
 
-type redisBackend struct{ c redis.UniversalClient }
+type redisBackend struct {
+	c redis.UniversalClient
+
+	mu sync.RWMutex
+	// keys holds reserveScript's keys by identity key, built once: a
+	// policy names few identities (bounded by maxClear all the same).
+	keys map[string][]string
+}
+
+// scriptKeys returns reserveScript's keys for an identity key. The slice
+// is shared: read it only.
+func (r *redisBackend) scriptKeys(key string) []string {
+	r.mu.RLock()
+	k, ok := r.keys[key]
+	r.mu.RUnlock()
+	if ok {
+		return k
+	}
+	k = []string{suspKey(key), bucketKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
+	r.mu.Lock()
+	if len(r.keys) >= maxClear {
+		clear(r.keys)
+	}
+	r.keys[key] = k
+	r.mu.Unlock()
+	return k
+}
 
 func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error {
+	keys, args := r.scriptKeys(key), reserveArgs(req, uniq, now)
+	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
+	if err != nil {
+		return unavailable(err)
+	}
+	return reserveReply(res)
+}
+
+// reserveRead runs reserveScript and reads names in one pipeline: one
+// round trip where a Reserve and then a read would take two. Redis runs
+// the script first, but nothing depends on that: the values are only
+// returned when the script admitted the call. On a cluster each name is
+// its own GET, since one call's records are spread over slots, and
+// go-redis sends each node its share of the pipeline, the script to its
+// identity's slot; elsewhere one MGET per mgetChunk names reads them,
+// one command for Redis to run instead of one per record (a single
+// record is a GET, which costs the client fewer allocations).
+func (r *redisBackend) reserveRead(ctx context.Context, key string, req Request, uniq []string, now int64, names []string) (vals [][]byte, err error) {
+	keys, args := r.scriptKeys(key), reserveArgs(req, uniq, now)
+	p := r.c.Pipeline()
+	eval := reserveScript.EvalSha(ctx, p, keys, args...)
+	var gets []*redis.StringCmd
+	var mgets []*redis.SliceCmd
+	// MGET only where one server holds every key: a plain or Sentinel
+	// client. A cluster or a ring spreads a call's records over nodes.
+	if _, single := r.c.(*redis.Client); !single || len(names) == 1 {
+		gets = make([]*redis.StringCmd, len(names))
+		for i, n := range names {
+			gets[i] = p.Get(ctx, n)
+		}
+	} else {
+		for i := 0; i < len(names); i += mgetChunk {
+			mgets = append(mgets, p.MGet(ctx, names[i:min(i+mgetChunk, len(names))]...))
+		}
+	}
+	// Exec's error is the first failed command's: a script the server does
+	// not hold yet (NOSCRIPT) or an absent key (redis.Nil) is no failure
+	// of the round trip, so each reply is checked on its own below.
+	_, _ = p.Exec(ctx)
+	defer func() {
+		// As the record store does: a master that died never answers
+		// MOVED, so have a cluster client learn the new layout now.
+		if cc, ok := r.c.(*redis.ClusterClient); ok && err != nil && ctx.Err() == nil {
+			cc.ReloadState(ctx)
+		}
+	}()
+	res, err := eval.Slice()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// First call since Redis started: the script did not run, so
+		// running it now (EVAL, which loads it) decides the call once.
+		res, err = reserveScript.Run(ctx, r.c, keys, args...).Slice()
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if err := reserveReply(res); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(names))
+	for i, g := range gets {
+		v, err := g.Bytes()
+		switch {
+		case err == redis.Nil:
+		case err != nil:
+			return nil, unavailable(err)
+		default:
+			out[i] = v
+		}
+	}
+	i := 0
+	for _, m := range mgets {
+		got, err := m.Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		for _, v := range got {
+			switch v := v.(type) {
+			case nil: // absent
+			case string:
+				out[i] = []byte(v)
+			default:
+				return nil, fmt.Errorf("%w: unexpected MGET reply", ErrUnavailable)
+			}
+			i++
+		}
+	}
+	if mgets != nil && i != len(names) {
+		return nil, fmt.Errorf("%w: MGET returned %d values for %d keys", ErrUnavailable, i, len(names))
+	}
+	return out, nil
+}
+
+// mgetChunk bounds the keys of one MGET, so that no single command holds
+// Redis's main thread for long.
+const mgetChunk = 1000
+
+// reserveArgs returns reserveScript's arguments for req.
+func reserveArgs(req Request, uniq []string, now int64) []any {
 	l := req.Limits
 	bounds := l.bounds()
+	refusalWindow := l.window() // l.refusalWindow(), without a second bounds()
+	for _, b := range bounds {
+		refusalWindow = max(refusalWindow, b.Window)
+	}
 	args := make([]any, 0, 10+2*len(bounds)+len(uniq))
 	args = append(args, now, req.Identity, req.Items, l.MaxBatch,
 		strconv.FormatFloat(l.Rate, 'f', -1, 64), l.Burst, l.SuspendAfter, req.cost(),
-		l.refusalWindow().Milliseconds(), len(bounds))
+		refusalWindow.Milliseconds(), len(bounds))
 	for _, b := range bounds {
 		args = append(args, b.Distinct, b.Window.Milliseconds())
 	}
@@ -264,11 +395,11 @@ func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uni
 			args = append(args, h)
 		}
 	}
-	keys := []string{suspKey(key), rateKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
-	res, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
-	if err != nil {
-		return unavailable(err)
-	}
+	return args
+}
+
+// reserveReply turns reserveScript's reply into Reserve's answer.
+func reserveReply(res []any) error {
 	switch {
 	case len(res) == 1 && res[0] == "ok":
 		return nil
