@@ -17,9 +17,11 @@ var base58Index = func() (idx [256]int8) {
 // appendBase58 appends the base58 form of b to dst. Leading zero bytes are
 // written as '1', as in Bitcoin's encoding.
 //
-// It works in limbs of five base-58 digits (58^5 < 2^32), which takes a
-// fifth of the divisions of the digit-at-a-time method; tokens are encoded
-// on every tokenization.
+// It works in limbs of five base-58 digits (58^5 < 2^30), which takes a
+// fifth of the divisions of the digit-at-a-time method, and takes in the
+// input four bytes at a time (a limb shifted by 32 bits plus a carry below
+// 2^34 stays below 2^63), a quarter of the passes over the limbs of the
+// byte-at-a-time one; tokens are encoded on every tokenization.
 func appendBase58(dst, b []byte) []byte {
 	const limb = 58 * 58 * 58 * 58 * 58
 	zeros := 0
@@ -31,10 +33,17 @@ func appendBase58(dst, b []byte) []byte {
 	if n := (len(b)*137/100)/5 + 2; n > len(stack) {
 		limbs = make([]uint32, 0, n)
 	}
-	for _, c := range b[zeros:] {
-		carry := uint64(c)
+	for rest := b[zeros:]; len(rest) > 0; {
+		// A partial chunk can only come first, when there are no limbs
+		// yet to shift: every later one is four bytes.
+		k := (len(rest)-1)%4 + 1
+		var carry uint64
+		for _, c := range rest[:k] {
+			carry = carry<<8 | uint64(c)
+		}
+		rest = rest[k:]
 		for i := range limbs {
-			x := uint64(limbs[i])<<8 | carry
+			x := uint64(limbs[i])<<32 + carry
 			limbs[i] = uint32(x % limb)
 			carry = x / limb
 		}

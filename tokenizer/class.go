@@ -150,7 +150,7 @@ func (c Class) NormalizeValue(v string) (string, error) {
 	}
 	for _, n := range c.Normalize {
 		var ok bool
-		if v, ok = normalizers[n](&c, v); !ok {
+		if v, ok = normalizers[n](c.Region, v); !ok {
 			return "", &UserError{fmt.Errorf("%w: %s value fails %s", ErrInvalidValue, c.Name, n)}
 		}
 	}
@@ -191,30 +191,31 @@ func DefaultClasses() []Class {
 }
 
 // normalizers are the normalisation steps a class may name. Each returns
-// false when the value cannot be of the class's shape. Unicode and phone
-// numbers are the libraries' work (golang.org/x/text, and
+// false when the value cannot be of the class's shape; region is the
+// class's Region (only the phone step reads it, and passing it rather than
+// the class keeps the class off the heap on the per-item path). Unicode
+// and phone numbers are the libraries' work (golang.org/x/text, and
 // github.com/nyaruka/phonenumbers, a port of Google's libphonenumber);
 // what is written here only trims, checks shapes or keeps ASCII
-// characters.
-var normalizers = map[string]func(c *Class, v string) (string, bool){
+// characters, and skips a library pass where ASCII input makes it the
+// identity (see nfc, fold, collapseSpace).
+var normalizers = map[string]func(region, v string) (string, bool){
 	// nfc is Unicode Normalization Form C: "e" followed by a combining
 	// acute accent (NFD) becomes one "é".
-	"nfc": func(_ *Class, v string) (string, bool) { return norm.NFC.String(v), true },
+	"nfc": func(_, v string) (string, bool) { return nfc(v), true },
 	// fold is Unicode default case folding for caseless matching
 	// (NFD, fold, then NFC): "Élodie" and "élodie" match, and so do
 	// "STRASSE", "Straße" and "strasse".
-	"fold": func(_ *Class, v string) (string, bool) {
-		return norm.NFC.String(cases.Fold().String(norm.NFD.String(v))), true
-	},
-	"trim": func(_ *Class, v string) (string, bool) { return strings.TrimSpace(v), true },
+	"fold": func(_, v string) (string, bool) { return fold(v), true },
+	"trim": func(_, v string) (string, bool) { return strings.TrimSpace(v), true },
 	// lower and upper are Unicode simple case mappings; prefer fold for
 	// matching.
-	"lower": func(_ *Class, v string) (string, bool) { return strings.ToLower(v), true },
-	"upper": func(_ *Class, v string) (string, bool) { return strings.ToUpper(v), true },
+	"lower": func(_, v string) (string, bool) { return strings.ToLower(v), true },
+	"upper": func(_, v string) (string, bool) { return strings.ToUpper(v), true },
 	// collapse-space turns every run of white space into one space.
-	"collapse-space": func(_ *Class, v string) (string, bool) { return strings.Join(strings.Fields(v), " "), true },
+	"collapse-space": func(_, v string) (string, bool) { return collapseSpace(v), true },
 	// email requires one '@' with something on both sides and no space.
-	"email": func(_ *Class, v string) (string, bool) {
+	"email": func(_, v string) (string, bool) {
 		local, domain, ok := strings.Cut(v, "@")
 		return v, ok && local != "" && domain != "" && !strings.ContainsAny(domain, "@") &&
 			strings.IndexFunc(v, unicode.IsSpace) < 0
@@ -225,8 +226,7 @@ var normalizers = map[string]func(c *Class, v string) (string, bool){
 	// with ";ext=" and the extension when there is one. "06 12 34 56 78"
 	// (region FR), "+33 6 12 34 56 78", "0033 6 12 34 56 78" and
 	// "+33 (0)6 12 34 56 78" are all +33612345678.
-	"phone": func(c *Class, v string) (string, bool) {
-		region := c.Region
+	"phone": func(region, v string) (string, bool) {
 		if region == "" {
 			region = "ZZ" // libphonenumber's unknown region: international form only
 		}
@@ -242,7 +242,7 @@ var normalizers = map[string]func(c *Class, v string) (string, bool){
 	},
 	// passport keeps letters and digits, upper-cased, dropping spaces and
 	// dashes; it accepts ASCII only (machine-readable zone characters).
-	"passport": func(_ *Class, v string) (string, bool) {
+	"passport": func(_, v string) (string, bool) {
 		var b strings.Builder
 		for _, r := range v {
 			switch {
@@ -258,10 +258,77 @@ var normalizers = map[string]func(c *Class, v string) (string, bool){
 		return b.String(), b.Len() >= 5 && b.Len() <= 20
 	},
 	// date requires an ISO 8601 calendar date, YYYY-MM-DD.
-	"date": func(_ *Class, v string) (string, bool) {
+	"date": func(_, v string) (string, bool) {
 		_, err := time.Parse(time.DateOnly, v)
 		return v, err == nil
 	},
+}
+
+// The fast paths below are exact, not approximations: ASCII text is
+// already in every Unicode normalisation form, and Unicode default case
+// folding maps no ASCII character but A-Z, each to its lower case. A
+// fuzz test (FuzzNormalizeFastPaths) holds each to its library form.
+
+// nfc returns v in Normalization Form C; ASCII comes back as is.
+func nfc(v string) string {
+	if isASCII(v) {
+		return v
+	}
+	return norm.NFC.String(v)
+}
+
+// fold returns v case-folded, in Normalization Form C. ASCII needs no
+// decomposition or recomposition, and only A-Z fold: strings.ToLower does
+// exactly that for ASCII, and returns v itself when it has no upper case.
+func fold(v string) string {
+	if isASCII(v) {
+		return strings.ToLower(v)
+	}
+	return foldUnicode(v)
+}
+
+func foldUnicode(v string) string {
+	return norm.NFC.String(cases.Fold().String(norm.NFD.String(v)))
+}
+
+// collapseSpace turns every run of white space into one space and drops it
+// at both ends; ASCII that is already so comes back as is, with no
+// allocation.
+func collapseSpace(v string) string {
+	if collapsedASCII(v) {
+		return v
+	}
+	return strings.Join(strings.Fields(v), " ")
+}
+
+// collapsedASCII reports whether v is ASCII and its only white space
+// (unicode.IsSpace, which in ASCII is \t \n \v \f \r and space) is single
+// spaces between other characters.
+func collapsedASCII(v string) bool {
+	prevSpace := true // a space at the start is not collapsed
+	for i := 0; i < len(v); i++ {
+		switch b := v[i]; {
+		case b >= utf8.RuneSelf, b == '\t', b == '\n', b == '\v', b == '\f', b == '\r':
+			return false
+		case b == ' ':
+			if prevSpace {
+				return false
+			}
+			prevSpace = true
+		default:
+			prevSpace = false
+		}
+	}
+	return !prevSpace || v == ""
+}
+
+func isASCII(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // maskers are the masking rules a class may name. They work on normalised

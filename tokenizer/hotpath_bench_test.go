@@ -3,8 +3,10 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Micro-benchmarks of the per-item steps of Tokenize and Reveal, each as
@@ -121,3 +123,62 @@ func BenchmarkIdempotencyCall(b *testing.B) {
 type benchZeros struct{}
 
 func (benchZeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// benchBatch returns a Tokenizer holding the classes of `make bench`'s
+// batches (their normalisation steps included) and a batch of 1,000 of
+// their items, one data subject per four, as that benchmark sends them.
+func benchBatch() (*Tokenizer, []Item) {
+	t := &Tokenizer{classes: map[string]*Class{}, now: time.Now}
+	for _, c := range []Class{
+		{Name: "name", Kind: KindRandom, Normalize: []string{"trim", "collapse-space"}, Mask: "initials", MaxLen: 256},
+		{Name: "email", Kind: KindRandom, Normalize: []string{"trim", "lower", "email"}, Mask: "email", MaxLen: 320},
+		{Name: "address", Kind: KindRandom, Normalize: []string{"trim", "collapse-space"}, Mask: "all", MaxLen: 1024},
+		{Name: "text", Kind: KindRandom, Mask: "all"},
+	} {
+		t.classes[c.Name] = &c
+	}
+	values := map[string]string{
+		"name":    "Fake Person %07d",
+		"email":   "fake.person.%07d@example.test",
+		"address": "%d Fake Street, 00000 Nowhere",
+		"text":    "fake note %07d written by the benchmark",
+	}
+	items := make([]Item, 1000)
+	for i := range items {
+		c := []string{"name", "email", "address", "text"}[i%4]
+		items[i] = Item{Class: c, Value: fmt.Sprintf(values[c], i), Subject: "fake-subject-" + strconv.Itoa(i/4)}
+	}
+	return t, items
+}
+
+// BenchmarkValidate measures checking and normalising a batch of 1,000
+// items, and reports the cost per item.
+func BenchmarkValidate(b *testing.B) {
+	t, items := benchBatch()
+	b.ReportAllocs()
+	for b.Loop() {
+		if res, work := t.validate(items); len(work) != len(items) {
+			b.Fatalf("validate refused an item: %v", res)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/item")
+}
+
+// BenchmarkSubjectAdds measures grouping the record names of a batch of
+// 1,000 items by data subject (one per four items) into the additions to
+// their indexes, and reports the cost per item.
+func BenchmarkSubjectAdds(b *testing.B) {
+	tk, _ := benchKeys()
+	t, items := benchBatch()
+	_, work := t.validate(items)
+	for i := range work {
+		work[i].name = recordName(tk, benchToken(i).String())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if adds := subjectAdds(tk, work); len(adds) != len(items)/4 {
+			b.Fatalf("%d subject indexes, want %d", len(adds), len(items)/4)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/item")
+}

@@ -144,8 +144,12 @@ func luhn58(s []byte) int {
 		if cp < 0 {
 			cp = 0
 		}
+		// factor*cp < 2n, so its digits in base n sum to it, less n-1
+		// when it has two.
 		addend := factor * cp
-		addend = addend/n + addend%n
+		if addend >= n {
+			addend -= n - 1
+		}
 		sum += addend
 		factor = 3 - factor
 	}

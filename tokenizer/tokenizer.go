@@ -622,26 +622,83 @@ func (t *Tokenizer) write(ctx context.Context, tk *tenantKeys, work []pending, n
 // subjectAdds groups the record names of work by data subject. An index
 // lives as long as its longest-lived member (zero: permanent wins); a
 // set addition only ever extends it.
+//
+// It allocates per call, not per item: the members are slices of one
+// string, the member lists slices of one array, and a subject's index is
+// named once (items of one subject usually come together, so those skip
+// the map).
 func subjectAdds(tk *tenantKeys, work []pending) []SetAdd {
-	var adds []SetAdd
-	at := map[string]int{} // by subject: its index is named once per call
+	// The runs of items of one subject bound the number of subjects.
+	runs, last := 0, ""
 	for _, p := range work {
-		if p.subject == "" || p.refused {
-			continue
-		}
-		i, seen := at[p.subject]
-		if !seen {
-			i = len(adds)
-			at[p.subject] = i
-			adds = append(adds, SetAdd{Key: subjectName(tk, p.subject), TTL: p.ttl})
-		}
-		a := &adds[i]
-		a.Members = append(a.Members, subjectMember(tk, p.name))
-		if seen && a.TTL != 0 && (p.ttl == 0 || p.ttl > a.TTL) {
-			a.TTL = p.ttl
+		if p.subject != "" && !p.refused && p.subject != last {
+			runs++
+			last = p.subject
 		}
 	}
-	return adds
+	if runs == 0 {
+		return nil
+	}
+	adds := make([]subjectAdd, 0, runs)
+	counts := make([]int, 0, runs)
+	at := make(map[string]int32, runs) // by subject: its index is named once per call
+	group := make([]int32, len(work))
+	members := 0
+	prev := int32(-1)
+	for k, p := range work {
+		if p.subject == "" || p.refused {
+			group[k] = -1
+			continue
+		}
+		i := prev
+		if i < 0 || adds[i].subject != p.subject {
+			var seen bool
+			if i, seen = at[p.subject]; !seen {
+				i = int32(len(adds))
+				at[p.subject] = i
+				adds = append(adds, subjectAdd{SetAdd: SetAdd{Key: subjectName(tk, p.subject), TTL: p.ttl}, subject: p.subject})
+				counts = append(counts, 0)
+			}
+		}
+		a := &adds[i]
+		if counts[i] > 0 && a.TTL != 0 && (p.ttl == 0 || p.ttl > a.TTL) {
+			a.TTL = p.ttl
+		}
+		counts[i]++
+		group[k], prev = i, i
+		members++
+	}
+	var raw strings.Builder
+	raw.Grow(members * recordHashLen)
+	for k, p := range work {
+		if group[k] >= 0 {
+			var m [recordHashLen]byte
+			raw.Write(appendSubjectMember(m[:0], tk, p.name))
+		}
+	}
+	all := raw.String()
+	lists := make([]string, members)
+	out := make([]SetAdd, len(adds))
+	off := 0
+	for i, a := range adds {
+		out[i] = a.SetAdd
+		out[i].Members = lists[off : off : off+counts[i]]
+		off += counts[i]
+	}
+	j := 0
+	for k := range work {
+		if g := group[k]; g >= 0 {
+			out[g].Members = append(out[g].Members, all[j*recordHashLen:(j+1)*recordHashLen])
+			j++
+		}
+	}
+	return out
+}
+
+// subjectAdd is a SetAdd while subjectAdds builds it, with its subject.
+type subjectAdd struct {
+	SetAdd
+	subject string
 }
 
 // Large batches are stored in chunks of putChunk records, at most
@@ -906,17 +963,25 @@ const recordHashLen = 20
 // where the record's name holds them in base64), so a member costs the
 // store 20 bytes, not the 40 of a whole record name.
 func subjectName(tk *tenantKeys, subject string) string {
-	return subjectPrefix(tk.name) + keyedName(tk.index, "subject-index", subject)
+	var buf [96]byte // one allocation, for the name itself
+	return string(appendKeyedName(append(buf[:0], subjectPrefix(tk.name)...), tk.index, "subject-index", subject))
 }
 
 // subjectMember is the member that stands for a record in its subject's
 // index: the keyed hash in its name, as bytes.
 func subjectMember(tk *tenantKeys, recordName string) string {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(recordName, recordPrefix(tk.name)))
-	if err != nil || len(b) != recordHashLen {
+	return string(appendSubjectMember(nil, tk, recordName))
+}
+
+// appendSubjectMember appends subjectMember(tk, recordName) to dst.
+func appendSubjectMember(dst []byte, tk *tenantKeys, recordName string) []byte {
+	enc, ok := strings.CutPrefix(recordName, recordPrefix(tk.name))
+	n := len(dst)
+	dst, err := base64.RawURLEncoding.AppendDecode(dst, []byte(enc))
+	if !ok || err != nil || len(dst)-n != recordHashLen {
 		panic("tokenizer: a record name that recordName did not make")
 	}
-	return string(b)
+	return dst
 }
 
 // legacySubjectName names a subject index as versions before compact
@@ -927,8 +992,14 @@ func legacySubjectName(tk *tenantKeys, subject string) string {
 }
 
 func keyedName(key *macKey, domain, s string) string {
+	var buf [32]byte
+	return string(appendKeyedName(buf[:0], key, domain, s))
+}
+
+// appendKeyedName appends keyedName(key, domain, s) to dst.
+func appendKeyedName(dst []byte, key *macKey, domain, s string) []byte {
 	var sum [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(key.mac(sum[:0], domain, "\x00", s)[:recordHashLen])
+	return base64.RawURLEncoding.AppendEncode(dst, key.mac(sum[:0], domain, "\x00", s)[:recordHashLen])
 }
 
 // systemKeyring names the keyring of the service's own keys. Tenant names

@@ -278,17 +278,27 @@ func (s *Store) Write(ctx context.Context, w tokenizer.Write) error {
 		keys, args := setArgs(g)
 		addToSets.EvalSha(ctx, p, keys, args...)
 	}
-	for _, e := range w.Create {
-		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+	// The records' SET NX commands are built here rather than by
+	// p.SetNX, so that a batch costs one argument array and one pipeline
+	// append, and an entry only its command: the key and value go in as
+	// pointers into w (which go-redis writes as the string and bytes they
+	// point to), and each distinct lifetime is boxed once.
+	q := make([]redis.Cmder, 0, len(w.Create)+2*len(w.Keep))
+	args := make([]any, 0, setNXArgs*(len(w.Create)+len(w.Keep)))
+	var exp expiries
+	for i := range w.Create {
+		q, args = queueSetNX(ctx, q, args, &exp, &w.Create[i])
 	}
-	for _, e := range w.Keep {
-		p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL))
+	for i := range w.Keep {
+		e := &w.Keep[i]
+		q, args = queueSetNX(ctx, q, args, &exp, e)
 		if e.TTL <= 0 {
-			p.Persist(ctx, e.Key)
+			q = append(q, redis.NewBoolCmd(ctx, "persist", e.Key)) // as p.Persist
 		} else {
-			p.Do(ctx, "PEXPIRE", e.Key, ttlMillis(e.TTL), "GT")
+			q = append(q, redis.NewCmd(ctx, "PEXPIRE", e.Key, ttlMillis(e.TTL), "GT")) // as p.Do
 		}
 	}
+	_ = p.BatchProcess(ctx, q...)
 	cmds, err := p.Exec(withWrite(ctx))
 	if err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
 		return s.failed(ctx, err)
@@ -469,8 +479,11 @@ func setArgs(sets []tokenizer.SetAdd) (keys []string, args []any) {
 	for _, a := range sets {
 		keys = append(keys, a.Key)
 		args = append(args, strconv.FormatInt(ttlMillis(a.TTL), 10), len(a.Members))
-		for _, m := range a.Members {
-			args = append(args, m)
+		// The members go in as pointers into a.Members, which go-redis
+		// writes as the strings they point to: boxing each string would
+		// cost an allocation per member.
+		for i := range a.Members {
+			args = append(args, &a.Members[i])
 		}
 	}
 	return keys, args
@@ -517,6 +530,52 @@ func (s *Store) evalWrite(ctx context.Context, sc *redis.Script, keys []string, 
 		}
 	}
 	return nil, errors.New("redisstore: script not loaded after EVAL")
+}
+
+// setNXArgs is the most arguments SET NX takes here: SET key value PX ms NX.
+const setNXArgs = 6
+
+// queueSetNX appends to q the command SET e.Key e.Value [PX ms | EX s] NX,
+// as p.SetNX(ctx, e.Key, e.Value, ttl(e.TTL)) builds it, with its
+// arguments carved from args. e must stay unchanged until the pipeline
+// has run.
+func queueSetNX(ctx context.Context, q []redis.Cmder, args []any, exp *expiries, e *tokenizer.Entry) ([]redis.Cmder, []any) {
+	at := len(args)
+	args = append(args, "set", &e.Key, (*entryValue)(e))
+	if d := ttl(e.TTL); d > 0 {
+		unit, n := exp.arg(d)
+		args = append(args, unit, n)
+	}
+	args = append(args, "nx")
+	return append(q, redis.NewBoolCmd(ctx, args[at:len(args):len(args)]...)), args
+}
+
+// entryValue writes an entry's value as a command argument: go-redis
+// writes an encoding.BinaryMarshaler as the bytes it returns, and a
+// pointer goes into an interface without the allocation that boxing the
+// slice itself costs.
+type entryValue tokenizer.Entry
+
+func (e *entryValue) MarshalBinary() ([]byte, error) { return e.Value, nil }
+
+// expiries boxes the expiry arguments of SET once per distinct lifetime in
+// a batch (its records share a few, one per class). Like go-redis's SetNX,
+// it gives a lifetime of whole seconds as EX and any other as PX.
+type expiries struct {
+	d       time.Duration
+	unit, n any
+}
+
+func (x *expiries) arg(d time.Duration) (unit, n any) {
+	if x.n == nil || x.d != d {
+		x.d = d
+		if d < time.Second || d%time.Second != 0 {
+			x.unit, x.n = "px", int64(d/time.Millisecond)
+		} else {
+			x.unit, x.n = "ex", int64(d/time.Second)
+		}
+	}
+	return x.unit, x.n
 }
 
 // SetMembers implements tokenizer.Store with HKEYS (SMEMBERS for a set

@@ -649,3 +649,53 @@ func TestWriteSetsInFewScripts(t *testing.T) {
 		}
 	})
 }
+
+// Write gives each record the lifetime its entry asks for, in whole
+// seconds or in milliseconds, and the value exactly as given: the
+// batch's SET NX commands are built by hand, not by go-redis's SetNX.
+func TestWriteLifetimesAndValues(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStore(t, redisstore.Config{Addrs: []string{r.Addr}})
+	raw := r.Client(t)
+	ctx := context.Background()
+	entries := []struct {
+		tokenizer.Entry
+		min, max time.Duration // the PTTL expected; -1 for none
+		keep     bool
+	}{
+		{tokenizer.Entry{Key: "jeton:r:t1:hour", Value: []byte("sealed-1"), TTL: time.Hour}, 59 * time.Minute, time.Hour, false},
+		{tokenizer.Entry{Key: "jeton:r:t1:precise", Value: []byte("sealed-2"), TTL: 90500 * time.Millisecond}, 60 * time.Second, 90500 * time.Millisecond, false},
+		{tokenizer.Entry{Key: "jeton:r:t1:day", Value: []byte("sealed-3"), TTL: 24 * time.Hour}, 23 * time.Hour, 24 * time.Hour, false},
+		{tokenizer.Entry{Key: "jeton:r:t1:forever", Value: []byte{0, 0xff, 0x80}}, -1, -1, false},
+		{tokenizer.Entry{Key: "jeton:r:t1:kept", Value: []byte("sealed-5"), TTL: 2 * time.Hour}, 119 * time.Minute, 2 * time.Hour, true},
+		{tokenizer.Entry{Key: "jeton:r:t1:kept-forever", Value: []byte("sealed-6")}, -1, -1, true},
+	}
+	var w tokenizer.Write
+	for _, e := range entries {
+		if e.keep {
+			w.Keep = append(w.Keep, e.Entry)
+		} else {
+			w.Create = append(w.Create, e.Entry)
+		}
+	}
+	if err := s.Write(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		got, err := raw.Get(ctx, e.Key).Bytes()
+		if err != nil || !bytes.Equal(got, e.Value) {
+			t.Errorf("%s holds %q, %v; want %q", e.Key, got, err, e.Value)
+		}
+		ttl, err := raw.PTTL(ctx, e.Key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.min < 0 {
+			if ttl != -1 {
+				t.Errorf("%s expires in %v, want never", e.Key, ttl)
+			}
+		} else if ttl < e.min || ttl > e.max {
+			t.Errorf("%s expires in %v, want in [%v, %v]", e.Key, ttl, e.min, e.max)
+		}
+	}
+}
