@@ -18,6 +18,13 @@ func FuzzNormalizeFastPaths(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	// Each ASCII white-space character alone, inside and at both ends, so
+	// that a fast path missing one of them is caught by its own seed.
+	for _, c := range "\t\n\v\f\r " {
+		for _, s := range []string{"a" + string(c) + "b", string(c) + "a", "a" + string(c)} {
+			f.Add(s)
+		}
+	}
 	f.Fuzz(func(t *testing.T, v string) {
 		if got, want := nfc(v), norm.NFC.String(v); got != want {
 			t.Errorf("nfc(%q) = %q, the library gives %q", v, got, want)
