@@ -407,30 +407,40 @@ type Limiter struct {
 	// was not suspended (Config.Recheck).
 	clear map[string]time.Time
 
-	keysMu sync.RWMutex
-	keys   map[string]string // Key of each identity seen, up to maxClear
+	keys memo[string] // Key of each identity seen
 }
 
 // key is Key(identity), computed once per identity.
-func (l *Limiter) key(identity string) string {
-	l.keysMu.RLock()
-	k, ok := l.keys[identity]
-	l.keysMu.RUnlock()
+func (l *Limiter) key(identity string) string { return l.keys.get(identity, Key) }
+
+// memo holds f(k) for the keys asked, up to maxClear of them, then starts
+// over: a policy names few identities, and a flood of unknown ones cannot
+// grow it. The zero value is ready to use.
+type memo[V any] struct {
+	mu sync.RWMutex
+	m  map[string]V
+}
+
+// get returns f(k), calling f only for a key not held.
+func (c *memo[V]) get(k string, f func(string) V) V {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
 	if ok {
-		return k
+		return v
 	}
-	k = Key(identity)
-	l.keysMu.Lock()
-	if len(l.keys) >= maxClear {
-		clear(l.keys)
+	v = f(k)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxClear {
+		c.m = make(map[string]V)
 	}
-	l.keys[identity] = k
-	l.keysMu.Unlock()
-	return k
+	c.m[k] = v
+	c.mu.Unlock()
+	return v
 }
 
 func newLimiter(b backend, cfg Config) *Limiter {
-	l := &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}, keys: map[string]string{}}
+	l := &Limiter{b: b, now: cfg.Now, recheck: cfg.Recheck, clear: map[string]time.Time{}}
 	if r, ok := b.(reader); ok && cfg.ReadsRecords {
 		l.r = r
 	}

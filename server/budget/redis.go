@@ -247,35 +247,21 @@ func refusedKey(k string) string { return "jeton:b:{" + k + "}:refused" }
 // replica using the same Redis. A single node, Sentinel and Redis Cluster
 // all work: each identity's keys share one hash slot.
 func NewRedis(c redis.UniversalClient, cfg Config) *Limiter {
-	return newLimiter(&redisBackend{c: c, keys: map[string][]string{}}, cfg)
+	return newLimiter(&redisBackend{c: c}, cfg)
 }
 
 type redisBackend struct {
 	c redis.UniversalClient
 
-	mu sync.RWMutex
-	// keys holds reserveScript's keys by identity key, built once: a
-	// policy names few identities (bounded by maxClear all the same).
-	keys map[string][]string
+	keys memo[[]string] // reserveScript's keys by identity key
 }
 
 // scriptKeys returns reserveScript's keys for an identity key. The slice
 // is shared: read it only.
 func (r *redisBackend) scriptKeys(key string) []string {
-	r.mu.RLock()
-	k, ok := r.keys[key]
-	r.mu.RUnlock()
-	if ok {
-		return k
-	}
-	k = []string{suspKey(key), bucketKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
-	r.mu.Lock()
-	if len(r.keys) >= maxClear {
-		clear(r.keys)
-	}
-	r.keys[key] = k
-	r.mu.Unlock()
-	return k
+	return r.keys.get(key, func(key string) []string {
+		return []string{suspKey(key), bucketKey(key), seenKey(key), refusalsKey(key), refusedKey(key)}
+	})
 }
 
 func (r *redisBackend) reserve(ctx context.Context, key string, req Request, uniq []string, now int64) error {
